@@ -1,0 +1,173 @@
+//! The command line: flags in, one library call per subcommand, errors out.
+//!
+//! Parsing stays close to the flags (clap derive); each subcommand calls one
+//! library function and prints its report. Errors are rendered here, once:
+//! `error: <file>:<line>: column `c`: message (value "v")` and `help:` lines, and
+//! the exit code says whether the user (2) or tradeql (3) is at fault.
+
+use crate::error::Result;
+use crate::ingest::{IngestOptions, ingest};
+use crate::store::Store;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tradeql",
+    version,
+    about = "A columnar analytics engine for trade time series",
+    long_about = "tradeql keeps trade data (value and quantity by period, reporter, partner, \
+flow, product and region) in a store of Hive-partitioned Parquet files with a manifest per \
+dataset, readable as it is by DuckDB, pyarrow and Spark."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Ingest CSV or Parquet files into a dataset of the store.
+    ///
+    /// Rows are checked (periods, flows, numbers, negative values, duplicate
+    /// keys); by default any bad row aborts the ingest and nothing is written.
+    /// Periods already stored are replaced (revisions); other periods are kept.
+    /// The store is changed all at once or not at all.
+    Ingest {
+        /// Source files (.csv or .parquet), ingested together as one change.
+        #[arg(required = true)]
+        sources: Vec<PathBuf>,
+        /// The store directory (created if missing).
+        #[arg(long, short, env = "TRADEQL_STORE", default_value = "store")]
+        store: PathBuf,
+        /// Dataset name in the store (default: `dataset` in the mapping).
+        #[arg(long, short)]
+        dataset: Option<String>,
+        /// Mapping file (TOML) for layouts other than the canonical one.
+        #[arg(long, short)]
+        mapping: Option<PathBuf>,
+        /// Currency of the values after scaling (ISO 4217: CNY, USD, ...).
+        #[arg(long)]
+        currency: Option<String>,
+        /// Unit of the quantity column (kg, units, ...).
+        #[arg(long)]
+        quantity_unit: Option<String>,
+        /// Keep the good rows and write every bad row with its reason to this CSV.
+        #[arg(long, value_name = "FILE")]
+        rejects: Option<PathBuf>,
+        /// Check everything and say what would change, without changing the store.
+        #[arg(long)]
+        dry_run: bool,
+        /// If another process is writing the store, wait for it instead of failing.
+        #[arg(long)]
+        wait: bool,
+        /// Converting threads (default: all cores).
+        #[arg(long, short = 'j')]
+        jobs: Option<usize>,
+        /// No progress bar.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Describe a store: datasets, rows, periods and gaps, currency, groups.
+    Info {
+        /// The store directory.
+        #[arg(env = "TRADEQL_STORE", default_value = "store")]
+        store: PathBuf,
+        /// Check every file against its manifest (size, SHA-256, rows), after
+        /// recovering any interrupted ingest. Exits 1 if anything is wrong.
+        #[arg(long)]
+        verify: bool,
+        /// With --verify, wait for a running ingest instead of failing.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Reference groups (partner blocs, HS sections, regions) stored with the store.
+    Groups {
+        #[command(subcommand)]
+        action: GroupsAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum GroupsAction {
+    /// Store a `group,member,valid_from,valid_to` CSV table under NAME.
+    ///
+    /// valid_from and valid_to are months (2020-01), both inclusive; empty
+    /// means open. A table of the same name is replaced.
+    Add {
+        /// Name of the table (partner_groups, hs_sections, ...).
+        name: String,
+        /// The CSV file.
+        file: PathBuf,
+        /// The dimension whose codes the members are: partner, product or region.
+        /// Rows of a dataset whose partner is a partner group's name (a bloc
+        /// total) are flagged as aggregates when ingested.
+        #[arg(long, default_value = "partner")]
+        of: String,
+        #[arg(long, short, env = "TRADEQL_STORE", default_value = "store")]
+        store: PathBuf,
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+/// Runs the command line; the binary's `main` is only this.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::from(err.exit_code())
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Ingest {
+            sources,
+            store,
+            dataset,
+            mapping,
+            currency,
+            quantity_unit,
+            rejects,
+            dry_run,
+            wait,
+            jobs,
+            quiet,
+        } => {
+            let report = ingest(&IngestOptions {
+                store,
+                dataset,
+                sources,
+                mapping,
+                currency,
+                quantity_unit,
+                rejects,
+                dry_run,
+                wait,
+                workers: jobs,
+                progress: !quiet,
+            })?;
+            if report.recovery.rolled_back || report.recovery.rolled_forward {
+                eprintln!("note: recovered an interrupted commit before ingesting");
+            }
+            println!("{report}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Info { store, verify, wait } => {
+            let store = Store::open_existing(store)?;
+            let report = crate::info::info(&store, verify, wait)?;
+            print!("{}", report.text);
+            let bad = report.problems.is_some_and(|p| !p.is_empty());
+            Ok(if bad { ExitCode::from(1) } else { ExitCode::SUCCESS })
+        }
+        Command::Groups { action: GroupsAction::Add { name, file, of, store, wait } } => {
+            println!("{}", crate::groups::add(&store, &name, &of, &file, wait)?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

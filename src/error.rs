@@ -1,0 +1,202 @@
+//! The one error type of the library.
+//!
+//! A user of tradeql sees every error as a message that says what is wrong and
+//! where: the file, the line, the column and the value at fault, and a hint when
+//! there is an obvious fix. Internal failures (a polars error we did not expect,
+//! an I/O failure) are a different kind, so the CLI can tell the two apart.
+//! Errors are built in the library and rendered once, by the CLI.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// What kind of failure this is; decides the exit code and how it is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The input data is wrong: bad number, bad period, duplicate key, ...
+    Input,
+    /// A mapping file (TOML) is wrong or names a column the source lacks.
+    Mapping,
+    /// The store is missing, damaged, or was written by another format version.
+    Store,
+    /// Another process holds the store's lock.
+    Locked,
+    /// The command line asks for something impossible.
+    Usage,
+    /// Reading or writing a file failed.
+    Io,
+    /// A failure inside tradeql or polars that the user did not cause.
+    Internal,
+}
+
+/// Where in a source file an error was found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Location {
+    pub file: Option<PathBuf>,
+    /// 1-based line in a CSV file (the header is line 1), or 1-based row in a Parquet file.
+    pub line: Option<u64>,
+    pub column: Option<String>,
+    pub value: Option<String>,
+}
+
+/// A tradeql error: a kind, a lowercase message, where, and hints.
+#[derive(Debug, Clone)]
+pub struct Error {
+    pub kind: ErrorKind,
+    pub message: String,
+    pub location: Location,
+    pub hints: Vec<String>,
+    /// Further errors of the same run (for example more bad rows), already rendered.
+    pub more: Vec<String>,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            message: message.into(),
+            location: Location::default(),
+            hints: Vec::new(),
+            more: Vec::new(),
+        }
+    }
+
+    pub fn input(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Input, message)
+    }
+
+    pub fn mapping(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Mapping, message)
+    }
+
+    pub fn store(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Store, message)
+    }
+
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Usage, message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Internal, message)
+    }
+
+    /// An I/O failure on `path`, with what we were doing.
+    pub fn io(doing: &str, path: &Path, err: std::io::Error) -> Self {
+        Self::new(ErrorKind::Io, format!("{doing} {}: {err}", path.display()))
+            .in_file(path)
+    }
+
+    pub fn in_file(mut self, file: impl Into<PathBuf>) -> Self {
+        self.location.file = Some(file.into());
+        self
+    }
+
+    pub fn at_line(mut self, line: u64) -> Self {
+        self.location.line = Some(line);
+        self
+    }
+
+    pub fn in_column(mut self, column: impl Into<String>) -> Self {
+        self.location.column = Some(column.into());
+        self
+    }
+
+    pub fn with_value(mut self, value: impl Into<String>) -> Self {
+        self.location.value = Some(value.into());
+        self
+    }
+
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hints.push(hint.into());
+        self
+    }
+
+    /// The exit code the CLI uses for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self.kind {
+            ErrorKind::Internal => 3,
+            _ => 2,
+        }
+    }
+
+    /// The `file:line: column "c":` prefix, or nothing if the error has no place.
+    fn place(&self) -> String {
+        let loc = &self.location;
+        let mut out = String::new();
+        if let Some(file) = &loc.file {
+            out.push_str(&file.display().to_string());
+            if let Some(line) = loc.line {
+                out.push_str(&format!(":{line}"));
+            }
+            out.push_str(": ");
+        } else if let Some(line) = loc.line {
+            out.push_str(&format!("line {line}: "));
+        }
+        if let Some(column) = &loc.column {
+            out.push_str(&format!("column `{column}`: "));
+        }
+        out
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}", self.place(), self.message)?;
+        if let Some(value) = &self.location.value {
+            write!(f, " (value {value:?})")?;
+        }
+        for hint in &self.hints {
+            write!(f, "\n  help: {hint}")?;
+        }
+        for more in &self.more {
+            write!(f, "\n{more}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<polars::prelude::PolarsError> for Error {
+    fn from(err: polars::prelude::PolarsError) -> Self {
+        // Polars messages carry a long plan dump after the first line.
+        let text = err.to_string();
+        let first = text.lines().next().unwrap_or("polars error").to_string();
+        Error::internal(format!("polars: {first}"))
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(err: serde_json::Error) -> Self {
+        Error::internal(format!("json: {err}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_file_line_column_value_and_hint() {
+        let e = Error::input("cannot parse as a number")
+            .in_file("data/x.csv")
+            .at_line(17)
+            .in_column("value")
+            .with_value("33,312")
+            .hint("declare the separator with thousands = \",\" in the mapping");
+        assert_eq!(
+            e.to_string(),
+            "data/x.csv:17: column `value`: cannot parse as a number (value \"33,312\")\n  \
+             help: declare the separator with thousands = \",\" in the mapping"
+        );
+    }
+
+    #[test]
+    fn internal_errors_exit_differently() {
+        assert_eq!(Error::internal("x").exit_code(), 3);
+        assert_eq!(Error::input("x").exit_code(), 2);
+    }
+}

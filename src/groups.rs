@@ -1,0 +1,210 @@
+//! Reference groups: which members belong to which group, and when.
+//!
+//! Partner blocs (the EU, ASEAN, BRICS), HS sections and domestic regions are
+//! all tables `group,member,valid_from,valid_to`, since membership changes over
+//! time (the UK left the EU in 2020-02; BRICS grew in 2024-01). They are stored
+//! with the store (`_groups/`) under the same commit protocol as trade data, so
+//! a query that maps partners to blocs reads the same version every time.
+
+use crate::error::{Error, Result};
+use crate::period::{Frequency, Period};
+use crate::store::{self, Commit, GroupTable, Store};
+use crate::store::manifest::SourceFile;
+use polars::prelude::*;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The dimensions a group table can group.
+pub const DIMENSIONS: [&str; 3] = ["partner", "product", "region"];
+
+const COLUMNS: [&str; 4] = ["group", "member", "valid_from", "valid_to"];
+
+/// What `groups add` stored.
+#[derive(Debug, Clone)]
+pub struct GroupsReport {
+    pub name: String,
+    pub rows: u64,
+    pub groups: Vec<(String, u64)>,
+    pub version: u64,
+}
+
+impl std::fmt::Display for GroupsReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let groups: Vec<String> = self.groups.iter().map(|(g, n)| format!("{g} ({n})")).collect();
+        write!(f, "stored group table {} ({} rows): {} (groups version {})", self.name, self.rows, groups.join(", "), self.version)
+    }
+}
+
+struct Membership {
+    group: String,
+    member: String,
+    from: Option<Period>,
+    to: Option<Period>,
+    line: u64,
+}
+
+/// Reads and checks a group table from CSV.
+fn read_table(path: &Path) -> Result<Vec<Membership>> {
+    let mut rdr = csv::ReaderBuilder::new()
+        .from_path(path)
+        .map_err(|e| Error::input(format!("cannot read: {e}")).in_file(path))?;
+    let header: Vec<String> = rdr
+        .headers()
+        .map_err(|e| Error::input(format!("cannot read the header: {e}")).in_file(path))?
+        .iter()
+        .map(|h| h.trim_start_matches('\u{feff}').trim().to_string())
+        .collect();
+    let index: Vec<usize> = COLUMNS
+        .iter()
+        .map(|c| {
+            header.iter().position(|h| h == c).ok_or_else(|| {
+                Error::input(format!(
+                    "missing column `{c}`: a group table has columns {}; the file has {}",
+                    COLUMNS.join(","),
+                    header.join(",")
+                ))
+                .in_file(path)
+                .at_line(1)
+            })
+        })
+        .collect::<Result<_>>()?;
+    let mut rows = Vec::new();
+    for rec in rdr.records() {
+        let rec = rec.map_err(|e| Error::input(format!("cannot read the row: {e}")).in_file(path))?;
+        let line = rec.position().map_or(0, |p| p.line());
+        let get = |i: usize| rec.get(index[i]).unwrap_or("").trim();
+        let bad = |col: &str, value: &str, why: &str| {
+            Error::input(why.to_string()).in_file(path).at_line(line).in_column(col).with_value(value)
+        };
+        let period = |i: usize| -> Result<Option<Period>> {
+            let text = get(i);
+            if text.is_empty() {
+                return Ok(None);
+            }
+            match Period::parse(text) {
+                Ok(p) if p.frequency == Frequency::Month => Ok(Some(p)),
+                Ok(_) => Err(bad(COLUMNS[i], text, "validity dates are months, written 2024-01")),
+                Err(e) => Err(bad(COLUMNS[i], text, &format!("bad period: {}", e.0))),
+            }
+        };
+        let (group, member) = (get(0), get(1));
+        if group.is_empty() {
+            return Err(bad("group", group, "`group` is empty"));
+        }
+        if member.is_empty() {
+            return Err(bad("member", member, "`member` is empty"));
+        }
+        let (from, to) = (period(2)?, period(3)?);
+        if let (Some(f), Some(t)) = (from, to)
+            && f > t
+        {
+            return Err(bad("valid_to", get(3), "valid_to is before valid_from"));
+        }
+        rows.push(Membership { group: group.to_string(), member: member.to_string(), from, to, line });
+    }
+    if rows.is_empty() {
+        return Err(Error::input("the group table has no rows").in_file(path));
+    }
+    // The same member listed twice in a group for overlapping months would be counted twice.
+    let mut by_key: BTreeMap<(&str, &str), Vec<&Membership>> = BTreeMap::new();
+    for m in &rows {
+        by_key.entry((&m.group, &m.member)).or_default().push(m);
+    }
+    for spans in by_key.values() {
+        for (i, a) in spans.iter().enumerate() {
+            for b in &spans[i + 1..] {
+                let overlap = a.from.max(b.from) <= match (a.to, b.to) {
+                    (Some(x), Some(y)) => Some(x.min(y)),
+                    (x, None) => x.or(Some(Period::month(9999, 12))),
+                    (None, y) => y,
+                } || (a.from.is_none() && b.from.is_none());
+                if overlap {
+                    return Err(Error::input(format!(
+                        "{} is listed in {} twice for overlapping months (also line {})",
+                        b.member, b.group, a.line
+                    ))
+                    .in_file(path)
+                    .at_line(b.line));
+                }
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// Stores the group table at `path` under `name`, replacing a table of that name.
+pub fn add(store_root: &Path, name: &str, of: &str, path: &Path, wait: bool) -> Result<GroupsReport> {
+    if !DIMENSIONS.contains(&of) {
+        return Err(Error::usage(format!("groups are of partner, product or region codes, not {of:?}")));
+    }
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        return Err(Error::usage(format!("bad group table name {name:?}: use letters, digits, '_' and '-'")));
+    }
+    let rows = read_table(path)?;
+    std::fs::create_dir_all(store_root).map_err(|e| Error::io("cannot create store", store_root, e))?;
+    let store = Store::at(store_root);
+    let lock = store.lock(wait, &format!("groups add {name}"))?;
+    store.recover(&lock)?;
+    let mut manifest = store.groups_manifest()?;
+    let version = manifest.version + 1;
+    let staging = store.staging_dir(&lock)?;
+    let result = (|| -> Result<GroupsReport> {
+        let date = |p: Option<Period>| p.map(Period::days);
+        let mut df = DataFrame::new(
+            rows.len(),
+            vec![
+                Column::new("group".into(), rows.iter().map(|m| m.group.as_str()).collect::<Vec<_>>()),
+                Column::new("member".into(), rows.iter().map(|m| m.member.as_str()).collect::<Vec<_>>()),
+                Int32Chunked::from_iter_options("valid_from".into(), rows.iter().map(|m| date(m.from))).into_date().into_column(),
+                Int32Chunked::from_iter_options("valid_to".into(), rows.iter().map(|m| date(m.to))).into_date().into_column(),
+            ],
+        )?;
+        let staged = staging.join(format!("{name}.parquet"));
+        let file = std::fs::File::create(&staged).map_err(|e| Error::io("cannot create", &staged, e))?;
+        ParquetWriter::new(file).finish(&mut df)?;
+        let (sha256, bytes) = store::sha256_file(&staged)?;
+        let (src_sha, src_bytes) = store::sha256_file(path)?;
+        let mut groups: BTreeMap<String, u64> = BTreeMap::new();
+        for m in &rows {
+            *groups.entry(m.group.clone()).or_default() += 1;
+        }
+        let rel = format!("{name}-v{version:06}.parquet");
+        let mut removed = Vec::new();
+        manifest.tables.retain(|t| {
+            if t.name == name {
+                removed.push(format!("{}/{}", store::GROUPS_DIR, t.path));
+                false
+            } else {
+                true
+            }
+        });
+        let groups: Vec<(String, u64)> = groups.into_iter().collect();
+        manifest.tables.push(GroupTable {
+            name: name.to_string(),
+            of: of.to_string(),
+            path: rel.clone(),
+            rows: rows.len() as u64,
+            bytes,
+            sha256,
+            groups: groups.clone(),
+            source: SourceFile { path: path.display().to_string(), bytes: src_bytes, sha256: src_sha },
+        });
+        manifest.tables.sort_by(|a, b| a.name.cmp(&b.name));
+        manifest.format = store::manifest::MANIFEST_FORMAT;
+        manifest.version = version;
+        manifest.updated_at = store::now();
+        store.commit(
+            &lock,
+            Commit {
+                manifest_path: format!("{}/manifest.json", store::GROUPS_DIR),
+                manifest_json: serde_json::to_string_pretty(&manifest)?,
+                version,
+                moves: vec![(staged, format!("{}/{rel}", store::GROUPS_DIR))],
+                removed,
+            },
+        )?;
+        Ok(GroupsReport { name: name.to_string(), rows: rows.len() as u64, groups, version })
+    })();
+    let _ = std::fs::remove_dir_all(&staging);
+    result
+}

@@ -1,0 +1,101 @@
+//! `tradeql info`: what a store holds, and whether it is intact.
+//!
+//! For each dataset: rows (and how many are aggregate rows), the periods
+//! covered and the gaps inside that range, currency and units, the manifest
+//! version and the sources it came from; then the reference-group tables. With
+//! `--verify`, every file is checked against its manifest (see
+//! [`crate::store::verify`]).
+
+use crate::error::Result;
+use crate::store::manifest::describe_periods;
+use crate::store::{self, Problem, Recovery, Store};
+use std::fmt::Write as _;
+
+/// The text `info` prints, and what verification found.
+pub struct InfoReport {
+    pub text: String,
+    /// `Some` when verification was asked for.
+    pub problems: Option<Vec<Problem>>,
+}
+
+/// Describes the store; with `verify`, takes the lock, recovers any interrupted
+/// commit, and checks every file.
+pub fn info(store: &Store, verify: bool, wait: bool) -> Result<InfoReport> {
+    let mut text = String::new();
+    let mut recovery = Recovery::default();
+    let lock = if verify { Some(store.lock(wait, "info --verify")?) } else { None };
+    if let Some(lock) = &lock {
+        recovery = store.recover(lock)?;
+    }
+    let _ = writeln!(text, "store {}", store.root().display());
+    if recovery.rolled_back || recovery.rolled_forward {
+        let _ = writeln!(
+            text,
+            "  recovered an interrupted commit ({}, {} files removed)",
+            if recovery.rolled_forward { "completed it" } else { "undid it" },
+            recovery.files_removed
+        );
+    }
+    if lock.is_none() && store.has_pending_journal() {
+        let _ = writeln!(text, "  an interrupted commit is pending; the next ingest or `info --verify` recovers it");
+    }
+    let datasets = store.datasets()?;
+    if datasets.is_empty() {
+        let _ = writeln!(text, "  no datasets");
+    }
+    for name in &datasets {
+        let Some(m) = store.manifest(name)? else { continue };
+        let periods = m.period_values();
+        let gaps = m.gaps();
+        let bytes: u64 = m.files.iter().map(|f| f.bytes).sum();
+        let _ = writeln!(text, "\ndataset {name}  (version {}, {}ly, updated {})", m.version, m.frequency, m.updated_at);
+        let _ = writeln!(
+            text,
+            "  rows        {}{}",
+            m.rows,
+            if m.aggregate_rows > 0 {
+                format!(" ({} aggregate rows: world, total or bloc; flagged `aggregate`)", m.aggregate_rows)
+            } else {
+                String::new()
+            }
+        );
+        let range = match (periods.first(), periods.last()) {
+            (Some(a), Some(b)) => format!("{a} .. {b} ({} periods)", periods.len()),
+            _ => "none".into(),
+        };
+        let _ = writeln!(text, "  periods     {range}");
+        let _ = writeln!(text, "  gaps        {}", if gaps.is_empty() { "none".into() } else { describe_periods(&gaps) });
+        let _ = writeln!(
+            text,
+            "  currency    {}{}",
+            m.currency.as_deref().unwrap_or("unknown"),
+            m.quantity_unit.as_ref().map(|u| format!(", quantity in {u}")).unwrap_or_default()
+        );
+        let _ = writeln!(text, "  files       {} ({} bytes)", m.files.len(), bytes);
+        for ing in &m.ingests {
+            for s in &ing.sources {
+                let _ = writeln!(text, "  source v{:<3} {} sha256 {}", ing.version, s.path, &s.sha256[..16]);
+            }
+        }
+    }
+    let groups = store.groups_manifest()?;
+    if !groups.tables.is_empty() {
+        let _ = writeln!(text, "\ngroups  (version {})", groups.version);
+        for t in &groups.tables {
+            let names: Vec<String> = t.groups.iter().map(|(g, n)| format!("{g} ({n})")).collect();
+            let _ = writeln!(text, "  {:<16} {} rows, groups of {} codes: {}", t.name, t.rows, t.of, names.join(", "));
+        }
+    }
+    let problems = if verify { Some(store::verify(store)?) } else { None };
+    if let Some(problems) = &problems {
+        if problems.is_empty() {
+            let _ = writeln!(text, "\nverify: every file matches its manifest");
+        } else {
+            let _ = writeln!(text, "\nverify: {} problems", problems.len());
+            for p in problems {
+                let _ = writeln!(text, "  {}", p.0);
+            }
+        }
+    }
+    Ok(InfoReport { text, problems })
+}

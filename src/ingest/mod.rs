@@ -1,0 +1,582 @@
+//! `tradeql ingest`: source files into the store, whole or not at all.
+//!
+//! The stage runs in three steps. Convert: each source is read in parallel
+//! blocks ([`source`]), every record checked and turned into canonical rows
+//! ([`convert`]), rows written to one staged Parquet file per year while their
+//! keys go to the duplicate check ([`dedup`]). Merge: a year that keeps some
+//! stored periods (a revision of part of a year) is rewritten as the kept rows
+//! plus the new ones. Commit: the staged files and the new manifest are swapped
+//! in through the store's journal. Until the commit point, the store is exactly
+//! as it was; a failure anywhere leaves only a staging directory, which the next
+//! writer removes.
+
+pub mod convert;
+pub mod dedup;
+pub mod source;
+mod writer;
+
+use crate::error::{Error, Result};
+use crate::mapping::Mapping;
+use crate::period::{Frequency, Period};
+use crate::store::manifest::{ColumnSpec, DataFile, IngestRecord, SourceFile, describe_periods};
+use crate::store::{self, Commit, Manifest, Recovery, Store, StoreLock};
+use convert::{Batch, Layout, RowError, store_schema};
+use dedup::{DuplicateCheck, Place};
+use polars::prelude::*;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use writer::{PartitionWriter, StagedYear};
+
+/// Bad rows shown in an error before "and N more".
+const ERRORS_SHOWN: usize = 10;
+/// Memory for the duplicate check before it spills to disk.
+const DEDUP_BUDGET: usize = 128 << 20;
+
+/// What to ingest, and how.
+#[derive(Debug, Clone)]
+pub struct IngestOptions {
+    pub store: PathBuf,
+    pub dataset: Option<String>,
+    pub sources: Vec<PathBuf>,
+    pub mapping: Option<PathBuf>,
+    pub currency: Option<String>,
+    pub quantity_unit: Option<String>,
+    /// Write good rows, and bad rows with their reason to this CSV file.
+    pub rejects: Option<PathBuf>,
+    pub dry_run: bool,
+    /// Wait for another writer instead of failing.
+    pub wait: bool,
+    /// Converting threads (default: the machine's cores).
+    pub workers: Option<usize>,
+    pub progress: bool,
+}
+
+/// What an ingest did (or, with `dry_run`, would do).
+#[derive(Debug, Clone)]
+pub struct IngestReport {
+    pub dataset: String,
+    pub version: u64,
+    pub dry_run: bool,
+    pub rows: u64,
+    pub rejected: u64,
+    pub frequency: Frequency,
+    pub periods_added: Vec<Period>,
+    pub periods_replaced: Vec<Period>,
+    pub years_rewritten: Vec<i32>,
+    pub recovery: Recovery,
+}
+
+impl std::fmt::Display for IngestReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let verb = if self.dry_run { "would ingest" } else { "ingested" };
+        writeln!(
+            f,
+            "{verb} {} rows into {} (version {}{})",
+            self.rows,
+            self.dataset,
+            self.version,
+            if self.dry_run { ", not written" } else { "" }
+        )?;
+        if self.rejected > 0 {
+            writeln!(f, "  rejected {} rows (see the rejects file)", self.rejected)?;
+        }
+        let show = |ps: &[Period]| if ps.is_empty() { "none".to_string() } else { describe_periods(ps) };
+        writeln!(f, "  periods added:    {}", show(&self.periods_added))?;
+        writeln!(f, "  periods replaced: {}", show(&self.periods_replaced))?;
+        let years: Vec<String> = self.years_rewritten.iter().map(|y| format!("year={y}")).collect();
+        write!(f, "  partitions {}: {}", if self.dry_run { "to write" } else { "written" }, years.join(", "))
+    }
+}
+
+/// Ingests `opts.sources` into one dataset of the store.
+pub fn ingest(opts: &IngestOptions) -> Result<IngestReport> {
+    let mapping = match &opts.mapping {
+        Some(path) => Mapping::load(path)?,
+        None => Mapping::default(),
+    };
+    let dataset = opts
+        .dataset
+        .clone()
+        .or_else(|| mapping.dataset.clone())
+        .ok_or_else(|| Error::usage("name the dataset with --dataset (or dataset = \"...\" in the mapping)"))?;
+    check_dataset_name(&dataset)?;
+    if opts.sources.is_empty() {
+        return Err(Error::usage("no source files given"));
+    }
+    std::fs::create_dir_all(&opts.store).map_err(|e| Error::io("cannot create store", &opts.store, e))?;
+    let store = Store::at(&opts.store);
+    let lock = store.lock(opts.wait, &format!("ingest into {dataset}"))?;
+    let recovery = store.recover(&lock)?;
+    let old = store.manifest(&dataset)?;
+    let staging = store.staging_dir(&lock)?;
+    let result = ingest_locked(opts, &mapping, &dataset, &store, &lock, old.as_ref(), &staging);
+    // Staged files left behind (dry run, failure) go now; committed ones were moved.
+    let _ = std::fs::remove_dir_all(&staging);
+    let mut report = result?;
+    report.recovery = recovery;
+    Ok(report)
+}
+
+fn check_dataset_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && !name.starts_with(['.', '_'])
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::usage(format!(
+            "bad dataset name {name:?}: use letters, digits, '_' and '-', not starting with '_'"
+        )))
+    }
+}
+
+/// Everything the converted blocks tell us, gathered in file order.
+struct Gathered {
+    periods: HashSet<i32>,
+    frequency: Option<(Frequency, PathBuf, u64)>,
+    rows: u64,
+    rejects: Vec<(PathBuf, RowError)>,
+    sources: Vec<SourceFile>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn ingest_locked(
+    opts: &IngestOptions,
+    mapping: &Mapping,
+    dataset: &str,
+    store: &Store,
+    lock: &StoreLock,
+    old: Option<&Manifest>,
+    staging: &Path,
+) -> Result<IngestReport> {
+    let group_names: Vec<String> = store
+        .groups_manifest()?
+        .tables
+        .iter()
+        .filter(|t| t.of == "partner")
+        .flat_map(|t| t.groups.iter().map(|(g, _)| g.clone()))
+        .collect();
+    let delimiter = mapping.delimiter.as_ref().map_or(b',', |d| d.as_bytes()[0]);
+    let workers = opts.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    });
+    let mut writer = PartitionWriter::new(staging.join("new"));
+    let mut dups = DuplicateCheck::new(staging.join("keys"), DEDUP_BUDGET);
+    let mut got = Gathered { periods: HashSet::new(), frequency: None, rows: 0, rejects: Vec::new(), sources: Vec::new() };
+    let total_bytes: u64 = opts.sources.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
+    let bar = progress_bar(opts.progress, total_bytes);
+    for path in &opts.sources {
+        let src = source::Source::open(path, delimiter)?;
+        let layout = Layout::resolve(mapping, &src.header, &group_names).map_err(|e| {
+            if e.location.file.is_none() { e.in_file(path) } else { e }
+        })?;
+        let mut failed: Option<Error> = None;
+        let mut deliver = |c: source::Converted| -> Result<bool> {
+            if !c.errors.is_empty() && opts.rejects.is_none() {
+                failed = Some(rows_error(path, c.errors));
+                return Ok(false);
+            }
+            got.rejects.extend(c.errors.into_iter().map(|e| (path.clone(), e)));
+            absorb(path, c.batch, &mut got, &mut writer, &mut dups)?;
+            Ok(true)
+        };
+        let progress = |n: u64| bar.inc(n);
+        let sha256 = source::convert_all(&src, &layout, workers, &progress, &mut deliver)?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        got.sources.push(SourceFile { path: path.display().to_string(), bytes: src.bytes, sha256 });
+    }
+    bar.finish_and_clear();
+    crate::failpoint("ingest:converted");
+    let mut staged = writer.finish()?;
+    let duplicates = dups.finish()?;
+    if !duplicates.is_empty() {
+        if opts.rejects.is_none() {
+            return Err(duplicates_error(&opts.sources, &duplicates, &staged));
+        }
+        staged = drop_rows(staged, &duplicates, staging)?;
+        for d in &duplicates {
+            got.rejects.push((
+                source_of_line(&opts.sources),
+                RowError {
+                    line: d.line,
+                    column: String::new(),
+                    value: String::new(),
+                    reason: format!("duplicate key: line {} has the same period, reporter, partner, flow, product and region", d.first_line),
+                    hint: None,
+                    record: String::new(),
+                },
+            ));
+        }
+        got.rows -= duplicates.len() as u64;
+    }
+    let Some((frequency, _, _)) = got.frequency.clone() else {
+        return Err(Error::input("no rows to ingest: every row was rejected").in_file(&opts.sources[0]));
+    };
+    if let Some(old) = old
+        && old.frequency != frequency
+    {
+        return Err(Error::input(format!(
+            "the dataset {dataset} is {}ly but this source is {}ly",
+            old.frequency, frequency
+        ))
+        .in_file(&opts.sources[0])
+        .hint("ingest it into another dataset with --dataset"));
+    }
+    let (manifest, moves, removed, periods_added, periods_replaced) =
+        build_manifest(opts, mapping, dataset, old, &got, frequency, staged, staging)?;
+    let years_rewritten: Vec<i32> = moves.iter().filter_map(|(_, to)| year_of_path(to)).collect();
+    let report = IngestReport {
+        dataset: dataset.to_string(),
+        version: manifest.version,
+        dry_run: opts.dry_run,
+        rows: got.rows,
+        rejected: got.rejects.len() as u64,
+        frequency,
+        periods_added,
+        periods_replaced,
+        years_rewritten,
+        recovery: Recovery::default(),
+    };
+    if opts.dry_run {
+        return Ok(report);
+    }
+    let rejects_tmp = match &opts.rejects {
+        Some(path) => Some(write_rejects(path, &got.rejects)?),
+        None => None,
+    };
+    store.commit(
+        lock,
+        Commit {
+            manifest_path: format!("{dataset}/manifest.json"),
+            manifest_json: serde_json::to_string_pretty(&manifest)?,
+            version: manifest.version,
+            moves,
+            removed,
+        },
+    )?;
+    if let (Some(tmp), Some(path)) = (rejects_tmp, &opts.rejects) {
+        std::fs::rename(&tmp, path).map_err(|e| Error::io("cannot write rejects", path, e))?;
+    }
+    Ok(report)
+}
+
+fn source_of_line(sources: &[PathBuf]) -> PathBuf {
+    sources[0].clone()
+}
+
+/// Takes one converted block's rows into the writer and the duplicate check.
+fn absorb(
+    path: &Path,
+    batch: Batch,
+    got: &mut Gathered,
+    writer: &mut PartitionWriter,
+    dups: &mut DuplicateCheck,
+) -> Result<()> {
+    if let Some((line, label)) = &batch.mixed {
+        return Err(mixed_error(path, *line, label, batch.frequency.map(|f| f.0)));
+    }
+    if let Some((f, line)) = batch.frequency {
+        match &got.frequency {
+            None => got.frequency = Some((f, path.to_path_buf(), line)),
+            Some((first, _, _)) if *first != f => {
+                let label = batch
+                    .periods
+                    .iter()
+                    .next()
+                    .map(|d| Period::from_days(*d, f).to_string())
+                    .unwrap_or_default();
+                return Err(mixed_error(path, line, &label, Some(*first)));
+            }
+            _ => {}
+        }
+    }
+    got.periods.extend(batch.periods.iter().copied());
+    for (year, rows) in batch.years {
+        let (frame, lines, keys) = rows.into_frame()?;
+        got.rows += frame.height() as u64;
+        let first_row = writer.add(year, frame)?;
+        for (i, (key, line)) in keys.into_iter().zip(lines).enumerate() {
+            dups.add(key, line, Place { year, row: first_row + i as u64 })?;
+        }
+    }
+    Ok(())
+}
+
+fn mixed_error(path: &Path, line: u64, label: &str, first: Option<Frequency>) -> Error {
+    Error::input(format!(
+        "this period's frequency differs from the rows before it{}",
+        first.map(|f| format!(" ({f}ly)")).unwrap_or_default()
+    ))
+    .in_file(path)
+    .at_line(line)
+    .in_column("period")
+    .with_value(label)
+    .hint("a dataset holds one frequency; put monthly, quarterly and yearly rows in separate datasets")
+}
+
+fn rows_error(path: &Path, mut errors: Vec<RowError>) -> Error {
+    errors.sort_by_key(|e| e.line);
+    let count = errors.len();
+    let mut iter = errors.into_iter();
+    let mut first = iter.next().expect("at least one error").into_error(path);
+    for e in iter.by_ref().take(ERRORS_SHOWN - 1) {
+        first.more.push(e.into_error(path).to_string());
+    }
+    if count > ERRORS_SHOWN {
+        first.more.push(format!("... and {} more bad rows in this part of the file", count - ERRORS_SHOWN));
+    }
+    first.hints.push("nothing was written; to keep the good rows and list the bad ones, pass --rejects FILE".into());
+    first
+}
+
+fn duplicates_error(sources: &[PathBuf], dups: &[dedup::Duplicate], staged: &[StagedYear]) -> Error {
+    let file = &sources[0];
+    let describe = |d: &dedup::Duplicate| -> String {
+        staged
+            .iter()
+            .find(|s| s.year == d.place.year)
+            .and_then(|s| writer::key_text(&s.path, d.place.row).ok())
+            .unwrap_or_default()
+    };
+    let d0 = &dups[0];
+    let mut e = Error::input(format!(
+        "duplicate key: the same period, reporter, partner, flow, product and region as line {}",
+        d0.first_line
+    ))
+    .in_file(file)
+    .at_line(d0.line)
+    .with_value(describe(d0));
+    for d in dups.iter().skip(1).take(ERRORS_SHOWN - 1) {
+        e.more.push(format!("{}:{}: duplicate of line {} (value {:?})", file.display(), d.line, d.first_line, describe(d)));
+    }
+    if dups.len() > ERRORS_SHOWN {
+        e.more.push(format!("... and {} more duplicate rows", dups.len() - ERRORS_SHOWN));
+    }
+    if sources.len() > 1 {
+        e.hints.push("with several source files, line numbers may refer to any of them; ingest them one at a time to locate it".into());
+    }
+    e.hint("nothing was written; to keep the first of each and list the rest, pass --rejects FILE")
+}
+
+/// Rewrites the staged years that hold duplicate rows, without them.
+fn drop_rows(staged: Vec<StagedYear>, dups: &[dedup::Duplicate], staging: &Path) -> Result<Vec<StagedYear>> {
+    let mut by_year: BTreeMap<i32, Vec<u64>> = BTreeMap::new();
+    for d in dups {
+        by_year.entry(d.place.year).or_default().push(d.place.row);
+    }
+    staged
+        .into_iter()
+        .map(|s| match by_year.get(&s.year) {
+            None => Ok(s),
+            Some(rows) => {
+                let out = staging.join(format!("dedup-year={}.parquet", s.year));
+                let drop = Series::new("rows".into(), rows.iter().map(|r| *r as IdxSize).collect::<Vec<_>>());
+                let lf = scan(&s.path)?
+                    .with_row_index("__row", None)
+                    .filter(col("__row").is_in(lit(drop).implode(false), false).not())
+                    .drop(cols(["__row"]));
+                writer::sink_parquet(lf, &out)?;
+                Ok(StagedYear { year: s.year, rows: s.rows - rows.len() as u64, path: out })
+            }
+        })
+        .collect()
+}
+
+pub(crate) fn scan(path: &Path) -> Result<LazyFrame> {
+    let args = ScanArgsParquet { hive_options: HiveOptions::new_disabled(), ..Default::default() };
+    Ok(LazyFrame::scan_parquet(PlRefPath::new(path.to_string_lossy().as_ref()), args)?)
+}
+
+fn year_of_path(rel: &str) -> Option<i32> {
+    rel.split('/').find_map(|part| part.strip_prefix("year=")).and_then(|y| y.parse().ok())
+}
+
+type Built = (Manifest, Vec<(PathBuf, String)>, Vec<String>, Vec<Period>, Vec<Period>);
+
+/// The new manifest, the moves and deletions that make it true, and which
+/// periods are new or replaced. Years that keep stored periods are merged here.
+#[allow(clippy::too_many_arguments)]
+fn build_manifest(
+    opts: &IngestOptions,
+    mapping: &Mapping,
+    dataset: &str,
+    old: Option<&Manifest>,
+    got: &Gathered,
+    frequency: Frequency,
+    staged: Vec<StagedYear>,
+    staging: &Path,
+) -> Result<Built> {
+    let version = old.map_or(1, |m| m.version + 1);
+    let new_days: BTreeSet<i32> = got.periods.iter().copied().collect();
+    let label = |d: i32| Period::from_days(d, frequency).to_string();
+    let old_labels: BTreeSet<String> = old.map(|m| m.periods.iter().cloned().collect()).unwrap_or_default();
+    let mut added = Vec::new();
+    let mut replaced = Vec::new();
+    for d in &new_days {
+        let p = Period::from_days(*d, frequency);
+        if old_labels.contains(&p.to_string()) { replaced.push(p) } else { added.push(p) }
+    }
+    let new_years: BTreeSet<i32> = staged.iter().map(|s| s.year).collect();
+    let mut files: Vec<DataFile> = Vec::new();
+    let mut removed = Vec::new();
+    let mut moves = Vec::new();
+    let old_files = old.map(|m| m.files.clone()).unwrap_or_default();
+    for f in &old_files {
+        if new_years.contains(&f.year) {
+            removed.push(format!("{dataset}/{}", f.path));
+        } else {
+            files.push(f.clone());
+        }
+    }
+    let new_period_series = || {
+        Int32Chunked::from_vec("period".into(), new_days.iter().copied().collect()).into_date().into_series()
+    };
+    for s in staged {
+        let year_days: Vec<i32> = new_days.iter().copied().filter(|d| Period::from_days(*d, frequency).year == s.year).collect();
+        let mut periods: BTreeSet<String> = year_days.iter().map(|d| label(*d)).collect();
+        let kept: Vec<&DataFile> = old_files
+            .iter()
+            .filter(|f| f.year == s.year && f.periods.iter().any(|p| !periods.contains(p)))
+            .collect();
+        let (path, rows) = if kept.is_empty() {
+            (s.path, s.rows)
+        } else {
+            // A revision of part of a year: keep the stored periods it does not replace.
+            let dir = store::Store::at(&opts.store).dataset_dir(dataset);
+            let mut parts = Vec::new();
+            for f in &kept {
+                parts.push(scan(&dir.join(&f.path))?.filter(col("period").is_in(lit(new_period_series()).implode(false), false).not()));
+                periods.extend(f.periods.iter().filter(|p| !periods.contains(*p)).cloned().collect::<Vec<_>>());
+            }
+            parts.push(scan(&s.path)?);
+            let merged = staging.join(format!("merged-year={}.parquet", s.year));
+            writer::sink_parquet(concat(parts, UnionArgs::default())?, &merged)?;
+            let rows = store::verify::parquet_rows(&merged)?;
+            (merged, rows)
+        };
+        let (sha256, bytes) = store::sha256_file(&path)?;
+        let rel = format!("year={}/part-v{version:06}.parquet", s.year);
+        files.push(DataFile { path: rel.clone(), year: s.year, rows, bytes, sha256, periods: periods.into_iter().collect() });
+        moves.push((path, format!("{dataset}/{rel}")));
+    }
+    files.sort_by_key(|f| f.year);
+    let mut all_periods: Vec<Period> = files
+        .iter()
+        .flat_map(|f| f.periods.iter())
+        .filter_map(|p| Period::parse(p).ok())
+        .map(|p| Period { frequency, ..p })
+        .collect();
+    all_periods.sort();
+    all_periods.dedup();
+    let rows: u64 = files.iter().map(|f| f.rows).sum();
+    let aggregate_rows = count_aggregates(&files, dataset, opts, &moves)?;
+    let mapping_file = match &opts.mapping {
+        Some(p) => {
+            let (sha256, bytes) = store::sha256_file(p)?;
+            Some(SourceFile { path: p.display().to_string(), bytes, sha256 })
+        }
+        None => None,
+    };
+    let mut ingests = old.map(|m| m.ingests.clone()).unwrap_or_default();
+    ingests.push(IngestRecord {
+        version,
+        at: store::now(),
+        sources: got.sources.clone(),
+        mapping: mapping_file,
+        rows: got.rows,
+        rejected: got.rejects.len() as u64,
+        periods_added: added.iter().map(Period::to_string).collect(),
+        periods_replaced: replaced.iter().map(Period::to_string).collect(),
+    });
+    let currency = opts.currency.clone().or_else(|| mapping.currency.clone()).or_else(|| old.and_then(|m| m.currency.clone()));
+    if let (Some(old_cur), Some(new_cur)) = (old.and_then(|m| m.currency.as_ref()), &currency)
+        && old_cur != new_cur
+    {
+        return Err(Error::input(format!("the dataset {dataset} is in {old_cur}, not {new_cur}"))
+            .hint("ingest it into another dataset, or convert the values first"));
+    }
+    let manifest = Manifest {
+        format: store::manifest::MANIFEST_FORMAT,
+        dataset: dataset.to_string(),
+        version,
+        updated_at: store::now(),
+        frequency,
+        currency,
+        quantity_unit: opts.quantity_unit.clone().or_else(|| mapping.quantity_unit.clone()).or_else(|| old.and_then(|m| m.quantity_unit.clone())),
+        schema: schema_specs(),
+        rows,
+        aggregate_rows,
+        periods: all_periods.iter().map(Period::to_string).collect(),
+        files,
+        ingests,
+    };
+    Ok((manifest, moves, removed, added, replaced))
+}
+
+/// Rows flagged aggregate in all files of the new version.
+fn count_aggregates(files: &[DataFile], dataset: &str, opts: &IngestOptions, moves: &[(PathBuf, String)]) -> Result<u64> {
+    let dir = store::Store::at(&opts.store).dataset_dir(dataset);
+    let mut total = 0u64;
+    for f in files {
+        let full = format!("{dataset}/{}", f.path);
+        let path = moves.iter().find(|(_, to)| *to == full).map_or_else(|| dir.join(&f.path), |(from, _)| from.clone());
+        let n = scan(&path)?
+            .select([col("aggregate").sum()])
+            .collect()?
+            .column("aggregate")?
+            .cast(&DataType::UInt64)?
+            .u64()?
+            .get(0)
+            .unwrap_or(0);
+        total += n;
+    }
+    Ok(total)
+}
+
+fn schema_specs() -> Vec<ColumnSpec> {
+    let mut specs: Vec<ColumnSpec> = store_schema()
+        .iter()
+        .map(|(name, dtype)| ColumnSpec { name: name.to_string(), dtype: dtype.to_string() })
+        .collect();
+    specs.push(ColumnSpec { name: "year".into(), dtype: "i32 (Hive directory)".into() });
+    specs
+}
+
+/// Writes the rejects CSV to a temporary name beside `path`; the caller renames it.
+fn write_rejects(path: &Path, rejects: &[(PathBuf, RowError)]) -> Result<PathBuf> {
+    let tmp = path.with_extension("csv.tmp");
+    let mut w = csv::Writer::from_path(&tmp).map_err(|e| Error::internal(format!("cannot write {}: {e}", tmp.display())))?;
+    let io = |e: csv::Error| Error::internal(format!("cannot write {}: {e}", tmp.display()));
+    w.write_record(["file", "line", "column", "value", "reason", "record"]).map_err(io)?;
+    let mut sorted: Vec<&(PathBuf, RowError)> = rejects.iter().collect();
+    sorted.sort_by_key(|(p, e)| (p.clone(), e.line));
+    for (file, e) in sorted {
+        w.write_record([
+            file.display().to_string(),
+            e.line.to_string(),
+            e.column.clone(),
+            e.value.clone(),
+            e.reason.clone(),
+            e.record.clone(),
+        ])
+        .map_err(io)?;
+    }
+    w.flush().map_err(|e| Error::io("cannot write", &tmp, e))?;
+    Ok(tmp)
+}
+
+fn progress_bar(show: bool, total: u64) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !show || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} ingest [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar
+}

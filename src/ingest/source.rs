@@ -1,0 +1,385 @@
+//! Reading a source file in blocks, converted in parallel, delivered in order.
+//!
+//! A CSV file is cut into blocks of whole records (the cut is quote-aware, so a
+//! newline inside a quoted field never splits a record) by one reader thread;
+//! worker threads parse and convert blocks; the caller receives the converted
+//! blocks in file order. At most a fixed number of blocks is in flight, so
+//! memory stays bounded whatever the file's size. Parquet sources are read in
+//! row slices through the same path.
+
+use super::convert::{Batch, Layout, Record, RowError};
+use crate::error::{Error, Result};
+use polars::prelude::*;
+use std::collections::BTreeMap;
+use std::fs::File;
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+
+/// Bytes per CSV block handed to a worker.
+const BLOCK_BYTES: usize = 4 << 20;
+/// Rows per Parquet slice handed to a worker.
+const SLICE_ROWS: usize = 65_536;
+
+/// The kind of a source file, from its extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Csv,
+    Parquet,
+}
+
+impl Format {
+    pub fn of(path: &Path) -> Result<Format> {
+        match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+            Some("csv" | "txt" | "tsv") => Ok(Format::Csv),
+            Some("parquet" | "pq") => Ok(Format::Parquet),
+            _ => Err(Error::usage(format!(
+                "cannot tell the format of {}: expected a .csv or .parquet file",
+                path.display()
+            ))),
+        }
+    }
+}
+
+/// An opened source: its header and where its records start.
+pub struct Source {
+    pub path: PathBuf,
+    pub format: Format,
+    pub header: Vec<String>,
+    pub bytes: u64,
+    delimiter: u8,
+    /// CSV: byte offset and line of the first record after the header.
+    data_start: (u64, u64),
+    /// Parquet: the lazy scan and its row count.
+    parquet: Option<(LazyFrame, usize)>,
+}
+
+impl Source {
+    /// Opens `path` and reads its header; an empty file is an error.
+    pub fn open(path: &Path, delimiter: u8) -> Result<Source> {
+        let format = Format::of(path)?;
+        let bytes = std::fs::metadata(path).map_err(|e| Error::io("cannot read", path, e))?.len();
+        match format {
+            Format::Csv => {
+                let mut rdr = csv::ReaderBuilder::new()
+                    .delimiter(delimiter)
+                    .has_headers(false)
+                    .flexible(true)
+                    .from_path(path)
+                    .map_err(|e| Error::input(format!("cannot read: {e}")).in_file(path))?;
+                let mut rec = csv::StringRecord::new();
+                let got = rdr.read_record(&mut rec).map_err(|e| {
+                    Error::input(format!("cannot read the header: {e}")).in_file(path).at_line(1)
+                })?;
+                if !got || rec.iter().all(|f| f.trim().is_empty()) {
+                    return Err(Error::input("the file is empty: no header and no rows").in_file(path));
+                }
+                let header: Vec<String> = rec
+                    .iter()
+                    .enumerate()
+                    .map(|(i, h)| {
+                        let h = if i == 0 { h.trim_start_matches('\u{feff}') } else { h };
+                        h.trim().to_string()
+                    })
+                    .collect();
+                let pos = rdr.position();
+                let data_start = (pos.byte(), pos.line());
+                if data_start.0 >= bytes {
+                    return Err(Error::input("the file has a header but no rows").in_file(path));
+                }
+                check_header(&header, path)?;
+                Ok(Source { path: path.to_path_buf(), format, header, bytes, delimiter, data_start, parquet: None })
+            }
+            Format::Parquet => {
+                let mut lf = LazyFrame::scan_parquet(PlRefPath::new(path.to_string_lossy().as_ref()), ScanArgsParquet::default())
+                    .map_err(|e| Error::input(format!("cannot read as Parquet: {e}")).in_file(path))?;
+                let schema = lf
+                    .collect_schema()
+                    .map_err(|e| Error::input(format!("cannot read as Parquet: {}", first_line(&e))).in_file(path))?;
+                let header: Vec<String> = schema.iter_names().map(|n| n.to_string()).collect();
+                let rows = lf.clone().select([len()]).collect()?.column("len")?.u32()?.get(0).unwrap_or(0) as usize;
+                if rows == 0 {
+                    return Err(Error::input("the file is empty: no rows").in_file(path));
+                }
+                check_header(&header, path)?;
+                Ok(Source { path: path.to_path_buf(), format, header, bytes, delimiter, data_start: (0, 0), parquet: Some((lf, rows)) })
+            }
+        }
+    }
+}
+
+fn first_line(e: &PolarsError) -> String {
+    e.to_string().lines().next().unwrap_or_default().to_string()
+}
+
+fn check_header(header: &[String], path: &Path) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for h in header {
+        if !seen.insert(h.as_str()) {
+            return Err(Error::input(format!("the header names column `{h}` twice")).in_file(path).at_line(1));
+        }
+    }
+    Ok(())
+}
+
+/// Work for one worker.
+enum Block {
+    Csv { bytes: Vec<u8>, first_line: u64 },
+    Frame { frame: DataFrame, first_row: u64 },
+}
+
+/// One converted block, delivered in file order.
+pub struct Converted {
+    pub batch: Batch,
+    pub errors: Vec<RowError>,
+    /// Source records read (rows of the file, not rows produced).
+    pub records: u64,
+}
+
+/// Reads `source` with `workers` converting threads and hands each converted
+/// block, in order, to `deliver`; stops early when `deliver` returns false.
+/// `progress` is told how many source bytes were read.
+pub fn convert_all(
+    source: &Source,
+    layout: &Layout,
+    workers: usize,
+    progress: &(dyn Fn(u64) + Sync),
+    deliver: &mut dyn FnMut(Converted) -> Result<bool>,
+) -> Result<String> {
+    let workers = workers.max(1);
+    let in_flight = workers * 2 + 2;
+    std::thread::scope(|scope| -> Result<String> {
+        let (block_tx, block_rx) = sync_channel::<(u64, Block)>(workers);
+        let (result_tx, result_rx) = sync_channel::<(u64, Result<Converted>)>(in_flight);
+        let (ticket_tx, ticket_rx) = sync_channel::<()>(in_flight);
+        for _ in 0..in_flight {
+            ticket_tx.send(()).expect("ticket channel has room");
+        }
+        let reader = scope.spawn(move || read_blocks(source, block_tx, ticket_rx, progress));
+        let block_rx = Arc::new(Mutex::new(block_rx));
+        for _ in 0..workers {
+            let block_rx = Arc::clone(&block_rx);
+            let result_tx = result_tx.clone();
+            scope.spawn(move || {
+                loop {
+                    let next = block_rx.lock().expect("block queue").recv();
+                    let Ok((seq, block)) = next else { break };
+                    let out = convert_block(source, layout, block);
+                    if result_tx.send((seq, out)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(result_tx);
+        let outcome = deliver_in_order(result_rx, ticket_tx, deliver);
+        // Dropping the receivers above (inside deliver_in_order) stops the
+        // workers and the reader if we stopped early.
+        let read = reader.join().map_err(|_| Error::internal("the reader thread panicked"))?;
+        outcome?;
+        read
+    })
+}
+
+fn deliver_in_order(
+    results: Receiver<(u64, Result<Converted>)>,
+    tickets: SyncSender<()>,
+    deliver: &mut dyn FnMut(Converted) -> Result<bool>,
+) -> Result<()> {
+    let mut pending: BTreeMap<u64, Result<Converted>> = BTreeMap::new();
+    let mut next = 0u64;
+    for (seq, out) in results.iter() {
+        pending.insert(seq, out);
+        while let Some(out) = pending.remove(&next) {
+            next += 1;
+            if !deliver(out?)? {
+                return Ok(());
+            }
+            let _ = tickets.send(());
+        }
+    }
+    Ok(())
+}
+
+/// Feeds blocks to the workers; returns the SHA-256 of the whole file (hashed
+/// as it is read, so a large file is read once).
+fn read_blocks(
+    source: &Source,
+    blocks: SyncSender<(u64, Block)>,
+    tickets: Receiver<()>,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<String> {
+    let mut seq = 0u64;
+    let mut send = |block: Block| -> bool {
+        if tickets.recv().is_err() {
+            return false;
+        }
+        let ok = blocks.send((seq, block)).is_ok();
+        seq += 1;
+        ok
+    };
+    if let Some((lf, rows)) = &source.parquet {
+        let (sha256, _) = crate::store::sha256_file(&source.path)?;
+        let mut offset = 0usize;
+        while offset < *rows {
+            let n = SLICE_ROWS.min(rows - offset);
+            let frame = lf.clone().slice(offset as i64, n as IdxSize).collect()?;
+            progress((source.bytes as u128 * n as u128 / *rows as u128) as u64);
+            if !send(Block::Frame { frame, first_row: offset as u64 + 1 }) {
+                return Ok(sha256);
+            }
+            offset += n;
+        }
+        return Ok(sha256);
+    }
+    let path = &source.path;
+    let mut file = File::open(path).map_err(|e| Error::io("cannot read", path, e))?;
+    let (start, mut line) = source.data_start;
+    let mut hasher = Sha256::new();
+    let mut header = vec![0u8; start as usize];
+    file.read_exact(&mut header).map_err(|e| Error::io("cannot read", path, e))?;
+    hasher.update(&header);
+    let mut buf: Vec<u8> = Vec::with_capacity(BLOCK_BYTES * 2);
+    let mut scanned = 0usize;
+    let mut in_quotes = false;
+    let mut cut = 0usize;
+    let mut eof = false;
+    while !eof {
+        let old = buf.len();
+        buf.resize(old + BLOCK_BYTES, 0);
+        let n = read_full(&mut file, &mut buf[old..]).map_err(|e| Error::io("cannot read", path, e))?;
+        buf.truncate(old + n);
+        hasher.update(&buf[old..]);
+        eof = n == 0;
+        progress(n as u64);
+        for pos in memchr::memchr2_iter(b'"', b'\n', &buf[scanned..]) {
+            let pos = scanned + pos;
+            if buf[pos] == b'"' {
+                in_quotes = !in_quotes;
+            } else if !in_quotes {
+                cut = pos + 1;
+            }
+        }
+        scanned = buf.len();
+        if eof && cut < buf.len() {
+            cut = buf.len(); // a last record without a final newline
+        }
+        if cut == 0 {
+            continue; // one record longer than a block: read more
+        }
+        let rest = buf.split_off(cut);
+        let bytes = std::mem::replace(&mut buf, rest);
+        let lines = memchr::memchr_iter(b'\n', &bytes).count() as u64;
+        scanned -= cut;
+        cut = 0;
+        let first_line = line;
+        line += lines;
+        if !send(Block::Csv { bytes, first_line }) {
+            break;
+        }
+        buf.reserve(BLOCK_BYTES);
+    }
+    Ok(crate::store::hex(&hasher.finalize()))
+}
+
+fn read_full(file: &mut File, mut buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut total = 0;
+    while !buf.is_empty() {
+        match file.read(buf)? {
+            0 => break,
+            n => {
+                total += n;
+                buf = &mut buf[n..];
+            }
+        }
+    }
+    Ok(total)
+}
+
+struct CsvRecord<'a>(&'a csv::StringRecord);
+
+impl Record for CsvRecord<'_> {
+    fn field(&self, index: usize) -> Option<&str> {
+        self.0.get(index)
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+struct FrameRecord<'a> {
+    columns: &'a [StringChunked],
+    row: usize,
+}
+
+impl Record for FrameRecord<'_> {
+    fn field(&self, index: usize) -> Option<&str> {
+        self.columns.get(index).map(|c| c.get(self.row).unwrap_or(""))
+    }
+    fn len(&self) -> usize {
+        self.columns.len()
+    }
+}
+
+fn convert_block(source: &Source, layout: &Layout, block: Block) -> Result<Converted> {
+    let mut errors = Vec::new();
+    let mut records = 0u64;
+    let batch = match block {
+        Block::Csv { bytes, first_line } => {
+            let mut batch = Batch::new(bytes.len() / 48 + 16);
+            let mut rdr = csv::ReaderBuilder::new()
+                .delimiter(source.delimiter)
+                .has_headers(false)
+                .flexible(true)
+                .from_reader(&bytes[..]);
+            let mut rec = csv::StringRecord::new();
+            loop {
+                match rdr.read_record(&mut rec) {
+                    Ok(false) => break,
+                    Ok(true) => {
+                        records += 1;
+                        let line = first_line + rec.position().map_or(1, |p| p.line()) - 1;
+                        if let Err(e) = layout.convert(&CsvRecord(&rec), line, &mut batch) {
+                            errors.push(e);
+                        }
+                    }
+                    Err(e) => {
+                        records += 1;
+                        let line = first_line + e.position().map_or(1, |p| p.line()) - 1;
+                        errors.push(RowError {
+                            line,
+                            column: String::new(),
+                            value: String::new(),
+                            reason: match e.kind() {
+                                csv::ErrorKind::Utf8 { .. } => "the row is not valid UTF-8".to_string(),
+                                _ => format!("cannot read the row: {e}"),
+                            },
+                            hint: None,
+                            record: String::new(),
+                        });
+                    }
+                }
+            }
+            batch
+        }
+        Block::Frame { frame, first_row } => {
+            let mut batch = Batch::new(frame.height());
+            let columns: Vec<StringChunked> = frame
+                .columns()
+                .iter()
+                .map(|c| Ok(c.cast(&DataType::String)?.str()?.clone()))
+                .collect::<PolarsResult<_>>()?;
+            for row in 0..frame.height() {
+                records += 1;
+                let rec = FrameRecord { columns: &columns, row };
+                if let Err(e) = layout.convert(&rec, first_row + row as u64, &mut batch) {
+                    errors.push(e);
+                }
+            }
+            batch
+        }
+    };
+    Ok(Converted { batch, errors, records })
+}

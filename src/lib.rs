@@ -1,0 +1,29 @@
+//! tradeql: a columnar analytics engine for trade time series.
+//!
+//! Trade data (value and quantity by period, reporter, partner, flow, product
+//! and region) is ingested into a store of Hive-partitioned Parquet files with a
+//! manifest per dataset ([`ingest`], [`store`]). ARCHITECTURE.md has the table of
+//! stages and the module that owns each.
+
+pub mod cli;
+pub mod error;
+
+pub mod groups;
+pub mod info;
+pub mod ingest;
+pub mod mapping;
+pub mod period;
+pub mod store;
+pub mod suggest;
+
+pub use error::{Error, ErrorKind, Result};
+
+/// Crash injection for the durability tests: when the environment variable
+/// `TRADEQL_CRASH_AT` names this point, the process aborts on the spot, as a
+/// `kill -9` would (no destructors, no cleanup). Costs one environment lookup.
+pub(crate) fn failpoint(name: &str) {
+    if std::env::var_os("TRADEQL_CRASH_AT").is_some_and(|v| v == name) {
+        eprintln!("tradeql: crash injected at {name}");
+        std::process::abort();
+    }
+}

@@ -1,0 +1,149 @@
+//! The manifest of a dataset: the single source of truth about what is stored.
+//!
+//! Readers that know tradeql read the manifest; readers that don't (DuckDB,
+//! pyarrow, Spark) read the Hive directories, which hold exactly the files the
+//! manifest lists once any interrupted ingest has been recovered. Replacing the
+//! manifest file (write, fsync, rename) is the commit point of an ingest.
+
+use crate::period::{Frequency, Period};
+use serde::{Deserialize, Serialize};
+
+/// Format version of manifests written by this tradeql.
+pub const MANIFEST_FORMAT: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    pub format: u32,
+    pub dataset: String,
+    /// Grows by one with every committed change.
+    pub version: u64,
+    pub updated_at: String,
+    pub frequency: Frequency,
+    pub currency: Option<String>,
+    pub quantity_unit: Option<String>,
+    /// Column names and types as stored (plus the Hive key `year`).
+    pub schema: Vec<ColumnSpec>,
+    pub rows: u64,
+    /// Rows flagged `aggregate` (world, total, bloc rows), included in `rows`.
+    pub aggregate_rows: u64,
+    /// Every period present, as labels (`2024-12`), sorted.
+    pub periods: Vec<String>,
+    pub files: Vec<DataFile>,
+    /// Every ingest that changed this dataset, oldest first.
+    pub ingests: Vec<IngestRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ColumnSpec {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub dtype: String,
+}
+
+/// One Parquet file of the dataset.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DataFile {
+    /// Relative to the dataset directory: `year=2024/part-v000003.parquet`.
+    pub path: String,
+    pub year: i32,
+    pub rows: u64,
+    pub bytes: u64,
+    pub sha256: String,
+    /// Periods this file holds, as labels.
+    pub periods: Vec<String>,
+}
+
+/// What one ingest did.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct IngestRecord {
+    pub version: u64,
+    pub at: String,
+    pub sources: Vec<SourceFile>,
+    pub mapping: Option<SourceFile>,
+    pub rows: u64,
+    pub rejected: u64,
+    pub periods_added: Vec<String>,
+    pub periods_replaced: Vec<String>,
+}
+
+/// A file that was read, identified by its content.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SourceFile {
+    pub path: String,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+impl Manifest {
+    /// Periods as values, in order.
+    pub fn period_values(&self) -> Vec<Period> {
+        self.periods
+            .iter()
+            .filter_map(|p| Period::parse(p).ok())
+            .map(|p| Period { frequency: self.frequency, ..p })
+            .collect()
+    }
+
+    /// Periods inside the covered range that hold no data.
+    pub fn gaps(&self) -> Vec<Period> {
+        let present = self.period_values();
+        let (Some(first), Some(last)) = (present.first(), present.last()) else {
+            return Vec::new();
+        };
+        Period::range(*first, *last).filter(|p| !present.contains(p)).collect()
+    }
+}
+
+/// The manifest of a groups table set: `_groups/manifest.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct GroupsManifest {
+    pub format: u32,
+    pub version: u64,
+    pub updated_at: String,
+    pub tables: Vec<GroupTable>,
+}
+
+/// One reference-group table (`group,member,valid_from,valid_to`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GroupTable {
+    pub name: String,
+    /// The dimension whose codes the members are: `partner`, `product` or `region`.
+    pub of: String,
+    /// Relative to `_groups/`.
+    pub path: String,
+    pub rows: u64,
+    pub bytes: u64,
+    pub sha256: String,
+    /// Group names with their member counts (all members ever listed).
+    pub groups: Vec<(String, u64)>,
+    pub source: SourceFile,
+}
+
+/// Compresses consecutive periods into `a .. b` runs for display.
+pub fn describe_periods(periods: &[Period]) -> String {
+    let mut runs: Vec<(Period, Period)> = Vec::new();
+    for p in periods {
+        match runs.last_mut() {
+            Some((_, end)) if end.next() == *p => *end = *p,
+            _ => runs.push((*p, *p)),
+        }
+    }
+    runs.iter()
+        .map(|(a, b)| if a == b { a.to_string() } else { format!("{a} .. {b}") })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periods_are_described_as_runs() {
+        let ps: Vec<Period> = ["2024-01", "2024-02", "2024-03", "2024-05", "2024-07", "2024-08"]
+            .iter()
+            .map(|s| Period::parse(s).unwrap())
+            .collect();
+        assert_eq!(describe_periods(&ps), "2024-01 .. 2024-03, 2024-05, 2024-07 .. 2024-08");
+    }
+}
