@@ -82,6 +82,37 @@ enum Command {
         #[arg(long)]
         wait: bool,
     },
+    /// Generate a deterministic synthetic trade panel (CSV, or straight into a store).
+    ///
+    /// Partners and products have log-normal sizes, values a trend and a
+    /// seasonal cycle, cells are missing at random (--density), HS6 codes are
+    /// spread over chapters, and overlapping partner groups come with it.
+    /// Rows = partners x products x months x 2 flows x density.
+    Gen {
+        /// Write the panel to this CSV file.
+        #[arg(long, value_name = "FILE", conflicts_with = "into")]
+        csv: Option<PathBuf>,
+        /// Ingest the panel (and its partner groups) into this store.
+        #[arg(long, value_name = "STORE")]
+        into: Option<PathBuf>,
+        /// Dataset name, with --into.
+        #[arg(long, default_value = "trade")]
+        dataset: String,
+        #[arg(long, default_value_t = 100)]
+        partners: usize,
+        #[arg(long, default_value_t = 500)]
+        products: usize,
+        #[arg(long, default_value_t = 60)]
+        months: usize,
+        /// Share of cells that hold a row (0..1).
+        #[arg(long, default_value_t = 0.5)]
+        density: f64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// First month of the panel.
+        #[arg(long, default_value = "2020-01")]
+        start: String,
+    },
     /// Reference groups (partner blocs, HS sections, regions) stored with the store.
     Groups {
         #[command(subcommand)]
@@ -164,6 +195,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             print!("{}", report.text);
             let bad = report.problems.is_some_and(|p| !p.is_empty());
             Ok(if bad { ExitCode::from(1) } else { ExitCode::SUCCESS })
+        }
+        Command::Gen { csv, into, dataset, partners, products, months, density, seed, start } => {
+            let first = crate::period::Period::parse(&start)
+                .ok()
+                .filter(|p| p.frequency == crate::period::Frequency::Month)
+                .ok_or_else(|| crate::Error::usage(format!("--start must be a month such as 2020-01, not {start:?}")))?;
+            let spec = crate::panel::PanelSpec { partners, products, months, density, seed, start: (first.year, first.month) };
+            let into = into.as_deref().map(|p| (p, dataset.as_str()));
+            println!("{}", crate::panel::generate(&spec, csv.as_deref(), into)?);
+            Ok(ExitCode::SUCCESS)
         }
         Command::Groups { action: GroupsAction::Add { name, file, of, store, wait } } => {
             println!("{}", crate::groups::add(&store, &name, &of, &file, wait)?);
