@@ -165,7 +165,7 @@ fn ingest_locked(
     let mut got = Gathered { periods: HashSet::new(), frequency: None, rows: 0, rejects: Vec::new(), sources: Vec::new() };
     let total_bytes: u64 = opts.sources.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
     let bar = progress_bar(opts.progress, total_bytes);
-    for path in &opts.sources {
+    for (src_index, path) in opts.sources.iter().enumerate() {
         let src = source::Source::open(path, delimiter)?;
         let layout = Layout::resolve(mapping, &src.header, &group_names).map_err(|e| {
             if e.location.file.is_none() { e.in_file(path) } else { e }
@@ -177,7 +177,7 @@ fn ingest_locked(
                 return Ok(false);
             }
             got.rejects.extend(c.errors.into_iter().map(|e| (path.clone(), e)));
-            absorb(path, c.batch, &mut got, &mut writer, &mut dups)?;
+            absorb(path, src_index, c.batch, &mut got, &mut writer, &mut dups)?;
             Ok(true)
         };
         let progress = |n: u64| bar.inc(n);
@@ -195,17 +195,29 @@ fn ingest_locked(
         if opts.rejects.is_none() {
             return Err(duplicates_error(&opts.sources, &duplicates, &staged));
         }
+        let keys: Vec<String> = duplicates
+            .iter()
+            .map(|d| {
+                staged
+                    .iter()
+                    .find(|s| s.year == d.place.year)
+                    .map_or(Ok(String::new()), |s| writer::key_text(&s.path, d.place.row))
+            })
+            .collect::<Result<_>>()?;
         staged = drop_rows(staged, &duplicates, staging)?;
-        for d in &duplicates {
+        for (d, key) in duplicates.iter().zip(keys) {
+            let (file, line) = source_line(&opts.sources, d.line);
+            let (first_file, first_line) = source_line(&opts.sources, d.first_line);
+            let first = if first_file == file { format!("line {first_line}") } else { format!("{}:{first_line}", first_file.display()) };
             got.rejects.push((
-                source_of_line(&opts.sources),
+                file,
                 RowError {
-                    line: d.line,
+                    line,
                     column: String::new(),
                     value: String::new(),
-                    reason: format!("duplicate key: line {} has the same period, reporter, partner, flow, product and region", d.first_line),
+                    reason: format!("duplicate key: {first} has the same period, reporter, partner, flow, product and region"),
                     hint: None,
-                    record: String::new(),
+                    record: key,
                 },
             ));
         }
@@ -262,13 +274,17 @@ fn ingest_locked(
     Ok(report)
 }
 
-fn source_of_line(sources: &[PathBuf]) -> PathBuf {
-    sources[0].clone()
+/// Line numbers in the duplicate check carry their source's index above bit 40.
+const SOURCE_SHIFT: u32 = 40;
+
+fn source_line(sources: &[PathBuf], code: u64) -> (PathBuf, u64) {
+    (sources[(code >> SOURCE_SHIFT) as usize].clone(), code & ((1 << SOURCE_SHIFT) - 1))
 }
 
 /// Takes one converted block's rows into the writer and the duplicate check.
 fn absorb(
     path: &Path,
+    src_index: usize,
     batch: Batch,
     got: &mut Gathered,
     writer: &mut PartitionWriter,
@@ -298,7 +314,7 @@ fn absorb(
         got.rows += frame.height() as u64;
         let first_row = writer.add(year, frame)?;
         for (i, (key, line)) in keys.into_iter().zip(lines).enumerate() {
-            dups.add(key, line, Place { year, row: first_row + i as u64 })?;
+            dups.add(key, ((src_index as u64) << SOURCE_SHIFT) | line, Place { year, row: first_row + i as u64 })?;
         }
     }
     Ok(())
@@ -332,7 +348,6 @@ fn rows_error(path: &Path, mut errors: Vec<RowError>) -> Error {
 }
 
 fn duplicates_error(sources: &[PathBuf], dups: &[dedup::Duplicate], staged: &[StagedYear]) -> Error {
-    let file = &sources[0];
     let describe = |d: &dedup::Duplicate| -> String {
         staged
             .iter()
@@ -340,22 +355,25 @@ fn duplicates_error(sources: &[PathBuf], dups: &[dedup::Duplicate], staged: &[St
             .and_then(|s| writer::key_text(&s.path, d.place.row).ok())
             .unwrap_or_default()
     };
-    let d0 = &dups[0];
+    let first_of = |d: &dedup::Duplicate| {
+        let (file, line) = source_line(sources, d.line);
+        let (first_file, first_line) = source_line(sources, d.first_line);
+        let first = if first_file == file { format!("line {first_line}") } else { format!("{}:{first_line}", first_file.display()) };
+        (file, line, first)
+    };
+    let (file, line, first) = first_of(&dups[0]);
     let mut e = Error::input(format!(
-        "duplicate key: the same period, reporter, partner, flow, product and region as line {}",
-        d0.first_line
+        "duplicate key: the same period, reporter, partner, flow, product and region as {first}"
     ))
     .in_file(file)
-    .at_line(d0.line)
-    .with_value(describe(d0));
+    .at_line(line)
+    .with_value(describe(&dups[0]));
     for d in dups.iter().skip(1).take(ERRORS_SHOWN - 1) {
-        e.more.push(format!("{}:{}: duplicate of line {} (value {:?})", file.display(), d.line, d.first_line, describe(d)));
+        let (file, line, first) = first_of(d);
+        e.more.push(format!("{}:{line}: duplicate of {first} (value {:?})", file.display(), describe(d)));
     }
     if dups.len() > ERRORS_SHOWN {
         e.more.push(format!("... and {} more duplicate rows", dups.len() - ERRORS_SHOWN));
-    }
-    if sources.len() > 1 {
-        e.hints.push("with several source files, line numbers may refer to any of them; ingest them one at a time to locate it".into());
     }
     e.hint("nothing was written; to keep the first of each and list the rest, pass --rejects FILE")
 }

@@ -1,1 +1,9 @@
+//! Integration tests: the `tradeql` binary run as a user runs it.
+//! All modules build into this one test binary (each binary that links polars
+//! is large, so there is only one).
 
+mod common;
+mod crash;
+mod ingest_errors;
+mod peers;
+mod store;

@@ -1,0 +1,90 @@
+//! Helpers shared by the integration tests.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn tradeql(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tradeql"))
+        .args(args)
+        .env_remove("TRADEQL_STORE")
+        .env_remove("TRADEQL_CRASH_AT")
+        .output()
+        .expect("run tradeql")
+}
+
+pub fn ok(args: &[&str]) -> String {
+    let out = tradeql(args);
+    assert!(
+        out.status.success(),
+        "tradeql {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Runs tradeql expecting failure; returns stderr.
+pub fn fails(args: &[&str]) -> String {
+    let out = tradeql(args);
+    assert!(!out.status.success(), "tradeql {args:?} should fail:\n{}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Every file of the store (but the lock) with its content: the state a failed
+/// command must leave unchanged.
+pub fn snapshot(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for e in entries.flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().to_string();
+            if p.is_dir() {
+                out.insert(format!("{rel}/"), Vec::new());
+                walk(root, &p, out);
+            } else if rel != ".tradeql/lock" {
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+pub const GOOD: &str = "period,reporter,partner,flow,product,value\n\
+2024-01,CHN,USA,export,850110,100\n\
+2024-01,CHN,USA,import,850110,40\n\
+2024-02,CHN,DEU,export,850110,70\n";
+
+/// A store with dataset `trade` holding [`GOOD`].
+pub fn good_store(dir: &Path) -> PathBuf {
+    let store = dir.join("store");
+    let src = write(dir, "good.csv", GOOD);
+    ok(&["ingest", s(&src), "--store", s(&store), "--dataset", "trade", "-q"]);
+    store
+}
+
+/// (rows, sum of value) of a dataset, read with polars through the Hive layout.
+pub fn totals(store: &Path, dataset: &str) -> (u64, f64) {
+    use polars::prelude::*;
+    let glob = format!("{}/{dataset}/**/*.parquet", store.display());
+    let df = LazyFrame::scan_parquet(PlRefPath::new(&glob), ScanArgsParquet::default())
+        .unwrap()
+        .select([len().alias("n"), col("value").sum().alias("v")])
+        .collect()
+        .unwrap();
+    let n = df.column("n").unwrap().u32().unwrap().get(0).unwrap() as u64;
+    let v = df.column("v").unwrap().f64().unwrap().get(0).unwrap_or(0.0);
+    (n, v)
+}
