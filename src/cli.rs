@@ -200,8 +200,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let first = crate::period::Period::parse(&start)
                 .ok()
                 .filter(|p| p.frequency == crate::period::Frequency::Month)
-                .ok_or_else(|| crate::Error::usage(format!("--start must be a month such as 2020-01, not {start:?}")))?;
-            let spec = crate::panel::PanelSpec { partners, products, months, density, seed, start: (first.year, first.month) };
+                .ok_or_else(|| {
+                    crate::Error::usage(format!("--start must be a month such as 2020-01, not {start:?}"))
+                })?;
+            let spec =
+                crate::panel::PanelSpec { partners, products, months, density, seed, start: (first.year, first.month) };
             let into = into.as_deref().map(|p| (p, dataset.as_str()));
             println!("{}", crate::panel::generate(&spec, csv.as_deref(), into)?);
             Ok(ExitCode::SUCCESS)

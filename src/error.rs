@@ -44,7 +44,8 @@ pub struct Location {
 pub struct Error {
     pub kind: ErrorKind,
     pub message: String,
-    pub location: Location,
+    /// Boxed: errors travel through every `Result`, and most have no location.
+    pub location: Box<Location>,
     pub hints: Vec<String>,
     /// Further errors of the same run (for example more bad rows), already rendered.
     pub more: Vec<String>,
@@ -54,13 +55,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error {
-            kind,
-            message: message.into(),
-            location: Location::default(),
-            hints: Vec::new(),
-            more: Vec::new(),
-        }
+        Error { kind, message: message.into(), location: Box::default(), hints: Vec::new(), more: Vec::new() }
     }
 
     pub fn input(message: impl Into<String>) -> Self {
@@ -85,8 +80,7 @@ impl Error {
 
     /// An I/O failure on `path`, with what we were doing.
     pub fn io(doing: &str, path: &Path, err: std::io::Error) -> Self {
-        Self::new(ErrorKind::Io, format!("{doing} {}: {err}", path.display()))
-            .in_file(path)
+        Self::new(ErrorKind::Io, format!("{doing} {}: {err}", path.display())).in_file(path)
     }
 
     pub fn in_file(mut self, file: impl Into<PathBuf>) -> Self {

@@ -8,8 +8,8 @@
 
 use crate::error::{Error, Result};
 use crate::period::{Frequency, Period};
-use crate::store::{self, Commit, GroupTable, Store};
 use crate::store::manifest::SourceFile;
+use crate::store::{self, Commit, GroupTable, Store};
 use polars::prelude::*;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -31,7 +31,14 @@ pub struct GroupsReport {
 impl std::fmt::Display for GroupsReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let groups: Vec<String> = self.groups.iter().map(|(g, n)| format!("{g} ({n})")).collect();
-        write!(f, "stored group table {} ({} rows): {} (groups version {})", self.name, self.rows, groups.join(", "), self.version)
+        write!(
+            f,
+            "stored group table {} ({} rows): {} (groups version {})",
+            self.name,
+            self.rows,
+            groups.join(", "),
+            self.version
+        )
     }
 }
 
@@ -113,11 +120,13 @@ fn read_table(path: &Path) -> Result<Vec<Membership>> {
     for spans in by_key.values() {
         for (i, a) in spans.iter().enumerate() {
             for b in &spans[i + 1..] {
-                let overlap = a.from.max(b.from) <= match (a.to, b.to) {
-                    (Some(x), Some(y)) => Some(x.min(y)),
-                    (x, None) => x.or(Some(Period::month(9999, 12))),
-                    (None, y) => y,
-                } || (a.from.is_none() && b.from.is_none());
+                let overlap = a.from.max(b.from)
+                    <= match (a.to, b.to) {
+                        (Some(x), Some(y)) => Some(x.min(y)),
+                        (x, None) => x.or(Some(Period::month(9999, 12))),
+                        (None, y) => y,
+                    }
+                    || (a.from.is_none() && b.from.is_none());
                 if overlap {
                     return Err(Error::input(format!(
                         "{} is listed in {} twice for overlapping months (also line {})",
@@ -155,8 +164,12 @@ pub fn add(store_root: &Path, name: &str, of: &str, path: &Path, wait: bool) -> 
             vec![
                 Column::new("group".into(), rows.iter().map(|m| m.group.as_str()).collect::<Vec<_>>()),
                 Column::new("member".into(), rows.iter().map(|m| m.member.as_str()).collect::<Vec<_>>()),
-                Int32Chunked::from_iter_options("valid_from".into(), rows.iter().map(|m| date(m.from))).into_date().into_column(),
-                Int32Chunked::from_iter_options("valid_to".into(), rows.iter().map(|m| date(m.to))).into_date().into_column(),
+                Int32Chunked::from_iter_options("valid_from".into(), rows.iter().map(|m| date(m.from)))
+                    .into_date()
+                    .into_column(),
+                Int32Chunked::from_iter_options("valid_to".into(), rows.iter().map(|m| date(m.to)))
+                    .into_date()
+                    .into_column(),
             ],
         )?;
         let staged = staging.join(format!("{name}.parquet"));

@@ -48,7 +48,8 @@ pub fn info(store: &Store, verify: bool, wait: bool) -> Result<InfoReport> {
         let periods = m.period_values();
         let gaps = m.gaps();
         let bytes: u64 = m.files.iter().map(|f| f.bytes).sum();
-        let _ = writeln!(text, "\ndataset {name}  (version {}, {}ly, updated {})", m.version, m.frequency, m.updated_at);
+        let _ =
+            writeln!(text, "\ndataset {name}  (version {}, {}ly, updated {})", m.version, m.frequency, m.updated_at);
         let _ = writeln!(
             text,
             "  rows        {}{}",
@@ -64,7 +65,8 @@ pub fn info(store: &Store, verify: bool, wait: bool) -> Result<InfoReport> {
             _ => "none".into(),
         };
         let _ = writeln!(text, "  periods     {range}");
-        let _ = writeln!(text, "  gaps        {}", if gaps.is_empty() { "none".into() } else { describe_periods(&gaps) });
+        let _ =
+            writeln!(text, "  gaps        {}", if gaps.is_empty() { "none".into() } else { describe_periods(&gaps) });
         let _ = writeln!(
             text,
             "  currency    {}{}",

@@ -8,12 +8,11 @@
 pub mod cli;
 pub mod error;
 
-
 pub mod groups;
 pub mod info;
 pub mod ingest;
-pub mod panel;
 pub mod mapping;
+pub mod panel;
 pub mod period;
 pub mod store;
 pub mod suggest;

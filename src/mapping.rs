@@ -15,17 +15,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// The columns of the canonical trade table (DESIGN.md), in store order.
-pub const CANONICAL: [&str; 9] = [
-    "period",
-    "reporter",
-    "partner",
-    "flow",
-    "product",
-    "region",
-    "value",
-    "quantity",
-    "quantity_unit",
-];
+pub const CANONICAL: [&str; 9] =
+    ["period", "reporter", "partner", "flow", "product", "region", "value", "quantity", "quantity_unit"];
 
 /// Canonical columns every row must have.
 pub const REQUIRED: [&str; 6] = ["period", "reporter", "partner", "flow", "product", "value"];
@@ -93,8 +84,7 @@ fn default_values_to() -> String {
 impl Mapping {
     /// Reads and checks a mapping file.
     pub fn load(path: &Path) -> Result<Mapping> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::io("cannot read mapping", path, e))?;
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io("cannot read mapping", path, e))?;
         Self::parse(&text).map_err(|e| e.in_file(path))
     }
 

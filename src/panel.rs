@@ -137,36 +137,6 @@ pub fn write_groups(spec: &PanelSpec, path: &Path) -> Result<()> {
     std::fs::write(path, text).map_err(|e| Error::io("cannot write", path, e))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn same_seed_same_bytes_and_density_holds() {
-        let spec = PanelSpec { partners: 20, products: 30, months: 12, density: 0.5, seed: 7, start: (2023, 1) };
-        let (mut a, mut b) = (Vec::new(), Vec::new());
-        let rows = write_csv(&spec, &mut a).unwrap();
-        write_csv(&spec, &mut b).unwrap();
-        assert_eq!(a, b);
-        let cells = 20 * 30 * 12 * 2;
-        assert!((rows as f64 / cells as f64 - 0.5).abs() < 0.05, "{rows} of {cells}");
-        let other = PanelSpec { seed: 8, ..spec };
-        let mut c = Vec::new();
-        write_csv(&other, &mut c).unwrap();
-        assert_ne!(a, c);
-    }
-
-    #[test]
-    fn codes_are_well_formed() {
-        assert_eq!(partner_code(0), "PAA");
-        assert_eq!(partner_code(27), "PBB");
-        let codes: Vec<String> = (0..500).map(product_code).collect();
-        assert!(codes.iter().all(|c| c.len() == 6 && c.bytes().all(|b| b.is_ascii_digit())));
-        let distinct: std::collections::HashSet<&String> = codes.iter().collect();
-        assert_eq!(distinct.len(), 500);
-    }
-}
-
 /// Generates a panel into `csv` (a CSV file), or into dataset `dataset` of the
 /// store at `into` together with its partner groups (`partner_groups`).
 pub fn generate(spec: &PanelSpec, csv: Option<&Path>, into: Option<(&Path, &str)>) -> Result<String> {
@@ -205,5 +175,35 @@ pub fn generate(spec: &PanelSpec, csv: Option<&Path>, into: Option<(&Path, &str)
             result
         }
         _ => Err(Error::usage("give exactly one of --csv FILE and --into STORE")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_seed_same_bytes_and_density_holds() {
+        let spec = PanelSpec { partners: 20, products: 30, months: 12, density: 0.5, seed: 7, start: (2023, 1) };
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        let rows = write_csv(&spec, &mut a).unwrap();
+        write_csv(&spec, &mut b).unwrap();
+        assert_eq!(a, b);
+        let cells = 20 * 30 * 12 * 2;
+        assert!((rows as f64 / cells as f64 - 0.5).abs() < 0.05, "{rows} of {cells}");
+        let other = PanelSpec { seed: 8, ..spec };
+        let mut c = Vec::new();
+        write_csv(&other, &mut c).unwrap();
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn codes_are_well_formed() {
+        assert_eq!(partner_code(0), "PAA");
+        assert_eq!(partner_code(27), "PBB");
+        let codes: Vec<String> = (0..500).map(product_code).collect();
+        assert!(codes.iter().all(|c| c.len() == 6 && c.bytes().all(|b| b.is_ascii_digit())));
+        let distinct: std::collections::HashSet<&String> = codes.iter().collect();
+        assert_eq!(distinct.len(), 500);
     }
 }

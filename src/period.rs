@@ -92,11 +92,7 @@ impl Period {
         match rest {
             [] => Ok(Period { year, month: 1, frequency: Frequency::Year }),
             [b'-', b'Q' | b'q', q] | [b'Q' | b'q', q] => match q {
-                b'1'..=b'4' => Ok(Period {
-                    year,
-                    month: u32::from(q - b'1') * 3 + 1,
-                    frequency: Frequency::Quarter,
-                }),
+                b'1'..=b'4' => Ok(Period { year, month: u32::from(q - b'1') * 3 + 1, frequency: Frequency::Quarter }),
                 _ => bad("a quarter is Q1, Q2, Q3 or Q4"),
             },
             [m1, m2] => match digits(&[*m1, *m2]) {
@@ -109,10 +105,8 @@ impl Period {
             },
             [b'-', m1, m2, b'-', d1, d2] => match (digits(&[*m1, *m2]), digits(&[*d1, *d2])) {
                 (Some(m), Some(1)) => month_ok(m),
-                (Some(_), Some(_)) => bad(
-                    "a date period must be the first day of its month (2024-12-01); \
-                     daily data is not supported",
-                ),
+                (Some(_), Some(_)) => bad("a date period must be the first day of its month (2024-12-01); \
+                     daily data is not supported"),
                 _ => bad("a date is written 2024-12-01"),
             },
             _ => bad("a period is written 2024-12, 202412, 2024-12-01, 2024-Q4 or 2024"),
@@ -133,11 +127,7 @@ impl Period {
     /// The next period of the same frequency.
     pub fn next(self) -> Period {
         let m = self.month - 1 + self.frequency.months();
-        Period {
-            year: self.year + (m / 12) as i32,
-            month: m % 12 + 1,
-            frequency: self.frequency,
-        }
+        Period { year: self.year + (m / 12) as i32, month: m % 12 + 1, frequency: self.frequency }
     }
 
     /// Every period from `first` to `last`, both included.
@@ -224,9 +214,8 @@ mod tests {
         let q = Period::parse("2023-Q4").unwrap();
         assert_eq!(q.to_string(), "2023-Q4");
         assert_eq!(q.next().to_string(), "2024-Q1");
-        let months: Vec<String> = Period::range(Period::month(2023, 11), Period::month(2024, 2))
-            .map(|p| p.to_string())
-            .collect();
+        let months: Vec<String> =
+            Period::range(Period::month(2023, 11), Period::month(2024, 2)).map(|p| p.to_string()).collect();
         assert_eq!(months, ["2023-11", "2023-12", "2024-01", "2024-02"]);
         assert_eq!(Period::from_days(20058, Frequency::Month), Period::month(2024, 12));
     }

@@ -56,7 +56,7 @@ enum Source {
 /// A record of source fields, by position; `None` where the record is too short.
 pub trait Record {
     fn field(&self, index: usize) -> Option<&str>;
-    fn len(&self) -> usize;
+    fn field_count(&self) -> usize;
 }
 
 /// One bad source row: where, and why.
@@ -120,9 +120,7 @@ impl Layout {
         let wide = mapping.wide.as_ref();
         let mut sources: [Source; 9] = std::array::from_fn(|_| Source::Absent);
         for (i, name) in CANONICAL.iter().enumerate() {
-            sources[i] = if wide.is_some_and(|w| w.names_to == *name
-                || (w.names_to == "month" && *name == "period"))
-            {
+            sources[i] = if wide.is_some_and(|w| w.names_to == *name || (w.names_to == "month" && *name == "period")) {
                 Source::WideName
             } else if wide.is_some_and(|w| w.values_to == *name) {
                 Source::WideCell
@@ -138,10 +136,8 @@ impl Layout {
         }
         for (i, name) in CANONICAL.iter().enumerate() {
             if REQUIRED.contains(name) && matches!(sources[i], Source::Absent) {
-                let mut e = Error::input(format!(
-                    "missing required column `{name}`; the file has: {}",
-                    header.join(", ")
-                ));
+                let mut e =
+                    Error::input(format!("missing required column `{name}`; the file has: {}", header.join(", ")));
                 if let Some(s) = closest(name, header.iter().map(String::as_str)) {
                     e = e.hint(format!("rename it in a mapping: [columns] {name} = \"{s}\""));
                 } else {
@@ -166,12 +162,10 @@ impl Layout {
         let recode = std::array::from_fn(|i| {
             mapping.recode.get(CANONICAL[i]).map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
         });
-        let mut aggregate_partners: HashSet<String> =
-            mapping.aggregate_partners.iter().cloned().collect();
+        let mut aggregate_partners: HashSet<String> = mapping.aggregate_partners.iter().cloned().collect();
         aggregate_partners.insert("WLD".to_string());
         aggregate_partners.extend(group_names.iter().cloned());
-        let mut aggregate_products: HashSet<String> =
-            mapping.aggregate_products.iter().cloned().collect();
+        let mut aggregate_products: HashSet<String> = mapping.aggregate_products.iter().cloned().collect();
         aggregate_products.insert("TOTAL".to_string());
         Ok(Layout {
             header: header.to_vec(),
@@ -193,31 +187,27 @@ impl Layout {
     fn column_name(&self, i: usize, wide_col: Option<usize>) -> String {
         match &self.sources[i] {
             Source::Column(c) => self.header[*c].clone(),
-            Source::WideCell | Source::WideName => wide_col
-                .map(|c| self.header[c].clone())
-                .unwrap_or_else(|| CANONICAL[i].to_string()),
+            Source::WideCell | Source::WideName => {
+                wide_col.map(|c| self.header[c].clone()).unwrap_or_else(|| CANONICAL[i].to_string())
+            }
             _ => CANONICAL[i].to_string(),
         }
     }
 
     /// Converts one record into rows appended to `batch`. A record with any bad
     /// field adds no row at all and returns the first problem.
-    pub fn convert<R: Record>(&self, rec: &R, line: u64, batch: &mut Batch) -> Result<(), RowError> {
-        if rec.len() != self.header.len() {
-            return Err(RowError {
+    pub fn convert<R: Record>(&self, rec: &R, line: u64, batch: &mut Batch) -> Result<(), Box<RowError>> {
+        if rec.field_count() != self.header.len() {
+            return Err(Box::new(RowError {
                 line,
                 column: String::new(),
                 value: String::new(),
-                reason: format!(
-                    "the row has {} fields but the header has {}",
-                    rec.len(),
-                    self.header.len()
-                ),
+                reason: format!("the row has {} fields but the header has {}", rec.field_count(), self.header.len()),
                 hint: Some("check for an unquoted delimiter inside a field".into()),
                 record: join_record(rec),
-            });
+            }));
         }
-        let with_record = |mut e: RowError| {
+        let with_record = |mut e: Box<RowError>| {
             e.record = join_record(rec);
             e
         };
@@ -257,17 +247,19 @@ impl Layout {
         Some(raw)
     }
 
-    fn row<'a, R: Record>(&'a self, rec: &'a R, line: u64, wide: Option<usize>) -> Result<Row<'a>, RowError> {
+    fn row<'a, R: Record>(&'a self, rec: &'a R, line: u64, wide: Option<usize>) -> Result<Row<'a>, Box<RowError>> {
         let wide_col = wide.map(|k| self.wide[k].0);
-        let fail = |i: usize, value: &str, reason: String, hint: Option<String>| RowError {
-            line,
-            column: self.column_name(i, wide_col),
-            value: value.to_string(),
-            reason,
-            hint,
-            record: String::new(),
+        let fail = |i: usize, value: &str, reason: String, hint: Option<String>| -> Box<RowError> {
+            Box::new(RowError {
+                line,
+                column: self.column_name(i, wide_col),
+                value: value.to_string(),
+                reason,
+                hint,
+                record: String::new(),
+            })
         };
-        let required = |i: usize| -> Result<&'a str, RowError> {
+        let required = |i: usize| -> Result<&'a str, Box<RowError>> {
             match self.text(rec, i, wide) {
                 Some(t) if !t.is_empty() => Ok(t),
                 _ => Err(fail(i, "", format!("`{}` is empty", CANONICAL[i]), None)),
@@ -275,19 +267,13 @@ impl Layout {
         };
         let period_text = required(PERIOD)?;
         let period = if self.wide_names_to.as_deref() == Some("month") {
-            let year = self
-                .year_column
-                .and_then(|c| rec.field(c))
-                .map(str::trim)
-                .unwrap_or("");
-            let month = month_number(period_text).ok_or_else(|| {
-                fail(PERIOD, period_text, "not a month (1..12, 01..12 or Jan..Dec)".into(), None)
-            })?;
+            let year = self.year_column.and_then(|c| rec.field(c)).map(str::trim).unwrap_or("");
+            let month = month_number(period_text)
+                .ok_or_else(|| fail(PERIOD, period_text, "not a month (1..12, 01..12 or Jan..Dec)".into(), None))?;
             Period::parse(&format!("{year}-{month:02}"))
                 .map_err(|e| fail(PERIOD, year, format!("bad year: {}", e.0), None))?
         } else {
-            Period::parse(period_text)
-                .map_err(|e| fail(PERIOD, period_text, format!("bad period: {}", e.0), None))?
+            Period::parse(period_text).map_err(|e| fail(PERIOD, period_text, format!("bad period: {}", e.0), None))?
         };
         let reporter = required(REPORTER)?;
         let partner = required(PARTNER)?;
@@ -303,10 +289,8 @@ impl Layout {
         let product = required(PRODUCT)?;
         let region = self.text(rec, REGION, wide).filter(|t| !t.is_empty());
         let value_text = required(VALUE)?;
-        let value = self
-            .number(value_text)
-            .map_err(|(reason, hint)| fail(VALUE, value_text, reason, hint))?
-            * self.value_scale;
+        let value =
+            self.number(value_text).map_err(|(reason, hint)| fail(VALUE, value_text, reason, hint))? * self.value_scale;
         if value < 0.0 {
             return Err(fail(VALUE, value_text, "negative trade value".into(), None));
         }
@@ -321,8 +305,7 @@ impl Layout {
             }
         };
         let quantity_unit = self.text(rec, QUANTITY_UNIT, wide).filter(|t| !t.is_empty());
-        let aggregate =
-            self.aggregate_partners.contains(partner) || self.aggregate_products.contains(product);
+        let aggregate = self.aggregate_partners.contains(partner) || self.aggregate_products.contains(product);
         Ok(Row { period, reporter, partner, flow, product, region, value, quantity, quantity_unit, aggregate })
     }
 
@@ -347,7 +330,9 @@ impl Layout {
                 let hint = (self.thousands.is_none()
                     && text.contains(',')
                     && text.replace(',', "").parse::<f64>().is_ok())
-                .then(|| "the number has a thousands separator; declare it with thousands = \",\" in a mapping".to_string());
+                .then(|| {
+                    "the number has a thousands separator; declare it with thousands = \",\" in a mapping".to_string()
+                });
                 Err(("cannot parse as a number".into(), hint))
             }
         }
@@ -355,7 +340,7 @@ impl Layout {
 }
 
 fn join_record<R: Record>(rec: &R) -> String {
-    (0..rec.len()).map(|i| rec.field(i).unwrap_or("")).collect::<Vec<_>>().join(",")
+    (0..rec.field_count()).map(|i| rec.field(i).unwrap_or("")).collect::<Vec<_>>().join(",")
 }
 
 fn parse_flow(text: &str) -> Option<&'static str> {

@@ -124,9 +124,7 @@ fn check_dataset_name(name: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::usage(format!(
-            "bad dataset name {name:?}: use letters, digits, '_' and '-', not starting with '_'"
-        )))
+        Err(Error::usage(format!("bad dataset name {name:?}: use letters, digits, '_' and '-', not starting with '_'")))
     }
 }
 
@@ -157,19 +155,17 @@ fn ingest_locked(
         .flat_map(|t| t.groups.iter().map(|(g, _)| g.clone()))
         .collect();
     let delimiter = mapping.delimiter.as_ref().map_or(b',', |d| d.as_bytes()[0]);
-    let workers = opts.workers.unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or(2, |n| n.get())
-    });
+    let workers = opts.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let mut writer = PartitionWriter::new(staging.join("new"));
     let mut dups = DuplicateCheck::new(staging.join("keys"), DEDUP_BUDGET);
-    let mut got = Gathered { periods: HashSet::new(), frequency: None, rows: 0, rejects: Vec::new(), sources: Vec::new() };
+    let mut got =
+        Gathered { periods: HashSet::new(), frequency: None, rows: 0, rejects: Vec::new(), sources: Vec::new() };
     let total_bytes: u64 = opts.sources.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
     let bar = progress_bar(opts.progress, total_bytes);
     for (src_index, path) in opts.sources.iter().enumerate() {
         let src = source::Source::open(path, delimiter)?;
-        let layout = Layout::resolve(mapping, &src.header, &group_names).map_err(|e| {
-            if e.location.file.is_none() { e.in_file(path) } else { e }
-        })?;
+        let layout = Layout::resolve(mapping, &src.header, &group_names)
+            .map_err(|e| if e.location.file.is_none() { e.in_file(path) } else { e })?;
         let mut failed: Option<Error> = None;
         let mut deliver = |c: source::Converted| -> Result<bool> {
             if !c.errors.is_empty() && opts.rejects.is_none() {
@@ -208,14 +204,20 @@ fn ingest_locked(
         for (d, key) in duplicates.iter().zip(keys) {
             let (file, line) = source_line(&opts.sources, d.line);
             let (first_file, first_line) = source_line(&opts.sources, d.first_line);
-            let first = if first_file == file { format!("line {first_line}") } else { format!("{}:{first_line}", first_file.display()) };
+            let first = if first_file == file {
+                format!("line {first_line}")
+            } else {
+                format!("{}:{first_line}", first_file.display())
+            };
             got.rejects.push((
                 file,
                 RowError {
                     line,
                     column: String::new(),
                     value: String::new(),
-                    reason: format!("duplicate key: {first} has the same period, reporter, partner, flow, product and region"),
+                    reason: format!(
+                        "duplicate key: {first} has the same period, reporter, partner, flow, product and region"
+                    ),
                     hint: None,
                     record: key,
                 },
@@ -297,12 +299,8 @@ fn absorb(
         match &got.frequency {
             None => got.frequency = Some((f, path.to_path_buf(), line)),
             Some((first, _, _)) if *first != f => {
-                let label = batch
-                    .periods
-                    .iter()
-                    .next()
-                    .map(|d| Period::from_days(*d, f).to_string())
-                    .unwrap_or_default();
+                let label =
+                    batch.periods.iter().next().map(|d| Period::from_days(*d, f).to_string()).unwrap_or_default();
                 return Err(mixed_error(path, line, &label, Some(*first)));
             }
             _ => {}
@@ -358,16 +356,19 @@ fn duplicates_error(sources: &[PathBuf], dups: &[dedup::Duplicate], staged: &[St
     let first_of = |d: &dedup::Duplicate| {
         let (file, line) = source_line(sources, d.line);
         let (first_file, first_line) = source_line(sources, d.first_line);
-        let first = if first_file == file { format!("line {first_line}") } else { format!("{}:{first_line}", first_file.display()) };
+        let first = if first_file == file {
+            format!("line {first_line}")
+        } else {
+            format!("{}:{first_line}", first_file.display())
+        };
         (file, line, first)
     };
     let (file, line, first) = first_of(&dups[0]);
-    let mut e = Error::input(format!(
-        "duplicate key: the same period, reporter, partner, flow, product and region as {first}"
-    ))
-    .in_file(file)
-    .at_line(line)
-    .with_value(describe(&dups[0]));
+    let mut e =
+        Error::input(format!("duplicate key: the same period, reporter, partner, flow, product and region as {first}"))
+            .in_file(file)
+            .at_line(line)
+            .with_value(describe(&dups[0]));
     for d in dups.iter().skip(1).take(ERRORS_SHOWN - 1) {
         let (file, line, first) = first_of(d);
         e.more.push(format!("{}:{line}: duplicate of {first} (value {:?})", file.display(), describe(d)));
@@ -448,16 +449,14 @@ fn build_manifest(
             files.push(f.clone());
         }
     }
-    let new_period_series = || {
-        Int32Chunked::from_vec("period".into(), new_days.iter().copied().collect()).into_date().into_series()
-    };
+    let new_period_series =
+        || Int32Chunked::from_vec("period".into(), new_days.iter().copied().collect()).into_date().into_series();
     for s in staged {
-        let year_days: Vec<i32> = new_days.iter().copied().filter(|d| Period::from_days(*d, frequency).year == s.year).collect();
+        let year_days: Vec<i32> =
+            new_days.iter().copied().filter(|d| Period::from_days(*d, frequency).year == s.year).collect();
         let mut periods: BTreeSet<String> = year_days.iter().map(|d| label(*d)).collect();
-        let kept: Vec<&DataFile> = old_files
-            .iter()
-            .filter(|f| f.year == s.year && f.periods.iter().any(|p| !periods.contains(p)))
-            .collect();
+        let kept: Vec<&DataFile> =
+            old_files.iter().filter(|f| f.year == s.year && f.periods.iter().any(|p| !periods.contains(p))).collect();
         let (path, rows) = if kept.is_empty() {
             (s.path, s.rows)
         } else {
@@ -465,7 +464,10 @@ fn build_manifest(
             let dir = store::Store::at(&opts.store).dataset_dir(dataset);
             let mut parts = Vec::new();
             for f in &kept {
-                parts.push(scan(&dir.join(&f.path))?.filter(col("period").is_in(lit(new_period_series()).implode(false), false).not()));
+                parts.push(
+                    scan(&dir.join(&f.path))?
+                        .filter(col("period").is_in(lit(new_period_series()).implode(false), false).not()),
+                );
                 periods.extend(f.periods.iter().filter(|p| !periods.contains(*p)).cloned().collect::<Vec<_>>());
             }
             parts.push(scan(&s.path)?);
@@ -476,7 +478,14 @@ fn build_manifest(
         };
         let (sha256, bytes) = store::sha256_file(&path)?;
         let rel = format!("year={}/part-v{version:06}.parquet", s.year);
-        files.push(DataFile { path: rel.clone(), year: s.year, rows, bytes, sha256, periods: periods.into_iter().collect() });
+        files.push(DataFile {
+            path: rel.clone(),
+            year: s.year,
+            rows,
+            bytes,
+            sha256,
+            periods: periods.into_iter().collect(),
+        });
         moves.push((path, format!("{dataset}/{rel}")));
     }
     files.sort_by_key(|f| f.year);
@@ -508,7 +517,8 @@ fn build_manifest(
         periods_added: added.iter().map(Period::to_string).collect(),
         periods_replaced: replaced.iter().map(Period::to_string).collect(),
     });
-    let currency = opts.currency.clone().or_else(|| mapping.currency.clone()).or_else(|| old.and_then(|m| m.currency.clone()));
+    let currency =
+        opts.currency.clone().or_else(|| mapping.currency.clone()).or_else(|| old.and_then(|m| m.currency.clone()));
     if let (Some(old_cur), Some(new_cur)) = (old.and_then(|m| m.currency.as_ref()), &currency)
         && old_cur != new_cur
     {
@@ -522,7 +532,11 @@ fn build_manifest(
         updated_at: store::now(),
         frequency,
         currency,
-        quantity_unit: opts.quantity_unit.clone().or_else(|| mapping.quantity_unit.clone()).or_else(|| old.and_then(|m| m.quantity_unit.clone())),
+        quantity_unit: opts
+            .quantity_unit
+            .clone()
+            .or_else(|| mapping.quantity_unit.clone())
+            .or_else(|| old.and_then(|m| m.quantity_unit.clone())),
         schema: schema_specs(),
         rows,
         aggregate_rows,
@@ -534,7 +548,12 @@ fn build_manifest(
 }
 
 /// Rows flagged aggregate in all files of the new version.
-fn count_aggregates(files: &[DataFile], dataset: &str, opts: &IngestOptions, moves: &[(PathBuf, String)]) -> Result<u64> {
+fn count_aggregates(
+    files: &[DataFile],
+    dataset: &str,
+    opts: &IngestOptions,
+    moves: &[(PathBuf, String)],
+) -> Result<u64> {
     let dir = store::Store::at(&opts.store).dataset_dir(dataset);
     let mut total = 0u64;
     for f in files {
@@ -565,7 +584,8 @@ fn schema_specs() -> Vec<ColumnSpec> {
 /// Writes the rejects CSV to a temporary name beside `path`; the caller renames it.
 fn write_rejects(path: &Path, rejects: &[(PathBuf, RowError)]) -> Result<PathBuf> {
     let tmp = path.with_extension("csv.tmp");
-    let mut w = csv::Writer::from_path(&tmp).map_err(|e| Error::internal(format!("cannot write {}: {e}", tmp.display())))?;
+    let mut w =
+        csv::Writer::from_path(&tmp).map_err(|e| Error::internal(format!("cannot write {}: {e}", tmp.display())))?;
     let io = |e: csv::Error| Error::internal(format!("cannot write {}: {e}", tmp.display()));
     w.write_record(["file", "line", "column", "value", "reason", "record"]).map_err(io)?;
     let mut sorted: Vec<&(PathBuf, RowError)> = rejects.iter().collect();
@@ -592,9 +612,11 @@ fn progress_bar(show: bool, total: u64) -> indicatif::ProgressBar {
     }
     let bar = indicatif::ProgressBar::new(total);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} ingest [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template(
+            "{spinner} ingest [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
     );
     bar
 }

@@ -10,9 +10,9 @@
 use super::convert::{Batch, Layout, Record, RowError};
 use crate::error::{Error, Result};
 use polars::prelude::*;
+use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fs::File;
-use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -70,9 +70,9 @@ impl Source {
                     .from_path(path)
                     .map_err(|e| Error::input(format!("cannot read: {e}")).in_file(path))?;
                 let mut rec = csv::StringRecord::new();
-                let got = rdr.read_record(&mut rec).map_err(|e| {
-                    Error::input(format!("cannot read the header: {e}")).in_file(path).at_line(1)
-                })?;
+                let got = rdr
+                    .read_record(&mut rec)
+                    .map_err(|e| Error::input(format!("cannot read the header: {e}")).in_file(path).at_line(1))?;
                 if !got || rec.iter().all(|f| f.trim().is_empty()) {
                     return Err(Error::input("the file is empty: no header and no rows").in_file(path));
                 }
@@ -93,8 +93,11 @@ impl Source {
                 Ok(Source { path: path.to_path_buf(), format, header, bytes, delimiter, data_start, parquet: None })
             }
             Format::Parquet => {
-                let mut lf = LazyFrame::scan_parquet(PlRefPath::new(path.to_string_lossy().as_ref()), ScanArgsParquet::default())
-                    .map_err(|e| Error::input(format!("cannot read as Parquet: {e}")).in_file(path))?;
+                let mut lf = LazyFrame::scan_parquet(
+                    PlRefPath::new(path.to_string_lossy().as_ref()),
+                    ScanArgsParquet::default(),
+                )
+                .map_err(|e| Error::input(format!("cannot read as Parquet: {e}")).in_file(path))?;
                 let schema = lf
                     .collect_schema()
                     .map_err(|e| Error::input(format!("cannot read as Parquet: {}", first_line(&e))).in_file(path))?;
@@ -104,7 +107,15 @@ impl Source {
                     return Err(Error::input("the file is empty: no rows").in_file(path));
                 }
                 check_header(&header, path)?;
-                Ok(Source { path: path.to_path_buf(), format, header, bytes, delimiter, data_start: (0, 0), parquet: Some((lf, rows)) })
+                Ok(Source {
+                    path: path.to_path_buf(),
+                    format,
+                    header,
+                    bytes,
+                    delimiter,
+                    data_start: (0, 0),
+                    parquet: Some((lf, rows)),
+                })
             }
         }
     }
@@ -304,7 +315,7 @@ impl Record for CsvRecord<'_> {
     fn field(&self, index: usize) -> Option<&str> {
         self.0.get(index)
     }
-    fn len(&self) -> usize {
+    fn field_count(&self) -> usize {
         self.0.len()
     }
 }
@@ -318,7 +329,7 @@ impl Record for FrameRecord<'_> {
     fn field(&self, index: usize) -> Option<&str> {
         self.columns.get(index).map(|c| c.get(self.row).unwrap_or(""))
     }
-    fn len(&self) -> usize {
+    fn field_count(&self) -> usize {
         self.columns.len()
     }
 }
@@ -342,7 +353,7 @@ fn convert_block(source: &Source, layout: &Layout, block: Block) -> Result<Conve
                         records += 1;
                         let line = first_line + rec.position().map_or(1, |p| p.line()) - 1;
                         if let Err(e) = layout.convert(&CsvRecord(&rec), line, &mut batch) {
-                            errors.push(e);
+                            errors.push(*e);
                         }
                     }
                     Err(e) => {
@@ -375,7 +386,7 @@ fn convert_block(source: &Source, layout: &Layout, block: Block) -> Result<Conve
                 records += 1;
                 let rec = FrameRecord { columns: &columns, row };
                 if let Err(e) = layout.convert(&rec, first_row + row as u64, &mut batch) {
-                    errors.push(e);
+                    errors.push(*e);
                 }
             }
             batch

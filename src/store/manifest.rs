@@ -128,10 +128,7 @@ pub fn describe_periods(periods: &[Period]) -> String {
             _ => runs.push((*p, *p)),
         }
     }
-    runs.iter()
-        .map(|(a, b)| if a == b { a.to_string() } else { format!("{a} .. {b}") })
-        .collect::<Vec<_>>()
-        .join(", ")
+    runs.iter().map(|(a, b)| if a == b { a.to_string() } else { format!("{a} .. {b}") }).collect::<Vec<_>>().join(", ")
 }
 
 #[cfg(test)]

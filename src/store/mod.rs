@@ -181,10 +181,11 @@ impl Store {
 
     /// A fresh staging directory for one ingest.
     pub fn staging_dir(&self, _lock: &StoreLock) -> Result<PathBuf> {
-        let dir = self
-            .internal()
-            .join("staging")
-            .join(format!("{}-{}", std::process::id(), chrono::Utc::now().timestamp_micros()));
+        let dir = self.internal().join("staging").join(format!(
+            "{}-{}",
+            std::process::id(),
+            chrono::Utc::now().timestamp_micros()
+        ));
         fs::create_dir_all(&dir).map_err(|e| Error::io("cannot create", &dir, e))?;
         Ok(dir)
     }
@@ -298,9 +299,9 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
     match fs::read_to_string(path) {
-        Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| {
-            Error::store(format!("damaged manifest: {e}")).in_file(path)
-        }),
+        Ok(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| Error::store(format!("damaged manifest: {e}")).in_file(path)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io("cannot read", path, e)),
     }
@@ -324,15 +325,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 fn sync_file(path: &Path) -> Result<()> {
-    File::open(path)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| Error::io("cannot sync", path, e))
+    File::open(path).and_then(|f| f.sync_all()).map_err(|e| Error::io("cannot sync", path, e))
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| Error::io("cannot sync", dir, e))
+    File::open(dir).and_then(|f| f.sync_all()).map_err(|e| Error::io("cannot sync", dir, e))
 }
 
 fn remove_if_exists(path: &Path) -> Result<bool> {

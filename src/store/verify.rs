@@ -39,10 +39,7 @@ pub fn verify(store: &Store) -> Result<Vec<Problem>> {
         }
         for path in parquet_files_under(&dir) {
             if !listed.contains(&path) {
-                problems.push(Problem(format!(
-                    "{}: not listed in the manifest of {dataset}",
-                    path.display()
-                )));
+                problems.push(Problem(format!("{}: not listed in the manifest of {dataset}", path.display())));
             }
         }
     }

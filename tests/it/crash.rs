@@ -48,7 +48,12 @@ fn assert_consistent(setup: &Setup, expect_new: Option<bool>) -> bool {
     assert!(info.contains("verify: every file matches its manifest"), "{info}");
     let now = totals(&setup.store, "trade");
     let is_new = now == setup.new;
-    assert!(is_new || now == setup.old, "after a crash the store holds {now:?}, neither old {:?} nor new {:?}", setup.old, setup.new);
+    assert!(
+        is_new || now == setup.old,
+        "after a crash the store holds {now:?}, neither old {:?} nor new {:?}",
+        setup.old,
+        setup.new
+    );
     if let Some(want) = expect_new {
         assert_eq!(is_new, want, "expected the {} version", if want { "new" } else { "old" });
     }

@@ -23,7 +23,10 @@ fn rejected(csv: &str, mapping: Option<&str>) -> String {
 
 #[test]
 fn unparseable_number() {
-    let err = rejected("period,reporter,partner,flow,product,value\n2024-01,CHN,USA,export,01,12\n2024-01,CHN,USA,import,01,x1.5\n", None);
+    let err = rejected(
+        "period,reporter,partner,flow,product,value\n2024-01,CHN,USA,export,01,12\n2024-01,CHN,USA,import,01,x1.5\n",
+        None,
+    );
     assert!(err.starts_with("error: bad.csv:3: column `value`: cannot parse as a number (value \"x1.5\")"), "{err}");
     assert!(err.contains("nothing was written"), "{err}");
 }
@@ -46,7 +49,12 @@ fn thousands_separator_is_an_error_unless_declared() {
 #[test]
 fn unknown_flow() {
     let err = rejected("period,reporter,partner,flow,product,value\n2024-01,CHN,USA,re-export,01,12\n", None);
-    assert!(err.contains("bad.csv:2: column `flow`: unknown flow; expected export/import, X/M or 1/2 (value \"re-export\")"), "{err}");
+    assert!(
+        err.contains(
+            "bad.csv:2: column `flow`: unknown flow; expected export/import, X/M or 1/2 (value \"re-export\")"
+        ),
+        "{err}"
+    );
     assert!(err.contains("help: map other spellings with [recode.flow]"), "{err}");
 }
 
@@ -85,8 +93,16 @@ fn empty_file_and_header_only() {
 #[test]
 fn missing_required_column() {
     let err = rejected("period,reporter,partner,product,value\n2024-01,CHN,USA,01,1\n", None);
-    assert!(err.contains("bad.csv: missing required column `flow`; the file has: period, reporter, partner, product, value"), "{err}");
-    assert!(err.contains("help: map it with [columns] flow = \"...\" or set it with [constants] flow = \"...\""), "{err}");
+    assert!(
+        err.contains(
+            "bad.csv: missing required column `flow`; the file has: period, reporter, partner, product, value"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("help: map it with [columns] flow = \"...\" or set it with [constants] flow = \"...\""),
+        "{err}"
+    );
 }
 
 #[test]
@@ -95,7 +111,12 @@ fn mapping_names_a_missing_column() {
         "month,reporter,partner,flow,product,value\n2024-01,CHN,USA,export,01,1\n",
         Some("[columns]\nperiod = \"mnth\"\n"),
     );
-    assert!(err.contains("the mapping names column `mnth` for `period`, but the file has no such column; it has: month, reporter"), "{err}");
+    assert!(
+        err.contains(
+            "the mapping names column `mnth` for `period`, but the file has no such column; it has: month, reporter"
+        ),
+        "{err}"
+    );
     assert!(err.contains("help: did you mean `month`?"), "{err}");
 }
 
@@ -113,7 +134,10 @@ fn wrong_field_count_and_many_errors_are_summarised() {
 
 #[test]
 fn mixed_frequencies() {
-    let err = rejected("period,reporter,partner,flow,product,value\n2024-01,CHN,USA,export,01,1\n2024-Q2,CHN,USA,export,01,1\n", None);
+    let err = rejected(
+        "period,reporter,partner,flow,product,value\n2024-01,CHN,USA,export,01,1\n2024-Q2,CHN,USA,export,01,1\n",
+        None,
+    );
     assert!(err.contains("bad.csv:3: column `period`: this period's frequency differs"), "{err}");
 }
 
@@ -148,9 +172,20 @@ fn rejects_file_keeps_good_rows_and_lists_bad_ones() {
 fn duplicate_across_two_source_files_names_both() {
     let dir = tempfile::tempdir().unwrap();
     let a = write(dir.path(), "a.csv", "period,reporter,partner,flow,product,value\n2024-01,CHN,USA,export,01,1\n");
-    let b = write(dir.path(), "b.csv", "period,reporter,partner,flow,product,value\n2024-02,CHN,USA,export,01,1\n2024-01,CHN,USA,export,01,2\n");
+    let b = write(
+        dir.path(),
+        "b.csv",
+        "period,reporter,partner,flow,product,value\n2024-02,CHN,USA,export,01,1\n2024-01,CHN,USA,export,01,2\n",
+    );
     let store = dir.path().join("store");
     let err = fails(&["ingest", s(&a), s(&b), "--store", s(&store), "-d", "t", "-q"]);
-    assert!(err.contains(&format!("{}:3: duplicate key: the same period, reporter, partner, flow, product and region as {}:2", s(&b), s(&a))), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}:3: duplicate key: the same period, reporter, partner, flow, product and region as {}:2",
+            s(&b),
+            s(&a)
+        )),
+        "{err}"
+    );
     assert!(!store.join("t").exists(), "nothing was written");
 }

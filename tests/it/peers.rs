@@ -10,10 +10,8 @@ pub fn peer_python() -> Option<PathBuf> {
     let candidate = std::env::var_os("TRADEQL_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
-    let works = std::process::Command::new(&candidate)
-        .args(["-c", "import duckdb"])
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let works =
+        std::process::Command::new(&candidate).args(["-c", "import duckdb"]).output().is_ok_and(|o| o.status.success());
     if works {
         return Some(candidate);
     }
@@ -33,8 +31,24 @@ fn duckdb_reads_the_bundled_store_with_the_same_rows_and_sums() {
     let data = root.join("data");
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
-    ok(&["ingest", s(&data.join("gacc_monthly_2023_2024.csv")), "-m", s(&data.join("gacc.toml")), "--store", s(&store), "-q"]);
-    ok(&["ingest", s(&data.join("critical_minerals_hs6_monthly.csv")), "-m", s(&data.join("critical_minerals.toml")), "--store", s(&store), "-q"]);
+    ok(&[
+        "ingest",
+        s(&data.join("gacc_monthly_2023_2024.csv")),
+        "-m",
+        s(&data.join("gacc.toml")),
+        "--store",
+        s(&store),
+        "-q",
+    ]);
+    ok(&[
+        "ingest",
+        s(&data.join("critical_minerals_hs6_monthly.csv")),
+        "-m",
+        s(&data.join("critical_minerals.toml")),
+        "--store",
+        s(&store),
+        "-q",
+    ]);
     let out = std::process::Command::new(python)
         .arg(root.join("tests/peers/readback.py"))
         .args([s(&store), s(&data)])

@@ -15,7 +15,8 @@ fn panel(months: &[(&str, f64)]) -> String {
 fn revision_replaces_its_periods_and_keeps_the_others() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
-    let months: Vec<String> = (1..=12).map(|m| format!("2023-{m:02}")).chain((1..=12).map(|m| format!("2024-{m:02}"))).collect();
+    let months: Vec<String> =
+        (1..=12).map(|m| format!("2023-{m:02}")).chain((1..=12).map(|m| format!("2024-{m:02}"))).collect();
     let first: Vec<(&str, f64)> = months.iter().map(|m| (m.as_str(), 10.0)).collect();
     let v1 = write(dir.path(), "v1.csv", &panel(&first));
     ok(&["ingest", s(&v1), "--store", s(&store), "-d", "t", "-q"]);
@@ -66,7 +67,8 @@ fn a_second_writer_fails_clearly_while_the_store_is_locked() {
 fn wide_layout_with_scale_constants_and_recode() {
     // One row per month, one column per flow, values in 100 million yuan.
     let dir = tempfile::tempdir().unwrap();
-    let src = write(dir.path(), "wide.csv", "month,exports,imports\n2024-11,\"22,863\",\"16,615\"\n2024-12,\"24,010\",\n");
+    let src =
+        write(dir.path(), "wide.csv", "month,exports,imports\n2024-11,\"22,863\",\"16,615\"\n2024-12,\"24,010\",\n");
     let map = write(
         dir.path(),
         "wide.toml",
@@ -126,11 +128,14 @@ fn period_forms_flows_and_leading_zeros() {
     let store = dir.path().join("store");
     ok(&["ingest", s(&src), "--store", s(&store), "-d", "f", "-q"]);
     use polars::prelude::*;
-    let df = LazyFrame::scan_parquet(PlRefPath::new(&format!("{}/f/**/*.parquet", store.display())), ScanArgsParquet::default())
-        .unwrap()
-        .sort(["period"], Default::default())
-        .collect()
-        .unwrap();
+    let df = LazyFrame::scan_parquet(
+        PlRefPath::new(format!("{}/f/**/*.parquet", store.display())),
+        ScanArgsParquet::default(),
+    )
+    .unwrap()
+    .sort(["period"], Default::default())
+    .collect()
+    .unwrap();
     let strings = |name: &str| -> Vec<String> {
         let ca = df.column(name).unwrap().str().unwrap().clone();
         (0..df.height()).map(|i| ca.get(i).unwrap().to_string()).collect()
@@ -147,7 +152,11 @@ fn period_forms_flows_and_leading_zeros() {
 #[test]
 fn quarterly_data_and_gaps_are_reported() {
     let dir = tempfile::tempdir().unwrap();
-    let src = write(dir.path(), "q.csv", "period,reporter,partner,flow,product,value\n2023-Q1,CHN,USA,export,01,1\n2023-Q4,CHN,USA,export,01,1\n2024-Q1,CHN,USA,export,01,1\n");
+    let src = write(
+        dir.path(),
+        "q.csv",
+        "period,reporter,partner,flow,product,value\n2023-Q1,CHN,USA,export,01,1\n2023-Q4,CHN,USA,export,01,1\n2024-Q1,CHN,USA,export,01,1\n",
+    );
     let store = dir.path().join("store");
     ok(&["ingest", s(&src), "--store", s(&store), "-d", "q", "-q"]);
     let info = ok(&["info", s(&store)]);
@@ -174,16 +183,22 @@ fn parquet_sources_ingest_like_csv() {
 fn groups_are_stored_checked_and_flag_bloc_rows() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
-    let groups = write(dir.path(), "g.csv", "group,member,valid_from,valid_to\nEU,DEU,,\nEU,GBR,1973-01,2020-01\nBRICS,BRA,,\n");
+    let groups =
+        write(dir.path(), "g.csv", "group,member,valid_from,valid_to\nEU,DEU,,\nEU,GBR,1973-01,2020-01\nBRICS,BRA,,\n");
     let out = ok(&["groups", "add", "partner_groups", s(&groups), "--store", s(&store)]);
     assert!(out.contains("stored group table partner_groups (3 rows): BRICS (1), EU (2)"), "{out}");
-    let src = write(dir.path(), "t.csv", "period,reporter,partner,flow,product,value\n2024-01,CHN,EU,export,01,5\n2024-01,CHN,DEU,export,01,3\n");
+    let src = write(
+        dir.path(),
+        "t.csv",
+        "period,reporter,partner,flow,product,value\n2024-01,CHN,EU,export,01,5\n2024-01,CHN,DEU,export,01,3\n",
+    );
     ok(&["ingest", s(&src), "--store", s(&store), "-d", "t", "-q"]);
     assert_eq!(Store::at(&store).manifest("t").unwrap().unwrap().aggregate_rows, 1);
     let info = ok(&["info", s(&store), "--verify"]);
     assert!(info.contains("partner_groups   3 rows, groups of partner codes: BRICS (1), EU (2)"), "{info}");
 
-    let overlap = write(dir.path(), "o.csv", "group,member,valid_from,valid_to\nEU,GBR,1973-01,2020-01\nEU,GBR,2019-01,\n");
+    let overlap =
+        write(dir.path(), "o.csv", "group,member,valid_from,valid_to\nEU,GBR,1973-01,2020-01\nEU,GBR,2019-01,\n");
     let err = fails(&["groups", "add", "partner_groups", s(&overlap), "--store", s(&store)]);
     assert!(err.contains("o.csv:3: GBR is listed in EU twice for overlapping months (also line 2)"), "{err}");
     let backwards = write(dir.path(), "b.csv", "group,member,valid_from,valid_to\nEU,GBR,2020-01,1973-01\n");

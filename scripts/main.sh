@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The main job on the bundled data: builds tradeql, ingests the China customs
+# totals and the critical-minerals panel into ./store, stores the reference
+# groups, and verifies the store. Safe to re-run: a re-ingest replaces the
+# same periods (a revision) and bumps the manifest version.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+store=${TRADEQL_STORE:-store}
+cargo build --quiet
+tq=target/debug/tradeql
+$tq ingest data/gacc_monthly_2023_2024.csv --mapping data/gacc.toml --store "$store" --quiet
+$tq ingest data/critical_minerals_hs6_monthly.csv --mapping data/critical_minerals.toml --store "$store" --quiet
+$tq groups add partner_groups data/partner_groups.csv --of partner --store "$store"
+$tq groups add hs_sections data/hs_section_groups.csv --of product --store "$store"
+$tq info "$store" --verify
