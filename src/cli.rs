@@ -69,6 +69,41 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Run a saved query (.tql) and print or write its result.
+    ///
+    /// Warnings (a missing comparison period, a partial year) go to stderr.
+    Run {
+        /// The query file.
+        file: PathBuf,
+        #[arg(long, short, env = "TRADEQL_STORE", default_value = "store")]
+        store: PathBuf,
+        /// Override a `param` of the query: --param year=2023 (repeatable).
+        #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
+        params: Vec<String>,
+        /// table (aligned, formatted for reading) or an exact machine format.
+        #[arg(long, short, value_enum, default_value = "table")]
+        format: crate::run::OutputFormat,
+        /// Write to this file (atomically) instead of stdout.
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
+    /// Check query files against the store without running them.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long, short, env = "TRADEQL_STORE", default_value = "store")]
+        store: PathBuf,
+        #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
+        params: Vec<String>,
+    },
+    /// Show tradeql's plan of a query, then polars' optimised plan.
+    Explain {
+        file: PathBuf,
+        #[arg(long, short, env = "TRADEQL_STORE", default_value = "store")]
+        store: PathBuf,
+        #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
+        params: Vec<String>,
+    },
     /// Describe a store: datasets, rows, periods and gaps, currency, groups.
     Info {
         /// The store directory.
@@ -187,6 +222,44 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 eprintln!("note: recovered an interrupted commit before ingesting");
             }
             println!("{report}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { file, store, params, format, out } => {
+            let store = Store::open_existing(store)?;
+            let params = crate::lang::parse_params(&params)?;
+            let loaded = crate::lang::load(&crate::lang::QueryFile::read(&file)?, &store, &params)?;
+            let mut outcome = crate::run::collect(&loaded.compiled)?;
+            for w in &outcome.warnings {
+                eprintln!("warning: {w}");
+            }
+            crate::run::write(&mut outcome.frame, &loaded.plan, format, out.as_deref())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { files, store, params } => {
+            let store = Store::open_existing(store)?;
+            let params = crate::lang::parse_params(&params)?;
+            let mut failed = 0;
+            for file in &files {
+                match crate::lang::QueryFile::read(file).and_then(|q| crate::lang::load(&q, &store, &params)) {
+                    Ok(_) => println!("ok  {}", file.display()),
+                    Err(e) => {
+                        failed += 1;
+                        eprintln!("error: {e}");
+                    }
+                }
+            }
+            if failed > 0 {
+                eprintln!("{failed} of {} queries have errors", files.len());
+                return Ok(ExitCode::from(2));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Explain { file, store, params } => {
+            let store = Store::open_existing(store)?;
+            let params = crate::lang::parse_params(&params)?;
+            let loaded = crate::lang::load(&crate::lang::QueryFile::read(&file)?, &store, &params)?;
+            println!("tradeql plan:\n{}", loaded.plan);
+            println!("polars optimised plan:\n{}", loaded.compiled.lf.explain(true)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Info { store, verify, wait } => {

@@ -21,6 +21,8 @@ pub enum ErrorKind {
     Store,
     /// Another process holds the store's lock.
     Locked,
+    /// A query file is wrong: syntax, names, types.
+    Query,
     /// The command line asks for something impossible.
     Usage,
     /// Reading or writing a file failed.
@@ -37,6 +39,18 @@ pub struct Location {
     pub line: Option<u64>,
     pub column: Option<String>,
     pub value: Option<String>,
+    /// For query errors: the source line and the marked span.
+    pub snippet: Option<Snippet>,
+}
+
+/// A source line with a marked span, shown under a query error.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snippet {
+    /// 1-based column (in characters) where the span starts.
+    pub col: usize,
+    /// Characters marked.
+    pub width: usize,
+    pub text: String,
 }
 
 /// A tradeql error: a kind, a lowercase message, where, and hints.
@@ -124,6 +138,9 @@ impl Error {
             out.push_str(&file.display().to_string());
             if let Some(line) = loc.line {
                 out.push_str(&format!(":{line}"));
+                if let Some(snippet) = &loc.snippet {
+                    out.push_str(&format!(":{}", snippet.col));
+                }
             }
             out.push_str(": ");
         } else if let Some(line) = loc.line {
@@ -141,6 +158,16 @@ impl fmt::Display for Error {
         write!(f, "{}{}", self.place(), self.message)?;
         if let Some(value) = &self.location.value {
             write!(f, " (value {value:?})")?;
+        }
+        if let (Some(snippet), Some(line)) = (&self.location.snippet, self.location.line) {
+            let gutter = " ".repeat(line.to_string().len());
+            write!(
+                f,
+                "\n{gutter} |\n{line} | {}\n{gutter} | {}{}",
+                snippet.text,
+                " ".repeat(snippet.col - 1),
+                "^".repeat(snippet.width)
+            )?;
         }
         for hint in &self.hints {
             write!(f, "\n  help: {hint}")?;

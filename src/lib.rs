@@ -11,9 +11,11 @@ pub mod error;
 pub mod groups;
 pub mod info;
 pub mod ingest;
+pub mod lang;
 pub mod mapping;
 pub mod panel;
 pub mod period;
+pub mod run;
 pub mod store;
 pub mod suggest;
 

@@ -1,0 +1,662 @@
+//! Compile: a [`Plan`] → a polars `LazyFrame`.
+//!
+//! One helper per part of the plan, as polars-sql does: the scan (the files
+//! the manifest lists, with the Hive `year` so filters on it prune files), the
+//! row stages, the aggregation keyed by a calendar column `__t` (the first day
+//! of each period of the roll-up), then each measure. Every comparison across
+//! time is a join on the calendar key shifted by one year (or one period), never
+//! a row offset, so a missing period gives null. Columns that start with `__`
+//! are internal; those that start with `__w` carry warnings out of the plan and
+//! are read (then dropped) after collect. Polars does the optimising.
+
+use super::ast::BinOp;
+use super::plan::*;
+use crate::error::{Error, Result};
+use crate::period::Frequency;
+use crate::store::Manifest;
+use polars::prelude::*;
+use std::path::Path;
+
+/// The lazy frame of a plan, and how to read the warnings it carries.
+pub struct Compiled {
+    pub lf: LazyFrame,
+    pub warnings: Vec<WarningColumn>,
+    /// The column that names each row's period, for warnings.
+    pub time_label: Option<String>,
+}
+
+/// A boolean (or count) column that flags rows to warn about.
+#[derive(Debug, Clone)]
+pub struct WarningColumn {
+    pub column: String,
+    pub kind: WarningKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum WarningKind {
+    /// The comparison period of a measure is missing.
+    MissingBase { measure: String, offset: &'static str },
+    /// A roll-up period holds fewer sub-periods than a full one.
+    Partial { expected: u32, unit: &'static str, compared: bool },
+    /// Year-to-date that skips a missing month.
+    YtdGap { measure: String },
+}
+
+/// Compiles `plan` against the store at `store`.
+pub fn plan_to_lazy(plan: &Plan, manifest: &Manifest, store: &Path) -> Result<Compiled> {
+    let mut c = Compiler { plan, n: 0, warnings: Vec::new(), store };
+    c.compile(manifest)
+}
+
+struct Compiler<'a> {
+    plan: &'a Plan,
+    n: usize,
+    warnings: Vec<WarningColumn>,
+    store: &'a Path,
+}
+
+fn date_lit(days: i32) -> Expr {
+    lit(days).cast(DataType::Date)
+}
+
+fn months_of(t: TimeKey) -> i32 {
+    t.frequency().months() as i32
+}
+
+fn offset(months: i32) -> String {
+    format!("{months}mo")
+}
+
+fn ordered_window(e: Expr, partition: Vec<Expr>, order: Expr, descending: bool) -> Result<Expr> {
+    let sort = SortOptions { descending, nulls_last: true, ..Default::default() };
+    let part = if partition.is_empty() { None } else { Some(partition) };
+    Ok(e.over_with_options(part, Some((vec![order], sort)), WindowMapping::default())?)
+}
+
+fn join_args() -> JoinArgs {
+    let mut args = JoinArgs::new(JoinType::Left);
+    args.nulls_equal = true; // keys such as region may be null
+    args.maintain_order = MaintainOrderJoin::Left;
+    args
+}
+
+impl Compiler<'_> {
+    fn fresh(&mut self, what: &str) -> String {
+        self.n += 1;
+        format!("__{what}{}", self.n)
+    }
+
+    fn scan(&self, manifest: &Manifest) -> Result<LazyFrame> {
+        let dir = self.store.join(&manifest.dataset);
+        let paths: Vec<PlRefPath> = manifest
+            .files
+            .iter()
+            .map(|f| PlRefPath::new(dir.join(&f.path).to_string_lossy().as_ref()))
+            .collect();
+        if paths.is_empty() {
+            return Err(Error::store(format!("the dataset {} has no files", manifest.dataset)));
+        }
+        let hive = HiveOptions {
+            enabled: Some(true),
+            hive_start_idx: 0,
+            schema: Some(Arc::new(Schema::from_iter([Field::new("year".into(), DataType::Int32)]))),
+            try_parse_dates: false,
+        };
+        let args = ScanArgsParquet { hive_options: hive, ..Default::default() };
+        Ok(LazyFrame::scan_parquet_sources(ScanSources::Paths(paths.into()), args)?)
+    }
+
+    fn compile(&mut self, manifest: &Manifest) -> Result<Compiled> {
+        let plan = self.plan;
+        let mut lf = self.scan(manifest)?.with_columns([
+            col("period").dt().quarter().cast(DataType::Int32).alias("quarter"),
+            col("period").dt().month().cast(DataType::Int32).alias("month"),
+        ]);
+        if plan.drop_aggregates {
+            lf = lf.filter(col("aggregate").not());
+        }
+        if let Some(path) = &plan.hs_sections
+            && uses_section(plan)
+        {
+            let table = self.group_table(path)?.select([col("member").alias("__chapter"), col("group").alias("__section_product")]);
+            lf = lf
+                .with_column(col("product").str().slice(lit(0), lit(2)).alias("__chapter"))
+                .join(table, [col("__chapter")], [col("__chapter")], join_args());
+        }
+        let aliases: Vec<&str> = plan.groups.iter().map(|g| g.alias.as_str()).collect();
+        let uses_alias = |x: &RExpr| aliases.iter().any(|a| mentions(x, a));
+        for (name, x) in plan.derives.iter().filter(|(_, x)| !uses_alias(x)) {
+            lf = lf.with_column(self.expr(x)?.alias(name.as_str()));
+        }
+        for x in plan.row_filters.iter().filter(|x| !uses_alias(x)) {
+            lf = lf.filter(self.expr(x)?);
+        }
+        let base = lf.clone();
+        for g in &plan.groups {
+            lf = self.map_groups(lf, g)?;
+        }
+        for (name, x) in plan.derives.iter().filter(|(_, x)| uses_alias(x)) {
+            lf = lf.with_column(self.expr(x)?.alias(name.as_str()));
+        }
+        for x in plan.row_filters.iter().filter(|x| uses_alias(x)) {
+            lf = lf.filter(self.expr(x)?);
+        }
+        let aggregated = plan.time.is_some() || !plan.keys.is_empty() || !plan.aggs.is_empty();
+        if !aggregated {
+            return self.listing(lf);
+        }
+        lf = self.aggregate(lf)?;
+        if let Some((n, dim, by)) = &plan.top {
+            lf = self.top(lf, *n, dim, by)?;
+        }
+        if let Some(t) = plan.time {
+            let label = match t {
+                TimeKey::Year => col("__t").dt().year().alias("year"),
+                TimeKey::Quarter => concat_str(
+                    [col("__t").dt().year().cast(DataType::String), lit("-Q"), col("__t").dt().quarter().cast(DataType::String)],
+                    "",
+                    true,
+                )
+                .alias("quarter"),
+                TimeKey::Month => col("__t").alias("period"),
+            };
+            lf = lf.with_column(label);
+        }
+        for (name, x) in &plan.post_derives {
+            let (next, e) = self.measure_expr(lf, x, &base)?;
+            lf = next.with_column(e.alias(name.as_str()));
+        }
+        for o in &plan.outputs {
+            let (next, e) = self.measure_expr(lf, &o.expr, &base)?;
+            lf = next.with_column(e.alias(o.name.as_str()));
+        }
+        for x in &plan.post_filters {
+            let (next, e) = self.measure_expr(lf, x, &base)?;
+            lf = next.filter(e);
+        }
+        // Output: period, keys, then what `show` asks for (or the aggregates).
+        let mut select: Vec<Expr> = Vec::new();
+        let mut names: Vec<String> = Vec::new();
+        if let Some(t) = plan.time {
+            names.push(t.column().to_string());
+        }
+        names.extend(plan.keys.iter().cloned());
+        if plan.outputs.is_empty() {
+            names.extend(plan.aggs.iter().filter(|a| !a.name.starts_with("__")).map(|a| a.name.clone()));
+        } else {
+            names.extend(plan.outputs.iter().filter(|o| !names.contains(&o.name)).map(|o| o.name.clone()).collect::<Vec<_>>());
+        }
+        select.extend(names.iter().map(|n| col(n.as_str())));
+        select.extend(self.warnings.iter().map(|w| col(w.column.as_str())));
+        lf = self.sort(lf, &names);
+        if let Some(n) = plan.limit {
+            lf = lf.limit(n as IdxSize);
+        }
+        Ok(Compiled { lf: lf.select(select), warnings: self.warnings.clone(), time_label: plan.time.map(|t| t.column().to_string()) })
+    }
+
+    fn sort(&self, lf: LazyFrame, names: &[String]) -> LazyFrame {
+        let plan = self.plan;
+        let mut by: Vec<(String, bool)> = plan.sort.clone();
+        let mut defaults: Vec<String> = Vec::new();
+        if plan.time.is_some() {
+            defaults.push("__t".to_string());
+        }
+        defaults.extend(plan.keys.iter().cloned());
+        for d in defaults {
+            if !by.iter().any(|(c, _)| *c == d) {
+                by.push((d, false));
+            }
+        }
+        if by.is_empty() {
+            return lf;
+        }
+        let _ = names;
+        let cols: Vec<PlSmallStr> = by.iter().map(|(c, _)| PlSmallStr::from(c.as_str())).collect();
+        let desc: Vec<bool> = by.iter().map(|(_, d)| *d).collect();
+        lf.sort(cols, SortMultipleOptions::default().with_order_descending_multi(desc).with_nulls_last(true).with_maintain_order(true))
+    }
+
+    fn listing(&mut self, lf: LazyFrame) -> Result<Compiled> {
+        let plan = self.plan;
+        let mut select: Vec<Expr> = Vec::new();
+        if plan.outputs.is_empty() {
+            for c in ["period", "reporter", "partner", "flow", "product", "region", "value", "quantity", "quantity_unit"] {
+                select.push(col(c));
+            }
+            select.extend(plan.derives.iter().map(|(n, _)| col(n.as_str())));
+        } else {
+            for o in &plan.outputs {
+                select.push(self.expr(&o.expr)?.alias(o.name.as_str()));
+            }
+        }
+        let mut lf = lf.select(select);
+        if !plan.sort.is_empty() {
+            let cols: Vec<PlSmallStr> = plan.sort.iter().map(|(c, _)| PlSmallStr::from(c.as_str())).collect();
+            let desc: Vec<bool> = plan.sort.iter().map(|(_, d)| *d).collect();
+            lf = lf.sort(cols, SortMultipleOptions::default().with_order_descending_multi(desc).with_nulls_last(true).with_maintain_order(true));
+        }
+        if let Some(n) = plan.limit {
+            lf = lf.limit(n as IdxSize);
+        }
+        Ok(Compiled { lf, warnings: Vec::new(), time_label: None })
+    }
+
+    fn group_table(&self, path: &str) -> Result<LazyFrame> {
+        let file = self.store.join(crate::store::GROUPS_DIR).join(path);
+        Ok(LazyFrame::scan_parquet(PlRefPath::new(file.to_string_lossy().as_ref()), ScanArgsParquet::default())?)
+    }
+
+    /// Each row joined to every group its member belongs to (groups overlap),
+    /// membership as of the row's period or a fixed date.
+    fn map_groups(&self, lf: LazyFrame, g: &GroupMap) -> Result<LazyFrame> {
+        let table = self.group_table(&g.path)?.select([
+            col("member").alias(g.dim.as_str()),
+            col("group").alias(g.alias.as_str()),
+            col("valid_from").alias("__valid_from"),
+            col("valid_to").alias("__valid_to"),
+        ]);
+        let when = match g.as_of {
+            Some(d) => date_lit(d),
+            None => col("period"),
+        };
+        let mut args = JoinArgs::new(JoinType::Inner);
+        args.maintain_order = MaintainOrderJoin::Left;
+        Ok(lf
+            .join(table, [col(g.dim.as_str())], [col(g.dim.as_str())], args)
+            .filter(
+                (col("__valid_from").is_null().or(col("__valid_from").lt_eq(when.clone())))
+                    .and(col("__valid_to").is_null().or(col("__valid_to").gt_eq(when))),
+            )
+            .drop(cols(["__valid_from", "__valid_to"])))
+    }
+
+    fn aggregate(&mut self, lf: LazyFrame) -> Result<LazyFrame> {
+        let plan = self.plan;
+        let mut keys: Vec<Expr> = Vec::new();
+        if let Some(t) = plan.time {
+            keys.push(match t {
+                TimeKey::Year => col("period").dt().truncate(lit("1y")).alias("__t"),
+                TimeKey::Quarter => col("period").dt().truncate(lit("1q")).alias("__t"),
+                TimeKey::Month => col("period").dt().truncate(lit("1mo")).alias("__t"),
+            });
+        }
+        keys.extend(plan.keys.iter().map(|k| col(k.as_str())));
+        let mut aggs: Vec<Expr> = plan
+            .aggs
+            .iter()
+            .map(|a| {
+                let arg = a.arg.as_deref().map(col);
+                let e = match (a.func, arg) {
+                    (AggFunc::Sum, Some(x)) if a.name.starts_with("__uv_") => x.filter(col("quantity").gt(lit(0.0))).sum(),
+                    (AggFunc::Sum, Some(x)) => x.sum(),
+                    (AggFunc::Mean, Some(x)) => x.mean(),
+                    (AggFunc::Min, Some(x)) => x.min(),
+                    (AggFunc::Max, Some(x)) => x.max(),
+                    (AggFunc::Count, Some(x)) => x.count().cast(DataType::Float64),
+                    (AggFunc::Count, None) => len().cast(DataType::Float64),
+                    (AggFunc::CountDistinct, Some(x)) => x.n_unique().cast(DataType::Float64),
+                    _ => lit(NULL),
+                };
+                e.alias(a.name.as_str())
+            })
+            .collect();
+        if let Some(t) = plan.time {
+            let per = t.frequency().months() / plan.frequency.months();
+            if per > 1 {
+                let column = self.fresh("wpartial");
+                aggs.push(col("period").n_unique().cast(DataType::UInt32).alias(column.as_str()));
+                let unit = match plan.frequency {
+                    Frequency::Month => "months",
+                    Frequency::Quarter => "quarters",
+                    Frequency::Year => "years",
+                };
+                let compared = plan.outputs.iter().any(|o| compares_years(&o.expr));
+                self.warnings.push(WarningColumn { column, kind: WarningKind::Partial { expected: per, unit, compared } });
+            }
+        }
+        if keys.is_empty() {
+            return Ok(lf.select(aggs));
+        }
+        Ok(lf.group_by(keys).agg(aggs))
+    }
+
+    fn top(&mut self, lf: LazyFrame, n: usize, dim: &str, by: &str) -> Result<LazyFrame> {
+        let plan = self.plan;
+        for a in &plan.aggs {
+            if !matches!(a.func, AggFunc::Sum | AggFunc::Count) {
+                return Err(Error::usage(format!(
+                    "`top` sums the rest into \"others\", which {}({}) cannot be; use sum or count",
+                    a.func.name(),
+                    a.arg.as_deref().unwrap_or("")
+                )));
+            }
+        }
+        let mut partition: Vec<Expr> = Vec::new();
+        if plan.time.is_some() {
+            partition.push(col("__t"));
+        }
+        partition.extend(plan.keys.iter().filter(|k| *k != dim).map(|k| col(k.as_str())));
+        let rank = ordered_window(col(by).cum_count(false), partition, col(by), true)?;
+        let lf = lf.with_column(when(rank.lt_eq(lit(n as u32))).then(col(dim)).otherwise(lit("others")).alias(dim));
+        let mut keys: Vec<Expr> = Vec::new();
+        if plan.time.is_some() {
+            keys.push(col("__t"));
+        }
+        keys.extend(plan.keys.iter().map(|k| col(k.as_str())));
+        let mut aggs: Vec<Expr> = plan.aggs.iter().map(|a| col(a.name.as_str()).sum()).collect();
+        aggs.extend(self.warnings.iter().map(|w| col(w.column.as_str()).max()));
+        Ok(lf.group_by(keys).agg(aggs))
+    }
+
+    /// `__t` plus the keys: what identifies a row of the aggregated frame.
+    fn row_keys(&self) -> Vec<Expr> {
+        let mut keys = vec![col("__t")];
+        keys.extend(self.plan.keys.iter().map(|k| col(k.as_str())));
+        keys
+    }
+
+    fn series_partition(&self) -> Vec<Expr> {
+        self.plan.keys.iter().map(|k| col(k.as_str())).collect()
+    }
+
+    /// Joins the value of `column` from `months` earlier onto each row, as `__prevN`.
+    fn previous(&mut self, lf: LazyFrame, column: &str, months: i32) -> (LazyFrame, String) {
+        let prev = self.fresh("prev");
+        let mut select = vec![col("__t").dt().offset_by(lit(offset(months))).alias("__t")];
+        select.extend(self.series_partition());
+        select.push(col(column).alias(prev.as_str()));
+        let shifted = lf.clone().select(select);
+        let keys = self.row_keys();
+        (lf.join(shifted, keys.clone(), keys, join_args()), prev)
+    }
+
+    /// Makes `x` a column of `lf` (adding it when it is not a plain column).
+    fn column_of(&mut self, lf: LazyFrame, x: &RExpr, base: &LazyFrame) -> Result<(LazyFrame, String)> {
+        if let RExpr::Col(c) = x {
+            return Ok((lf, c.clone()));
+        }
+        let (lf, e) = self.measure_expr(lf, x, base)?;
+        let name = self.fresh("m");
+        Ok((lf.with_column(e.alias(name.as_str())), name))
+    }
+
+    /// Compiles an expression over aggregated rows, adding the joins and
+    /// windows its measures need to `lf`.
+    fn measure_expr(&mut self, lf: LazyFrame, x: &RExpr, base: &LazyFrame) -> Result<(LazyFrame, Expr)> {
+        let RExpr::Measure(m) = x else {
+            return self.compose(lf, x, base);
+        };
+        let time = self.plan.time;
+        let t_months = time.map_or(12, months_of);
+        Ok(match m.as_ref() {
+            Measure::Yoy(a) | Measure::Pop(a) | Measure::Pp(a) => {
+                let (lf, cx) = self.column_of(lf, a, base)?;
+                let months = if matches!(m.as_ref(), Measure::Pop(_)) { t_months } else { 12 };
+                let (lf, prev) = self.previous(lf, &cx, months);
+                let flag = self.fresh("wmiss");
+                let lf = lf.with_column(col(prev.as_str()).is_null().alias(flag.as_str()));
+                let measure = format!("{}({})", m.name(), display_arg(a));
+                let offset_text = if months == 12 { "a year" } else { "one period" };
+                self.warnings.push(WarningColumn { column: flag, kind: WarningKind::MissingBase { measure, offset: offset_text } });
+                let e = match m.as_ref() {
+                    Measure::Pp(_) => (col(cx.as_str()) - col(prev.as_str())) * lit(100.0),
+                    _ => col(cx.as_str()) / col(prev.as_str()) - lit(1.0),
+                };
+                (lf, e)
+            }
+            Measure::Share(a, within) => {
+                let (lf, cx) = self.column_of(lf, a, base)?;
+                let mut part: Vec<Expr> = Vec::new();
+                if time.is_some() {
+                    part.push(col("__t"));
+                }
+                part.extend(within.iter().map(|w| col(w.as_str())));
+                let total = if part.is_empty() { col(cx.as_str()).sum() } else { col(cx.as_str()).sum().over(part)? };
+                (lf, col(cx.as_str()) / total)
+            }
+            Measure::Contribution(a, within) => {
+                let RExpr::Col(agg_name) = a else { return Err(Error::internal("contribution of a non-column")) };
+                let row_col = self
+                    .plan
+                    .aggs
+                    .iter()
+                    .find(|g| g.name == *agg_name)
+                    .and_then(|g| g.arg.clone())
+                    .ok_or_else(|| Error::internal("contribution of an unknown aggregate"))?;
+                let (lf, prev) = self.previous(lf, agg_name, 12);
+                // The total of the base rows (before group mapping: never a sum of overlapping groups).
+                let total = self.fresh("total");
+                let t_expr = match time.expect("resolve checked the calendar key") {
+                    TimeKey::Year => col("period").dt().truncate(lit("1y")),
+                    TimeKey::Quarter => col("period").dt().truncate(lit("1q")),
+                    TimeKey::Month => col("period").dt().truncate(lit("1mo")),
+                };
+                let mut keys = vec![t_expr.dt().offset_by(lit("12mo")).alias("__t")];
+                keys.extend(within.iter().map(|w| col(w.as_str())));
+                let totals = base.clone().group_by(keys).agg([col(row_col.as_str()).sum().alias(total.as_str())]);
+                let mut on = vec![col("__t")];
+                on.extend(within.iter().map(|w| col(w.as_str())));
+                let lf = lf.join(totals, on.clone(), on, join_args());
+                let flag = self.fresh("wmiss");
+                let lf = lf.with_column(col(prev.as_str()).is_null().alias(flag.as_str()));
+                self.warnings.push(WarningColumn {
+                    column: flag,
+                    kind: WarningKind::MissingBase { measure: format!("contribution({agg_name})"), offset: "a year" },
+                });
+                (lf, (col(agg_name.as_str()) - col(prev.as_str())) / col(total.as_str()) * lit(100.0))
+            }
+            Measure::Ytd(a) => {
+                let (lf, cx) = self.column_of(lf, a, base)?;
+                let mut part = self.series_partition();
+                part.push(col("__t").dt().year());
+                let ytd = ordered_window(col(cx.as_str()).cum_sum(false), part.clone(), col("__t"), false)?;
+                let seen = ordered_window(col("__t").cum_count(false), part, col("__t"), false)?;
+                let expected = match time {
+                    Some(TimeKey::Quarter) => col("__t").dt().quarter().cast(DataType::UInt32),
+                    _ => col("__t").dt().month().cast(DataType::UInt32),
+                };
+                let flag = self.fresh("wytd");
+                let lf = lf.with_column(seen.cast(DataType::UInt32).neq(expected).alias(flag.as_str()));
+                self.warnings.push(WarningColumn { column: flag, kind: WarningKind::YtdGap { measure: format!("ytd({})", display_arg(a)) } });
+                (lf, ytd)
+            }
+            Measure::Rolling(a, n, mean) => {
+                let (lf, cx) = self.column_of(lf, a, base)?;
+                let (lf, sum, count, _) = self.window(lf, &cx, *n, t_months);
+                let total = if *mean { col(sum.as_str()) / lit(*n as f64) } else { col(sum.as_str()) };
+                (lf, when(col(count.as_str()).eq(lit(*n as u32))).then(total).otherwise(lit(NULL)))
+            }
+            Measure::High(a, n) => {
+                let (lf, cx) = self.column_of(lf, a, base)?;
+                let (lf, _, count, max) = self.window(lf, &cx, *n, t_months);
+                (lf, when(col(count.as_str()).eq(lit(*n as u32))).then(col(cx.as_str()).gt_eq(col(max.as_str()))).otherwise(lit(NULL)))
+            }
+            Measure::Record(a) => {
+                let (lf, cx) = self.column_of(lf, a, base)?;
+                let earlier = ordered_window(col(cx.as_str()).cum_max(false).shift(lit(1)), self.series_partition(), col("__t"), false)?;
+                let name = self.fresh("earlier");
+                let lf = lf.with_column(earlier.alias(name.as_str()));
+                (lf, when(col(name.as_str()).is_null()).then(lit(NULL)).otherwise(col(cx.as_str()).gt(col(name.as_str()))))
+            }
+            Measure::Streak(cond) => {
+                let (lf, cb) = self.column_of(lf, cond, base)?;
+                let holds = col(cb.as_str()).fill_null(lit(false));
+                let index = (col("__t").dt().year().cast(DataType::Int32) * lit(12) + col("__t").dt().month().cast(DataType::Int32)
+                    - lit(1))
+                    / lit(t_months);
+                let part = self.series_partition();
+                let gap = ordered_window(index.clone() - index.shift(lit(1)), part.clone(), col("__t"), false)?;
+                let brk = self.fresh("break");
+                let lf = lf.with_column((holds.clone().not().or(gap.neq(lit(1)).fill_null(lit(true)))).alias(brk.as_str()));
+                let run = self.fresh("run");
+                let lf = lf.with_column(ordered_window(col(brk.as_str()).cast(DataType::Int32).cum_sum(false), part.clone(), col("__t"), false)?.alias(run.as_str()));
+                let mut run_part = part;
+                run_part.push(col(run.as_str()));
+                (lf, ordered_window(holds.cast(DataType::Int32).cum_sum(false), run_part, col("__t"), false)?.cast(DataType::Float64))
+            }
+            Measure::Rank(a, within) => {
+                let (lf, cx) = self.column_of(lf, a, base)?;
+                let mut part: Vec<Expr> = Vec::new();
+                if time.is_some() {
+                    part.push(col("__t"));
+                }
+                part.extend(within.iter().map(|w| col(w.as_str())));
+                let rank = ordered_window(col(cx.as_str()).cum_count(false), part, col(cx.as_str()), true)?;
+                (lf, when(col(cx.as_str()).is_null()).then(lit(NULL)).otherwise(rank).cast(DataType::Float64))
+            }
+            Measure::UnitValue => (
+                lf,
+                when(col("__uv_quantity").gt(lit(0.0))).then(col("__uv_value") / col("__uv_quantity")).otherwise(lit(NULL)),
+            ),
+        })
+    }
+
+    /// Sum, count and max of `column` over the `n` periods up to each row,
+    /// matched by calendar: each row is spread to the `n` periods it belongs to.
+    fn window(&mut self, lf: LazyFrame, column: &str, n: usize, t_months: i32) -> (LazyFrame, String, String, String) {
+        let (sum, count, max) = (self.fresh("wsum"), self.fresh("wcount"), self.fresh("wmax"));
+        let parts: Vec<LazyFrame> = (0..n as i32)
+            .map(|j| {
+                let mut select = vec![col("__t").dt().offset_by(lit(offset(j * t_months))).alias("__t")];
+                select.extend(self.series_partition());
+                select.push(col(column).alias("__v"));
+                lf.clone().select(select)
+            })
+            .collect();
+        let spread = concat(parts, UnionArgs::default()).expect("same schema");
+        let windows = spread.group_by(self.row_keys()).agg([
+            col("__v").sum().alias(sum.as_str()),
+            col("__v").count().cast(DataType::UInt32).alias(count.as_str()),
+            col("__v").max().alias(max.as_str()),
+        ]);
+        let keys = self.row_keys();
+        (lf.join(windows, keys.clone(), keys, join_args()), sum, count, max)
+    }
+
+    /// An expression over aggregated rows that may contain measures anywhere.
+    fn compose(&mut self, lf: LazyFrame, x: &RExpr, base: &LazyFrame) -> Result<(LazyFrame, Expr)> {
+        Ok(match x {
+            RExpr::Measure(_) => self.measure_expr(lf, x, base)?,
+            RExpr::Neg(a) => {
+                let (lf, e) = self.compose(lf, a, base)?;
+                (lf, lit(0.0) - e)
+            }
+            RExpr::Not(a) => {
+                let (lf, e) = self.compose(lf, a, base)?;
+                (lf, e.not())
+            }
+            RExpr::Bin(op, a, b) => {
+                let (lf, ea) = self.compose(lf, a, base)?;
+                let (lf, eb) = self.compose(lf, b, base)?;
+                (lf, binary(*op, ea, eb))
+            }
+            RExpr::In(a, list) => {
+                let (mut lf, ea) = self.compose(lf, a, base)?;
+                let mut any = lit(false);
+                for item in list {
+                    let (next, e) = self.compose(lf, item, base)?;
+                    lf = next;
+                    any = any.or(ea.clone().eq(e));
+                }
+                (lf, any)
+            }
+            RExpr::Between(a, lo, hi, excl) => {
+                let (lf, ea) = self.compose(lf, a, base)?;
+                let (lf, el) = self.compose(lf, lo, base)?;
+                let (lf, eh) = self.compose(lf, hi, base)?;
+                let upper = if *excl { ea.clone().lt(eh) } else { ea.clone().lt_eq(eh) };
+                (lf, ea.gt_eq(el).and(upper))
+            }
+            other => (lf, self.expr(other)?),
+        })
+    }
+
+    /// A row-level expression (no measures).
+    fn expr(&self, x: &RExpr) -> Result<Expr> {
+        Ok(match x {
+            RExpr::Num(n) => lit(*n),
+            RExpr::Str(s) => lit(s.as_str()),
+            RExpr::Date(d) => date_lit(*d),
+            RExpr::Bool(b) => lit(*b),
+            RExpr::Col(c) => col(c.as_str()),
+            RExpr::Neg(a) => lit(0.0) - self.expr(a)?,
+            RExpr::Not(a) => self.expr(a)?.not(),
+            RExpr::Bin(op, a, b) => binary(*op, self.expr(a)?, self.expr(b)?),
+            RExpr::In(a, list) => {
+                let ea = self.expr(a)?;
+                let mut any = lit(false);
+                for item in list {
+                    any = any.or(ea.clone().eq(self.expr(item)?));
+                }
+                any
+            }
+            RExpr::Between(a, lo, hi, excl) => {
+                let ea = self.expr(a)?;
+                let upper = if *excl { ea.clone().lt(self.expr(hi)?) } else { ea.clone().lt_eq(self.expr(hi)?) };
+                ea.gt_eq(self.expr(lo)?).and(upper)
+            }
+            RExpr::Code(CodeFn::Chapter, a) => self.expr(a)?.str().slice(lit(0), lit(2)),
+            RExpr::Code(CodeFn::Heading, a) => self.expr(a)?.str().slice(lit(0), lit(4)),
+            RExpr::Code(CodeFn::Section, _) => col("__section_product"),
+            RExpr::Measure(_) => return Err(Error::internal("a measure in a row expression")),
+        })
+    }
+}
+
+fn binary(op: BinOp, a: Expr, b: Expr) -> Expr {
+    match op {
+        BinOp::Add => a + b,
+        BinOp::Sub => a - b,
+        BinOp::Mul => a * b,
+        BinOp::Div => a.cast(DataType::Float64) / b.cast(DataType::Float64),
+        BinOp::Eq => a.eq(b),
+        BinOp::Ne => a.neq(b),
+        BinOp::Lt => a.lt(b),
+        BinOp::Le => a.lt_eq(b),
+        BinOp::Gt => a.gt(b),
+        BinOp::Ge => a.gt_eq(b),
+        BinOp::And => a.and(b),
+        BinOp::Or => a.or(b),
+    }
+}
+
+fn display_arg(x: &RExpr) -> String {
+    x.to_string()
+}
+
+fn mentions(x: &RExpr, name: &str) -> bool {
+    match x {
+        RExpr::Col(c) => c == name,
+        RExpr::Neg(e) | RExpr::Not(e) | RExpr::Code(_, e) => mentions(e, name),
+        RExpr::Bin(_, a, b) => mentions(a, name) || mentions(b, name),
+        RExpr::In(e, l) => mentions(e, name) || l.iter().any(|x| mentions(x, name)),
+        RExpr::Between(e, a, b, _) => mentions(e, name) || mentions(a, name) || mentions(b, name),
+        _ => false,
+    }
+}
+
+fn uses_code(x: &RExpr, f: CodeFn) -> bool {
+    match x {
+        RExpr::Code(g, e) => *g == f || uses_code(e, f),
+        RExpr::Neg(e) | RExpr::Not(e) => uses_code(e, f),
+        RExpr::Bin(_, a, b) => uses_code(a, f) || uses_code(b, f),
+        RExpr::In(e, l) => uses_code(e, f) || l.iter().any(|x| uses_code(x, f)),
+        RExpr::Between(e, a, b, _) => uses_code(e, f) || uses_code(a, f) || uses_code(b, f),
+        _ => false,
+    }
+}
+
+fn uses_section(plan: &Plan) -> bool {
+    plan.derives.iter().any(|(_, x)| uses_code(x, CodeFn::Section)) || plan.row_filters.iter().any(|x| uses_code(x, CodeFn::Section))
+}
+
+/// Whether an output compares periods a year apart (so partial years matter).
+fn compares_years(x: &RExpr) -> bool {
+    match x {
+        RExpr::Measure(m) => matches!(m.as_ref(), Measure::Yoy(_) | Measure::Pp(_) | Measure::Contribution(..)),
+        RExpr::Neg(e) | RExpr::Not(e) => compares_years(e),
+        RExpr::Bin(_, a, b) => compares_years(a) || compares_years(b),
+        _ => false,
+    }
+}

@@ -1,0 +1,111 @@
+//! The query language: saved `.tql` files compiled to polars lazy plans.
+//!
+//! | stage   | in → out                      | module       | function        |
+//! |---------|-------------------------------|--------------|-----------------|
+//! | lex     | text → tokens                 | [`lexer`]    | [`lexer::lex`]  |
+//! | parse   | tokens → AST                  | [`parser`]   | [`parser::parse`] |
+//! | resolve | AST + store → [`plan::Plan`]  | [`resolve`]  | [`resolve::resolve`] |
+//! | compile | Plan → polars `LazyFrame`     | [`compile`]  | [`compile::plan_to_lazy`] |
+//!
+//! [`load`] chains them for one query file; errors come back as
+//! [`crate::Error`]s that show the file, line, column and the marked source.
+
+pub mod ast;
+pub mod compile;
+pub mod diag;
+pub mod lexer;
+pub mod parser;
+pub mod plan;
+pub mod resolve;
+
+use crate::error::{Error, Result};
+use crate::store::{Manifest, Store};
+use crate::suggest::closest;
+use polars::prelude::*;
+use std::path::{Path, PathBuf};
+
+/// A query file read from disk.
+#[derive(Debug, Clone)]
+pub struct QueryFile {
+    pub path: PathBuf,
+    pub text: String,
+}
+
+impl QueryFile {
+    pub fn read(path: &Path) -> Result<QueryFile> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io("cannot read query", path, e))?;
+        Ok(QueryFile { path: path.to_path_buf(), text })
+    }
+}
+
+/// A query compiled against a store, ready to collect.
+pub struct Loaded {
+    pub plan: plan::Plan,
+    pub manifest: Manifest,
+    pub compiled: compile::Compiled,
+}
+
+/// Parses a query (syntax only).
+pub fn parse(file: &QueryFile) -> Result<ast::Query> {
+    let tokens = lexer::lex(&file.text).map_err(|d| d.into_error(&file.path, &file.text))?;
+    parser::parse(&tokens, file.text.len()).map_err(|d| d.into_error(&file.path, &file.text))
+}
+
+/// Lex, parse, resolve against `store` and compile one query file.
+pub fn load(file: &QueryFile, store: &Store, params: &[(String, String)]) -> Result<Loaded> {
+    let query = parse(file)?;
+    let err = |d: diag::Diag| d.into_error(&file.path, &file.text);
+    let from = query
+        .stages
+        .iter()
+        .find_map(|s| if let ast::Stage::From(name) = s { Some(name.clone()) } else { None })
+        .ok_or_else(|| err(diag::Diag::new(diag::Span::default(), "the query has no `from DATASET` stage").hint("start it with, for example: from gacc")))?;
+    let manifest = store.manifest(&from.name)?.ok_or_else(|| {
+        let datasets = store.datasets().unwrap_or_default();
+        let mut d = diag::Diag::new(from.span, format!("unknown dataset `{}` in the store {}", from.name, store.root().display()));
+        d = match closest(&from.name, datasets.iter().map(String::as_str)) {
+            Some(s) => d.hint(format!("did you mean `{s}`?")),
+            None if datasets.is_empty() => d.hint("the store has no datasets; ingest one with `tradeql ingest`"),
+            None => d.hint(format!("datasets: {}", datasets.join(", "))),
+        };
+        err(d)
+    })?;
+    let groups = store.groups_manifest()?;
+    let codes = |column: &str| -> std::result::Result<Vec<String>, String> { distinct_codes(store, &manifest, column) };
+    let catalog = resolve::Catalog { manifest: &manifest, groups: &groups, codes: &codes };
+    let plan = resolve::resolve(&query, &catalog, params).map_err(|d| {
+        if d.span == diag::Span::default() && d.message.starts_with("--param") {
+            let mut e = Error::usage(d.message);
+            e.hints = d.hints;
+            e
+        } else {
+            err(d)
+        }
+    })?;
+    let compiled = compile::plan_to_lazy(&plan, &manifest, store.root())?;
+    Ok(Loaded { plan, manifest, compiled })
+}
+
+/// The distinct values of a code column of a dataset (read from its files).
+fn distinct_codes(store: &Store, manifest: &Manifest, column: &str) -> std::result::Result<Vec<String>, String> {
+    let dir = store.dataset_dir(&manifest.dataset);
+    let paths: Vec<PlRefPath> = manifest.files.iter().map(|f| PlRefPath::new(dir.join(&f.path).to_string_lossy().as_ref())).collect();
+    let args = ScanArgsParquet { hive_options: HiveOptions::new_disabled(), ..Default::default() };
+    let df = LazyFrame::scan_parquet_sources(ScanSources::Paths(paths.into()), args)
+        .and_then(|lf| lf.select([col(column).unique()]).collect())
+        .map_err(|e| e.to_string())?;
+    let ca = df.column(column).map_err(|e| e.to_string())?.str().map_err(|e| e.to_string())?.clone();
+    Ok((0..ca.len()).filter_map(|i| ca.get(i).map(str::to_string)).collect())
+}
+
+/// `--param k=v` pairs.
+pub fn parse_params(raw: &[String]) -> Result<Vec<(String, String)>> {
+    raw.iter()
+        .map(|p| {
+            p.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .filter(|(k, _)| !k.is_empty())
+                .ok_or_else(|| Error::usage(format!("--param takes NAME=VALUE, not {p:?}")))
+        })
+        .collect()
+}

@@ -1,0 +1,411 @@
+//! Parser: tokens → [`Query`].
+//!
+//! A query is a list of stages, one per line; a line that does not start with a
+//! stage keyword continues the stage above (so a long `show` can wrap). Within a
+//! stage, a small recursive-descent expression parser. Every error has a span
+//! and says what was expected.
+
+use super::ast::*;
+use super::diag::{Diag, Span};
+use super::lexer::{Tok, Token};
+use crate::suggest::closest;
+
+/// Words that start a stage.
+pub const STAGES: [&str; 12] = ["param", "from", "where", "derive", "group", "by", "sum", "agg", "top", "show", "sort", "limit"];
+
+pub fn parse(tokens: &[Token], text_len: usize) -> Result<Query, Diag> {
+    let mut lines: Vec<Vec<Token>> = Vec::new();
+    let mut current: Vec<Token> = Vec::new();
+    let mut at_line_start = true;
+    for t in tokens {
+        if t.tok == Tok::Newline {
+            at_line_start = true;
+            continue;
+        }
+        let starts_stage = matches!(&t.tok, Tok::Ident(w) if STAGES.contains(&w.as_str()));
+        if at_line_start && starts_stage && !current.is_empty() {
+            lines.push(std::mem::take(&mut current));
+        }
+        at_line_start = false;
+        current.push(t.clone());
+    }
+    if !current.is_empty() {
+        lines.push(current);
+    }
+    let mut query = Query { params: Vec::new(), stages: Vec::new() };
+    for line in lines {
+        let mut p = Parser { toks: &line, pos: 0, end: text_len };
+        let head = p.ident("a stage (from, where, by, sum, show, ...)")?;
+        match head.name.as_str() {
+            "param" => {
+                let name = p.ident("a parameter name")?;
+                p.expect("=")?;
+                let value = p.expr()?;
+                query.params.push(Param { name, value });
+            }
+            "from" => query.stages.push(Stage::From(p.ident("a dataset name")?)),
+            "where" => query.stages.push(Stage::Where(p.expr()?)),
+            "derive" => {
+                let mut items = Vec::new();
+                loop {
+                    let name = p.ident("a column name")?;
+                    p.expect("=")?;
+                    items.push((name, p.expr()?));
+                    if !p.eat(",") {
+                        break;
+                    }
+                }
+                query.stages.push(Stage::Derive(items));
+            }
+            "group" => {
+                let dim = p.ident("the dimension to group (partner, product, region)")?;
+                p.keyword("by")?;
+                let table = p.ident("a group table name")?;
+                p.keyword("as")?;
+                let alias = p.ident("a name for the group column")?;
+                let as_of = if p.eat_word("as") {
+                    p.keyword("of")?;
+                    Some(p.expr()?)
+                } else {
+                    None
+                };
+                let span = head.span.to(p.last_span());
+                query.stages.push(Stage::Group { dim, table, alias, as_of, span });
+            }
+            "by" => query.stages.push(Stage::By(p.list(|p| p.ident("a grouping column"))?)),
+            "sum" => {
+                let cols = p.list(|p| p.ident("a column to sum"))?;
+                let items = cols
+                    .into_iter()
+                    .map(|c| AggItem { name: None, func: Ident { name: "sum".into(), span: head.span }, span: c.span, arg: Some(c) })
+                    .collect();
+                query.stages.push(Stage::Agg(items));
+            }
+            "agg" => {
+                let items = p.list(|p| {
+                    let start = p.peek_span();
+                    let first = p.ident("an aggregate such as sum(value)")?;
+                    let (name, func) = if p.eat("=") { (Some(first), p.ident("an aggregate function")?) } else { (None, first) };
+                    p.expect("(")?;
+                    let arg = if p.peek_is(")") { None } else { Some(p.ident("a column")?) };
+                    p.expect(")")?;
+                    Ok(AggItem { name, func, arg, span: start.to(p.last_span()) })
+                })?;
+                query.stages.push(Stage::Agg(items));
+            }
+            "top" => {
+                let n = p.count("the number of members to keep")?;
+                let dim = p.ident("the dimension (partner, product, ...)")?;
+                p.keyword("by")?;
+                let by = p.ident("the column to rank by")?;
+                query.stages.push(Stage::Top { n, dim, by, span: head.span.to(p.last_span()) });
+            }
+            "show" => {
+                let items = p.list(|p| {
+                    let name = if matches!(p.peek(), Some(Tok::Ident(_))) && p.peek_at(1) == Some(&Tok::Sym("=")) {
+                        let n = p.ident("a name")?;
+                        p.expect("=")?;
+                        Some(n)
+                    } else {
+                        None
+                    };
+                    let expr = p.expr()?;
+                    let format = if p.eat_word("as") { Some(p.ident("a format (pct, pp, million, ...)")?) } else { None };
+                    Ok(ShowItem { name, expr, format })
+                })?;
+                query.stages.push(Stage::Show(items));
+            }
+            "sort" => {
+                let keys = p.list(|p| {
+                    let col = p.ident("a column to sort by")?;
+                    let desc = if p.eat_word("desc") {
+                        true
+                    } else {
+                        p.eat_word("asc");
+                        false
+                    };
+                    Ok((col, desc))
+                })?;
+                query.stages.push(Stage::Sort(keys));
+            }
+            "limit" => {
+                let n = p.count("the number of rows")?;
+                query.stages.push(Stage::Limit(n, head.span.to(p.last_span())));
+            }
+            other => {
+                let mut d = Diag::new(head.span, format!("`{other}` does not start a stage"));
+                if let Some(s) = closest(other, STAGES) {
+                    d = d.hint(format!("did you mean `{s}`?"));
+                } else {
+                    d = d.hint(format!("a stage starts with one of: {}", STAGES.join(", ")));
+                }
+                return Err(d);
+            }
+        }
+        p.finish()?;
+    }
+    Ok(query)
+}
+
+struct Parser<'a> {
+    toks: &'a [Token],
+    pos: usize,
+    end: usize,
+}
+
+fn describe(t: &Tok) -> String {
+    match t {
+        Tok::Ident(s) => format!("`{s}`"),
+        Tok::Param(s) => format!("`${s}`"),
+        Tok::Number(n) => format!("the number {n}"),
+        Tok::Str(s) => format!("the string {s:?}"),
+        Tok::Period(p) => format!("the period {p}"),
+        Tok::Sym(s) => format!("`{s}`"),
+        Tok::Newline => "the end of the line".into(),
+    }
+}
+
+impl<'a> Parser<'a> {
+    fn peek(&self) -> Option<&Tok> {
+        self.toks.get(self.pos).map(|t| &t.tok)
+    }
+
+    fn peek_at(&self, k: usize) -> Option<&Tok> {
+        self.toks.get(self.pos + k).map(|t| &t.tok)
+    }
+
+    fn peek_span(&self) -> Span {
+        self.toks.get(self.pos).map_or(Span::new(self.end, self.end), |t| t.span)
+    }
+
+    fn last_span(&self) -> Span {
+        self.toks[self.pos.saturating_sub(1).min(self.toks.len() - 1)].span
+    }
+
+    fn peek_is(&self, sym: &str) -> bool {
+        matches!(self.peek(), Some(Tok::Sym(s)) if *s == sym)
+    }
+
+    fn unexpected(&self, wanted: &str) -> Diag {
+        match self.toks.get(self.pos) {
+            Some(t) => Diag::new(t.span, format!("expected {wanted}, found {}", describe(&t.tok))),
+            None => {
+                let at = self.toks.last().map_or(self.end, |t| t.span.end);
+                Diag::new(Span::new(at, at), format!("expected {wanted} at the end of the line"))
+            }
+        }
+    }
+
+    fn next(&mut self) -> Option<&'a Token> {
+        let t = self.toks.get(self.pos);
+        self.pos += 1;
+        t
+    }
+
+    fn ident(&mut self, wanted: &str) -> Result<Ident, Diag> {
+        match self.toks.get(self.pos) {
+            Some(Token { tok: Tok::Ident(name), span }) => {
+                self.pos += 1;
+                Ok(Ident { name: name.clone(), span: *span })
+            }
+            _ => Err(self.unexpected(wanted)),
+        }
+    }
+
+    fn count(&mut self, wanted: &str) -> Result<usize, Diag> {
+        match self.toks.get(self.pos) {
+            Some(Token { tok: Tok::Number(n), .. }) if *n >= 1.0 && n.fract() == 0.0 && *n < 1e9 => {
+                self.pos += 1;
+                Ok(*n as usize)
+            }
+            _ => Err(self.unexpected(&format!("{wanted} (a whole number from 1)"))),
+        }
+    }
+
+    fn eat(&mut self, sym: &str) -> bool {
+        if self.peek_is(sym) {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn eat_word(&mut self, word: &str) -> bool {
+        if matches!(self.peek(), Some(Tok::Ident(w)) if w == word) {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn expect(&mut self, sym: &str) -> Result<(), Diag> {
+        if self.eat(sym) { Ok(()) } else { Err(self.unexpected(&format!("`{sym}`"))) }
+    }
+
+    fn keyword(&mut self, word: &str) -> Result<(), Diag> {
+        if self.eat_word(word) { Ok(()) } else { Err(self.unexpected(&format!("`{word}`"))) }
+    }
+
+    fn finish(&self) -> Result<(), Diag> {
+        match self.toks.get(self.pos) {
+            None => Ok(()),
+            Some(t) => Err(Diag::new(t.span, format!("unexpected {} after the end of the stage", describe(&t.tok)))
+                .hint("separate items with `,`; each stage starts on its own line")),
+        }
+    }
+
+    fn list<T>(&mut self, mut item: impl FnMut(&mut Self) -> Result<T, Diag>) -> Result<Vec<T>, Diag> {
+        let mut out = vec![item(self)?];
+        while self.eat(",") {
+            out.push(item(self)?);
+        }
+        Ok(out)
+    }
+
+    pub fn expr(&mut self) -> Result<Expr, Diag> {
+        self.or()
+    }
+
+    fn or(&mut self) -> Result<Expr, Diag> {
+        let mut left = self.and()?;
+        while self.eat_word("or") {
+            let right = self.and()?;
+            left = bin(BinOp::Or, left, right);
+        }
+        Ok(left)
+    }
+
+    fn and(&mut self) -> Result<Expr, Diag> {
+        let mut left = self.not()?;
+        while self.eat_word("and") {
+            let right = self.not()?;
+            left = bin(BinOp::And, left, right);
+        }
+        Ok(left)
+    }
+
+    fn not(&mut self) -> Result<Expr, Diag> {
+        let start = self.peek_span();
+        if self.eat_word("not") {
+            let inner = self.not()?;
+            let span = start.to(inner.span);
+            return Ok(Expr { kind: ExprKind::Not(Box::new(inner)), span });
+        }
+        self.comparison()
+    }
+
+    fn comparison(&mut self) -> Result<Expr, Diag> {
+        let left = self.additive()?;
+        if self.eat_word("in") {
+            if self.peek_is("(") {
+                let open = self.peek_span();
+                self.pos += 1;
+                let items = self.list(|p| p.expr())?;
+                self.expect(")")?;
+                let span = left.span.to(self.last_span()).to(open);
+                return Ok(Expr { kind: ExprKind::In(Box::new(left), items), span });
+            }
+            let lo = self.additive()?;
+            self.expect("..")?;
+            let hi = self.additive()?;
+            let span = left.span.to(hi.span);
+            return Ok(Expr { kind: ExprKind::Range(Box::new(left), Box::new(lo), Box::new(hi)), span });
+        }
+        let op = match self.peek() {
+            Some(Tok::Sym("=")) => BinOp::Eq,
+            Some(Tok::Sym("!=")) => BinOp::Ne,
+            Some(Tok::Sym("<")) => BinOp::Lt,
+            Some(Tok::Sym("<=")) => BinOp::Le,
+            Some(Tok::Sym(">")) => BinOp::Gt,
+            Some(Tok::Sym(">=")) => BinOp::Ge,
+            _ => return Ok(left),
+        };
+        self.pos += 1;
+        let right = self.additive()?;
+        Ok(bin(op, left, right))
+    }
+
+    fn additive(&mut self) -> Result<Expr, Diag> {
+        let mut left = self.multiplicative()?;
+        loop {
+            let op = match self.peek() {
+                Some(Tok::Sym("+")) => BinOp::Add,
+                Some(Tok::Sym("-")) => BinOp::Sub,
+                _ => return Ok(left),
+            };
+            self.pos += 1;
+            let right = self.multiplicative()?;
+            left = bin(op, left, right);
+        }
+    }
+
+    fn multiplicative(&mut self) -> Result<Expr, Diag> {
+        let mut left = self.unary()?;
+        loop {
+            let op = match self.peek() {
+                Some(Tok::Sym("*")) => BinOp::Mul,
+                Some(Tok::Sym("/")) => BinOp::Div,
+                _ => return Ok(left),
+            };
+            self.pos += 1;
+            let right = self.unary()?;
+            left = bin(op, left, right);
+        }
+    }
+
+    fn unary(&mut self) -> Result<Expr, Diag> {
+        let start = self.peek_span();
+        if self.eat("-") {
+            let inner = self.unary()?;
+            let span = start.to(inner.span);
+            return Ok(Expr { kind: ExprKind::Neg(Box::new(inner)), span });
+        }
+        self.primary()
+    }
+
+    fn primary(&mut self) -> Result<Expr, Diag> {
+        let Some(t) = self.next() else {
+            self.pos -= 1;
+            return Err(self.unexpected("a value, a column or a function call"));
+        };
+        let span = t.span;
+        let kind = match &t.tok {
+            Tok::Number(n) => ExprKind::Number(*n),
+            Tok::Str(s) => ExprKind::Str(s.clone()),
+            Tok::Period(p) => ExprKind::Period(p.clone()),
+            Tok::Param(p) => ExprKind::Param(p.clone()),
+            Tok::Sym("(") => {
+                let inner = self.expr()?;
+                self.expect(")")?;
+                return Ok(Expr { kind: inner.kind, span: span.to(self.last_span()) });
+            }
+            Tok::Ident(name) if self.peek_is("(") => {
+                self.pos += 1;
+                let mut args = Vec::new();
+                let mut within = Vec::new();
+                if !self.peek_is(")") {
+                    args = self.list(|p| p.expr())?;
+                    if self.eat_word("within") {
+                        within = self.list(|p| p.ident("a grouping column"))?;
+                    }
+                }
+                self.expect(")")?;
+                let name = Ident { name: name.clone(), span };
+                return Ok(Expr { kind: ExprKind::Call { name, args, within }, span: span.to(self.last_span()) });
+            }
+            Tok::Ident(name) => ExprKind::Col(name.clone()),
+            _ => {
+                self.pos -= 1;
+                return Err(self.unexpected("a value, a column or a function call"));
+            }
+        };
+        Ok(Expr { kind, span })
+    }
+}
+
+fn bin(op: BinOp, left: Expr, right: Expr) -> Expr {
+    let span = left.span.to(right.span);
+    Expr { kind: ExprKind::Binary(op, Box::new(left), Box::new(right)), span }
+}

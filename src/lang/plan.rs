@@ -1,0 +1,298 @@
+//! The Plan: a query after name and type resolution, before polars.
+//!
+//! It says exactly what will be computed, in tradeql's words (keys, aggregates,
+//! measures keyed by calendar), so it can be printed by `tradeql explain` and
+//! tested without polars' own plan text.
+
+use super::ast::BinOp;
+use crate::period::Frequency;
+use std::fmt;
+
+/// Calendar roll-up of the grouping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeKey {
+    Year,
+    Quarter,
+    Month,
+}
+
+impl TimeKey {
+    pub fn frequency(self) -> Frequency {
+        match self {
+            TimeKey::Year => Frequency::Year,
+            TimeKey::Quarter => Frequency::Quarter,
+            TimeKey::Month => Frequency::Month,
+        }
+    }
+
+    /// The output column that shows the period.
+    pub fn column(self) -> &'static str {
+        match self {
+            TimeKey::Year => "year",
+            TimeKey::Quarter => "quarter",
+            TimeKey::Month => "period",
+        }
+    }
+}
+
+/// A typed, resolved expression. Parameters are already substituted.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RExpr {
+    Num(f64),
+    Str(String),
+    /// A date literal (days since 1970), the first day of a period.
+    Date(i32),
+    Bool(bool),
+    Col(String),
+    Neg(Box<RExpr>),
+    Not(Box<RExpr>),
+    Bin(BinOp, Box<RExpr>, Box<RExpr>),
+    In(Box<RExpr>, Vec<RExpr>),
+    /// lo <= x < hi_exclusive (a range of periods includes the whole last period).
+    Between(Box<RExpr>, Box<RExpr>, Box<RExpr>, bool),
+    /// chapter(product), heading(product), section(product) (through hs_sections).
+    Code(CodeFn, Box<RExpr>),
+    Measure(Box<Measure>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeFn {
+    Chapter,
+    Heading,
+    Section,
+}
+
+/// A trade measure (DESIGN.md), computed on the aggregated rows.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Measure {
+    Yoy(RExpr),
+    Pop(RExpr),
+    Share(RExpr, Vec<String>),
+    Pp(RExpr),
+    Contribution(RExpr, Vec<String>),
+    Ytd(RExpr),
+    Rolling(RExpr, usize, bool),
+    Rank(RExpr, Vec<String>),
+    High(RExpr, usize),
+    Record(RExpr),
+    Streak(RExpr),
+    UnitValue,
+}
+
+impl Measure {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Measure::Yoy(_) => "yoy",
+            Measure::Pop(_) => "pop",
+            Measure::Share(..) => "share",
+            Measure::Pp(_) => "pp",
+            Measure::Contribution(..) => "contribution",
+            Measure::Ytd(_) => "ytd",
+            Measure::Rolling(_, _, false) => "rolling",
+            Measure::Rolling(_, _, true) => "rolling_mean",
+            Measure::Rank(..) => "rank",
+            Measure::High(..) => "high",
+            Measure::Record(_) => "record",
+            Measure::Streak(_) => "streak",
+            Measure::UnitValue => "unit_value",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AggFunc {
+    Sum,
+    Mean,
+    Min,
+    Max,
+    Count,
+    CountDistinct,
+}
+
+impl AggFunc {
+    pub fn parse(name: &str) -> Option<AggFunc> {
+        Some(match name {
+            "sum" => AggFunc::Sum,
+            "mean" => AggFunc::Mean,
+            "min" => AggFunc::Min,
+            "max" => AggFunc::Max,
+            "count" => AggFunc::Count,
+            "count_distinct" => AggFunc::CountDistinct,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AggFunc::Sum => "sum",
+            AggFunc::Mean => "mean",
+            AggFunc::Min => "min",
+            AggFunc::Max => "max",
+            AggFunc::Count => "count",
+            AggFunc::CountDistinct => "count_distinct",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Agg {
+    pub name: String,
+    pub func: AggFunc,
+    pub arg: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupMap {
+    pub dim: String,
+    pub table: String,
+    /// File of the table, relative to the store root.
+    pub path: String,
+    pub alias: String,
+    /// Membership as of this date (days), or as of each row's period.
+    pub as_of: Option<i32>,
+}
+
+/// How a number is shown in a table (machine formats stay exact).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Format {
+    Pct,
+    Pp,
+    Scale(f64, &'static str),
+    Int,
+}
+
+impl Format {
+    pub fn parse(name: &str) -> Option<Format> {
+        Some(match name {
+            "pct" => Format::Pct,
+            "pp" => Format::Pp,
+            "thousand" => Format::Scale(1e3, "thousand"),
+            "million" => Format::Scale(1e6, "million"),
+            "billion" => Format::Scale(1e9, "billion"),
+            "trillion" => Format::Scale(1e12, "trillion"),
+            "int" => Format::Int,
+            _ => return None,
+        })
+    }
+    pub const NAMES: [&str; 7] = ["pct", "pp", "thousand", "million", "billion", "trillion", "int"];
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    pub name: String,
+    pub expr: RExpr,
+    pub format: Option<Format>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub dataset: String,
+    pub frequency: Frequency,
+    /// Leave out rows flagged `aggregate` (the dataset mixes totals and members).
+    pub drop_aggregates: bool,
+    pub row_filters: Vec<RExpr>,
+    pub derives: Vec<(String, RExpr)>,
+    pub groups: Vec<GroupMap>,
+    /// `None`: no `by` stage; rows are listed, not aggregated.
+    pub time: Option<TimeKey>,
+    pub keys: Vec<String>,
+    pub aggs: Vec<Agg>,
+    pub top: Option<(usize, String, String)>,
+    pub post_derives: Vec<(String, RExpr)>,
+    pub outputs: Vec<Output>,
+    pub post_filters: Vec<RExpr>,
+    pub sort: Vec<(String, bool)>,
+    pub limit: Option<usize>,
+    /// Names of the group tables in the store, for `section()`.
+    pub hs_sections: Option<String>,
+}
+
+impl fmt::Display for RExpr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RExpr::Num(n) => write!(f, "{n}"),
+            RExpr::Str(s) => write!(f, "{s:?}"),
+            RExpr::Date(d) => write!(f, "{}", crate::period::Period::from_days(*d, Frequency::Month)),
+            RExpr::Bool(b) => write!(f, "{b}"),
+            RExpr::Col(c) => write!(f, "{c}"),
+            RExpr::Neg(e) => write!(f, "-{e}"),
+            RExpr::Not(e) => write!(f, "not {e}"),
+            RExpr::Bin(op, a, b) => write!(f, "({a} {} {b})", op.symbol()),
+            RExpr::In(e, list) => {
+                write!(f, "{e} in (")?;
+                for (i, x) in list.iter().enumerate() {
+                    write!(f, "{}{x}", if i > 0 { ", " } else { "" })?;
+                }
+                write!(f, ")")
+            }
+            RExpr::Between(e, lo, hi, excl) => write!(f, "{lo} <= {e} {} {hi}", if *excl { "<" } else { "<=" }),
+            RExpr::Code(c, e) => write!(f, "{}({e})", format!("{c:?}").to_lowercase()),
+            RExpr::Measure(m) => {
+                write!(f, "{}(", m.name())?;
+                match m.as_ref() {
+                    Measure::Yoy(x) | Measure::Pop(x) | Measure::Pp(x) | Measure::Ytd(x) | Measure::Record(x) | Measure::Streak(x) => write!(f, "{x}")?,
+                    Measure::Share(x, w) | Measure::Contribution(x, w) | Measure::Rank(x, w) => {
+                        write!(f, "{x}")?;
+                        if !w.is_empty() {
+                            write!(f, " within {}", w.join(", "))?;
+                        }
+                    }
+                    Measure::Rolling(x, n, _) | Measure::High(x, n) => write!(f, "{x}, {n}")?,
+                    Measure::UnitValue => write!(f, "value / quantity where quantity > 0")?,
+                }
+                write!(f, ")")
+            }
+        }
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "from {} ({}ly)", self.dataset, self.frequency)?;
+        if self.drop_aggregates {
+            writeln!(f, "  drop aggregate rows (world, total, bloc)")?;
+        }
+        for g in &self.groups {
+            let when = g.as_of.map_or("as of each period".to_string(), |d| {
+                format!("as of {}", crate::period::Period::from_days(d, Frequency::Month))
+            });
+            writeln!(f, "  map {} to {} through group table {} ({when})", g.dim, g.alias, g.table)?;
+        }
+        for e in &self.row_filters {
+            writeln!(f, "  filter rows: {e}")?;
+        }
+        for (n, e) in &self.derives {
+            writeln!(f, "  derive {n} = {e}")?;
+        }
+        if let Some(t) = self.time {
+            let mut keys = vec![format!("{} (calendar)", t.column())];
+            keys.extend(self.keys.iter().cloned());
+            writeln!(f, "group by {}", keys.join(", "))?;
+        } else if !self.keys.is_empty() {
+            writeln!(f, "group by {}", self.keys.join(", "))?;
+        }
+        for a in &self.aggs {
+            writeln!(f, "  {} = {}({})", a.name, a.func.name(), a.arg.as_deref().unwrap_or(""))?;
+        }
+        if let Some((n, dim, by)) = &self.top {
+            writeln!(f, "top {n} {dim} by {by} per period, the rest as \"others\"")?;
+        }
+        for (n, e) in &self.post_derives {
+            writeln!(f, "derive {n} = {e}")?;
+        }
+        for o in &self.outputs {
+            writeln!(f, "show {} = {}{}", o.name, o.expr, o.format.map(|x| format!(" as {x:?}").to_lowercase()).unwrap_or_default())?;
+        }
+        for e in &self.post_filters {
+            writeln!(f, "filter results: {e}")?;
+        }
+        if !self.sort.is_empty() {
+            let keys: Vec<String> = self.sort.iter().map(|(c, d)| format!("{c}{}", if *d { " desc" } else { "" })).collect();
+            writeln!(f, "sort {}", keys.join(", "))?;
+        }
+        if let Some(n) = self.limit {
+            writeln!(f, "limit {n}")?;
+        }
+        Ok(())
+    }
+}

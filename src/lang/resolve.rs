@@ -1,0 +1,811 @@
+//! Resolve: AST + what the store holds → a checked [`Plan`].
+//!
+//! Every name is looked up here (columns, parameters, group tables, group and
+//! member codes, functions, formats), every expression gets a type, and every
+//! rule of the measures is checked (a measure that needs a period needs a
+//! calendar key in `by`; a share's `within` must be a grouping column; ...), so
+//! that a plan that resolves runs. Each error points at the offending span and,
+//! where it can, suggests the right spelling.
+
+use super::ast::*;
+use super::diag::{Diag, Span};
+use super::plan::*;
+use crate::period::{Frequency, Period};
+use crate::store::{GroupsManifest, Manifest};
+use crate::suggest::closest;
+use std::collections::BTreeMap;
+
+/// What resolution needs to know about the store.
+pub struct Catalog<'a> {
+    pub manifest: &'a Manifest,
+    pub groups: &'a GroupsManifest,
+    /// Distinct codes of a column of the dataset (reporter, partner, ...),
+    /// asked for only when a query compares that column with a literal.
+    pub codes: &'a dyn Fn(&str) -> Result<Vec<String>, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ty {
+    Num,
+    Str,
+    Bool,
+    Date,
+}
+
+impl Ty {
+    fn name(self) -> &'static str {
+        match self {
+            Ty::Num => "a number",
+            Ty::Str => "text",
+            Ty::Bool => "true/false",
+            Ty::Date => "a period",
+        }
+    }
+}
+
+/// Columns of a dataset row, with their types.
+const ROW_COLUMNS: [(&str, Ty); 13] = [
+    ("period", Ty::Date),
+    ("reporter", Ty::Str),
+    ("partner", Ty::Str),
+    ("flow", Ty::Str),
+    ("product", Ty::Str),
+    ("region", Ty::Str),
+    ("value", Ty::Num),
+    ("quantity", Ty::Num),
+    ("quantity_unit", Ty::Str),
+    ("aggregate", Ty::Bool),
+    ("year", Ty::Num),
+    ("quarter", Ty::Num),
+    ("month", Ty::Num),
+];
+
+/// Columns whose values are codes, checked when compared with a literal.
+const CODE_COLUMNS: [&str; 5] = ["reporter", "partner", "flow", "product", "region"];
+
+const MEASURES: [&str; 14] = [
+    "yoy", "pop", "mom", "qoq", "share", "pp", "contribution", "ytd", "ytd_yoy", "rolling", "rolling_mean", "rank", "high",
+    "record",
+];
+const OTHER_FUNCTIONS: [&str; 5] = ["streak", "unit_value", "chapter", "heading", "section"];
+
+/// The plan of `query` against `catalog`, with `overrides` (from `--param k=v`)
+/// replacing the query's parameter defaults.
+pub fn resolve(query: &Query, catalog: &Catalog<'_>, overrides: &[(String, String)]) -> Result<Plan, Diag> {
+    let mut r = Resolver {
+        catalog,
+        params: BTreeMap::new(),
+        scope: ROW_COLUMNS.iter().map(|(n, t)| (n.to_string(), *t)).collect(),
+        aggregated: false,
+        time: None,
+        keys: Vec::new(),
+        group_aliases: Vec::new(),
+        sum_of: BTreeMap::new(),
+        alias_tables: BTreeMap::new(),
+    };
+    for p in &query.params {
+        let value = match overrides.iter().find(|(k, _)| *k == p.name.name) {
+            Some((_, v)) => literal_from_text(v),
+            None => r.literal(&p.value)?,
+        };
+        r.params.insert(p.name.name.clone(), value);
+    }
+    for (k, _) in overrides {
+        if !query.params.iter().any(|p| p.name.name == *k) {
+            let names: Vec<&str> = query.params.iter().map(|p| p.name.name.as_str()).collect();
+            let mut d = Diag::new(Span::default(), format!("--param {k}: this query has no parameter `{k}`"));
+            d = match closest(k, names.iter().copied()) {
+                Some(s) => d.hint(format!("did you mean `{s}`?")),
+                None if names.is_empty() => d.hint("this query declares no parameters"),
+                None => d.hint(format!("its parameters are: {}", names.join(", "))),
+            };
+            return Err(d);
+        }
+    }
+    let manifest = catalog.manifest;
+    let mut plan = Plan {
+        dataset: manifest.dataset.clone(),
+        frequency: manifest.frequency,
+        drop_aggregates: false,
+        row_filters: Vec::new(),
+        derives: Vec::new(),
+        groups: Vec::new(),
+        time: None,
+        keys: Vec::new(),
+        aggs: Vec::new(),
+        top: None,
+        post_derives: Vec::new(),
+        outputs: Vec::new(),
+        post_filters: Vec::new(),
+        sort: Vec::new(),
+        limit: None,
+        hs_sections: catalog.groups.tables.iter().find(|t| t.name == "hs_sections").map(|t| t.path.clone()),
+    };
+    let mut saw_from = false;
+    let mut mentions_aggregate = false;
+    for (index, stage) in query.stages.iter().enumerate() {
+        match stage {
+            Stage::From(name) => {
+                if name.name != manifest.dataset {
+                    return Err(Diag::new(name.span, format!("internal: query is for dataset `{}`", name.name)));
+                }
+                saw_from = true;
+            }
+            Stage::Where(e) => {
+                let (x, ty) = r.expr(e)?;
+                expect_ty(ty, Ty::Bool, e.span, "a condition")?;
+                if r.aggregated {
+                    plan.post_filters.push(x);
+                } else {
+                    mentions_aggregate |= mentions(&x, "aggregate");
+                    plan.row_filters.push(x);
+                }
+            }
+            Stage::Derive(items) => {
+                for (name, e) in items {
+                    let (x, ty) = r.expr(e)?;
+                    r.define(name, ty)?;
+                    if r.aggregated { plan.post_derives.push((name.name.clone(), x)) } else { plan.derives.push((name.name.clone(), x)) }
+                }
+            }
+            Stage::Group { dim, table, alias, as_of, span } => {
+                if r.aggregated {
+                    return Err(Diag::new(*span, "`group` maps rows, so it must come before `by`"));
+                }
+                plan.groups.push(r.group(dim, table, alias, as_of.as_ref())?);
+            }
+            Stage::By(keys) => {
+                if r.aggregated {
+                    return Err(Diag::new(keys[0].span, "a second `by`: group once, with all keys in one `by`"));
+                }
+                r.by(keys, manifest.frequency)?;
+                plan.time = r.time;
+                plan.keys = r.keys.clone();
+                if !query.stages[index + 1..].iter().any(|s| matches!(s, Stage::Agg(_))) {
+                    // A `by` with no aggregate sums value.
+                    plan.aggs.push(r.agg(&default_sum())?);
+                }
+            }
+            Stage::Agg(items) => {
+                if !r.aggregated {
+                    r.start_aggregation(Vec::new());
+                }
+                for item in items {
+                    plan.aggs.push(r.agg(item)?);
+                }
+            }
+            Stage::Top { n, dim, by, span } => {
+                if !r.aggregated || plan.time.is_none() && plan.keys.is_empty() {
+                    return Err(Diag::new(*span, "`top` keeps the largest members of a grouping; it needs `by` first"));
+                }
+                if !r.keys.contains(&dim.name) {
+                    return Err(Diag::new(dim.span, format!("`top` needs `{}` among the `by` keys", dim.name)));
+                }
+                if r.ty_of(&by.name, by.span)? != Ty::Num {
+                    return Err(Diag::new(by.span, format!("`top` ranks by a number; `{}` is not one", by.name)));
+                }
+                plan.top = Some((*n, dim.name.clone(), by.name.clone()));
+            }
+            Stage::Show(items) => {
+                for item in items {
+                    let (x, ty) = r.expr(&item.expr)?;
+                    let name = match &item.name {
+                        Some(n) => n.name.clone(),
+                        None => default_name(&x).ok_or_else(|| {
+                            Diag::new(item.expr.span, "this column needs a name").hint("write `show name = ...`")
+                        })?,
+                    };
+                    let format = match &item.format {
+                        None => None,
+                        Some(f) => {
+                            let fmt = Format::parse(&f.name).ok_or_else(|| {
+                                let mut d = Diag::new(f.span, format!("unknown format `{}`", f.name));
+                                if let Some(s) = closest(&f.name, Format::NAMES) {
+                                    d = d.hint(format!("did you mean `{s}`?"));
+                                } else {
+                                    d = d.hint(format!("formats: {}", Format::NAMES.join(", ")));
+                                }
+                                d
+                            })?;
+                            if ty != Ty::Num {
+                                return Err(Diag::new(f.span, format!("`as {}` formats numbers; this column is {}", f.name, ty.name())));
+                            }
+                            Some(fmt)
+                        }
+                    };
+                    let ident = Ident { name: name.clone(), span: item.name.as_ref().map_or(item.expr.span, |n| n.span) };
+                    if !matches!(&x, RExpr::Col(c) if *c == name) {
+                        r.define(&ident, ty)?;
+                    }
+                    if x == RExpr::Measure(Box::new(Measure::UnitValue)) {
+                        r.need_unit_value(&mut plan);
+                    }
+                    plan.outputs.push(Output { name, expr: x, format });
+                }
+            }
+            Stage::Sort(keys) => {
+                for (k, desc) in keys {
+                    r.ty_of(&k.name, k.span)?;
+                    plan.sort.push((k.name.clone(), *desc));
+                }
+            }
+            Stage::Limit(n, _) => plan.limit = Some(*n),
+        }
+    }
+    if !saw_from {
+        return Err(Diag::new(Span::default(), "the query has no `from DATASET` stage"));
+    }
+    plan.drop_aggregates =
+        manifest.aggregate_rows > 0 && manifest.aggregate_rows < manifest.rows && !mentions_aggregate;
+    Ok(plan)
+}
+
+fn default_sum() -> AggItem {
+    AggItem {
+        name: None,
+        func: Ident { name: "sum".into(), span: Span::default() },
+        arg: Some(Ident { name: "value".into(), span: Span::default() }),
+        span: Span::default(),
+    }
+}
+
+fn literal_from_text(text: &str) -> RExpr {
+    if let Ok(n) = text.parse::<f64>() {
+        return RExpr::Num(n);
+    }
+    if let Ok(p) = Period::parse(text) {
+        return RExpr::Date(p.days());
+    }
+    RExpr::Str(text.to_string())
+}
+
+fn mentions(x: &RExpr, name: &str) -> bool {
+    match x {
+        RExpr::Col(c) => c == name,
+        RExpr::Neg(e) | RExpr::Not(e) | RExpr::Code(_, e) => mentions(e, name),
+        RExpr::Bin(_, a, b) => mentions(a, name) || mentions(b, name),
+        RExpr::In(e, l) => mentions(e, name) || l.iter().any(|x| mentions(x, name)),
+        RExpr::Between(e, a, b, _) => mentions(e, name) || mentions(a, name) || mentions(b, name),
+        _ => false,
+    }
+}
+
+/// The name a `show` item gets when none is written: `value`, `value_yoy`, `value_share_pp`.
+fn default_name(x: &RExpr) -> Option<String> {
+    match x {
+        RExpr::Col(c) => Some(c.clone()),
+        RExpr::Measure(m) => {
+            let inner = match m.as_ref() {
+                Measure::Yoy(a) | Measure::Pop(a) | Measure::Pp(a) | Measure::Ytd(a) | Measure::Record(a) => default_name(a),
+                Measure::Share(a, _) | Measure::Contribution(a, _) | Measure::Rank(a, _) => default_name(a),
+                Measure::Rolling(a, n, _) | Measure::High(a, n) => default_name(a).map(|s| format!("{s}_{n}")),
+                Measure::Streak(_) => return Some("streak".into()),
+                Measure::UnitValue => return Some("unit_value".into()),
+            }?;
+            // rolling and high put their window after the measure: value_rolling_12
+            Some(match m.as_ref() {
+                Measure::Rolling(a, n, _) | Measure::High(a, n) => format!("{}_{}_{n}", default_name(a)?, m.name()),
+                _ => format!("{inner}_{}", m.name()),
+            })
+        }
+        _ => None,
+    }
+}
+
+fn expect_ty(got: Ty, want: Ty, span: Span, what: &str) -> Result<(), Diag> {
+    if got == want { Ok(()) } else { Err(Diag::new(span, format!("{what} must be {}, but this is {}", want.name(), got.name()))) }
+}
+
+struct Resolver<'a> {
+    catalog: &'a Catalog<'a>,
+    params: BTreeMap<String, RExpr>,
+    scope: BTreeMap<String, Ty>,
+    aggregated: bool,
+    time: Option<TimeKey>,
+    keys: Vec<String>,
+    group_aliases: Vec<String>,
+    /// Aggregate column -> the row column it sums (for contribution()).
+    sum_of: BTreeMap<String, String>,
+    /// Group column (alias) -> its group table.
+    alias_tables: BTreeMap<String, String>,
+}
+
+impl Resolver<'_> {
+    fn define(&mut self, name: &Ident, ty: Ty) -> Result<(), Diag> {
+        if self.scope.contains_key(&name.name) {
+            return Err(Diag::new(name.span, format!("`{}` is already a column", name.name)).hint("choose another name"));
+        }
+        self.scope.insert(name.name.clone(), ty);
+        Ok(())
+    }
+
+    fn ty_of(&self, name: &str, span: Span) -> Result<Ty, Diag> {
+        if let Some(t) = self.scope.get(name) {
+            return Ok(*t);
+        }
+        let mut d = Diag::new(span, format!("unknown column `{name}`"));
+        if let Some(s) = closest(name, self.scope.keys().map(String::as_str)) {
+            d = d.hint(format!("did you mean `{s}`?"));
+        } else {
+            let mut names: Vec<&str> = self.scope.keys().map(String::as_str).collect();
+            names.sort();
+            d = d.hint(format!("columns here: {}", names.join(", ")));
+        }
+        if !self.aggregated && ["year", "quarter", "month", "period"].contains(&name) {
+            d = d.hint("calendar keys exist after `by`");
+        }
+        Err(d)
+    }
+
+    fn literal(&self, e: &Expr) -> Result<RExpr, Diag> {
+        match &e.kind {
+            ExprKind::Number(n) => Ok(RExpr::Num(*n)),
+            ExprKind::Str(s) => Ok(RExpr::Str(s.clone())),
+            ExprKind::Period(p) => period_literal(p, e.span).map(|p| RExpr::Date(p.days())),
+            ExprKind::Neg(inner) => match self.literal(inner)? {
+                RExpr::Num(n) => Ok(RExpr::Num(-n)),
+                _ => Err(Diag::new(e.span, "only a number can be negative")),
+            },
+            _ => Err(Diag::new(e.span, "a parameter's default must be a number, a string or a period")),
+        }
+    }
+
+    fn group(&mut self, dim: &Ident, table: &Ident, alias: &Ident, as_of: Option<&Expr>) -> Result<GroupMap, Diag> {
+        if !["partner", "product", "region", "reporter"].contains(&dim.name.as_str()) {
+            return Err(Diag::new(dim.span, format!("`group` maps partner, product, reporter or region, not `{}`", dim.name)));
+        }
+        let tables = &self.catalog.groups.tables;
+        let Some(t) = tables.iter().find(|t| t.name == table.name) else {
+            let mut d = Diag::new(table.span, format!("unknown group table `{}`", table.name));
+            if let Some(s) = closest(&table.name, tables.iter().map(|t| t.name.as_str())) {
+                d = d.hint(format!("did you mean `{s}`?"));
+            } else if tables.is_empty() {
+                d = d.hint("the store has no group tables; add one with `tradeql groups add`");
+            } else {
+                d = d.hint(format!("group tables in the store: {}", tables.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")));
+            }
+            return Err(d);
+        };
+        let fits = t.of == dim.name || (t.of == "partner" && dim.name == "reporter");
+        if !fits {
+            return Err(Diag::new(table.span, format!("`{}` groups {} codes, not {} codes", t.name, t.of, dim.name)));
+        }
+        let as_of = match as_of {
+            None => None,
+            Some(e) => match self.expr(e)? {
+                (RExpr::Date(d), _) => Some(d),
+                _ => return Err(Diag::new(e.span, "`as of` takes a period, such as 2024-12")),
+            },
+        };
+        self.define(alias, Ty::Str)?;
+        self.group_aliases.push(alias.name.clone());
+        self.alias_tables.insert(alias.name.clone(), t.name.clone());
+        Ok(GroupMap { dim: dim.name.clone(), table: t.name.clone(), path: t.path.clone(), alias: alias.name.clone(), as_of })
+    }
+
+    fn by(&mut self, keys: &[Ident], data: Frequency) -> Result<(), Diag> {
+        let mut dims = Vec::new();
+        for k in keys {
+            let time = match k.name.as_str() {
+                "year" => Some(TimeKey::Year),
+                "quarter" => Some(TimeKey::Quarter),
+                "month" => Some(TimeKey::Month),
+                "period" => Some(match data {
+                    Frequency::Month => TimeKey::Month,
+                    Frequency::Quarter => TimeKey::Quarter,
+                    Frequency::Year => TimeKey::Year,
+                }),
+                _ => None,
+            };
+            if let Some(t) = time {
+                if self.time.is_some() {
+                    return Err(Diag::new(k.span, "only one calendar key (year, quarter, month or period) per `by`"));
+                }
+                if t.frequency() < data {
+                    return Err(Diag::new(k.span, format!("the dataset is {data}ly; it cannot be split by {}", k.name)));
+                }
+                self.time = Some(t);
+                continue;
+            }
+            let ty = self.ty_of(&k.name, k.span)?;
+            if ty == Ty::Num && !self.group_aliases.contains(&k.name) && ["value", "quantity"].contains(&k.name.as_str()) {
+                return Err(Diag::new(k.span, format!("`{}` is a measure to aggregate, not a key", k.name)).hint(format!("write `sum {}` instead", k.name)));
+            }
+            dims.push((k.name.clone(), ty));
+        }
+        self.keys = dims.iter().map(|(n, _)| n.clone()).collect();
+        self.start_aggregation(dims);
+        Ok(())
+    }
+
+    fn start_aggregation(&mut self, dims: Vec<(String, Ty)>) {
+        self.aggregated = true;
+        self.scope = dims.into_iter().collect();
+        if let Some(t) = self.time {
+            let ty = match t {
+                TimeKey::Year => Ty::Num,
+                TimeKey::Quarter => Ty::Str,
+                TimeKey::Month => Ty::Date,
+            };
+            self.scope.insert(t.column().to_string(), ty);
+        }
+    }
+
+    fn agg(&mut self, item: &AggItem) -> Result<Agg, Diag> {
+        let func = AggFunc::parse(&item.func.name).ok_or_else(|| {
+            let names = ["sum", "mean", "min", "max", "count", "count_distinct"];
+            let mut d = Diag::new(item.func.span, format!("unknown aggregate `{}`", item.func.name));
+            if let Some(s) = closest(&item.func.name, names) {
+                d = d.hint(format!("did you mean `{s}`?"));
+            } else {
+                d = d.hint(format!("aggregates: {}", names.join(", ")));
+            }
+            d
+        })?;
+        let row_ty = |name: &Ident| -> Result<Ty, Diag> {
+            ROW_COLUMNS
+                .iter()
+                .find(|(n, _)| *n == name.name)
+                .map(|(_, t)| *t)
+                .ok_or_else(|| {
+                    let mut d = Diag::new(name.span, format!("unknown column `{}`", name.name));
+                    if let Some(s) = closest(&name.name, ROW_COLUMNS.iter().map(|(n, _)| *n)) {
+                        d = d.hint(format!("did you mean `{s}`?"));
+                    }
+                    d
+                })
+        };
+        let arg = match (&item.arg, func) {
+            (None, AggFunc::Count) => None,
+            (None, _) => return Err(Diag::new(item.span, format!("`{}` needs a column", func.name()))),
+            (Some(a), AggFunc::Count | AggFunc::CountDistinct) => {
+                row_ty(a)?;
+                Some(a.name.clone())
+            }
+            (Some(a), _) => {
+                let ty = row_ty(a)?;
+                if ty != Ty::Num {
+                    return Err(Diag::new(a.span, format!("cannot {} `{}`: it is {}, not a number", func.name(), a.name, ty.name()))
+                        .hint("count it with count_distinct(...) instead"));
+                }
+                Some(a.name.clone())
+            }
+        };
+        let name = match (&item.name, &arg) {
+            (Some(n), _) => n.clone(),
+            (None, Some(a)) if func == AggFunc::Sum => Ident { name: a.clone(), span: item.span },
+            (None, Some(a)) => Ident { name: format!("{}_{a}", func.name()), span: item.span },
+            (None, None) => Ident { name: "count".into(), span: item.span },
+        };
+        self.define(&name, Ty::Num)?;
+        if func == AggFunc::Sum {
+            self.sum_of.insert(name.name.clone(), arg.clone().unwrap_or_default());
+        }
+        Ok(Agg { name: name.name, func, arg })
+    }
+
+    fn need_unit_value(&mut self, plan: &mut Plan) {
+        for (name, arg) in [("__uv_value", "value"), ("__uv_quantity", "quantity")] {
+            if !plan.aggs.iter().any(|a| a.name == name) {
+                plan.aggs.push(Agg { name: name.into(), func: AggFunc::Sum, arg: Some(arg.into()) });
+            }
+        }
+    }
+
+    fn needs_time(&self, span: Span, what: &str) -> Result<TimeKey, Diag> {
+        if !self.aggregated {
+            return Err(Diag::new(span, format!("{what} compares aggregated periods; it needs `by` with a calendar key first")));
+        }
+        self.time.ok_or_else(|| {
+            Diag::new(span, format!("{what} needs a period dimension, but `by` has no calendar key"))
+                .hint("add year, quarter, month or period to `by`")
+        })
+    }
+
+    fn within(&self, names: &[Ident]) -> Result<Vec<String>, Diag> {
+        let mut out = Vec::new();
+        for w in names {
+            let is_time = self.time.is_some_and(|t| t.column() == w.name || ["year", "quarter", "month", "period"].contains(&w.name.as_str()));
+            if is_time {
+                continue; // measures are always within the period
+            }
+            if !self.keys.contains(&w.name) {
+                let mut d = Diag::new(w.span, format!("`within {}`: `{}` is not a grouping column", w.name, w.name));
+                d = d.hint(match closest(&w.name, self.keys.iter().map(String::as_str)) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None if self.keys.is_empty() => "`within` names columns of `by`; this `by` has only the calendar key".to_string(),
+                    None => format!("grouping columns: {}", self.keys.join(", ")),
+                });
+                return Err(d);
+            }
+            out.push(w.name.clone());
+        }
+        Ok(out)
+    }
+
+    fn num_arg(&mut self, args: &[Expr], i: usize, call: Span, what: &str) -> Result<RExpr, Diag> {
+        let e = args.get(i).ok_or_else(|| Diag::new(call, format!("{what} needs a column argument")))?;
+        let (x, ty) = self.expr(e)?;
+        expect_ty(ty, Ty::Num, e.span, &format!("the argument of {what}"))?;
+        Ok(x)
+    }
+
+    fn count_arg(&self, args: &[Expr], i: usize, call: Span, what: &str) -> Result<usize, Diag> {
+        match args.get(i).map(|e| &e.kind) {
+            Some(ExprKind::Number(n)) if *n >= 1.0 && n.fract() == 0.0 => Ok(*n as usize),
+            _ => Err(Diag::new(args.get(i).map_or(call, |e| e.span), format!("{what} needs a window length, a whole number such as 12"))),
+        }
+    }
+
+    fn check_arity(&self, args: &[Expr], n: usize, call: Span, name: &str) -> Result<(), Diag> {
+        if args.len() == n { Ok(()) } else { Err(Diag::new(call, format!("{name}() takes {n} argument{}, not {}", if n == 1 { "" } else { "s" }, args.len()))) }
+    }
+
+    fn call(&mut self, name: &Ident, args: &[Expr], within: &[Ident], span: Span) -> Result<(RExpr, Ty), Diag> {
+        let n = name.name.as_str();
+        if !within.is_empty() && !["share", "contribution", "rank"].contains(&n) {
+            return Err(Diag::new(within[0].span, format!("{n}() takes no `within`")));
+        }
+        let m = |m: Measure| RExpr::Measure(Box::new(m));
+        let measure = |r: &Self, what: &str| r.needs_time(span, what);
+        Ok(match n {
+            "chapter" | "heading" | "section" => {
+                self.check_arity(args, 1, span, n)?;
+                if self.aggregated {
+                    return Err(Diag::new(span, format!("{n}() works on rows; use it in `derive` before `by`")));
+                }
+                let (x, ty) = self.expr(&args[0])?;
+                expect_ty(ty, Ty::Str, args[0].span, &format!("the argument of {n}()"))?;
+                let f = match n {
+                    "chapter" => CodeFn::Chapter,
+                    "heading" => CodeFn::Heading,
+                    _ => {
+                        if !self.catalog.groups.tables.iter().any(|t| t.name == "hs_sections") {
+                            return Err(Diag::new(span, "section() needs the group table `hs_sections` (HS chapters by section)")
+                                .hint("add it: tradeql groups add hs_sections data/hs_section_groups.csv --of product"));
+                        }
+                        CodeFn::Section
+                    }
+                };
+                (RExpr::Code(f, Box::new(x)), Ty::Str)
+            }
+            "yoy" | "pop" | "mom" | "qoq" | "pp" | "ytd" | "ytd_yoy" | "record" => {
+                self.check_arity(args, 1, span, n)?;
+                let t = measure(self, &format!("{n}()"))?;
+                if n == "mom" && t != TimeKey::Month || n == "qoq" && t != TimeKey::Quarter {
+                    return Err(Diag::new(span, format!("{n}() needs `by {}`; use pop() for the previous period of any roll-up", if n == "mom" { "month" } else { "quarter" })));
+                }
+                if (n == "ytd" || n == "ytd_yoy") && t == TimeKey::Year {
+                    return Err(Diag::new(span, format!("{n}() needs months or quarters in `by`, not years")));
+                }
+                let x = self.num_arg(args, 0, span, &format!("{n}()"))?;
+                let out = match n {
+                    "yoy" => m(Measure::Yoy(x)),
+                    "pop" | "mom" | "qoq" => m(Measure::Pop(x)),
+                    "pp" => m(Measure::Pp(x)),
+                    "ytd" => m(Measure::Ytd(x)),
+                    "ytd_yoy" => m(Measure::Yoy(m(Measure::Ytd(x)))),
+                    _ => m(Measure::Record(x)),
+                };
+                (out, if n == "record" { Ty::Bool } else { Ty::Num })
+            }
+            "share" | "rank" => {
+                self.check_arity(args, 1, span, n)?;
+                if !self.aggregated {
+                    return Err(Diag::new(span, format!("{n}() works on aggregated rows; it needs `by` first")));
+                }
+                let x = self.num_arg(args, 0, span, &format!("{n}()"))?;
+                let w = self.within(within)?;
+                (if n == "share" { m(Measure::Share(x, w)) } else { m(Measure::Rank(x, w)) }, Ty::Num)
+            }
+            "contribution" => {
+                self.check_arity(args, 1, span, n)?;
+                measure(self, "contribution()")?;
+                let arg = &args[0];
+                let ExprKind::Col(c) = &arg.kind else {
+                    return Err(Diag::new(arg.span, "contribution() takes a summed column, such as value"));
+                };
+                self.ty_of(c, arg.span)?;
+                if !self.sum_of.contains_key(c) {
+                    return Err(Diag::new(arg.span, format!("contribution() needs a column made by `sum`; `{c}` is not one")));
+                }
+                let w = self.within(within)?;
+                for d in &w {
+                    if self.group_aliases.contains(d) {
+                        return Err(Diag::new(within[0].span, format!("contribution() within the group column `{d}` would sum overlapping groups")));
+                    }
+                }
+                (m(Measure::Contribution(RExpr::Col(c.clone()), w)), Ty::Num)
+            }
+            "rolling" | "rolling_mean" | "high" => {
+                self.check_arity(args, 2, span, n)?;
+                measure(self, &format!("{n}()"))?;
+                let x = self.num_arg(args, 0, span, &format!("{n}()"))?;
+                let k = self.count_arg(args, 1, span, &format!("{n}()"))?;
+                match n {
+                    "high" => (m(Measure::High(x, k)), Ty::Bool),
+                    _ => (m(Measure::Rolling(x, k, n == "rolling_mean")), Ty::Num),
+                }
+            }
+            "streak" => {
+                self.check_arity(args, 1, span, n)?;
+                measure(self, "streak()")?;
+                let (x, ty) = self.expr(&args[0])?;
+                expect_ty(ty, Ty::Bool, args[0].span, "the condition of streak()")?;
+                (m(Measure::Streak(x)), Ty::Num)
+            }
+            "unit_value" => {
+                self.check_arity(args, 0, span, n)?;
+                if !self.aggregated {
+                    return Err(Diag::new(span, "unit_value() works on aggregated rows; it needs `by` first"));
+                }
+                (m(Measure::UnitValue), Ty::Num)
+            }
+            "convert" => {
+                return Err(Diag::new(span, "convert() is not implemented yet: tradeql has no rates table")
+                    .hint("convert values before ingesting them, or keep datasets in one currency"));
+            }
+            _ => {
+                let all = MEASURES.iter().chain(OTHER_FUNCTIONS.iter()).copied();
+                let mut d = Diag::new(name.span, format!("unknown function `{n}`"));
+                d = match closest(n, all) {
+                    Some(s) => d.hint(format!("did you mean `{s}`?")),
+                    None => d.hint(format!("functions: {}, {}", MEASURES.join(", "), OTHER_FUNCTIONS.join(", "))),
+                };
+                return Err(d);
+            }
+        })
+    }
+
+    fn expr(&mut self, e: &Expr) -> Result<(RExpr, Ty), Diag> {
+        Ok(match &e.kind {
+            ExprKind::Number(n) => (RExpr::Num(*n), Ty::Num),
+            ExprKind::Str(s) => (RExpr::Str(s.clone()), Ty::Str),
+            ExprKind::Period(p) => (RExpr::Date(period_literal(p, e.span)?.days()), Ty::Date),
+            ExprKind::Param(p) => {
+                let v = self.params.get(p).cloned().ok_or_else(|| {
+                    let mut d = Diag::new(e.span, format!("unknown parameter `${p}`"));
+                    d = match closest(p, self.params.keys().map(String::as_str)) {
+                        Some(s) => d.hint(format!("did you mean `${s}`?")),
+                        None => d.hint(format!("declare it: param {p} = ...")),
+                    };
+                    d
+                })?;
+                let ty = match v {
+                    RExpr::Num(_) => Ty::Num,
+                    RExpr::Date(_) => Ty::Date,
+                    _ => Ty::Str,
+                };
+                (v, ty)
+            }
+            ExprKind::Col(c) => {
+                if c == "true" || c == "false" {
+                    return Ok((RExpr::Bool(c == "true"), Ty::Bool));
+                }
+                (RExpr::Col(c.clone()), self.ty_of(c, e.span)?)
+            }
+            ExprKind::Neg(inner) => {
+                let (x, ty) = self.expr(inner)?;
+                expect_ty(ty, Ty::Num, inner.span, "a negated value")?;
+                (RExpr::Neg(Box::new(x)), Ty::Num)
+            }
+            ExprKind::Not(inner) => {
+                let (x, ty) = self.expr(inner)?;
+                expect_ty(ty, Ty::Bool, inner.span, "the operand of `not`")?;
+                (RExpr::Not(Box::new(x)), Ty::Bool)
+            }
+            ExprKind::Binary(op, a, b) => {
+                let (xa, ta) = self.expr(a)?;
+                let (xb, tb) = self.expr(b)?;
+                match op {
+                    BinOp::And | BinOp::Or => {
+                        expect_ty(ta, Ty::Bool, a.span, &format!("the left side of `{}`", op.symbol()))?;
+                        expect_ty(tb, Ty::Bool, b.span, &format!("the right side of `{}`", op.symbol()))?;
+                        (RExpr::Bin(*op, Box::new(xa), Box::new(xb)), Ty::Bool)
+                    }
+                    BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div => {
+                        expect_ty(ta, Ty::Num, a.span, &format!("the left side of `{}`", op.symbol()))?;
+                        expect_ty(tb, Ty::Num, b.span, &format!("the right side of `{}`", op.symbol()))?;
+                        (RExpr::Bin(*op, Box::new(xa), Box::new(xb)), Ty::Num)
+                    }
+                    _ => {
+                        if ta != tb {
+                            return Err(Diag::new(e.span, format!("cannot compare {} with {}", ta.name(), tb.name())));
+                        }
+                        self.check_codes(a, &xa, std::slice::from_ref(b), std::slice::from_ref(&xb))?;
+                        // `period = 2024-Q4` on monthly data means every month of the quarter.
+                        if let (RExpr::Col(c), RExpr::Date(_), BinOp::Eq, ExprKind::Period(p)) = (&xa, &xb, op, &b.kind)
+                            && c == "period"
+                        {
+                            let lit = period_literal(p, b.span)?;
+                            return Ok((
+                                RExpr::Between(Box::new(xa), Box::new(RExpr::Date(lit.days())), Box::new(RExpr::Date(lit.next().days())), true),
+                                Ty::Bool,
+                            ));
+                        }
+                        (RExpr::Bin(*op, Box::new(xa), Box::new(xb)), Ty::Bool)
+                    }
+                }
+            }
+            ExprKind::In(x, list) => {
+                let (xx, tx) = self.expr(x)?;
+                let mut items = Vec::new();
+                for item in list {
+                    let (xi, ti) = self.expr(item)?;
+                    if ti != tx {
+                        return Err(Diag::new(item.span, format!("this list holds {} but `{}` is {}", ti.name(), show_expr(x), tx.name())));
+                    }
+                    items.push(xi);
+                }
+                self.check_codes(x, &xx, list, &items)?;
+                (RExpr::In(Box::new(xx), items), Ty::Bool)
+            }
+            ExprKind::Range(x, lo, hi) => {
+                let (xx, tx) = self.expr(x)?;
+                let (xl, tl) = self.expr(lo)?;
+                let (xh, th) = self.expr(hi)?;
+                if tl != tx || th != tx {
+                    return Err(Diag::new(lo.span.to(hi.span), format!("the range must hold {} like `{}`", tx.name(), show_expr(x))));
+                }
+                // A period range includes the whole last period: 2024-01 .. 2024-Q4 ends on 2024-12-31.
+                if let (RExpr::Date(_), ExprKind::Period(p)) = (&xh, &hi.kind) {
+                    let end = period_literal(p, hi.span)?.next().days();
+                    (RExpr::Between(Box::new(xx), Box::new(xl), Box::new(RExpr::Date(end)), true), Ty::Bool)
+                } else {
+                    (RExpr::Between(Box::new(xx), Box::new(xl), Box::new(xh), false), Ty::Bool)
+                }
+            }
+            ExprKind::Call { name, args, within } => self.call(name, args, within, e.span)?,
+        })
+    }
+
+    /// `partner = "USA "` or `bloc = "ASEN"`: the code must exist.
+    fn check_codes(&self, col: &Expr, x: &RExpr, lits: &[Expr], values: &[RExpr]) -> Result<(), Diag> {
+        let RExpr::Col(c) = x else { return Ok(()) };
+        let known: Vec<String> = if let Some(table) = self.group_table_of(c) {
+            table.groups.iter().map(|(g, _)| g.clone()).collect()
+        } else if c == "flow" {
+            vec!["export".into(), "import".into()]
+        } else if CODE_COLUMNS.contains(&c.as_str()) && !self.aggregated || self.keys.contains(c) && CODE_COLUMNS.contains(&c.as_str()) {
+            (self.catalog.codes)(c).map_err(|e| Diag::new(col.span, format!("cannot read the codes of `{c}`: {e}")))?
+        } else {
+            return Ok(());
+        };
+        for (lit, v) in lits.iter().zip(values) {
+            let RExpr::Str(s) = v else { continue };
+            if known.iter().any(|k| k == s) {
+                continue;
+            }
+            let mut d = Diag::new(lit.span, format!("unknown {} code {s:?}: no row of {} has it", c, self.catalog.manifest.dataset));
+            if self.group_table_of(c).is_some() {
+                d.message = format!("unknown group {s:?} in `{c}`");
+            }
+            let trimmed = s.trim();
+            if trimmed != s && known.iter().any(|k| k == trimmed) {
+                d = d.hint(format!("codes are compared exactly; did you mean {trimmed:?}?"));
+            } else if let Some(sug) = closest(s, known.iter().map(String::as_str)) {
+                d = d.hint(format!("did you mean {sug:?}?"));
+            } else if known.len() <= 12 {
+                d = d.hint(format!("codes: {}", known.join(", ")));
+            }
+            return Err(d);
+        }
+        Ok(())
+    }
+
+    fn group_table_of(&self, alias: &str) -> Option<&crate::store::GroupTable> {
+        let table = self.alias_tables.get(alias)?;
+        self.catalog.groups.tables.iter().find(|t| t.name == *table)
+    }
+}
+
+fn show_expr(e: &Expr) -> String {
+    match &e.kind {
+        ExprKind::Col(c) => c.clone(),
+        _ => "the value".into(),
+    }
+}
+
+fn period_literal(text: &str, span: Span) -> Result<Period, Diag> {
+    Period::parse(text).map_err(|e| Diag::new(span, format!("bad period {text}: {}", e.0)))
+}

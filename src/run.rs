@@ -1,0 +1,244 @@
+//! Running a query: collect, report warnings, write the result.
+//!
+//! The result goes to the terminal as an aligned table (numbers right-aligned,
+//! with the query's display formats: percent, pp, million, ...) or, exactly as
+//! computed, to CSV, JSON, Parquet or Arrow IPC. A file output is written to a
+//! temporary name and renamed, so a failure never leaves half a file.
+
+use crate::error::{Error, Result};
+use crate::lang::compile::{Compiled, WarningKind};
+use crate::lang::plan::{Format, Plan, TimeKey};
+use crate::period::{Frequency, Period};
+use polars::prelude::*;
+use std::io::Write;
+use std::path::Path;
+
+/// Output formats of `tradeql run`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Csv,
+    Json,
+    Parquet,
+    Arrow,
+}
+
+/// A collected result and what to warn about.
+pub struct Outcome {
+    pub frame: DataFrame,
+    pub warnings: Vec<String>,
+}
+
+/// Collects a compiled query; turns the warning columns into sentences.
+pub fn collect(compiled: &Compiled) -> Result<Outcome> {
+    let mut frame = compiled.lf.clone().collect()?;
+    let label_of = |frame: &DataFrame, i: usize| -> String {
+        compiled
+            .time_label
+            .as_ref()
+            .and_then(|c| frame.column(c).ok())
+            .and_then(|c| c.get(i).ok())
+            .map(|v| match v {
+                AnyValue::Date(d) => Period::from_days(d, Frequency::Month).to_string(),
+                AnyValue::String(s) => s.to_string(),
+                AnyValue::StringOwned(s) => s.to_string(),
+                other => other.to_string(),
+            })
+            .unwrap_or_default()
+    };
+    let mut warnings = Vec::new();
+    for w in &compiled.warnings {
+        let column = frame.column(&w.column)?.clone();
+        let mut periods: Vec<String> = Vec::new();
+        let mut detail = String::new();
+        for i in 0..frame.height() {
+            let flagged = match (&w.kind, column.get(i)?) {
+                (WarningKind::Partial { expected, .. }, AnyValue::UInt32(n)) if n < *expected => {
+                    if detail.is_empty() {
+                        detail = format!("{n}");
+                    }
+                    true
+                }
+                (WarningKind::Partial { .. }, _) => false,
+                (_, AnyValue::Boolean(b)) => b,
+                _ => false,
+            };
+            let label = label_of(&frame, i);
+            if flagged && !periods.contains(&label) {
+                periods.push(label);
+            }
+        }
+        if periods.is_empty() {
+            continue;
+        }
+        let list = summarise(&periods);
+        warnings.push(match &w.kind {
+            WarningKind::MissingBase { measure, offset } => {
+                format!("{measure} is null for {list}: the period {offset} before is missing")
+            }
+            WarningKind::Partial { expected, unit, compared } => format!(
+                "partial period: {list} holds fewer than {expected} {unit}{}",
+                if *compared { "; it is compared with a full one" } else { "" }
+            ),
+            WarningKind::YtdGap { measure } => format!("{measure} for {list} sums a year with a missing period"),
+        });
+    }
+    let hidden: Vec<String> = frame.get_column_names().iter().filter(|n| n.starts_with("__")).map(|n| n.to_string()).collect();
+    for h in hidden {
+        frame = frame.drop(&h)?;
+    }
+    Ok(Outcome { frame, warnings })
+}
+
+fn summarise(items: &[String]) -> String {
+    if items.len() <= 6 {
+        items.join(", ")
+    } else {
+        format!("{} and {} more", items[..5].join(", "), items.len() - 5)
+    }
+}
+
+/// Writes `frame` to `out` (or stdout) in `format`.
+pub fn write(frame: &mut DataFrame, plan: &Plan, format: OutputFormat, out: Option<&Path>) -> Result<()> {
+    match out {
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            write_to(frame, plan, format, &mut stdout, true)
+        }
+        Some(path) => {
+            let tmp = path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or("out")));
+            let result = (|| -> Result<()> {
+                let mut file = std::fs::File::create(&tmp).map_err(|e| Error::io("cannot create", &tmp, e))?;
+                write_to(frame, plan, format, &mut file, false)?;
+                file.sync_all().map_err(|e| Error::io("cannot write", &tmp, e))?;
+                std::fs::rename(&tmp, path).map_err(|e| Error::io("cannot write", path, e))
+            })();
+            if result.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            result
+        }
+    }
+}
+
+fn write_to<W: Write>(frame: &mut DataFrame, plan: &Plan, format: OutputFormat, w: &mut W, terminal: bool) -> Result<()> {
+    let io = |e: std::io::Error| Error::internal(format!("cannot write the result: {e}"));
+    match format {
+        OutputFormat::Table => {
+            let text = table(frame, plan)?;
+            w.write_all(text.as_bytes()).map_err(io)?;
+        }
+        OutputFormat::Csv => CsvWriter::new(w).include_header(true).finish(frame)?,
+        OutputFormat::Json => JsonWriter::new(w).with_json_format(JsonFormat::Json).finish(frame)?,
+        OutputFormat::Parquet | OutputFormat::Arrow if terminal => {
+            return Err(Error::usage("parquet and arrow output is binary: give a file with --out"));
+        }
+        OutputFormat::Parquet => {
+            ParquetWriter::new(w).finish(frame)?;
+        }
+        OutputFormat::Arrow => IpcWriter::new(w).finish(frame)?,
+    }
+    Ok(())
+}
+
+/// The display format of each output column.
+fn format_of(plan: &Plan, name: &str) -> Option<Format> {
+    plan.outputs.iter().find(|o| o.name == name).and_then(|o| o.format)
+}
+
+fn group_thousands(int_part: &str) -> String {
+    let (sign, digits) = int_part.strip_prefix('-').map_or(("", int_part), |d| ("-", d));
+    let mut out = String::new();
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    format!("{sign}{out}")
+}
+
+fn number(v: f64, format: Option<Format>) -> String {
+    if !v.is_finite() {
+        return v.to_string();
+    }
+    let fixed = |x: f64, decimals: usize| {
+        let s = format!("{x:.decimals$}");
+        match s.split_once('.') {
+            Some((i, f)) => format!("{}.{f}", group_thousands(i)),
+            None => group_thousands(&s),
+        }
+    };
+    match format {
+        Some(Format::Pct) => format!("{}%", fixed(v * 100.0, 1)),
+        Some(Format::Pp) => format!("{:+.2}", v),
+        Some(Format::Scale(s, _)) => fixed(v / s, 2),
+        Some(Format::Int) => fixed(v, 0),
+        None if v.fract() == 0.0 && v.abs() < 1e15 => fixed(v, 0),
+        None => fixed(v, 2),
+    }
+}
+
+/// The result as an aligned text table.
+pub fn table(frame: &DataFrame, plan: &Plan) -> Result<String> {
+    let freq = match plan.time {
+        Some(TimeKey::Month) => Frequency::Month,
+        _ => plan.frequency,
+    };
+    let mut headers: Vec<String> = Vec::new();
+    let mut cells: Vec<Vec<String>> = Vec::new();
+    let mut right: Vec<bool> = Vec::new();
+    for column in frame.columns() {
+        let name = column.name().to_string();
+        let format = format_of(plan, &name);
+        headers.push(match format {
+            Some(Format::Pct) => format!("{name} %"),
+            Some(Format::Pp) => format!("{name} pp"),
+            Some(Format::Scale(_, unit)) => format!("{name} ({unit})"),
+            _ => name.clone(),
+        });
+        let numeric = column.dtype().is_primitive_numeric();
+        right.push(numeric);
+        let mut col_cells = Vec::with_capacity(frame.height());
+        for i in 0..frame.height() {
+            let v = column.get(i)?;
+            col_cells.push(match v {
+                AnyValue::Null => "null".to_string(),
+                AnyValue::Date(d) => Period::from_days(d, freq).to_string(),
+                AnyValue::String(s) => s.to_string(),
+                AnyValue::StringOwned(s) => s.to_string(),
+                AnyValue::Boolean(b) => if b { "yes".into() } else { "no".into() },
+                AnyValue::Int32(n) if name == "year" => n.to_string(),
+                other => match other.extract::<f64>() {
+                    Some(x) => number(x, format),
+                    None => other.to_string(),
+                },
+            });
+        }
+        cells.push(col_cells);
+    }
+    let widths: Vec<usize> = headers
+        .iter()
+        .zip(&cells)
+        .map(|(h, c)| c.iter().map(|s| s.chars().count()).chain([h.chars().count()]).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    let line = |out: &mut String, items: &[String]| {
+        let parts: Vec<String> = items
+            .iter()
+            .enumerate()
+            .map(|(i, s)| if right[i] { format!("{s:>w$}", w = widths[i]) } else { format!("{s:<w$}", w = widths[i]) })
+            .collect();
+        out.push_str(parts.join("  ").trim_end());
+        out.push('\n');
+    };
+    line(&mut out, &headers);
+    let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+    out.push_str(&rule.join("  "));
+    out.push('\n');
+    for i in 0..frame.height() {
+        let row: Vec<String> = cells.iter().map(|c| c[i].clone()).collect();
+        line(&mut out, &row);
+    }
+    Ok(out)
+}
