@@ -229,10 +229,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let params = crate::lang::parse_params(&params)?;
             let loaded = crate::lang::load(&crate::lang::QueryFile::read(&file)?, &store, &params)?;
             let mut outcome = crate::run::collect(&loaded.compiled)?;
+            crate::run::write(&mut outcome.frame, &loaded.plan, format, out.as_deref())?;
             for w in &outcome.warnings {
                 eprintln!("warning: {w}");
             }
-            crate::run::write(&mut outcome.frame, &loaded.plan, format, out.as_deref())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { files, store, params } => {

@@ -32,19 +32,21 @@ pub struct Outcome {
 /// Collects a compiled query; turns the warning columns into sentences.
 pub fn collect(compiled: &Compiled) -> Result<Outcome> {
     let mut frame = compiled.lf.clone().collect()?;
-    let label_of = |frame: &DataFrame, i: usize| -> String {
-        compiled
-            .time_label
-            .as_ref()
-            .and_then(|c| frame.column(c).ok())
-            .and_then(|c| c.get(i).ok())
-            .map(|v| match v {
-                AnyValue::Date(d) => Period::from_days(d, Frequency::Month).to_string(),
-                AnyValue::String(s) => s.to_string(),
-                AnyValue::StringOwned(s) => s.to_string(),
-                other => other.to_string(),
-            })
-            .unwrap_or_default()
+    let text = |v: AnyValue| match v {
+        AnyValue::Date(d) => Period::from_days(d, Frequency::Month).to_string(),
+        AnyValue::String(s) => s.to_string(),
+        AnyValue::StringOwned(s) => s.to_string(),
+        AnyValue::Null => "null".to_string(),
+        other => other.to_string(),
+    };
+    let label_of = |frame: &DataFrame, i: usize, with_keys: bool| -> String {
+        let mut parts: Vec<String> = compiled.time_label.iter().chain(compiled.key_labels.iter().filter(|_| with_keys))
+            .filter_map(|c| frame.column(c).ok())
+            .filter_map(|c| c.get(i).ok())
+            .map(text)
+            .collect();
+        parts.retain(|p| !p.is_empty());
+        parts.join(" ")
     };
     let mut warnings = Vec::new();
     for w in &compiled.warnings {
@@ -63,7 +65,8 @@ pub fn collect(compiled: &Compiled) -> Result<Outcome> {
                 (_, AnyValue::Boolean(b)) => b,
                 _ => false,
             };
-            let label = label_of(&frame, i);
+            let with_keys = !matches!(w.kind, WarningKind::Partial { .. });
+            let label = label_of(&frame, i, with_keys);
             if flagged && !periods.contains(&label) {
                 periods.push(label);
             }

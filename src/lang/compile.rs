@@ -23,6 +23,8 @@ pub struct Compiled {
     pub warnings: Vec<WarningColumn>,
     /// The column that names each row's period, for warnings.
     pub time_label: Option<String>,
+    /// The key columns that name a row's series, for warnings.
+    pub key_labels: Vec<String>,
 }
 
 /// A boolean (or count) column that flags rows to warn about.
@@ -192,7 +194,12 @@ impl Compiler<'_> {
         if let Some(n) = plan.limit {
             lf = lf.limit(n as IdxSize);
         }
-        Ok(Compiled { lf: lf.select(select), warnings: self.warnings.clone(), time_label: plan.time.map(|t| t.column().to_string()) })
+        Ok(Compiled {
+            lf: lf.select(select),
+            warnings: self.warnings.clone(),
+            time_label: plan.time.map(|t| t.column().to_string()),
+            key_labels: plan.keys.clone(),
+        })
     }
 
     fn sort(&self, lf: LazyFrame, names: &[String]) -> LazyFrame {
@@ -239,7 +246,7 @@ impl Compiler<'_> {
         if let Some(n) = plan.limit {
             lf = lf.limit(n as IdxSize);
         }
-        Ok(Compiled { lf, warnings: Vec::new(), time_label: None })
+        Ok(Compiled { lf, warnings: Vec::new(), time_label: None, key_labels: Vec::new() })
     }
 
     fn group_table(&self, path: &str) -> Result<LazyFrame> {
@@ -274,12 +281,10 @@ impl Compiler<'_> {
     fn aggregate(&mut self, lf: LazyFrame) -> Result<LazyFrame> {
         let plan = self.plan;
         let mut keys: Vec<Expr> = Vec::new();
+        let mut lf = lf;
         if let Some(t) = plan.time {
-            keys.push(match t {
-                TimeKey::Year => col("period").dt().truncate(lit("1y")).alias("__t"),
-                TimeKey::Quarter => col("period").dt().truncate(lit("1q")).alias("__t"),
-                TimeKey::Month => col("period").dt().truncate(lit("1mo")).alias("__t"),
-            });
+            lf = lf.with_column(truncate_to(t).alias("__t"));
+            keys.push(col("__t"));
         }
         keys.extend(plan.keys.iter().map(|k| col(k.as_str())));
         let mut aggs: Vec<Expr> = plan
@@ -304,8 +309,10 @@ impl Compiler<'_> {
         if let Some(t) = plan.time {
             let per = t.frequency().months() / plan.frequency.months();
             if per > 1 {
+                // Periods present in each roll-up period across all rows, not per group.
                 let column = self.fresh("wpartial");
-                aggs.push(col("period").n_unique().cast(DataType::UInt32).alias(column.as_str()));
+                lf = lf.with_column(col("period").n_unique().over([col("__t")])?.cast(DataType::UInt32).alias(column.as_str()));
+                aggs.push(col(column.as_str()).max().alias(column.as_str()));
                 let unit = match plan.frequency {
                     Frequency::Month => "months",
                     Frequency::Quarter => "quarters",
@@ -427,11 +434,7 @@ impl Compiler<'_> {
                 let (lf, prev) = self.previous(lf, agg_name, 12);
                 // The total of the base rows (before group mapping: never a sum of overlapping groups).
                 let total = self.fresh("total");
-                let t_expr = match time.expect("resolve checked the calendar key") {
-                    TimeKey::Year => col("period").dt().truncate(lit("1y")),
-                    TimeKey::Quarter => col("period").dt().truncate(lit("1q")),
-                    TimeKey::Month => col("period").dt().truncate(lit("1mo")),
-                };
+                let t_expr = truncate_to(time.expect("resolve checked the calendar key"));
                 let mut keys = vec![t_expr.dt().offset_by(lit("12mo")).alias("__t")];
                 keys.extend(within.iter().map(|w| col(w.as_str())));
                 let totals = base.clone().group_by(keys).agg([col(row_col.as_str()).sum().alias(total.as_str())]);
@@ -568,6 +571,16 @@ impl Compiler<'_> {
                 let upper = if *excl { ea.clone().lt(eh) } else { ea.clone().lt_eq(eh) };
                 (lf, ea.gt_eq(el).and(upper))
             }
+            RExpr::Calendar(f, a) => {
+                let (lf, e) = self.compose(lf, a, base)?;
+                (lf, calendar(*f, e))
+            }
+            RExpr::If(c, a, b) => {
+                let (lf, ec) = self.compose(lf, c, base)?;
+                let (lf, ea) = self.compose(lf, a, base)?;
+                let (lf, eb) = self.compose(lf, b, base)?;
+                (lf, when(ec).then(ea).otherwise(eb))
+            }
             other => (lf, self.expr(other)?),
         })
     }
@@ -599,9 +612,21 @@ impl Compiler<'_> {
             RExpr::Code(CodeFn::Chapter, a) => self.expr(a)?.str().slice(lit(0), lit(2)),
             RExpr::Code(CodeFn::Heading, a) => self.expr(a)?.str().slice(lit(0), lit(4)),
             RExpr::Code(CodeFn::Section, _) => col("__section_product"),
+            RExpr::If(c, a, b) => when(self.expr(c)?).then(self.expr(a)?).otherwise(self.expr(b)?),
+            RExpr::Calendar(f, a) => calendar(*f, self.expr(a)?),
             RExpr::Measure(_) => return Err(Error::internal("a measure in a row expression")),
         })
     }
+}
+
+/// The first day of the roll-up period of each row's `period`.
+fn truncate_to(t: TimeKey) -> Expr {
+    let every = match t {
+        TimeKey::Year => "1y",
+        TimeKey::Quarter => "1q",
+        TimeKey::Month => "1mo",
+    };
+    col("period").dt().truncate(lit(every))
 }
 
 fn binary(op: BinOp, a: Expr, b: Expr) -> Expr {
@@ -621,6 +646,15 @@ fn binary(op: BinOp, a: Expr, b: Expr) -> Expr {
     }
 }
 
+fn calendar(f: CalendarFn, e: Expr) -> Expr {
+    match f {
+        CalendarFn::Year => e.dt().year(),
+        CalendarFn::Quarter => e.dt().quarter(),
+        CalendarFn::Month => e.dt().month(),
+    }
+    .cast(DataType::Int32)
+}
+
 fn display_arg(x: &RExpr) -> String {
     x.to_string()
 }
@@ -628,7 +662,8 @@ fn display_arg(x: &RExpr) -> String {
 fn mentions(x: &RExpr, name: &str) -> bool {
     match x {
         RExpr::Col(c) => c == name,
-        RExpr::Neg(e) | RExpr::Not(e) | RExpr::Code(_, e) => mentions(e, name),
+        RExpr::Neg(e) | RExpr::Not(e) | RExpr::Code(_, e) | RExpr::Calendar(_, e) => mentions(e, name),
+        RExpr::If(c, a, b) => mentions(c, name) || mentions(a, name) || mentions(b, name),
         RExpr::Bin(_, a, b) => mentions(a, name) || mentions(b, name),
         RExpr::In(e, l) => mentions(e, name) || l.iter().any(|x| mentions(x, name)),
         RExpr::Between(e, a, b, _) => mentions(e, name) || mentions(a, name) || mentions(b, name),
@@ -639,7 +674,8 @@ fn mentions(x: &RExpr, name: &str) -> bool {
 fn uses_code(x: &RExpr, f: CodeFn) -> bool {
     match x {
         RExpr::Code(g, e) => *g == f || uses_code(e, f),
-        RExpr::Neg(e) | RExpr::Not(e) => uses_code(e, f),
+        RExpr::Neg(e) | RExpr::Not(e) | RExpr::Calendar(_, e) => uses_code(e, f),
+        RExpr::If(c, a, b) => uses_code(c, f) || uses_code(a, f) || uses_code(b, f),
         RExpr::Bin(_, a, b) => uses_code(a, f) || uses_code(b, f),
         RExpr::In(e, l) => uses_code(e, f) || l.iter().any(|x| uses_code(x, f)),
         RExpr::Between(e, a, b, _) => uses_code(e, f) || uses_code(a, f) || uses_code(b, f),
@@ -655,7 +691,8 @@ fn uses_section(plan: &Plan) -> bool {
 fn compares_years(x: &RExpr) -> bool {
     match x {
         RExpr::Measure(m) => matches!(m.as_ref(), Measure::Yoy(_) | Measure::Pp(_) | Measure::Contribution(..)),
-        RExpr::Neg(e) | RExpr::Not(e) => compares_years(e),
+        RExpr::Neg(e) | RExpr::Not(e) | RExpr::Calendar(_, e) => compares_years(e),
+        RExpr::If(c, a, b) => compares_years(c) || compares_years(a) || compares_years(b),
         RExpr::Bin(_, a, b) => compares_years(a) || compares_years(b),
         _ => false,
     }

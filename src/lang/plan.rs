@@ -52,7 +52,18 @@ pub enum RExpr {
     Between(Box<RExpr>, Box<RExpr>, Box<RExpr>, bool),
     /// chapter(product), heading(product), section(product) (through hs_sections).
     Code(CodeFn, Box<RExpr>),
+    /// year(period), quarter(period), month(period)
+    Calendar(CalendarFn, Box<RExpr>),
+    /// if(cond, then, else)
+    If(Box<RExpr>, Box<RExpr>, Box<RExpr>),
     Measure(Box<Measure>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CalendarFn {
+    Year,
+    Quarter,
+    Month,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,6 +238,8 @@ impl fmt::Display for RExpr {
             }
             RExpr::Between(e, lo, hi, excl) => write!(f, "{lo} <= {e} {} {hi}", if *excl { "<" } else { "<=" }),
             RExpr::Code(c, e) => write!(f, "{}({e})", format!("{c:?}").to_lowercase()),
+            RExpr::If(c, a, b) => write!(f, "if({c}, {a}, {b})"),
+            RExpr::Calendar(c, e) => write!(f, "{}({e})", format!("{c:?}").to_lowercase()),
             RExpr::Measure(m) => {
                 write!(f, "{}(", m.name())?;
                 match m.as_ref() {

@@ -67,7 +67,7 @@ const MEASURES: [&str; 14] = [
     "yoy", "pop", "mom", "qoq", "share", "pp", "contribution", "ytd", "ytd_yoy", "rolling", "rolling_mean", "rank", "high",
     "record",
 ];
-const OTHER_FUNCTIONS: [&str; 5] = ["streak", "unit_value", "chapter", "heading", "section"];
+const OTHER_FUNCTIONS: [&str; 9] = ["streak", "unit_value", "chapter", "heading", "section", "if", "year", "quarter", "month"];
 
 /// The plan of `query` against `catalog`, with `overrides` (from `--param k=v`)
 /// replacing the query's parameter defaults.
@@ -82,6 +82,7 @@ pub fn resolve(query: &Query, catalog: &Catalog<'_>, overrides: &[(String, Strin
         group_aliases: Vec::new(),
         sum_of: BTreeMap::new(),
         alias_tables: BTreeMap::new(),
+        row_scope: BTreeMap::new(),
     };
     for p in &query.params {
         let value = match overrides.iter().find(|(k, _)| *k == p.name.name) {
@@ -262,7 +263,8 @@ fn literal_from_text(text: &str) -> RExpr {
 fn mentions(x: &RExpr, name: &str) -> bool {
     match x {
         RExpr::Col(c) => c == name,
-        RExpr::Neg(e) | RExpr::Not(e) | RExpr::Code(_, e) => mentions(e, name),
+        RExpr::Neg(e) | RExpr::Not(e) | RExpr::Code(_, e) | RExpr::Calendar(_, e) => mentions(e, name),
+        RExpr::If(c, a, b) => mentions(c, name) || mentions(a, name) || mentions(b, name),
         RExpr::Bin(_, a, b) => mentions(a, name) || mentions(b, name),
         RExpr::In(e, l) => mentions(e, name) || l.iter().any(|x| mentions(x, name)),
         RExpr::Between(e, a, b, _) => mentions(e, name) || mentions(a, name) || mentions(b, name),
@@ -308,6 +310,8 @@ struct Resolver<'a> {
     sum_of: BTreeMap<String, String>,
     /// Group column (alias) -> its group table.
     alias_tables: BTreeMap<String, String>,
+    /// The row columns (with derived ones) once rows are aggregated: what aggregates may read.
+    row_scope: BTreeMap<String, Ty>,
 }
 
 impl Resolver<'_> {
@@ -420,7 +424,7 @@ impl Resolver<'_> {
 
     fn start_aggregation(&mut self, dims: Vec<(String, Ty)>) {
         self.aggregated = true;
-        self.scope = dims.into_iter().collect();
+        self.row_scope = std::mem::replace(&mut self.scope, dims.into_iter().collect());
         if let Some(t) = self.time {
             let ty = match t {
                 TimeKey::Year => Ty::Num,
@@ -442,18 +446,15 @@ impl Resolver<'_> {
             }
             d
         })?;
+        let row_scope = &self.row_scope;
         let row_ty = |name: &Ident| -> Result<Ty, Diag> {
-            ROW_COLUMNS
-                .iter()
-                .find(|(n, _)| *n == name.name)
-                .map(|(_, t)| *t)
-                .ok_or_else(|| {
-                    let mut d = Diag::new(name.span, format!("unknown column `{}`", name.name));
-                    if let Some(s) = closest(&name.name, ROW_COLUMNS.iter().map(|(n, _)| *n)) {
-                        d = d.hint(format!("did you mean `{s}`?"));
-                    }
-                    d
-                })
+            row_scope.get(&name.name).copied().ok_or_else(|| {
+                let mut d = Diag::new(name.span, format!("unknown column `{}`", name.name));
+                if let Some(s) = closest(&name.name, row_scope.keys().map(String::as_str)) {
+                    d = d.hint(format!("did you mean `{s}`?"));
+                }
+                d
+            })
         };
         let arg = match (&item.arg, func) {
             (None, AggFunc::Count) => None,
@@ -560,6 +561,9 @@ impl Resolver<'_> {
                     "chapter" => CodeFn::Chapter,
                     "heading" => CodeFn::Heading,
                     _ => {
+                        if x != RExpr::Col("product".into()) {
+                            return Err(Diag::new(args[0].span, "section() looks up the `product` column"));
+                        }
                         if !self.catalog.groups.tables.iter().any(|t| t.name == "hs_sections") {
                             return Err(Diag::new(span, "section() needs the group table `hs_sections` (HS chapters by section)")
                                 .hint("add it: tradeql groups add hs_sections data/hs_section_groups.csv --of product"));
@@ -640,6 +644,28 @@ impl Resolver<'_> {
                     return Err(Diag::new(span, "unit_value() works on aggregated rows; it needs `by` first"));
                 }
                 (m(Measure::UnitValue), Ty::Num)
+            }
+            "year" | "quarter" | "month" => {
+                self.check_arity(args, 1, span, n)?;
+                let (x, ty) = self.expr(&args[0])?;
+                expect_ty(ty, Ty::Date, args[0].span, &format!("the argument of {n}()"))?;
+                let f = match n {
+                    "year" => CalendarFn::Year,
+                    "quarter" => CalendarFn::Quarter,
+                    _ => CalendarFn::Month,
+                };
+                (RExpr::Calendar(f, Box::new(x)), Ty::Num)
+            }
+            "if" => {
+                self.check_arity(args, 3, span, n)?;
+                let (c, tc) = self.expr(&args[0])?;
+                expect_ty(tc, Ty::Bool, args[0].span, "the condition of if()")?;
+                let (a, ta) = self.expr(&args[1])?;
+                let (b, tb) = self.expr(&args[2])?;
+                if ta != tb {
+                    return Err(Diag::new(args[1].span.to(args[2].span), format!("if() gives {} or {}; both branches must be alike", ta.name(), tb.name())));
+                }
+                (RExpr::If(Box::new(c), Box::new(a), Box::new(b)), ta)
             }
             "convert" => {
                 return Err(Diag::new(span, "convert() is not implemented yet: tradeql has no rates table")
