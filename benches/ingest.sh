@@ -21,8 +21,12 @@ rows=$(($(wc -l < "$csv") - 1))
 echo "csv: $csv, $rows rows, $(du -h "$csv" | cut -f1)"
 measure() { # label, command...: prints "label seconds peak_kb"
     local label=$1; shift
-    local out; out=$( { /usr/bin/time -f "%e %M" "$@" >/dev/null 2>/dev/null; } 2>&1 | tail -1)
-    echo "$label $out"
+    local t; t=$(mktemp)
+    if ! /usr/bin/time -f "%e %M" -o "$t" "$@" >/dev/null 2>"$t.err"; then
+        echo "$label failed:" >&2; cat "$t.err" >&2; exit 1
+    fi
+    echo "$label $(tail -1 "$t")"
+    rm -f "$t" "$t.err"
 }
 results=$(mktemp)
 for i in $(seq "$runs"); do

@@ -68,6 +68,9 @@ enum Command {
         /// No progress bar.
         #[arg(long, short)]
         quiet: bool,
+        /// Print how long each phase took (to stderr).
+        #[arg(long)]
+        timings: bool,
     },
     /// Run a saved query (.tql) and print or write its result.
     ///
@@ -204,6 +207,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             wait,
             jobs,
             quiet,
+            timings,
         } => {
             let report = ingest(&IngestOptions {
                 store,
@@ -217,6 +221,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 wait,
                 workers: jobs,
                 progress: !quiet,
+                timings,
             })?;
             if report.recovery.rolled_back || report.recovery.rolled_forward {
                 eprintln!("note: recovered an interrupted commit before ingesting");

@@ -168,6 +168,7 @@ pub fn generate(spec: &PanelSpec, csv: Option<&Path>, into: Option<(&Path, &str)
                     wait: true,
                     workers: None,
                     progress: false,
+                    timings: false,
                 })?;
                 Ok(format!("{report}\n{g}"))
             })();

@@ -40,7 +40,10 @@ pub fn collect(compiled: &Compiled) -> Result<Outcome> {
         other => other.to_string(),
     };
     let label_of = |frame: &DataFrame, i: usize, with_keys: bool| -> String {
-        let mut parts: Vec<String> = compiled.time_label.iter().chain(compiled.key_labels.iter().filter(|_| with_keys))
+        let mut parts: Vec<String> = compiled
+            .time_label
+            .iter()
+            .chain(compiled.key_labels.iter().filter(|_| with_keys))
             .filter_map(|c| frame.column(c).ok())
             .filter_map(|c| c.get(i).ok())
             .map(text)
@@ -86,7 +89,8 @@ pub fn collect(compiled: &Compiled) -> Result<Outcome> {
             WarningKind::YtdGap { measure } => format!("{measure} for {list} sums a year with a missing period"),
         });
     }
-    let hidden: Vec<String> = frame.get_column_names().iter().filter(|n| n.starts_with("__")).map(|n| n.to_string()).collect();
+    let hidden: Vec<String> =
+        frame.get_column_names().iter().filter(|n| n.starts_with("__")).map(|n| n.to_string()).collect();
     for h in hidden {
         frame = frame.drop(&h)?;
     }
@@ -94,11 +98,7 @@ pub fn collect(compiled: &Compiled) -> Result<Outcome> {
 }
 
 fn summarise(items: &[String]) -> String {
-    if items.len() <= 6 {
-        items.join(", ")
-    } else {
-        format!("{} and {} more", items[..5].join(", "), items.len() - 5)
-    }
+    if items.len() <= 6 { items.join(", ") } else { format!("{} and {} more", items[..5].join(", "), items.len() - 5) }
 }
 
 /// Writes `frame` to `out` (or stdout) in `format`.
@@ -109,7 +109,8 @@ pub fn write(frame: &mut DataFrame, plan: &Plan, format: OutputFormat, out: Opti
             write_to(frame, plan, format, &mut stdout, true)
         }
         Some(path) => {
-            let tmp = path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or("out")));
+            let tmp =
+                path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or("out")));
             let result = (|| -> Result<()> {
                 let mut file = std::fs::File::create(&tmp).map_err(|e| Error::io("cannot create", &tmp, e))?;
                 write_to(frame, plan, format, &mut file, false)?;
@@ -124,7 +125,13 @@ pub fn write(frame: &mut DataFrame, plan: &Plan, format: OutputFormat, out: Opti
     }
 }
 
-fn write_to<W: Write>(frame: &mut DataFrame, plan: &Plan, format: OutputFormat, w: &mut W, terminal: bool) -> Result<()> {
+fn write_to<W: Write>(
+    frame: &mut DataFrame,
+    plan: &Plan,
+    format: OutputFormat,
+    w: &mut W,
+    terminal: bool,
+) -> Result<()> {
     let io = |e: std::io::Error| Error::internal(format!("cannot write the result: {e}"));
     match format {
         OutputFormat::Table => {
@@ -210,7 +217,13 @@ pub fn table(frame: &DataFrame, plan: &Plan) -> Result<String> {
                 AnyValue::Date(d) => Period::from_days(d, freq).to_string(),
                 AnyValue::String(s) => s.to_string(),
                 AnyValue::StringOwned(s) => s.to_string(),
-                AnyValue::Boolean(b) => if b { "yes".into() } else { "no".into() },
+                AnyValue::Boolean(b) => {
+                    if b {
+                        "yes".into()
+                    } else {
+                        "no".into()
+                    }
+                }
                 AnyValue::Int32(n) if name == "year" => n.to_string(),
                 other => match other.extract::<f64>() {
                     Some(x) => number(x, format),

@@ -97,8 +97,9 @@ pub struct Layout {
     thousands: Option<u8>,
     decimal_comma: bool,
     recode: [Option<HashMap<String, String>>; 9],
-    aggregate_partners: HashSet<String>,
-    aggregate_products: HashSet<String>,
+    /// A handful of codes: a linear scan beats hashing every row.
+    aggregate_partners: Vec<String>,
+    aggregate_products: Vec<String>,
 }
 
 impl Layout {
@@ -162,11 +163,11 @@ impl Layout {
         let recode = std::array::from_fn(|i| {
             mapping.recode.get(CANONICAL[i]).map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
         });
-        let mut aggregate_partners: HashSet<String> = mapping.aggregate_partners.iter().cloned().collect();
-        aggregate_partners.insert("WLD".to_string());
+        let mut aggregate_partners: Vec<String> = mapping.aggregate_partners.clone();
+        aggregate_partners.push("WLD".to_string());
         aggregate_partners.extend(group_names.iter().cloned());
-        let mut aggregate_products: HashSet<String> = mapping.aggregate_products.iter().cloned().collect();
-        aggregate_products.insert("TOTAL".to_string());
+        let mut aggregate_products: Vec<String> = mapping.aggregate_products.clone();
+        aggregate_products.push("TOTAL".to_string());
         Ok(Layout {
             header: header.to_vec(),
             sources,
@@ -305,7 +306,8 @@ impl Layout {
             }
         };
         let quantity_unit = self.text(rec, QUANTITY_UNIT, wide).filter(|t| !t.is_empty());
-        let aggregate = self.aggregate_partners.contains(partner) || self.aggregate_products.contains(product);
+        let aggregate = self.aggregate_partners.iter().any(|a| a == partner)
+            || self.aggregate_products.iter().any(|a| a == product);
         Ok(Row { period, reporter, partner, flow, product, region, value, quantity, quantity_unit, aggregate })
     }
 
@@ -344,11 +346,17 @@ fn join_record<R: Record>(rec: &R) -> String {
 }
 
 fn parse_flow(text: &str) -> Option<&'static str> {
-    match text.to_ascii_lowercase().as_str() {
-        "export" | "exports" | "x" | "1" => Some("export"),
-        "import" | "imports" | "m" | "2" => Some("import"),
-        _ => None,
-    }
+    const SPELLINGS: [(&str, &str); 8] = [
+        ("export", "export"),
+        ("import", "import"),
+        ("exports", "export"),
+        ("imports", "import"),
+        ("x", "export"),
+        ("m", "import"),
+        ("1", "export"),
+        ("2", "import"),
+    ];
+    SPELLINGS.iter().find(|(s, _)| s.eq_ignore_ascii_case(text)).map(|(_, f)| *f)
 }
 
 fn month_number(text: &str) -> Option<u32> {

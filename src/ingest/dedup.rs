@@ -5,12 +5,15 @@
 //! Each row's key is hashed to 128 bits (a collision among even 10^12 rows is
 //! far less likely than a disk error). Entries are kept in 256 buckets by hash;
 //! past a memory budget every bucket is appended to its own file, and at the end
-//! each bucket is sorted on its own, so memory is bounded by the budget plus
-//! one bucket.
+//! each bucket is checked on its own with a hash map, so memory is bounded by
+//! the budget plus one bucket.
 
 use crate::error::{Error, Result};
 use rayon::prelude::*;
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fs::{File, OpenOptions};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::PathBuf;
 
@@ -24,8 +27,26 @@ pub struct Place {
     pub row: u64,
 }
 
+/// The keys are already uniform 128-bit hashes: their low bits are the hash.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u128(&mut self, n: u128) {
+        self.0 = n as u64;
+    }
+}
+
 #[derive(Clone, Copy)]
-struct Entry {
+struct KeyEntry {
     key: u128,
     line: u64,
     place: Place,
@@ -40,7 +61,7 @@ pub struct Duplicate {
 }
 
 pub struct DuplicateCheck {
-    buckets: Vec<Vec<Entry>>,
+    buckets: Vec<Vec<KeyEntry>>,
     held: usize,
     budget: usize,
     spill_dir: PathBuf,
@@ -60,7 +81,7 @@ impl DuplicateCheck {
     }
 
     pub fn add(&mut self, key: u128, line: u64, place: Place) -> Result<()> {
-        self.buckets[(key >> 120) as usize].push(Entry { key, line, place });
+        self.buckets[(key >> 120) as usize].push(KeyEntry { key, line, place });
         self.held += 1;
         if self.held >= self.budget {
             self.spill()?;
@@ -111,19 +132,26 @@ impl DuplicateCheck {
             .zip(paths.into_par_iter())
             .map(|(mut entries, path)| -> Result<Vec<Duplicate>> {
                 if spilled && path.exists() {
-                    read_bucket(&path, &mut entries)?;
+                    // Spilled entries are the earlier lines: they go first.
+                    let mut all = Vec::new();
+                    read_bucket(&path, &mut all)?;
                     let _ = std::fs::remove_file(&path);
+                    all.append(&mut entries);
+                    entries = all;
                 }
-                entries.sort_unstable_by_key(|e| (e.key, e.line));
+                // Entries arrive in line order (spilled ones first), so the
+                // first line seen for a key is its first occurrence.
+                let mut first: HashMap<u128, u64, BuildHasherDefault<KeyHasher>> =
+                    HashMap::with_capacity_and_hasher(entries.len(), Default::default());
                 let mut out = Vec::new();
-                let mut run_first: Option<u64> = None;
-                for pair in entries.windows(2) {
-                    if pair[0].key == pair[1].key {
-                        // Runs of three or more all point at the run's first line.
-                        let first = *run_first.get_or_insert(pair[0].line);
-                        out.push(Duplicate { line: pair[1].line, first_line: first, place: pair[1].place });
-                    } else {
-                        run_first = None;
+                for e in &entries {
+                    match first.entry(e.key) {
+                        Entry::Occupied(o) => {
+                            out.push(Duplicate { line: e.line, first_line: *o.get(), place: e.place })
+                        }
+                        Entry::Vacant(v) => {
+                            v.insert(e.line);
+                        }
                     }
                 }
                 Ok(out)
@@ -137,13 +165,13 @@ impl DuplicateCheck {
     }
 }
 
-fn read_bucket(path: &PathBuf, into: &mut Vec<Entry>) -> Result<()> {
+fn read_bucket(path: &PathBuf, into: &mut Vec<KeyEntry>) -> Result<()> {
     let file = File::open(path).map_err(|e| Error::io("cannot read", path, e))?;
     let mut r = BufReader::new(file);
     let mut raw = [0u8; ENTRY_BYTES];
     loop {
         match r.read_exact(&mut raw) {
-            Ok(()) => into.push(Entry {
+            Ok(()) => into.push(KeyEntry {
                 key: u128::from_le_bytes(raw[..16].try_into().expect("16 bytes")),
                 line: u64::from_le_bytes(raw[16..24].try_into().expect("8 bytes")),
                 place: Place {

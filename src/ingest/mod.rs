@@ -49,6 +49,8 @@ pub struct IngestOptions {
     /// Converting threads (default: the machine's cores).
     pub workers: Option<usize>,
     pub progress: bool,
+    /// Print how long each phase took to stderr.
+    pub timings: bool,
 }
 
 /// What an ingest did (or, with `dry_run`, would do).
@@ -162,6 +164,7 @@ fn ingest_locked(
         Gathered { periods: HashSet::new(), frequency: None, rows: 0, rejects: Vec::new(), sources: Vec::new() };
     let total_bytes: u64 = opts.sources.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
     let bar = progress_bar(opts.progress, total_bytes);
+    let clock = Phases::start(opts.timings);
     for (src_index, path) in opts.sources.iter().enumerate() {
         let src = source::Source::open(path, delimiter)?;
         let layout = Layout::resolve(mapping, &src.header, &group_names)
@@ -184,9 +187,11 @@ fn ingest_locked(
         got.sources.push(SourceFile { path: path.display().to_string(), bytes: src.bytes, sha256 });
     }
     bar.finish_and_clear();
+    clock.mark("read, check and write rows");
     crate::failpoint("ingest:converted");
     let mut staged = writer.finish()?;
     let duplicates = dups.finish()?;
+    clock.mark("duplicate-key check");
     if !duplicates.is_empty() {
         if opts.rejects.is_none() {
             return Err(duplicates_error(&opts.sources, &duplicates, &staged));
@@ -240,6 +245,7 @@ fn ingest_locked(
     }
     let (manifest, moves, removed, periods_added, periods_replaced) =
         build_manifest(opts, mapping, dataset, old, &got, frequency, staged, staging)?;
+    clock.mark("merge revisions, hash files");
     let years_rewritten: Vec<i32> = moves.iter().filter_map(|(_, to)| year_of_path(to)).collect();
     let report = IngestReport {
         dataset: dataset.to_string(),
@@ -273,6 +279,7 @@ fn ingest_locked(
     if let (Some(tmp), Some(path)) = (rejects_tmp, &opts.rejects) {
         std::fs::rename(&tmp, path).map_err(|e| Error::io("cannot write rejects", path, e))?;
     }
+    clock.mark("commit (fsync, rename)");
     Ok(report)
 }
 
@@ -397,7 +404,8 @@ fn drop_rows(staged: Vec<StagedYear>, dups: &[dedup::Duplicate], staging: &Path)
                     .filter(col("__row").is_in(lit(drop).implode(false), false).not())
                     .drop(cols(["__row"]));
                 writer::sink_parquet(lf, &out)?;
-                Ok(StagedYear { year: s.year, rows: s.rows - rows.len() as u64, path: out })
+                let aggregate_rows = count_aggregates(&out)?;
+                Ok(StagedYear { year: s.year, rows: s.rows - rows.len() as u64, aggregate_rows, path: out })
             }
         })
         .collect()
@@ -457,8 +465,8 @@ fn build_manifest(
         let mut periods: BTreeSet<String> = year_days.iter().map(|d| label(*d)).collect();
         let kept: Vec<&DataFile> =
             old_files.iter().filter(|f| f.year == s.year && f.periods.iter().any(|p| !periods.contains(p))).collect();
-        let (path, rows) = if kept.is_empty() {
-            (s.path, s.rows)
+        let (path, rows, aggregate_rows) = if kept.is_empty() {
+            (s.path, s.rows, s.aggregate_rows)
         } else {
             // A revision of part of a year: keep the stored periods it does not replace.
             let dir = store::Store::at(&opts.store).dataset_dir(dataset);
@@ -474,7 +482,8 @@ fn build_manifest(
             let merged = staging.join(format!("merged-year={}.parquet", s.year));
             writer::sink_parquet(concat(parts, UnionArgs::default())?, &merged)?;
             let rows = store::verify::parquet_rows(&merged)?;
-            (merged, rows)
+            let aggregates = count_aggregates(&merged)?;
+            (merged, rows, aggregates)
         };
         let (sha256, bytes) = store::sha256_file(&path)?;
         let rel = format!("year={}/part-v{version:06}.parquet", s.year);
@@ -482,6 +491,7 @@ fn build_manifest(
             path: rel.clone(),
             year: s.year,
             rows,
+            aggregate_rows,
             bytes,
             sha256,
             periods: periods.into_iter().collect(),
@@ -498,7 +508,7 @@ fn build_manifest(
     all_periods.sort();
     all_periods.dedup();
     let rows: u64 = files.iter().map(|f| f.rows).sum();
-    let aggregate_rows = count_aggregates(&files, dataset, opts, &moves)?;
+    let aggregate_rows = files.iter().map(|f| f.aggregate_rows).sum();
     let mapping_file = match &opts.mapping {
         Some(p) => {
             let (sha256, bytes) = store::sha256_file(p)?;
@@ -547,29 +557,10 @@ fn build_manifest(
     Ok((manifest, moves, removed, added, replaced))
 }
 
-/// Rows flagged aggregate in all files of the new version.
-fn count_aggregates(
-    files: &[DataFile],
-    dataset: &str,
-    opts: &IngestOptions,
-    moves: &[(PathBuf, String)],
-) -> Result<u64> {
-    let dir = store::Store::at(&opts.store).dataset_dir(dataset);
-    let mut total = 0u64;
-    for f in files {
-        let full = format!("{dataset}/{}", f.path);
-        let path = moves.iter().find(|(_, to)| *to == full).map_or_else(|| dir.join(&f.path), |(from, _)| from.clone());
-        let n = scan(&path)?
-            .select([col("aggregate").sum()])
-            .collect()?
-            .column("aggregate")?
-            .cast(&DataType::UInt64)?
-            .u64()?
-            .get(0)
-            .unwrap_or(0);
-        total += n;
-    }
-    Ok(total)
+/// Rows flagged `aggregate` in one Parquet file.
+fn count_aggregates(path: &Path) -> Result<u64> {
+    let df = scan(path)?.select([col("aggregate").sum()]).collect()?;
+    Ok(df.column("aggregate")?.cast(&DataType::UInt64)?.u64()?.get(0).unwrap_or(0))
 }
 
 fn schema_specs() -> Vec<ColumnSpec> {
@@ -603,6 +594,26 @@ fn write_rejects(path: &Path, rejects: &[(PathBuf, RowError)]) -> Result<PathBuf
     }
     w.flush().map_err(|e| Error::io("cannot write", &tmp, e))?;
     Ok(tmp)
+}
+
+/// Wall time of each phase, printed to stderr with `--timings`.
+struct Phases {
+    on: bool,
+    last: std::cell::Cell<std::time::Instant>,
+}
+
+impl Phases {
+    fn start(on: bool) -> Phases {
+        Phases { on, last: std::cell::Cell::new(std::time::Instant::now()) }
+    }
+
+    fn mark(&self, what: &str) {
+        if self.on {
+            let now = std::time::Instant::now();
+            eprintln!("timing: {what:<30} {:>8.3} s", (now - self.last.get()).as_secs_f64());
+            self.last.set(now);
+        }
+    }
 }
 
 fn progress_bar(show: bool, total: u64) -> indicatif::ProgressBar {

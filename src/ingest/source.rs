@@ -19,7 +19,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 
 /// Bytes per CSV block handed to a worker.
-const BLOCK_BYTES: usize = 4 << 20;
+const BLOCK_BYTES: usize = 8 << 20;
 /// Rows per Parquet slice handed to a worker.
 const SLICE_ROWS: usize = 65_536;
 
@@ -160,7 +160,7 @@ pub fn convert_all(
     deliver: &mut dyn FnMut(Converted) -> Result<bool>,
 ) -> Result<String> {
     let workers = workers.max(1);
-    let in_flight = workers * 2 + 2;
+    let in_flight = workers * 3 + 2;
     std::thread::scope(|scope| -> Result<String> {
         let (block_tx, block_rx) = sync_channel::<(u64, Block)>(workers);
         let (result_tx, result_rx) = sync_channel::<(u64, Result<Converted>)>(in_flight);

@@ -1,9 +1,8 @@
 //! One staged Parquet file per year, written as rows arrive.
 //!
-//! Rows are buffered per year and written as row groups of about half a million
-//! rows. The buffers of all years together hold at most [`MAX_HELD_ROWS`]; past
-//! that the fullest year is written out early, so a source that jumps between
-//! many years still ingests in bounded memory.
+//! Each converted block's rows of a year are written at once as a row group
+//! (about 150,000 rows for an 8 MB block of CSV): nothing is buffered or copied
+//! here, so memory does not depend on how many years a source spans.
 
 use super::convert::store_schema;
 use crate::error::{Error, Result};
@@ -13,10 +12,8 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-/// Target rows per row group.
+/// Target rows per row group of files written in one piece (merges, groups).
 const ROW_GROUP_ROWS: usize = 512 * 1024;
-/// Rows buffered across all years before the fullest is flushed.
-const MAX_HELD_ROWS: usize = 2 * ROW_GROUP_ROWS;
 
 /// The write options of every file in the store: zstd, min/max statistics.
 pub fn write_options() -> ParquetWriteOptions {
@@ -42,6 +39,8 @@ fn writer_for(path: &Path) -> Result<ParquetWriter<File>> {
 pub struct StagedYear {
     pub year: i32,
     pub rows: u64,
+    /// Rows flagged `aggregate`.
+    pub aggregate_rows: u64,
     pub path: PathBuf,
 }
 
@@ -49,78 +48,42 @@ struct YearFile {
     path: PathBuf,
     writer: polars::io::parquet::write::BatchedWriter<File>,
     written: u64,
-    pending: Vec<DataFrame>,
-    pending_rows: usize,
+    aggregates: u64,
 }
 
 pub struct PartitionWriter {
     dir: PathBuf,
     years: BTreeMap<i32, YearFile>,
-    held: usize,
     schema: Schema,
 }
 
 impl PartitionWriter {
     pub fn new(dir: PathBuf) -> Self {
-        PartitionWriter { dir, years: BTreeMap::new(), held: 0, schema: store_schema() }
+        PartitionWriter { dir, years: BTreeMap::new(), schema: store_schema() }
     }
 
-    /// Adds rows of `year`; returns the index in the year's file of the first one.
+    /// Writes rows of `year`; returns the index in the year's file of the first one.
     pub fn add(&mut self, year: i32, frame: DataFrame) -> Result<u64> {
         if !self.years.contains_key(&year) {
             std::fs::create_dir_all(&self.dir).map_err(|e| Error::io("cannot create", &self.dir, e))?;
             let path = self.dir.join(format!("year={year}.parquet"));
             let writer = writer_for(&path)?.batched(&self.schema)?;
-            self.years.insert(year, YearFile { path, writer, written: 0, pending: Vec::new(), pending_rows: 0 });
+            self.years.insert(year, YearFile { path, writer, written: 0, aggregates: 0 });
         }
         let y = self.years.get_mut(&year).expect("inserted above");
-        let first = y.written + y.pending_rows as u64;
-        let n = frame.height();
-        y.pending.push(frame);
-        y.pending_rows += n;
-        self.held += n;
-        if y.pending_rows >= ROW_GROUP_ROWS {
-            self.flush(year)?;
-        }
-        while self.held > MAX_HELD_ROWS {
-            let fullest = *self
-                .years
-                .iter()
-                .max_by_key(|(_, y)| y.pending_rows)
-                .map(|(year, _)| year)
-                .expect("rows are held, so a year is open");
-            self.flush(fullest)?;
-        }
+        let first = y.written;
+        y.writer.write_batch(&frame)?;
+        y.written += frame.height() as u64;
+        y.aggregates += frame.column("aggregate")?.bool()?.sum().unwrap_or(0) as u64;
         Ok(first)
     }
 
-    fn flush(&mut self, year: i32) -> Result<()> {
-        let y = self.years.get_mut(&year).expect("flush of an open year");
-        if y.pending.is_empty() {
-            return Ok(());
-        }
-        let mut frames = std::mem::take(&mut y.pending).into_iter();
-        let mut df = frames.next().expect("pending is not empty");
-        for f in frames {
-            df.vstack_mut_owned(f)?;
-        }
-        df.rechunk_mut_par();
-        y.writer.write_batch(&df)?;
-        y.written += y.pending_rows as u64;
-        self.held -= y.pending_rows;
-        y.pending_rows = 0;
-        Ok(())
-    }
-
-    /// Writes what is buffered and closes every file.
-    pub fn finish(mut self) -> Result<Vec<StagedYear>> {
-        let years: Vec<i32> = self.years.keys().copied().collect();
+    /// Closes every file.
+    pub fn finish(self) -> Result<Vec<StagedYear>> {
         let mut out = Vec::new();
-        for year in years {
-            self.flush(year)?;
-            let y = self.years.remove(&year).expect("open year");
+        for (year, y) in self.years {
             y.writer.finish()?;
-            out.push(StagedYear { year, rows: y.written, path: y.path });
+            out.push(StagedYear { year, rows: y.written, aggregate_rows: y.aggregates, path: y.path });
         }
         Ok(out)
     }

@@ -111,7 +111,11 @@ pub enum ExprKind {
     Not(Box<Expr>),
     Binary(BinOp, Box<Expr>, Box<Expr>),
     /// `f(args [within a, b])`
-    Call { name: Ident, args: Vec<Expr>, within: Vec<Ident> },
+    Call {
+        name: Ident,
+        args: Vec<Expr>,
+        within: Vec<Ident>,
+    },
     In(Box<Expr>, Vec<Expr>),
     Range(Box<Expr>, Box<Expr>, Box<Expr>),
 }

@@ -90,11 +90,8 @@ impl Compiler<'_> {
 
     fn scan(&self, manifest: &Manifest) -> Result<LazyFrame> {
         let dir = self.store.join(&manifest.dataset);
-        let paths: Vec<PlRefPath> = manifest
-            .files
-            .iter()
-            .map(|f| PlRefPath::new(dir.join(&f.path).to_string_lossy().as_ref()))
-            .collect();
+        let paths: Vec<PlRefPath> =
+            manifest.files.iter().map(|f| PlRefPath::new(dir.join(&f.path).to_string_lossy().as_ref())).collect();
         if paths.is_empty() {
             return Err(Error::store(format!("the dataset {} has no files", manifest.dataset)));
         }
@@ -120,10 +117,15 @@ impl Compiler<'_> {
         if let Some(path) = &plan.hs_sections
             && uses_section(plan)
         {
-            let table = self.group_table(path)?.select([col("member").alias("__chapter"), col("group").alias("__section_product")]);
-            lf = lf
-                .with_column(col("product").str().slice(lit(0), lit(2)).alias("__chapter"))
-                .join(table, [col("__chapter")], [col("__chapter")], join_args());
+            let table = self
+                .group_table(path)?
+                .select([col("member").alias("__chapter"), col("group").alias("__section_product")]);
+            lf = lf.with_column(col("product").str().slice(lit(0), lit(2)).alias("__chapter")).join(
+                table,
+                [col("__chapter")],
+                [col("__chapter")],
+                join_args(),
+            );
         }
         let aliases: Vec<&str> = plan.groups.iter().map(|g| g.alias.as_str()).collect();
         let uses_alias = |x: &RExpr| aliases.iter().any(|a| mentions(x, a));
@@ -151,11 +153,19 @@ impl Compiler<'_> {
         if let Some((n, dim, by)) = &plan.top {
             lf = self.top(lf, *n, dim, by)?;
         }
+        // Evaluate the aggregated rows once: measures join and window over them
+        // several times, and a parallel sum evaluated twice may differ in its
+        // last bit, which would make `high` or `record` compare unequal copies.
+        lf = lf.cache();
         if let Some(t) = plan.time {
             let label = match t {
                 TimeKey::Year => col("__t").dt().year().alias("year"),
                 TimeKey::Quarter => concat_str(
-                    [col("__t").dt().year().cast(DataType::String), lit("-Q"), col("__t").dt().quarter().cast(DataType::String)],
+                    [
+                        col("__t").dt().year().cast(DataType::String),
+                        lit("-Q"),
+                        col("__t").dt().quarter().cast(DataType::String),
+                    ],
                     "",
                     true,
                 )
@@ -186,7 +196,9 @@ impl Compiler<'_> {
         if plan.outputs.is_empty() {
             names.extend(plan.aggs.iter().filter(|a| !a.name.starts_with("__")).map(|a| a.name.clone()));
         } else {
-            names.extend(plan.outputs.iter().filter(|o| !names.contains(&o.name)).map(|o| o.name.clone()).collect::<Vec<_>>());
+            names.extend(
+                plan.outputs.iter().filter(|o| !names.contains(&o.name)).map(|o| o.name.clone()).collect::<Vec<_>>(),
+            );
         }
         select.extend(names.iter().map(|n| col(n.as_str())));
         select.extend(self.warnings.iter().map(|w| col(w.column.as_str())));
@@ -221,14 +233,22 @@ impl Compiler<'_> {
         let _ = names;
         let cols: Vec<PlSmallStr> = by.iter().map(|(c, _)| PlSmallStr::from(c.as_str())).collect();
         let desc: Vec<bool> = by.iter().map(|(_, d)| *d).collect();
-        lf.sort(cols, SortMultipleOptions::default().with_order_descending_multi(desc).with_nulls_last(true).with_maintain_order(true))
+        lf.sort(
+            cols,
+            SortMultipleOptions::default()
+                .with_order_descending_multi(desc)
+                .with_nulls_last(true)
+                .with_maintain_order(true),
+        )
     }
 
     fn listing(&mut self, lf: LazyFrame) -> Result<Compiled> {
         let plan = self.plan;
         let mut select: Vec<Expr> = Vec::new();
         if plan.outputs.is_empty() {
-            for c in ["period", "reporter", "partner", "flow", "product", "region", "value", "quantity", "quantity_unit"] {
+            for c in
+                ["period", "reporter", "partner", "flow", "product", "region", "value", "quantity", "quantity_unit"]
+            {
                 select.push(col(c));
             }
             select.extend(plan.derives.iter().map(|(n, _)| col(n.as_str())));
@@ -241,7 +261,13 @@ impl Compiler<'_> {
         if !plan.sort.is_empty() {
             let cols: Vec<PlSmallStr> = plan.sort.iter().map(|(c, _)| PlSmallStr::from(c.as_str())).collect();
             let desc: Vec<bool> = plan.sort.iter().map(|(_, d)| *d).collect();
-            lf = lf.sort(cols, SortMultipleOptions::default().with_order_descending_multi(desc).with_nulls_last(true).with_maintain_order(true));
+            lf = lf.sort(
+                cols,
+                SortMultipleOptions::default()
+                    .with_order_descending_multi(desc)
+                    .with_nulls_last(true)
+                    .with_maintain_order(true),
+            );
         }
         if let Some(n) = plan.limit {
             lf = lf.limit(n as IdxSize);
@@ -293,7 +319,9 @@ impl Compiler<'_> {
             .map(|a| {
                 let arg = a.arg.as_deref().map(col);
                 let e = match (a.func, arg) {
-                    (AggFunc::Sum, Some(x)) if a.name.starts_with("__uv_") => x.filter(col("quantity").gt(lit(0.0))).sum(),
+                    (AggFunc::Sum, Some(x)) if a.name.starts_with("__uv_") => {
+                        x.filter(col("quantity").gt(lit(0.0))).sum()
+                    }
                     (AggFunc::Sum, Some(x)) => x.sum(),
                     (AggFunc::Mean, Some(x)) => x.mean(),
                     (AggFunc::Min, Some(x)) => x.min(),
@@ -311,7 +339,9 @@ impl Compiler<'_> {
             if per > 1 {
                 // Periods present in each roll-up period across all rows, not per group.
                 let column = self.fresh("wpartial");
-                lf = lf.with_column(col("period").n_unique().over([col("__t")])?.cast(DataType::UInt32).alias(column.as_str()));
+                lf = lf.with_column(
+                    col("period").n_unique().over([col("__t")])?.cast(DataType::UInt32).alias(column.as_str()),
+                );
                 aggs.push(col(column.as_str()).max().alias(column.as_str()));
                 let unit = match plan.frequency {
                     Frequency::Month => "months",
@@ -319,7 +349,8 @@ impl Compiler<'_> {
                     Frequency::Year => "years",
                 };
                 let compared = plan.outputs.iter().any(|o| compares_years(&o.expr));
-                self.warnings.push(WarningColumn { column, kind: WarningKind::Partial { expected: per, unit, compared } });
+                self.warnings
+                    .push(WarningColumn { column, kind: WarningKind::Partial { expected: per, unit, compared } });
             }
         }
         if keys.is_empty() {
@@ -405,7 +436,10 @@ impl Compiler<'_> {
                 let lf = lf.with_column(col(prev.as_str()).is_null().alias(flag.as_str()));
                 let measure = format!("{}({})", m.name(), display_arg(a));
                 let offset_text = if months == 12 { "a year" } else { "one period" };
-                self.warnings.push(WarningColumn { column: flag, kind: WarningKind::MissingBase { measure, offset: offset_text } });
+                self.warnings.push(WarningColumn {
+                    column: flag,
+                    kind: WarningKind::MissingBase { measure, offset: offset_text },
+                });
                 let e = match m.as_ref() {
                     Measure::Pp(_) => (col(cx.as_str()) - col(prev.as_str())) * lit(100.0),
                     _ => col(cx.as_str()) / col(prev.as_str()) - lit(1.0),
@@ -461,7 +495,10 @@ impl Compiler<'_> {
                 };
                 let flag = self.fresh("wytd");
                 let lf = lf.with_column(seen.cast(DataType::UInt32).neq(expected).alias(flag.as_str()));
-                self.warnings.push(WarningColumn { column: flag, kind: WarningKind::YtdGap { measure: format!("ytd({})", display_arg(a)) } });
+                self.warnings.push(WarningColumn {
+                    column: flag,
+                    kind: WarningKind::YtdGap { measure: format!("ytd({})", display_arg(a)) },
+                });
                 (lf, ytd)
             }
             Measure::Rolling(a, n, mean) => {
@@ -473,30 +510,59 @@ impl Compiler<'_> {
             Measure::High(a, n) => {
                 let (lf, cx) = self.column_of(lf, a, base)?;
                 let (lf, _, count, max) = self.window(lf, &cx, *n, t_months);
-                (lf, when(col(count.as_str()).eq(lit(*n as u32))).then(col(cx.as_str()).gt_eq(col(max.as_str()))).otherwise(lit(NULL)))
+                (
+                    lf,
+                    when(col(count.as_str()).eq(lit(*n as u32)))
+                        .then(col(cx.as_str()).gt_eq(col(max.as_str())))
+                        .otherwise(lit(NULL)),
+                )
             }
             Measure::Record(a) => {
                 let (lf, cx) = self.column_of(lf, a, base)?;
-                let earlier = ordered_window(col(cx.as_str()).cum_max(false).shift(lit(1)), self.series_partition(), col("__t"), false)?;
+                let earlier = ordered_window(
+                    col(cx.as_str()).cum_max(false).shift(lit(1)),
+                    self.series_partition(),
+                    col("__t"),
+                    false,
+                )?;
                 let name = self.fresh("earlier");
                 let lf = lf.with_column(earlier.alias(name.as_str()));
-                (lf, when(col(name.as_str()).is_null()).then(lit(NULL)).otherwise(col(cx.as_str()).gt(col(name.as_str()))))
+                (
+                    lf,
+                    when(col(name.as_str()).is_null())
+                        .then(lit(NULL))
+                        .otherwise(col(cx.as_str()).gt(col(name.as_str()))),
+                )
             }
             Measure::Streak(cond) => {
                 let (lf, cb) = self.column_of(lf, cond, base)?;
                 let holds = col(cb.as_str()).fill_null(lit(false));
-                let index = (col("__t").dt().year().cast(DataType::Int32) * lit(12) + col("__t").dt().month().cast(DataType::Int32)
+                let index = (col("__t").dt().year().cast(DataType::Int32) * lit(12)
+                    + col("__t").dt().month().cast(DataType::Int32)
                     - lit(1))
                     / lit(t_months);
                 let part = self.series_partition();
                 let gap = ordered_window(index.clone() - index.shift(lit(1)), part.clone(), col("__t"), false)?;
                 let brk = self.fresh("break");
-                let lf = lf.with_column((holds.clone().not().or(gap.neq(lit(1)).fill_null(lit(true)))).alias(brk.as_str()));
+                let lf =
+                    lf.with_column((holds.clone().not().or(gap.neq(lit(1)).fill_null(lit(true)))).alias(brk.as_str()));
                 let run = self.fresh("run");
-                let lf = lf.with_column(ordered_window(col(brk.as_str()).cast(DataType::Int32).cum_sum(false), part.clone(), col("__t"), false)?.alias(run.as_str()));
+                let lf = lf.with_column(
+                    ordered_window(
+                        col(brk.as_str()).cast(DataType::Int32).cum_sum(false),
+                        part.clone(),
+                        col("__t"),
+                        false,
+                    )?
+                    .alias(run.as_str()),
+                );
                 let mut run_part = part;
                 run_part.push(col(run.as_str()));
-                (lf, ordered_window(holds.cast(DataType::Int32).cum_sum(false), run_part, col("__t"), false)?.cast(DataType::Float64))
+                (
+                    lf,
+                    ordered_window(holds.cast(DataType::Int32).cum_sum(false), run_part, col("__t"), false)?
+                        .cast(DataType::Float64),
+                )
             }
             Measure::Rank(a, within) => {
                 let (lf, cx) = self.column_of(lf, a, base)?;
@@ -510,7 +576,9 @@ impl Compiler<'_> {
             }
             Measure::UnitValue => (
                 lf,
-                when(col("__uv_quantity").gt(lit(0.0))).then(col("__uv_value") / col("__uv_quantity")).otherwise(lit(NULL)),
+                when(col("__uv_quantity").gt(lit(0.0)))
+                    .then(col("__uv_value") / col("__uv_quantity"))
+                    .otherwise(lit(NULL)),
             ),
         })
     }
@@ -684,7 +752,8 @@ fn uses_code(x: &RExpr, f: CodeFn) -> bool {
 }
 
 fn uses_section(plan: &Plan) -> bool {
-    plan.derives.iter().any(|(_, x)| uses_code(x, CodeFn::Section)) || plan.row_filters.iter().any(|x| uses_code(x, CodeFn::Section))
+    plan.derives.iter().any(|(_, x)| uses_code(x, CodeFn::Section))
+        || plan.row_filters.iter().any(|x| uses_code(x, CodeFn::Section))
 }
 
 /// Whether an output compares periods a year apart (so partial years matter).

@@ -112,7 +112,8 @@ pub fn lex(text: &str) -> Result<Vec<Token>, Diag> {
                 }
                 if matches!(bytes.get(i), Some(b'e' | b'E'))
                     && (bytes.get(i + 1).is_some_and(u8::is_ascii_digit)
-                        || (matches!(bytes.get(i + 1), Some(b'-' | b'+')) && bytes.get(i + 2).is_some_and(u8::is_ascii_digit)))
+                        || (matches!(bytes.get(i + 1), Some(b'-' | b'+'))
+                            && bytes.get(i + 2).is_some_and(u8::is_ascii_digit)))
                 {
                     i += 2;
                     while i < bytes.len() && bytes[i].is_ascii_digit() {
@@ -191,7 +192,10 @@ mod tests {
     #[test]
     fn never_panics_on_any_bytes() {
         // A cheap exhaustive-ish sweep: every pair of interesting characters.
-        let alphabet = ["2024", "-", "Q", "1", "12", ".", "..", "\"", "\\", "$", "e", "é", "#", "\n", " ", "x", "(", "!", "=", "9e", "+"];
+        let alphabet = [
+            "2024", "-", "Q", "1", "12", ".", "..", "\"", "\\", "$", "e", "é", "#", "\n", " ", "x", "(", "!", "=",
+            "9e", "+",
+        ];
         for a in alphabet {
             for b in alphabet {
                 for c in alphabet {

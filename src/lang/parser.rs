@@ -11,11 +11,14 @@ use super::lexer::{Tok, Token};
 use crate::suggest::closest;
 
 /// Words that start a stage.
-pub const STAGES: [&str; 12] = ["param", "from", "where", "derive", "group", "by", "sum", "agg", "top", "show", "sort", "limit"];
+pub const STAGES: [&str; 12] =
+    ["param", "from", "where", "derive", "group", "by", "sum", "agg", "top", "show", "sort", "limit"];
 
 pub fn parse(tokens: &[Token], text_len: usize) -> Result<Query, Diag> {
-    let mut lines: Vec<Vec<Token>> = Vec::new();
+    // Each stage: its tokens, and which of them began a line of the file.
+    let mut lines: Vec<(Vec<Token>, Vec<usize>)> = Vec::new();
     let mut current: Vec<Token> = Vec::new();
+    let mut starts: Vec<usize> = Vec::new();
     let mut at_line_start = true;
     for t in tokens {
         if t.tok == Tok::Newline {
@@ -24,17 +27,20 @@ pub fn parse(tokens: &[Token], text_len: usize) -> Result<Query, Diag> {
         }
         let starts_stage = matches!(&t.tok, Tok::Ident(w) if STAGES.contains(&w.as_str()));
         if at_line_start && starts_stage && !current.is_empty() {
-            lines.push(std::mem::take(&mut current));
+            lines.push((std::mem::take(&mut current), std::mem::take(&mut starts)));
+        }
+        if at_line_start {
+            starts.push(current.len());
         }
         at_line_start = false;
         current.push(t.clone());
     }
     if !current.is_empty() {
-        lines.push(current);
+        lines.push((current, starts));
     }
     let mut query = Query { params: Vec::new(), stages: Vec::new() };
-    for line in lines {
-        let mut p = Parser { toks: &line, pos: 0, end: text_len };
+    for (line, line_starts) in lines {
+        let mut p = Parser { toks: &line, pos: 0, end: text_len, line_starts: &line_starts };
         let head = p.ident("a stage (from, where, by, sum, show, ...)")?;
         match head.name.as_str() {
             "param" => {
@@ -77,7 +83,12 @@ pub fn parse(tokens: &[Token], text_len: usize) -> Result<Query, Diag> {
                 let cols = p.list(|p| p.ident("a column to sum"))?;
                 let items = cols
                     .into_iter()
-                    .map(|c| AggItem { name: None, func: Ident { name: "sum".into(), span: head.span }, span: c.span, arg: Some(c) })
+                    .map(|c| AggItem {
+                        name: None,
+                        func: Ident { name: "sum".into(), span: head.span },
+                        span: c.span,
+                        arg: Some(c),
+                    })
                     .collect();
                 query.stages.push(Stage::Agg(items));
             }
@@ -85,7 +96,8 @@ pub fn parse(tokens: &[Token], text_len: usize) -> Result<Query, Diag> {
                 let items = p.list(|p| {
                     let start = p.peek_span();
                     let first = p.ident("an aggregate such as sum(value)")?;
-                    let (name, func) = if p.eat("=") { (Some(first), p.ident("an aggregate function")?) } else { (None, first) };
+                    let (name, func) =
+                        if p.eat("=") { (Some(first), p.ident("an aggregate function")?) } else { (None, first) };
                     p.expect("(")?;
                     let arg = if p.peek_is(")") { None } else { Some(p.ident("a column")?) };
                     p.expect(")")?;
@@ -110,7 +122,8 @@ pub fn parse(tokens: &[Token], text_len: usize) -> Result<Query, Diag> {
                         None
                     };
                     let expr = p.expr()?;
-                    let format = if p.eat_word("as") { Some(p.ident("a format (pct, pp, million, ...)")?) } else { None };
+                    let format =
+                        if p.eat_word("as") { Some(p.ident("a format (pct, pp, million, ...)")?) } else { None };
                     Ok(ShowItem { name, expr, format })
                 })?;
                 query.stages.push(Stage::Show(items));
@@ -151,6 +164,8 @@ struct Parser<'a> {
     toks: &'a [Token],
     pos: usize,
     end: usize,
+    /// Positions of tokens that begin a line of the file.
+    line_starts: &'a [usize],
 }
 
 fn describe(t: &Tok) -> String {
@@ -251,6 +266,21 @@ impl<'a> Parser<'a> {
     fn finish(&self) -> Result<(), Diag> {
         match self.toks.get(self.pos) {
             None => Ok(()),
+            Some(Token { tok: Tok::Ident(word), span }) if self.line_starts.contains(&self.pos) => {
+                let d = Diag::new(*span, format!("`{word}` does not start a stage"));
+                let instead = match word.as_str() {
+                    "filter" | "having" => Some("where"),
+                    "select" | "columns" => Some("show"),
+                    "group_by" | "groupby" => Some("by"),
+                    "order" | "order_by" => Some("sort"),
+                    "take" | "head" => Some("limit"),
+                    _ => closest(word, STAGES),
+                };
+                Err(match instead {
+                    Some(s) => d.hint(format!("did you mean `{s}`?")),
+                    None => d.hint(format!("a stage starts with one of: {}", STAGES.join(", "))),
+                })
+            }
             Some(t) => Err(Diag::new(t.span, format!("unexpected {} after the end of the stage", describe(&t.tok)))
                 .hint("separate items with `,`; each stage starts on its own line")),
         }

@@ -243,7 +243,12 @@ impl fmt::Display for RExpr {
             RExpr::Measure(m) => {
                 write!(f, "{}(", m.name())?;
                 match m.as_ref() {
-                    Measure::Yoy(x) | Measure::Pop(x) | Measure::Pp(x) | Measure::Ytd(x) | Measure::Record(x) | Measure::Streak(x) => write!(f, "{x}")?,
+                    Measure::Yoy(x)
+                    | Measure::Pop(x)
+                    | Measure::Pp(x)
+                    | Measure::Ytd(x)
+                    | Measure::Record(x)
+                    | Measure::Streak(x) => write!(f, "{x}")?,
                     Measure::Share(x, w) | Measure::Contribution(x, w) | Measure::Rank(x, w) => {
                         write!(f, "{x}")?;
                         if !w.is_empty() {
@@ -294,13 +299,20 @@ impl fmt::Display for Plan {
             writeln!(f, "derive {n} = {e}")?;
         }
         for o in &self.outputs {
-            writeln!(f, "show {} = {}{}", o.name, o.expr, o.format.map(|x| format!(" as {x:?}").to_lowercase()).unwrap_or_default())?;
+            writeln!(
+                f,
+                "show {} = {}{}",
+                o.name,
+                o.expr,
+                o.format.map(|x| format!(" as {x:?}").to_lowercase()).unwrap_or_default()
+            )?;
         }
         for e in &self.post_filters {
             writeln!(f, "filter results: {e}")?;
         }
         if !self.sort.is_empty() {
-            let keys: Vec<String> = self.sort.iter().map(|(c, d)| format!("{c}{}", if *d { " desc" } else { "" })).collect();
+            let keys: Vec<String> =
+                self.sort.iter().map(|(c, d)| format!("{c}{}", if *d { " desc" } else { "" })).collect();
             writeln!(f, "sort {}", keys.join(", "))?;
         }
         if let Some(n) = self.limit {

@@ -64,10 +64,23 @@ const ROW_COLUMNS: [(&str, Ty); 13] = [
 const CODE_COLUMNS: [&str; 5] = ["reporter", "partner", "flow", "product", "region"];
 
 const MEASURES: [&str; 14] = [
-    "yoy", "pop", "mom", "qoq", "share", "pp", "contribution", "ytd", "ytd_yoy", "rolling", "rolling_mean", "rank", "high",
+    "yoy",
+    "pop",
+    "mom",
+    "qoq",
+    "share",
+    "pp",
+    "contribution",
+    "ytd",
+    "ytd_yoy",
+    "rolling",
+    "rolling_mean",
+    "rank",
+    "high",
     "record",
 ];
-const OTHER_FUNCTIONS: [&str; 9] = ["streak", "unit_value", "chapter", "heading", "section", "if", "year", "quarter", "month"];
+const OTHER_FUNCTIONS: [&str; 9] =
+    ["streak", "unit_value", "chapter", "heading", "section", "if", "year", "quarter", "month"];
 
 /// The plan of `query` against `catalog`, with `overrides` (from `--param k=v`)
 /// replacing the query's parameter defaults.
@@ -146,7 +159,11 @@ pub fn resolve(query: &Query, catalog: &Catalog<'_>, overrides: &[(String, Strin
                 for (name, e) in items {
                     let (x, ty) = r.expr(e)?;
                     r.define(name, ty)?;
-                    if r.aggregated { plan.post_derives.push((name.name.clone(), x)) } else { plan.derives.push((name.name.clone(), x)) }
+                    if r.aggregated {
+                        plan.post_derives.push((name.name.clone(), x))
+                    } else {
+                        plan.derives.push((name.name.clone(), x))
+                    }
                 }
             }
             Stage::Group { dim, table, alias, as_of, span } => {
@@ -209,12 +226,16 @@ pub fn resolve(query: &Query, catalog: &Catalog<'_>, overrides: &[(String, Strin
                                 d
                             })?;
                             if ty != Ty::Num {
-                                return Err(Diag::new(f.span, format!("`as {}` formats numbers; this column is {}", f.name, ty.name())));
+                                return Err(Diag::new(
+                                    f.span,
+                                    format!("`as {}` formats numbers; this column is {}", f.name, ty.name()),
+                                ));
                             }
                             Some(fmt)
                         }
                     };
-                    let ident = Ident { name: name.clone(), span: item.name.as_ref().map_or(item.expr.span, |n| n.span) };
+                    let ident =
+                        Ident { name: name.clone(), span: item.name.as_ref().map_or(item.expr.span, |n| n.span) };
                     if !matches!(&x, RExpr::Col(c) if *c == name) {
                         r.define(&ident, ty)?;
                     }
@@ -230,7 +251,12 @@ pub fn resolve(query: &Query, catalog: &Catalog<'_>, overrides: &[(String, Strin
                     plan.sort.push((k.name.clone(), *desc));
                 }
             }
-            Stage::Limit(n, _) => plan.limit = Some(*n),
+            Stage::Limit(n, span) => {
+                if plan.limit.is_some() {
+                    return Err(Diag::new(*span, "a second `limit`: keep one"));
+                }
+                plan.limit = Some(*n);
+            }
         }
     }
     if !saw_from {
@@ -278,7 +304,9 @@ fn default_name(x: &RExpr) -> Option<String> {
         RExpr::Col(c) => Some(c.clone()),
         RExpr::Measure(m) => {
             let inner = match m.as_ref() {
-                Measure::Yoy(a) | Measure::Pop(a) | Measure::Pp(a) | Measure::Ytd(a) | Measure::Record(a) => default_name(a),
+                Measure::Yoy(a) | Measure::Pop(a) | Measure::Pp(a) | Measure::Ytd(a) | Measure::Record(a) => {
+                    default_name(a)
+                }
                 Measure::Share(a, _) | Measure::Contribution(a, _) | Measure::Rank(a, _) => default_name(a),
                 Measure::Rolling(a, n, _) | Measure::High(a, n) => default_name(a).map(|s| format!("{s}_{n}")),
                 Measure::Streak(_) => return Some("streak".into()),
@@ -295,7 +323,11 @@ fn default_name(x: &RExpr) -> Option<String> {
 }
 
 fn expect_ty(got: Ty, want: Ty, span: Span, what: &str) -> Result<(), Diag> {
-    if got == want { Ok(()) } else { Err(Diag::new(span, format!("{what} must be {}, but this is {}", want.name(), got.name()))) }
+    if got == want {
+        Ok(())
+    } else {
+        Err(Diag::new(span, format!("{what} must be {}, but this is {}", want.name(), got.name())))
+    }
 }
 
 struct Resolver<'a> {
@@ -317,7 +349,9 @@ struct Resolver<'a> {
 impl Resolver<'_> {
     fn define(&mut self, name: &Ident, ty: Ty) -> Result<(), Diag> {
         if self.scope.contains_key(&name.name) {
-            return Err(Diag::new(name.span, format!("`{}` is already a column", name.name)).hint("choose another name"));
+            return Err(
+                Diag::new(name.span, format!("`{}` is already a column", name.name)).hint("choose another name")
+            );
         }
         self.scope.insert(name.name.clone(), ty);
         Ok(())
@@ -356,7 +390,10 @@ impl Resolver<'_> {
 
     fn group(&mut self, dim: &Ident, table: &Ident, alias: &Ident, as_of: Option<&Expr>) -> Result<GroupMap, Diag> {
         if !["partner", "product", "region", "reporter"].contains(&dim.name.as_str()) {
-            return Err(Diag::new(dim.span, format!("`group` maps partner, product, reporter or region, not `{}`", dim.name)));
+            return Err(Diag::new(
+                dim.span,
+                format!("`group` maps partner, product, reporter or region, not `{}`", dim.name),
+            ));
         }
         let tables = &self.catalog.groups.tables;
         let Some(t) = tables.iter().find(|t| t.name == table.name) else {
@@ -366,7 +403,10 @@ impl Resolver<'_> {
             } else if tables.is_empty() {
                 d = d.hint("the store has no group tables; add one with `tradeql groups add`");
             } else {
-                d = d.hint(format!("group tables in the store: {}", tables.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")));
+                d = d.hint(format!(
+                    "group tables in the store: {}",
+                    tables.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")
+                ));
             }
             return Err(d);
         };
@@ -384,7 +424,13 @@ impl Resolver<'_> {
         self.define(alias, Ty::Str)?;
         self.group_aliases.push(alias.name.clone());
         self.alias_tables.insert(alias.name.clone(), t.name.clone());
-        Ok(GroupMap { dim: dim.name.clone(), table: t.name.clone(), path: t.path.clone(), alias: alias.name.clone(), as_of })
+        Ok(GroupMap {
+            dim: dim.name.clone(),
+            table: t.name.clone(),
+            path: t.path.clone(),
+            alias: alias.name.clone(),
+            as_of,
+        })
     }
 
     fn by(&mut self, keys: &[Ident], data: Frequency) -> Result<(), Diag> {
@@ -406,14 +452,21 @@ impl Resolver<'_> {
                     return Err(Diag::new(k.span, "only one calendar key (year, quarter, month or period) per `by`"));
                 }
                 if t.frequency() < data {
-                    return Err(Diag::new(k.span, format!("the dataset is {data}ly; it cannot be split by {}", k.name)));
+                    return Err(Diag::new(
+                        k.span,
+                        format!("the dataset is {data}ly; it cannot be split by {}", k.name),
+                    ));
                 }
                 self.time = Some(t);
                 continue;
             }
             let ty = self.ty_of(&k.name, k.span)?;
-            if ty == Ty::Num && !self.group_aliases.contains(&k.name) && ["value", "quantity"].contains(&k.name.as_str()) {
-                return Err(Diag::new(k.span, format!("`{}` is a measure to aggregate, not a key", k.name)).hint(format!("write `sum {}` instead", k.name)));
+            if ty == Ty::Num
+                && !self.group_aliases.contains(&k.name)
+                && ["value", "quantity"].contains(&k.name.as_str())
+            {
+                return Err(Diag::new(k.span, format!("`{}` is a measure to aggregate, not a key", k.name))
+                    .hint(format!("write `sum {}` instead", k.name)));
             }
             dims.push((k.name.clone(), ty));
         }
@@ -466,8 +519,11 @@ impl Resolver<'_> {
             (Some(a), _) => {
                 let ty = row_ty(a)?;
                 if ty != Ty::Num {
-                    return Err(Diag::new(a.span, format!("cannot {} `{}`: it is {}, not a number", func.name(), a.name, ty.name()))
-                        .hint("count it with count_distinct(...) instead"));
+                    return Err(Diag::new(
+                        a.span,
+                        format!("cannot {} `{}`: it is {}, not a number", func.name(), a.name, ty.name()),
+                    )
+                    .hint("count it with count_distinct(...) instead"));
                 }
                 Some(a.name.clone())
             }
@@ -495,7 +551,10 @@ impl Resolver<'_> {
 
     fn needs_time(&self, span: Span, what: &str) -> Result<TimeKey, Diag> {
         if !self.aggregated {
-            return Err(Diag::new(span, format!("{what} compares aggregated periods; it needs `by` with a calendar key first")));
+            return Err(Diag::new(
+                span,
+                format!("{what} compares aggregated periods; it needs `by` with a calendar key first"),
+            ));
         }
         self.time.ok_or_else(|| {
             Diag::new(span, format!("{what} needs a period dimension, but `by` has no calendar key"))
@@ -506,7 +565,9 @@ impl Resolver<'_> {
     fn within(&self, names: &[Ident]) -> Result<Vec<String>, Diag> {
         let mut out = Vec::new();
         for w in names {
-            let is_time = self.time.is_some_and(|t| t.column() == w.name || ["year", "quarter", "month", "period"].contains(&w.name.as_str()));
+            let is_time = self.time.is_some_and(|t| {
+                t.column() == w.name || ["year", "quarter", "month", "period"].contains(&w.name.as_str())
+            });
             if is_time {
                 continue; // measures are always within the period
             }
@@ -514,7 +575,9 @@ impl Resolver<'_> {
                 let mut d = Diag::new(w.span, format!("`within {}`: `{}` is not a grouping column", w.name, w.name));
                 d = d.hint(match closest(&w.name, self.keys.iter().map(String::as_str)) {
                     Some(s) => format!("did you mean `{s}`?"),
-                    None if self.keys.is_empty() => "`within` names columns of `by`; this `by` has only the calendar key".to_string(),
+                    None if self.keys.is_empty() => {
+                        "`within` names columns of `by`; this `by` has only the calendar key".to_string()
+                    }
                     None => format!("grouping columns: {}", self.keys.join(", ")),
                 });
                 return Err(d);
@@ -534,12 +597,22 @@ impl Resolver<'_> {
     fn count_arg(&self, args: &[Expr], i: usize, call: Span, what: &str) -> Result<usize, Diag> {
         match args.get(i).map(|e| &e.kind) {
             Some(ExprKind::Number(n)) if *n >= 1.0 && n.fract() == 0.0 => Ok(*n as usize),
-            _ => Err(Diag::new(args.get(i).map_or(call, |e| e.span), format!("{what} needs a window length, a whole number such as 12"))),
+            _ => Err(Diag::new(
+                args.get(i).map_or(call, |e| e.span),
+                format!("{what} needs a window length, a whole number such as 12"),
+            )),
         }
     }
 
     fn check_arity(&self, args: &[Expr], n: usize, call: Span, name: &str) -> Result<(), Diag> {
-        if args.len() == n { Ok(()) } else { Err(Diag::new(call, format!("{name}() takes {n} argument{}, not {}", if n == 1 { "" } else { "s" }, args.len()))) }
+        if args.len() == n {
+            Ok(())
+        } else {
+            Err(Diag::new(
+                call,
+                format!("{name}() takes {n} argument{}, not {}", if n == 1 { "" } else { "s" }, args.len()),
+            ))
+        }
     }
 
     fn call(&mut self, name: &Ident, args: &[Expr], within: &[Ident], span: Span) -> Result<(RExpr, Ty), Diag> {
@@ -565,8 +638,11 @@ impl Resolver<'_> {
                             return Err(Diag::new(args[0].span, "section() looks up the `product` column"));
                         }
                         if !self.catalog.groups.tables.iter().any(|t| t.name == "hs_sections") {
-                            return Err(Diag::new(span, "section() needs the group table `hs_sections` (HS chapters by section)")
-                                .hint("add it: tradeql groups add hs_sections data/hs_section_groups.csv --of product"));
+                            return Err(Diag::new(
+                                span,
+                                "section() needs the group table `hs_sections` (HS chapters by section)",
+                            )
+                            .hint("add it: tradeql groups add hs_sections data/hs_section_groups.csv --of product"));
                         }
                         CodeFn::Section
                     }
@@ -577,7 +653,13 @@ impl Resolver<'_> {
                 self.check_arity(args, 1, span, n)?;
                 let t = measure(self, &format!("{n}()"))?;
                 if n == "mom" && t != TimeKey::Month || n == "qoq" && t != TimeKey::Quarter {
-                    return Err(Diag::new(span, format!("{n}() needs `by {}`; use pop() for the previous period of any roll-up", if n == "mom" { "month" } else { "quarter" })));
+                    return Err(Diag::new(
+                        span,
+                        format!(
+                            "{n}() needs `by {}`; use pop() for the previous period of any roll-up",
+                            if n == "mom" { "month" } else { "quarter" }
+                        ),
+                    ));
                 }
                 if (n == "ytd" || n == "ytd_yoy") && t == TimeKey::Year {
                     return Err(Diag::new(span, format!("{n}() needs months or quarters in `by`, not years")));
@@ -611,12 +693,18 @@ impl Resolver<'_> {
                 };
                 self.ty_of(c, arg.span)?;
                 if !self.sum_of.contains_key(c) {
-                    return Err(Diag::new(arg.span, format!("contribution() needs a column made by `sum`; `{c}` is not one")));
+                    return Err(Diag::new(
+                        arg.span,
+                        format!("contribution() needs a column made by `sum`; `{c}` is not one"),
+                    ));
                 }
                 let w = self.within(within)?;
                 for d in &w {
                     if self.group_aliases.contains(d) {
-                        return Err(Diag::new(within[0].span, format!("contribution() within the group column `{d}` would sum overlapping groups")));
+                        return Err(Diag::new(
+                            within[0].span,
+                            format!("contribution() within the group column `{d}` would sum overlapping groups"),
+                        ));
                     }
                 }
                 (m(Measure::Contribution(RExpr::Col(c.clone()), w)), Ty::Num)
@@ -663,7 +751,10 @@ impl Resolver<'_> {
                 let (a, ta) = self.expr(&args[1])?;
                 let (b, tb) = self.expr(&args[2])?;
                 if ta != tb {
-                    return Err(Diag::new(args[1].span.to(args[2].span), format!("if() gives {} or {}; both branches must be alike", ta.name(), tb.name())));
+                    return Err(Diag::new(
+                        args[1].span.to(args[2].span),
+                        format!("if() gives {} or {}; both branches must be alike", ta.name(), tb.name()),
+                    ));
                 }
                 (RExpr::If(Box::new(c), Box::new(a), Box::new(b)), ta)
             }
@@ -736,7 +827,13 @@ impl Resolver<'_> {
                     }
                     _ => {
                         if ta != tb {
-                            return Err(Diag::new(e.span, format!("cannot compare {} with {}", ta.name(), tb.name())));
+                            let mut d = Diag::new(e.span, format!("cannot compare {} with {}", ta.name(), tb.name()));
+                            if let (Ty::Date, ExprKind::Str(text)) = (ta, &b.kind)
+                                && Period::parse(text).is_ok()
+                            {
+                                d = d.hint(format!("write the period without quotes: {text}"));
+                            }
+                            return Err(d);
                         }
                         self.check_codes(a, &xa, std::slice::from_ref(b), std::slice::from_ref(&xb))?;
                         // `period = 2024-Q4` on monthly data means every month of the quarter.
@@ -745,7 +842,12 @@ impl Resolver<'_> {
                         {
                             let lit = period_literal(p, b.span)?;
                             return Ok((
-                                RExpr::Between(Box::new(xa), Box::new(RExpr::Date(lit.days())), Box::new(RExpr::Date(lit.next().days())), true),
+                                RExpr::Between(
+                                    Box::new(xa),
+                                    Box::new(RExpr::Date(lit.days())),
+                                    Box::new(RExpr::Date(lit.next().days())),
+                                    true,
+                                ),
                                 Ty::Bool,
                             ));
                         }
@@ -759,7 +861,10 @@ impl Resolver<'_> {
                 for item in list {
                     let (xi, ti) = self.expr(item)?;
                     if ti != tx {
-                        return Err(Diag::new(item.span, format!("this list holds {} but `{}` is {}", ti.name(), show_expr(x), tx.name())));
+                        return Err(Diag::new(
+                            item.span,
+                            format!("this list holds {} but `{}` is {}", ti.name(), show_expr(x), tx.name()),
+                        ));
                     }
                     items.push(xi);
                 }
@@ -771,7 +876,10 @@ impl Resolver<'_> {
                 let (xl, tl) = self.expr(lo)?;
                 let (xh, th) = self.expr(hi)?;
                 if tl != tx || th != tx {
-                    return Err(Diag::new(lo.span.to(hi.span), format!("the range must hold {} like `{}`", tx.name(), show_expr(x))));
+                    return Err(Diag::new(
+                        lo.span.to(hi.span),
+                        format!("the range must hold {} like `{}`", tx.name(), show_expr(x)),
+                    ));
                 }
                 // A period range includes the whole last period: 2024-01 .. 2024-Q4 ends on 2024-12-31.
                 if let (RExpr::Date(_), ExprKind::Period(p)) = (&xh, &hi.kind) {
@@ -792,7 +900,9 @@ impl Resolver<'_> {
             table.groups.iter().map(|(g, _)| g.clone()).collect()
         } else if c == "flow" {
             vec!["export".into(), "import".into()]
-        } else if CODE_COLUMNS.contains(&c.as_str()) && !self.aggregated || self.keys.contains(c) && CODE_COLUMNS.contains(&c.as_str()) {
+        } else if CODE_COLUMNS.contains(&c.as_str()) && !self.aggregated
+            || self.keys.contains(c) && CODE_COLUMNS.contains(&c.as_str())
+        {
             (self.catalog.codes)(c).map_err(|e| Diag::new(col.span, format!("cannot read the codes of `{c}`: {e}")))?
         } else {
             return Ok(());
@@ -802,7 +912,10 @@ impl Resolver<'_> {
             if known.iter().any(|k| k == s) {
                 continue;
             }
-            let mut d = Diag::new(lit.span, format!("unknown {} code {s:?}: no row of {} has it", c, self.catalog.manifest.dataset));
+            let mut d = Diag::new(
+                lit.span,
+                format!("unknown {} code {s:?}: no row of {} has it", c, self.catalog.manifest.dataset),
+            );
             if self.group_table_of(c).is_some() {
                 d.message = format!("unknown group {s:?} in `{c}`");
             }

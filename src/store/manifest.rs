@@ -47,6 +47,8 @@ pub struct DataFile {
     pub path: String,
     pub year: i32,
     pub rows: u64,
+    /// Rows flagged `aggregate` (world, total or bloc rows).
+    pub aggregate_rows: u64,
     pub bytes: u64,
     pub sha256: String,
     /// Periods this file holds, as labels.

@@ -4,6 +4,10 @@
 
 mod common;
 mod crash;
+mod fuzz_corpus;
 mod ingest_errors;
+mod measures;
 mod peers;
+mod queries;
+mod query_errors;
 mod store;

@@ -1,0 +1,133 @@
+//! The saved query corpus, run as golden files: each `queries/NAME.tql` is run
+//! on a store of the bundled data, and its table (with warnings) must equal
+//! `queries/NAME.expected`. `TRADEQL_BLESS=1` rewrites the expected files; a
+//! rewritten file is a change to review, like any other.
+//! The reference figures of the customs press release are also checked
+//! numerically, on the exact CSV output.
+
+use crate::common::*;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// A store holding the bundled data, built once for all tests.
+pub fn bundled_store() -> &'static Path {
+    static STORE: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    let (_, path) = STORE.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
+        let d = |f: &str| data.join(f).to_string_lossy().to_string();
+        ok(&["ingest", &d("gacc_monthly_2023_2024.csv"), "-m", &d("gacc.toml"), "--store", s(&store), "-q"]);
+        ok(&[
+            "ingest",
+            &d("critical_minerals_hs6_monthly.csv"),
+            "-m",
+            &d("critical_minerals.toml"),
+            "--store",
+            s(&store),
+            "-q",
+        ]);
+        ok(&["groups", "add", "partner_groups", &d("partner_groups.csv"), "--of", "partner", "--store", s(&store)]);
+        ok(&["groups", "add", "hs_sections", &d("hs_section_groups.csv"), "--of", "product", "--store", s(&store)]);
+        (dir, store)
+    });
+    path
+}
+
+fn run_table(query: &Path) -> String {
+    let out = tradeql(&["run", s(query), "--store", s(bundled_store())]);
+    assert!(out.status.success(), "{}: {}", query.display(), String::from_utf8_lossy(&out.stderr));
+    let mut text = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !stderr.is_empty() {
+        text.push_str(&stderr);
+    }
+    text
+}
+
+#[test]
+fn every_saved_query_gives_its_expected_output() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("queries");
+    let mut queries: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "tql"))
+        .collect();
+    queries.sort();
+    assert!(queries.len() >= 8, "the corpus shrank: {queries:?}");
+    let bless = std::env::var_os("TRADEQL_BLESS").is_some();
+    let mut failures = Vec::new();
+    for q in &queries {
+        let got = run_table(q);
+        let expected_path = q.with_extension("expected");
+        if bless {
+            std::fs::write(&expected_path, &got).unwrap();
+            continue;
+        }
+        let expected = std::fs::read_to_string(&expected_path)
+            .unwrap_or_else(|_| panic!("{} has no expected output; run with TRADEQL_BLESS=1", q.display()));
+        if got != expected {
+            failures.push(format!("{}:\n--- expected\n{expected}\n--- got\n{got}", q.display()));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Runs a query to CSV and returns its rows as maps of column -> text.
+pub fn run_csv(query: &Path, params: &[&str]) -> Vec<std::collections::BTreeMap<String, String>> {
+    let mut args = vec!["run", s(query), "--store", s(bundled_store()), "--format", "csv"];
+    for p in params {
+        args.extend(["--param", p]);
+    }
+    let text = ok(&args);
+    let mut rdr = csv::Reader::from_reader(text.as_bytes());
+    let headers = rdr.headers().unwrap().clone();
+    rdr.records()
+        .map(|r| headers.iter().zip(r.unwrap().iter()).map(|(h, v)| (h.to_string(), v.to_string())).collect())
+        .collect()
+}
+
+fn num(row: &std::collections::BTreeMap<String, String>, col: &str) -> f64 {
+    row[col].parse().unwrap_or_else(|_| panic!("{col} = {:?}", row[col]))
+}
+
+fn query(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("queries").join(name)
+}
+
+#[test]
+fn reference_figures_of_2024() {
+    let rows = run_csv(&query("trade_2024.tql"), &[]);
+    assert_eq!(rows.len(), 1);
+    let r = &rows[0];
+    // Published: total 43.85 trillion yuan, +5.0%; exports 25.45, +7.1%; imports 18.39, +2.3%; surplus ~7.06.
+    assert_eq!(format!("{:.2}", num(r, "total") / 1e12), "43.85");
+    assert_eq!(format!("{:.1}", num(r, "total_growth") * 100.0), "5.0");
+    assert_eq!(format!("{:.2}", num(r, "exports") / 1e12), "25.45");
+    assert_eq!(format!("{:.1}", num(r, "exports_growth") * 100.0), "7.1");
+    assert_eq!(format!("{:.2}", num(r, "imports") / 1e12), "18.39");
+    assert_eq!(format!("{:.1}", num(r, "imports_growth") * 100.0), "2.3");
+    assert_eq!(format!("{:.2}", num(r, "surplus") / 1e12), "7.06");
+    // The same query for the year before, through --param.
+    let r23 = &run_csv(&query("trade_2024.tql"), &["year=2023"])[0];
+    assert_eq!(r23["year"], "2023");
+    assert_eq!(format!("{:.4}", num(r23, "total") / 1e12), "41.7510");
+}
+
+#[test]
+fn reference_figures_of_q4_and_december() {
+    let q = run_csv(&query("quarters_2024.tql"), &[]);
+    let q4 = q.iter().find(|r| r["quarter"] == "2024-Q4").unwrap();
+    assert_eq!(format!("{:.2}", num(q4, "value") / 1e12), "11.51");
+    let m = run_csv(&query("monthly_2024.tql"), &[]);
+    assert_eq!(m.len(), 12);
+    let dec = &m[11];
+    assert_eq!(dec["period"], "2024-12-01");
+    assert!(num(dec, "value") > 4e12);
+    assert_eq!(format!("{:.1}", num(dec, "value_yoy") * 100.0), "6.8");
+    assert_eq!(dec["value_record"], "true", "December 2024 is the first month above 4 trillion");
+    assert!(m[..11].iter().all(|r| r["above_4tn"] == "false"));
+    // Year-to-date growth month by month ends at the annual growth.
+    assert_eq!(format!("{:.1}", num(dec, "value_ytd_yoy") * 100.0), "5.0");
+    assert_eq!(format!("{:.1}", num(&m[0], "value_ytd_yoy") * 100.0), "12.8");
+}
