@@ -107,6 +107,31 @@ enum Command {
         #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
         params: Vec<String>,
     },
+    /// Measure aggregation speed: the five benchmark queries (or a folder of
+    /// queries) on a store's `trade` dataset, side by side with peers.
+    ///
+    /// Make a store with `tradeql gen --into DIR`. Each query is planned (timed),
+    /// run once to warm up, then run --runs times, alternating with each peer;
+    /// peers' rows are checked equal to tradeql's (1e-9 relative).
+    Bench {
+        #[arg(long, short, env = "TRADEQL_STORE", default_value = "store")]
+        store: PathBuf,
+        /// A folder of .tql files to run instead of the five default queries.
+        #[arg(long)]
+        queries: Option<PathBuf>,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Run the same questions in a peer too: duckdb (reference SQL, needs a
+        /// Python with duckdb) or polars (hand-written lazy plans). Repeatable.
+        #[arg(long, value_enum)]
+        peer: Vec<crate::bench::Peer>,
+        /// The Python that has duckdb (default: $TRADEQL_PYTHON, ./.venv/bin/python, python3).
+        #[arg(long)]
+        python: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Describe a store: datasets, rows, periods and gaps, currency, groups.
     Info {
         /// The store directory.
@@ -266,6 +291,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("tradeql plan:\n{}", loaded.plan);
             println!("polars optimised plan:\n{}", loaded.compiled.lf.explain(true)?);
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench { store, queries, runs, peer, python, json } => {
+            let opts = crate::bench::BenchOptions { store, queries, runs, peers: peer, python };
+            let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let mut progress = |msg: &str| {
+                if terminal {
+                    eprint!("\r{msg:<40}");
+                }
+            };
+            let report = crate::bench::bench(&opts, &mut progress)?;
+            if terminal {
+                eprint!("\r{:<40}\r", "");
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{report}");
+            }
+            let differ = report.queries.iter().any(|q| q.peers.iter().any(|p| !p.same_rows));
+            Ok(if differ { ExitCode::from(1) } else { ExitCode::SUCCESS })
         }
         Command::Info { store, verify, wait } => {
             let store = Store::open_existing(store)?;

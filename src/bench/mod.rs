@@ -1,0 +1,455 @@
+//! `tradeql bench`: how fast aggregation runs, side by side with peers.
+//!
+//! Each query is compiled (timed: tradeql's own planning), run once to warm
+//! up, then run `runs` times, alternating with each peer (DuckDB through the
+//! reference SQL, and the same questions hand-written in polars), so that a
+//! noisy machine affects every engine alike. For each query the report gives
+//! rows scanned, result rows, min and median wall time, rows per second, peak
+//! memory, the ratio to each peer, and whether the peer returned the same rows
+//! (values equal to 1e-9 relative).
+
+pub mod handwritten;
+
+use crate::error::{Error, Result};
+use crate::lang::{self, QueryFile};
+use crate::store::Store;
+use polars::prelude::*;
+use serde::Serialize;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::Instant;
+
+/// The five queries of the benchmark, as shipped in `benches/queries/`.
+pub const DEFAULT_QUERIES: [(&str, &str); 5] = [
+    ("Q1", include_str!("../../benches/queries/q1_flow_growth.tql")),
+    ("Q2", include_str!("../../benches/queries/q2_partner_growth.tql")),
+    ("Q3", include_str!("../../benches/queries/q3_partner_share.tql")),
+    ("Q4", include_str!("../../benches/queries/q4_chapter_ytd.tql")),
+    ("Q5", include_str!("../../benches/queries/q5_group_contribution.tql")),
+];
+const PEER_SQL: &str = include_str!("../../benches/peer_queries.sql");
+const PEER_SCRIPT: &str = include_str!("../../benches/peer_duckdb.py");
+
+/// A column of tradeql's result and the peers' name for it.
+type ColumnPair = (&'static str, &'static str);
+
+/// How tradeql's columns line up with the peers' (keys, then values).
+fn columns(id: &str) -> Option<(Vec<ColumnPair>, Vec<ColumnPair>)> {
+    Some(match id {
+        "Q1" => (vec![("year", "year"), ("flow", "flow")], vec![("value", "total"), ("value_yoy", "yoy")]),
+        "Q2" => (vec![("year", "year"), ("partner", "partner")], vec![("value", "total"), ("value_yoy", "yoy")]),
+        "Q3" => (
+            vec![("year", "year"), ("partner", "partner")],
+            vec![("value", "total"), ("value_share", "share"), ("value_share_pp", "share_pp")],
+        ),
+        "Q4" => (
+            vec![("period", "period"), ("chapter", "chapter")],
+            vec![("value", "total"), ("value_yoy", "yoy"), ("value_ytd", "ytd"), ("value_ytd_yoy", "ytd_yoy")],
+        ),
+        "Q5" => (
+            vec![("year", "year"), ("grp", "group")],
+            vec![("value", "total"), ("value_yoy", "yoy"), ("value_contribution", "contribution_pp")],
+        ),
+        _ => return None,
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Peer {
+    Duckdb,
+    Polars,
+}
+
+pub struct BenchOptions {
+    pub store: PathBuf,
+    /// A folder of .tql files instead of the five default queries.
+    pub queries: Option<PathBuf>,
+    pub runs: usize,
+    pub peers: Vec<Peer>,
+    pub python: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Timing {
+    pub min_s: f64,
+    pub median_s: f64,
+    pub peak_mb: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerResult {
+    pub peer: Peer,
+    pub timing: Timing,
+    /// tradeql median / peer median: below 1 means tradeql is faster.
+    pub ratio: f64,
+    pub same_rows: bool,
+    pub difference: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct QueryResult {
+    pub id: String,
+    pub rows_scanned: u64,
+    pub result_rows: usize,
+    /// Lex, parse, resolve and compile to a polars plan, mean of 20.
+    pub plan_ms: f64,
+    pub tradeql: Timing,
+    pub rows_per_s: f64,
+    pub peers: Vec<PeerResult>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub store: String,
+    pub runs: usize,
+    pub threads: usize,
+    pub queries: Vec<QueryResult>,
+}
+
+fn median(xs: &[f64]) -> f64 {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+}
+
+/// Resets this process's peak-RSS mark (Linux), so each query's peak is its own.
+fn reset_peak(pid: u32) {
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+}
+
+fn peak_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// A running DuckDB peer process.
+struct DuckPeer {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    out_dir: tempfile::TempDir,
+}
+
+impl DuckPeer {
+    fn start(python: &Path, store: &Store, groups_csv: &Path) -> Result<DuckPeer> {
+        let out_dir =
+            tempfile::tempdir().map_err(|e| Error::internal(format!("cannot make a temporary folder: {e}")))?;
+        let script = out_dir.path().join("peer_duckdb.py");
+        let sql = out_dir.path().join("peer_queries.sql");
+        std::fs::write(&script, PEER_SCRIPT).map_err(|e| Error::io("cannot write", &script, e))?;
+        std::fs::write(&sql, PEER_SQL).map_err(|e| Error::io("cannot write", &sql, e))?;
+        let mut child = Command::new(python)
+            .arg(&script)
+            .arg(store.dataset_dir("trade"))
+            .arg(groups_csv)
+            .arg(&sql)
+            .arg(out_dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| {
+                Error::usage(format!("cannot start {}: {e}", python.display()))
+                    .hint("install the peers with scripts/setup-peers.sh, or name a Python with duckdb via --python")
+            })?;
+        let stdin = child.stdin.take().expect("piped");
+        let stdout = BufReader::new(child.stdout.take().expect("piped"));
+        Ok(DuckPeer { child, stdin, stdout, out_dir })
+    }
+
+    /// Runs one query; returns its wall time in seconds.
+    fn run(&mut self, id: &str) -> Result<f64> {
+        writeln!(self.stdin, "{id}")
+            .and_then(|_| self.stdin.flush())
+            .map_err(|e| Error::internal(format!("duckdb peer: {e}")))?;
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).map_err(|e| Error::internal(format!("duckdb peer: {e}")))?;
+        let mut parts = line.split_whitespace();
+        match (parts.next(), parts.next().and_then(|s| s.parse::<f64>().ok())) {
+            (Some("ok"), Some(secs)) => Ok(secs),
+            _ => Err(Error::internal(format!("the duckdb peer failed on {id} (see its message above)"))),
+        }
+    }
+
+    fn result(&self, id: &str) -> Result<DataFrame> {
+        let path = self.out_dir.path().join(format!("{id}.parquet"));
+        let file = std::fs::File::open(&path).map_err(|e| Error::io("cannot read", &path, e))?;
+        Ok(ParquetReader::new(file).finish()?)
+    }
+}
+
+impl Drop for DuckPeer {
+    fn drop(&mut self) {
+        let _ = writeln!(self.stdin, "quit");
+        let _ = self.child.wait();
+    }
+}
+
+/// Compares tradeql's result with a peer's: same keys, values to 1e-9 relative.
+fn compare(id: &str, ours: &DataFrame, theirs: &DataFrame) -> Result<Option<String>> {
+    let Some((keys, values)) = columns(id) else { return Ok(Some("no column mapping for this query".into())) };
+    let canon = |df: &DataFrame, side: usize| -> Result<DataFrame> {
+        let mut exprs: Vec<Expr> = Vec::new();
+        for (i, (a, b)) in keys.iter().enumerate() {
+            let name = if side == 0 { *a } else { *b };
+            exprs.push(col(name).cast(DataType::String).alias(format!("k{i}").as_str()));
+        }
+        for (i, (a, b)) in values.iter().enumerate() {
+            let name = if side == 0 { *a } else { *b };
+            exprs.push(col(name).cast(DataType::Float64).alias(format!("v{i}").as_str()));
+        }
+        let sort: Vec<PlSmallStr> = (0..keys.len()).map(|i| PlSmallStr::from(format!("k{i}"))).collect();
+        Ok(df.clone().lazy().select(exprs).sort(sort, Default::default()).collect()?)
+    };
+    let (a, b) = (canon(ours, 0)?, canon(theirs, 1)?);
+    if a.height() != b.height() {
+        return Ok(Some(format!("{} rows against {}", a.height(), b.height())));
+    }
+    for i in 0..keys.len() {
+        let (ca, cb) = (a.column(&format!("k{i}"))?.str()?.clone(), b.column(&format!("k{i}"))?.str()?.clone());
+        for r in 0..a.height() {
+            if ca.get(r) != cb.get(r) {
+                return Ok(Some(format!("row {r}: key {:?} against {:?}", ca.get(r), cb.get(r))));
+            }
+        }
+    }
+    for (i, (name, _)) in values.iter().enumerate() {
+        let (ca, cb) = (a.column(&format!("v{i}"))?.f64()?.clone(), b.column(&format!("v{i}"))?.f64()?.clone());
+        for r in 0..a.height() {
+            let same = match (ca.get(r), cb.get(r)) {
+                (None, None) => true,
+                (Some(x), Some(y)) => x == y || (x - y).abs() <= 1e-9 * x.abs().max(y.abs()),
+                _ => false,
+            };
+            if !same {
+                return Ok(Some(format!("row {r}: {name} {:?} against {:?}", ca.get(r), cb.get(r))));
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn find_python(given: Option<&Path>) -> PathBuf {
+    if let Some(p) = given {
+        return p.to_path_buf();
+    }
+    if let Some(p) = std::env::var_os("TRADEQL_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = PathBuf::from(".venv/bin/python");
+    if venv.exists() { venv } else { PathBuf::from("python3") }
+}
+
+/// Runs the benchmark.
+pub fn bench(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchReport> {
+    let store = Store::open_existing(&opts.store)?;
+    let runs = opts.runs.max(1);
+    let queries: Vec<(String, QueryFile)> = match &opts.queries {
+        None => DEFAULT_QUERIES
+            .iter()
+            .map(|(id, text)| {
+                (id.to_string(), QueryFile { path: PathBuf::from(format!("{id}.tql")), text: text.to_string() })
+            })
+            .collect(),
+        Some(dir) => {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+                .map_err(|e| Error::io("cannot list", dir, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "tql"))
+                .collect();
+            files.sort();
+            files
+                .iter()
+                .map(|p| {
+                    let stem = p.file_stem().map(|s| s.to_string_lossy().to_uppercase()).unwrap_or_default();
+                    let id = if stem.len() >= 2 && stem.starts_with('Q') { stem[..2].to_string() } else { stem };
+                    Ok((id, QueryFile::read(p)?))
+                })
+                .collect::<Result<_>>()?
+        }
+    };
+    let needs_groups = !opts.peers.is_empty();
+    let groups = store.groups_manifest()?;
+    let groups_parquet = groups
+        .tables
+        .iter()
+        .find(|t| t.name == "partner_groups")
+        .map(|t| store.root().join(crate::store::GROUPS_DIR).join(&t.path));
+    let scratch = tempfile::tempdir().map_err(|e| Error::internal(format!("cannot make a temporary folder: {e}")))?;
+    let groups_csv = scratch.path().join("partner_groups.csv");
+    if needs_groups {
+        let Some(gp) = &groups_parquet else {
+            return Err(Error::usage(
+                "the peers need the store's `partner_groups` table (tradeql gen --into makes one)",
+            ));
+        };
+        let mut g = LazyFrame::scan_parquet(PlRefPath::new(gp.to_string_lossy().as_ref()), ScanArgsParquet::default())?
+            .select([col("group"), col("member")])
+            .collect()?;
+        let mut f = std::fs::File::create(&groups_csv).map_err(|e| Error::io("cannot write", &groups_csv, e))?;
+        CsvWriter::new(&mut f).finish(&mut g)?;
+    }
+    let mut duck = if opts.peers.contains(&Peer::Duckdb) {
+        Some(DuckPeer::start(&find_python(opts.python.as_deref()), &store, &groups_csv)?)
+    } else {
+        None
+    };
+    let manifest = store.manifest("trade")?;
+    let paths: Vec<String> = manifest
+        .as_ref()
+        .map(|m| {
+            m.files.iter().map(|f| store.dataset_dir("trade").join(&f.path).to_string_lossy().to_string()).collect()
+        })
+        .unwrap_or_default();
+    let me = std::process::id();
+    let mut report = BenchReport {
+        store: store.root().display().to_string(),
+        runs,
+        threads: polars_core::runtime::THREAD_POOL.current_num_threads(),
+        queries: Vec::new(),
+    };
+    for (id, file) in &queries {
+        progress(&format!("{id}: planning"));
+        let start = Instant::now();
+        let mut loaded = lang::load(file, &store, &[])?;
+        for _ in 1..20 {
+            loaded = lang::load(file, &store, &[])?;
+        }
+        let plan_ms = start.elapsed().as_secs_f64() * 1000.0 / 20.0;
+        let rows_scanned = loaded.manifest.rows;
+        // Warm-up: every engine once (file cache, allocator, peer start-up).
+        let ours = crate::run::collect(&loaded.compiled)?.frame;
+        let peer_ids: Vec<Peer> = opts.peers.iter().copied().filter(|_| columns(id).is_some()).collect();
+        let mut peer_frames: Vec<DataFrame> = Vec::new();
+        for p in &peer_ids {
+            peer_frames.push(match p {
+                Peer::Duckdb => {
+                    let d = duck.as_mut().expect("started above");
+                    d.run(id)?;
+                    d.result(id)?
+                }
+                Peer::Polars => handwritten::query(
+                    id,
+                    &paths,
+                    &groups_parquet.as_ref().map(|p| p.to_string_lossy().to_string()).unwrap_or_default(),
+                )?
+                .collect()?,
+            });
+        }
+        let mut ours_t = Vec::new();
+        let mut ours_peak: f64 = 0.0;
+        let mut peer_t: Vec<Vec<f64>> = vec![Vec::new(); peer_ids.len()];
+        let mut peer_peak: Vec<f64> = vec![0.0; peer_ids.len()];
+        for run in 0..runs {
+            progress(&format!("{id}: run {} of {runs}", run + 1));
+            reset_peak(me);
+            let t = Instant::now();
+            let out = crate::run::collect(&loaded.compiled)?;
+            ours_t.push(t.elapsed().as_secs_f64());
+            ours_peak = ours_peak.max(peak_mb(me));
+            drop(out);
+            for (k, p) in peer_ids.iter().enumerate() {
+                match p {
+                    Peer::Duckdb => {
+                        let d = duck.as_mut().expect("started above");
+                        let pid = d.child.id();
+                        reset_peak(pid);
+                        peer_t[k].push(d.run(id)?);
+                        peer_peak[k] = peer_peak[k].max(peak_mb(pid));
+                    }
+                    Peer::Polars => {
+                        reset_peak(me);
+                        let gp = groups_parquet.as_ref().map(|p| p.to_string_lossy().to_string()).unwrap_or_default();
+                        let t = Instant::now();
+                        let _ = handwritten::query(id, &paths, &gp)?.collect()?;
+                        peer_t[k].push(t.elapsed().as_secs_f64());
+                        peer_peak[k] = peer_peak[k].max(peak_mb(me));
+                    }
+                }
+            }
+        }
+        let timing = |xs: &[f64], peak: f64| Timing {
+            min_s: xs.iter().copied().fold(f64::INFINITY, f64::min),
+            median_s: median(xs),
+            peak_mb: peak,
+        };
+        let tradeql = timing(&ours_t, ours_peak);
+        let mut peers = Vec::new();
+        for (k, p) in peer_ids.iter().enumerate() {
+            let t = timing(&peer_t[k], peer_peak[k]);
+            let difference = compare(id, &ours, &peer_frames[k])?;
+            peers.push(PeerResult {
+                peer: *p,
+                ratio: tradeql.median_s / t.median_s,
+                timing: t,
+                same_rows: difference.is_none(),
+                difference,
+            });
+        }
+        report.queries.push(QueryResult {
+            id: id.clone(),
+            rows_scanned,
+            result_rows: ours.height(),
+            plan_ms,
+            rows_per_s: rows_scanned as f64 / tradeql.median_s,
+            tradeql,
+            peers,
+        });
+    }
+    Ok(report)
+}
+
+impl std::fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "store {}, {} timed runs per engine after a warm-up, {} polars threads",
+            self.store, self.runs, self.threads
+        )?;
+        writeln!(
+            f,
+            "{:<4} {:>12} {:>8} {:>8} {:>9} {:>9} {:>10} {:>8}   peers (median s, tradeql/peer, same rows)",
+            "q", "rows", "result", "plan ms", "min s", "median s", "Mrows/s", "peak MB"
+        )?;
+        for q in &self.queries {
+            let peers: Vec<String> = q
+                .peers
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{:?} {:.3} s x{:.2} {}",
+                        p.peer,
+                        p.timing.median_s,
+                        p.ratio,
+                        if p.same_rows {
+                            "same".to_string()
+                        } else {
+                            format!("DIFFERENT: {}", p.difference.clone().unwrap_or_default())
+                        }
+                    )
+                    .to_lowercase()
+                })
+                .collect();
+            writeln!(
+                f,
+                "{:<4} {:>12} {:>8} {:>8.3} {:>9.3} {:>9.3} {:>10.1} {:>8.0}   {}",
+                q.id,
+                q.rows_scanned,
+                q.result_rows,
+                q.plan_ms,
+                q.tradeql.min_s,
+                q.tradeql.median_s,
+                q.rows_per_s / 1e6,
+                q.tradeql.peak_mb,
+                peers.join(" | ")
+            )?;
+        }
+        Ok(())
+    }
+}
