@@ -31,7 +31,7 @@ pub struct Outcome {
 
 /// Collects a compiled query; turns the warning columns into sentences.
 pub fn collect(compiled: &Compiled) -> Result<Outcome> {
-    let mut frame = compiled.lf.clone().collect()?;
+    let mut frame = compiled.lf.clone().collect_with_engine(engine())?.unwrap_single();
     let text = |v: AnyValue| match v {
         AnyValue::Date(d) => Period::from_days(d, Frequency::Month).to_string(),
         AnyValue::String(s) => s.to_string(),
@@ -257,4 +257,13 @@ pub fn table(frame: &DataFrame, plan: &Plan) -> Result<String> {
         line(&mut out, &row);
     }
     Ok(out)
+}
+
+/// The polars engine queries run on: the streaming engine unless
+/// `TRADEQL_ENGINE=in-memory` (kept for comparison).
+pub fn engine() -> Engine {
+    match std::env::var("TRADEQL_ENGINE").as_deref() {
+        Ok("in-memory") => Engine::InMemory,
+        _ => Engine::Streaming,
+    }
 }

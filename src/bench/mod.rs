@@ -339,7 +339,8 @@ pub fn bench(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<Benc
                     &paths,
                     &groups_parquet.as_ref().map(|p| p.to_string_lossy().to_string()).unwrap_or_default(),
                 )?
-                .collect()?,
+                .collect_with_engine(crate::run::engine())?
+                .unwrap_single(),
             });
         }
         let mut ours_t = Vec::new();
@@ -367,7 +368,7 @@ pub fn bench(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<Benc
                         reset_peak(me);
                         let gp = groups_parquet.as_ref().map(|p| p.to_string_lossy().to_string()).unwrap_or_default();
                         let t = Instant::now();
-                        let _ = handwritten::query(id, &paths, &gp)?.collect()?;
+                        let _ = handwritten::query(id, &paths, &gp)?.collect_with_engine(crate::run::engine())?;
                         peer_t[k].push(t.elapsed().as_secs_f64());
                         peer_peak[k] = peer_peak[k].max(peak_mb(me));
                     }

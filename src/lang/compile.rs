@@ -149,7 +149,7 @@ impl Compiler<'_> {
         if !aggregated {
             return self.listing(lf);
         }
-        lf = self.aggregate(lf)?;
+        lf = self.aggregate(lf, manifest)?;
         if let Some((n, dim, by)) = &plan.top {
             lf = self.top(lf, *n, dim, by)?;
         }
@@ -289,31 +289,36 @@ impl Compiler<'_> {
             col("valid_from").alias("__valid_from"),
             col("valid_to").alias("__valid_to"),
         ]);
-        let when = match g.as_of {
-            Some(d) => date_lit(d),
-            None => col("period"),
+        let valid = |when: Expr| {
+            (col("__valid_from").is_null().or(col("__valid_from").lt_eq(when.clone())))
+                .and(col("__valid_to").is_null().or(col("__valid_to").gt_eq(when)))
         };
         let mut args = JoinArgs::new(JoinType::Inner);
         args.maintain_order = MaintainOrderJoin::Left;
-        Ok(lf
-            .join(table, [col(g.dim.as_str())], [col(g.dim.as_str())], args)
-            .filter(
-                (col("__valid_from").is_null().or(col("__valid_from").lt_eq(when.clone())))
-                    .and(col("__valid_to").is_null().or(col("__valid_to").gt_eq(when))),
-            )
-            .drop(cols(["__valid_from", "__valid_to"])))
+        Ok(match g.as_of {
+            // Membership at a fixed date: filter the small table, then join.
+            Some(d) => lf.join(
+                table.filter(valid(date_lit(d))).drop(cols(["__valid_from", "__valid_to"])),
+                [col(g.dim.as_str())],
+                [col(g.dim.as_str())],
+                args,
+            ),
+            // Membership as of each row's period: filter the joined rows.
+            None => lf
+                .join(table, [col(g.dim.as_str())], [col(g.dim.as_str())], args)
+                .filter(valid(col("period")))
+                .drop(cols(["__valid_from", "__valid_to"])),
+        })
     }
 
-    fn aggregate(&mut self, lf: LazyFrame) -> Result<LazyFrame> {
+    fn aggregate(&mut self, lf: LazyFrame, manifest: &Manifest) -> Result<LazyFrame> {
         let plan = self.plan;
         let mut keys: Vec<Expr> = Vec::new();
-        let mut lf = lf;
         if let Some(t) = plan.time {
-            lf = lf.with_column(truncate_to(t).alias("__t"));
-            keys.push(col("__t"));
+            keys.push(time_group(t, plan.frequency));
         }
         keys.extend(plan.keys.iter().map(|k| col(k.as_str())));
-        let mut aggs: Vec<Expr> = plan
+        let aggs: Vec<Expr> = plan
             .aggs
             .iter()
             .map(|a| {
@@ -334,15 +339,19 @@ impl Compiler<'_> {
                 e.alias(a.name.as_str())
             })
             .collect();
+        if keys.is_empty() {
+            return Ok(lf.select(aggs));
+        }
+        let mut out = with_calendar_key(lf.clone().group_by(keys).agg(aggs), plan.time, plan.frequency);
         if let Some(t) = plan.time {
             let per = t.frequency().months() / plan.frequency.months();
             if per > 1 {
-                // Periods present in each roll-up period across all rows, not per group.
+                // A partial period is one the dataset does not fully cover
+                // within the query's calendar window: count the stored periods
+                // (the manifest's) that pass the calendar-only filters.
                 let column = self.fresh("wpartial");
-                lf = lf.with_column(
-                    col("period").n_unique().over([col("__t")])?.cast(DataType::UInt32).alias(column.as_str()),
-                );
-                aggs.push(col(column.as_str()).max().alias(column.as_str()));
+                let counts = self.coverage(manifest, t, &column)?;
+                out = out.join(counts, [col("__t")], [col("__t")], join_args());
                 let unit = match plan.frequency {
                     Frequency::Month => "months",
                     Frequency::Quarter => "quarters",
@@ -353,10 +362,30 @@ impl Compiler<'_> {
                     .push(WarningColumn { column, kind: WarningKind::Partial { expected: per, unit, compared } });
             }
         }
-        if keys.is_empty() {
-            return Ok(lf.select(aggs));
+        Ok(out)
+    }
+
+    /// For each roll-up period, how many of the dataset's stored periods fall
+    /// in it and pass the filters that only look at the calendar.
+    fn coverage(&self, manifest: &Manifest, t: TimeKey, column: &str) -> Result<LazyFrame> {
+        let periods: Vec<i32> = manifest.period_values().iter().map(|p| p.days()).collect();
+        let frame = DataFrame::new(
+            periods.len(),
+            vec![Int32Chunked::from_vec("period".into(), periods).into_date().into_column()],
+        )?;
+        let mut lf = frame.lazy().with_columns([
+            col("period").dt().year().cast(DataType::Int32).alias("year"),
+            col("period").dt().quarter().cast(DataType::Int32).alias("quarter"),
+            col("period").dt().month().cast(DataType::Int32).alias("month"),
+        ]);
+        for x in &self.plan.row_filters {
+            if calendar_only(x) {
+                lf = lf.filter(self.expr(x)?);
+            }
         }
-        Ok(lf.group_by(keys).agg(aggs))
+        let counted =
+            lf.group_by([time_group(t, self.plan.frequency)]).agg([len().cast(DataType::UInt32).alias(column)]);
+        Ok(with_calendar_key(counted, Some(t), self.plan.frequency))
     }
 
     fn top(&mut self, lf: LazyFrame, n: usize, dim: &str, by: &str) -> Result<LazyFrame> {
@@ -468,10 +497,15 @@ impl Compiler<'_> {
                 let (lf, prev) = self.previous(lf, agg_name, 12);
                 // The total of the base rows (before group mapping: never a sum of overlapping groups).
                 let total = self.fresh("total");
-                let t_expr = truncate_to(time.expect("resolve checked the calendar key"));
-                let mut keys = vec![t_expr.dt().offset_by(lit("12mo")).alias("__t")];
+                let t = time.expect("resolve checked the calendar key");
+                let mut keys = vec![time_group(t, self.plan.frequency)];
                 keys.extend(within.iter().map(|w| col(w.as_str())));
-                let totals = base.clone().group_by(keys).agg([col(row_col.as_str()).sum().alias(total.as_str())]);
+                let totals = with_calendar_key(
+                    base.clone().group_by(keys).agg([col(row_col.as_str()).sum().alias(total.as_str())]),
+                    Some(t),
+                    self.plan.frequency,
+                )
+                .with_column(col("__t").dt().offset_by(lit("12mo")));
                 let mut on = vec![col("__t")];
                 on.extend(within.iter().map(|w| col(w.as_str())));
                 let lf = lf.join(totals, on.clone(), on, join_args());
@@ -687,14 +721,36 @@ impl Compiler<'_> {
     }
 }
 
-/// The first day of the roll-up period of each row's `period`.
-fn truncate_to(t: TimeKey) -> Expr {
-    let every = match t {
-        TimeKey::Year => "1y",
-        TimeKey::Quarter => "1q",
-        TimeKey::Month => "1mo",
-    };
-    col("period").dt().truncate(lit(every))
+/// The grouping expression of a calendar roll-up. A roll-up to the data's own
+/// frequency groups by `period` as it is; a roll-up to years groups by the Hive
+/// `year` of the files (an integer, no date arithmetic on every row); other
+/// roll-ups truncate `period`. [`with_calendar_key`] turns the result into `__t`.
+fn time_group(t: TimeKey, data: Frequency) -> Expr {
+    if t.frequency() == data {
+        return col("period").alias("__t");
+    }
+    match t {
+        TimeKey::Year => col("year").alias("__year"),
+        TimeKey::Quarter => col("period").dt().truncate(lit("1q")).alias("__t"),
+        TimeKey::Month => col("period").dt().truncate(lit("1mo")).alias("__t"),
+    }
+}
+
+/// After grouping by [`time_group`]: the first day of each roll-up period as `__t`.
+fn with_calendar_key(lf: LazyFrame, t: Option<TimeKey>, data: Frequency) -> LazyFrame {
+    match t {
+        Some(TimeKey::Year) if data != Frequency::Year => {
+            // Days from 1970-01-01 to January 1st of `year` (Gregorian, years 1..).
+            let y = col("__year").cast(DataType::Int32);
+            let before = y.clone() - lit(1);
+            let days = lit(365) * (y - lit(1970)) + before.clone().floor_div(lit(4))
+                - before.clone().floor_div(lit(100))
+                + before.floor_div(lit(400))
+                - lit(477);
+            lf.with_column(days.cast(DataType::Int32).cast(DataType::Date).alias("__t")).drop(cols(["__year"]))
+        }
+        _ => lf,
+    }
 }
 
 fn binary(op: BinOp, a: Expr, b: Expr) -> Expr {
@@ -736,6 +792,20 @@ fn mentions(x: &RExpr, name: &str) -> bool {
         RExpr::In(e, l) => mentions(e, name) || l.iter().any(|x| mentions(x, name)),
         RExpr::Between(e, a, b, _) => mentions(e, name) || mentions(a, name) || mentions(b, name),
         _ => false,
+    }
+}
+
+/// Whether an expression reads nothing but the calendar (period, year, quarter, month).
+fn calendar_only(x: &RExpr) -> bool {
+    match x {
+        RExpr::Col(c) => ["period", "year", "quarter", "month"].contains(&c.as_str()),
+        RExpr::Num(_) | RExpr::Str(_) | RExpr::Date(_) | RExpr::Bool(_) => true,
+        RExpr::Neg(e) | RExpr::Not(e) | RExpr::Calendar(_, e) => calendar_only(e),
+        RExpr::Bin(_, a, b) => calendar_only(a) && calendar_only(b),
+        RExpr::In(e, l) => calendar_only(e) && l.iter().all(calendar_only),
+        RExpr::Between(e, a, b, _) => calendar_only(e) && calendar_only(a) && calendar_only(b),
+        RExpr::If(c, a, b) => calendar_only(c) && calendar_only(a) && calendar_only(b),
+        RExpr::Code(..) | RExpr::Measure(_) => false,
     }
 }
 
