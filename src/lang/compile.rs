@@ -128,7 +128,7 @@ impl Compiler<'_> {
             );
         }
         let aliases: Vec<&str> = plan.groups.iter().map(|g| g.alias.as_str()).collect();
-        let uses_alias = |x: &RExpr| aliases.iter().any(|a| mentions(x, a));
+        let uses_alias = |x: &RExpr| aliases.iter().any(|a| x.mentions(a));
         for (name, x) in plan.derives.iter().filter(|(_, x)| !uses_alias(x)) {
             lf = lf.with_column(self.expr(x)?.alias(name.as_str()));
         }
@@ -783,42 +783,17 @@ fn display_arg(x: &RExpr) -> String {
     x.to_string()
 }
 
-fn mentions(x: &RExpr, name: &str) -> bool {
-    match x {
-        RExpr::Col(c) => c == name,
-        RExpr::Neg(e) | RExpr::Not(e) | RExpr::Code(_, e) | RExpr::Calendar(_, e) => mentions(e, name),
-        RExpr::If(c, a, b) => mentions(c, name) || mentions(a, name) || mentions(b, name),
-        RExpr::Bin(_, a, b) => mentions(a, name) || mentions(b, name),
-        RExpr::In(e, l) => mentions(e, name) || l.iter().any(|x| mentions(x, name)),
-        RExpr::Between(e, a, b, _) => mentions(e, name) || mentions(a, name) || mentions(b, name),
-        _ => false,
-    }
-}
-
 /// Whether an expression reads nothing but the calendar (period, year, quarter, month).
 fn calendar_only(x: &RExpr) -> bool {
-    match x {
-        RExpr::Col(c) => ["period", "year", "quarter", "month"].contains(&c.as_str()),
-        RExpr::Num(_) | RExpr::Str(_) | RExpr::Date(_) | RExpr::Bool(_) => true,
-        RExpr::Neg(e) | RExpr::Not(e) | RExpr::Calendar(_, e) => calendar_only(e),
-        RExpr::Bin(_, a, b) => calendar_only(a) && calendar_only(b),
-        RExpr::In(e, l) => calendar_only(e) && l.iter().all(calendar_only),
-        RExpr::Between(e, a, b, _) => calendar_only(e) && calendar_only(a) && calendar_only(b),
-        RExpr::If(c, a, b) => calendar_only(c) && calendar_only(a) && calendar_only(b),
-        RExpr::Code(..) | RExpr::Measure(_) => false,
-    }
+    !x.any(&|e| match e {
+        RExpr::Col(c) => !["period", "year", "quarter", "month"].contains(&c.as_str()),
+        RExpr::Code(..) | RExpr::Measure(_) => true,
+        _ => false,
+    })
 }
 
 fn uses_code(x: &RExpr, f: CodeFn) -> bool {
-    match x {
-        RExpr::Code(g, e) => *g == f || uses_code(e, f),
-        RExpr::Neg(e) | RExpr::Not(e) | RExpr::Calendar(_, e) => uses_code(e, f),
-        RExpr::If(c, a, b) => uses_code(c, f) || uses_code(a, f) || uses_code(b, f),
-        RExpr::Bin(_, a, b) => uses_code(a, f) || uses_code(b, f),
-        RExpr::In(e, l) => uses_code(e, f) || l.iter().any(|x| uses_code(x, f)),
-        RExpr::Between(e, a, b, _) => uses_code(e, f) || uses_code(a, f) || uses_code(b, f),
-        _ => false,
-    }
+    x.any(&|e| matches!(e, RExpr::Code(g, _) if *g == f))
 }
 
 fn uses_section(plan: &Plan) -> bool {
@@ -828,11 +803,7 @@ fn uses_section(plan: &Plan) -> bool {
 
 /// Whether an output compares periods a year apart (so partial years matter).
 fn compares_years(x: &RExpr) -> bool {
-    match x {
-        RExpr::Measure(m) => matches!(m.as_ref(), Measure::Yoy(_) | Measure::Pp(_) | Measure::Contribution(..)),
-        RExpr::Neg(e) | RExpr::Not(e) | RExpr::Calendar(_, e) => compares_years(e),
-        RExpr::If(c, a, b) => compares_years(c) || compares_years(a) || compares_years(b),
-        RExpr::Bin(_, a, b) => compares_years(a) || compares_years(b),
-        _ => false,
-    }
+    x.any(&|e| {
+        matches!(e, RExpr::Measure(m) if matches!(m.as_ref(), Measure::Yoy(_) | Measure::Pp(_) | Measure::Contribution(..)))
+    })
 }

@@ -59,6 +59,30 @@ pub enum RExpr {
     Measure(Box<Measure>),
 }
 
+impl RExpr {
+    /// Whether `pred` holds for this expression or any expression inside it.
+    /// Measures are leaves: their arguments belong to the aggregated rows.
+    pub fn any(&self, pred: &impl Fn(&RExpr) -> bool) -> bool {
+        if pred(self) {
+            return true;
+        }
+        match self {
+            RExpr::Neg(e) | RExpr::Not(e) | RExpr::Code(_, e) | RExpr::Calendar(_, e) => e.any(pred),
+            RExpr::Bin(_, a, b) => a.any(pred) || b.any(pred),
+            RExpr::In(e, list) => e.any(pred) || list.iter().any(|x| x.any(pred)),
+            RExpr::Between(e, a, b, _) | RExpr::If(e, a, b) => e.any(pred) || a.any(pred) || b.any(pred),
+            RExpr::Num(_) | RExpr::Str(_) | RExpr::Date(_) | RExpr::Bool(_) | RExpr::Col(_) | RExpr::Measure(_) => {
+                false
+            }
+        }
+    }
+
+    /// Whether the expression reads column `name`.
+    pub fn mentions(&self, name: &str) -> bool {
+        self.any(&|e| matches!(e, RExpr::Col(c) if c == name))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CalendarFn {
     Year,

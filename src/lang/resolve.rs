@@ -151,7 +151,7 @@ pub fn resolve(query: &Query, catalog: &Catalog<'_>, overrides: &[(String, Strin
                 if r.aggregated {
                     plan.post_filters.push(x);
                 } else {
-                    mentions_aggregate |= mentions(&x, "aggregate");
+                    mentions_aggregate |= x.mentions("aggregate");
                     plan.row_filters.push(x);
                 }
             }
@@ -284,18 +284,6 @@ fn literal_from_text(text: &str) -> RExpr {
         return RExpr::Date(p.days());
     }
     RExpr::Str(text.to_string())
-}
-
-fn mentions(x: &RExpr, name: &str) -> bool {
-    match x {
-        RExpr::Col(c) => c == name,
-        RExpr::Neg(e) | RExpr::Not(e) | RExpr::Code(_, e) | RExpr::Calendar(_, e) => mentions(e, name),
-        RExpr::If(c, a, b) => mentions(c, name) || mentions(a, name) || mentions(b, name),
-        RExpr::Bin(_, a, b) => mentions(a, name) || mentions(b, name),
-        RExpr::In(e, l) => mentions(e, name) || l.iter().any(|x| mentions(x, name)),
-        RExpr::Between(e, a, b, _) => mentions(e, name) || mentions(a, name) || mentions(b, name),
-        _ => false,
-    }
 }
 
 /// The name a `show` item gets when none is written: `value`, `value_yoy`, `value_share_pp`.

@@ -88,3 +88,23 @@ pub fn totals(store: &Path, dataset: &str) -> (u64, f64) {
     let v = df.column("v").unwrap().f64().unwrap().get(0).unwrap_or(0.0);
     (n, v)
 }
+
+/// Rows of a CSV result, each as column -> text.
+pub fn csv_rows(text: &str) -> Vec<BTreeMap<String, String>> {
+    let mut rdr = csv::Reader::from_reader(text.as_bytes());
+    let headers = rdr.headers().unwrap().clone();
+    rdr.records()
+        .map(|r| headers.iter().zip(r.unwrap().iter()).map(|(h, v)| (h.to_string(), v.to_string())).collect())
+        .collect()
+}
+
+/// The `.tql` files of a folder, sorted.
+pub fn tql_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "tql"))
+        .collect();
+    files.sort();
+    files
+}

@@ -99,12 +99,7 @@ fn run(text: &str) -> Vec<BTreeMap<String, String>> {
     let p = panel();
     let dir = tempfile::tempdir().unwrap();
     let q = write(dir.path(), "q.tql", text);
-    let out = ok(&["run", s(&q), "--store", s(&p.store), "--format", "csv"]);
-    let mut rdr = csv::Reader::from_reader(out.as_bytes());
-    let h = rdr.headers().unwrap().clone();
-    rdr.records()
-        .map(|r| h.iter().zip(r.unwrap().iter()).map(|(a, b)| (a.to_string(), b.to_string())).collect())
-        .collect()
+    csv_rows(&ok(&["run", s(&q), "--store", s(&p.store), "--format", "csv"]))
 }
 
 fn close(got: &str, want: Option<f64>, what: &str) {
@@ -284,14 +279,7 @@ fn contributions_of_a_partition_add_up_to_total_growth() {
         ]);
         let q = write(dir.path(), "c.tql", "from trade\nby year, partner\nsum value\nshow contribution(value)");
         let t = write(dir.path(), "t.tql", "from trade\nby year\nsum value\nshow yoy(value)");
-        let parse = |path: &Path| {
-            let out = ok(&["run", s(path), "--store", s(&store), "--format", "csv"]);
-            let mut rdr = csv::Reader::from_reader(out.as_bytes());
-            let h = rdr.headers().unwrap().clone();
-            rdr.records()
-                .map(|r| h.iter().zip(r.unwrap().iter()).map(|(a, b)| (a.to_string(), b.to_string())).collect())
-                .collect::<Vec<BTreeMap<String, String>>>()
-        };
+        let parse = |path: &Path| csv_rows(&ok(&["run", s(path), "--store", s(&store), "--format", "csv"]));
         let mut sums: BTreeMap<String, f64> = BTreeMap::new();
         let mut entrants = BTreeSet::new();
         for r in parse(&q) {

@@ -69,3 +69,39 @@ fn duckdb_reads_the_bundled_store_with_the_same_rows_and_sums() {
     assert_eq!(r["cm_partners"], 39);
     assert_eq!(r["cm_partner_codes_iso3"], true);
 }
+
+#[test]
+fn the_five_benchmark_queries_give_the_same_rows_as_duckdb_and_hand_written_polars() {
+    let Some(python) = peer_python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    // Missing cells make missing months; the generated groups overlap.
+    ok(&["gen", "--into", s(&store), "--partners", "25", "--products", "40", "--months", "30", "--density", "0.3"]);
+    let out = tradeql(&[
+        "bench",
+        "--store",
+        s(&store),
+        "--runs",
+        "1",
+        "--peer",
+        "duckdb",
+        "--peer",
+        "polars",
+        "--python",
+        s(&python),
+        "--json",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let queries = report["queries"].as_array().unwrap();
+    assert_eq!(queries.len(), 5);
+    for q in queries {
+        let peers = q["peers"].as_array().unwrap();
+        assert_eq!(peers.len(), 2, "{q}");
+        for p in peers {
+            assert_eq!(p["same_rows"], true, "{} differs from {}: {}", q["id"], p["peer"], p["difference"]);
+        }
+        assert!(q["result_rows"].as_u64().unwrap() > 0);
+    }
+}

@@ -48,12 +48,7 @@ fn run_table(query: &Path) -> String {
 #[test]
 fn every_saved_query_gives_its_expected_output() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("queries");
-    let mut queries: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "tql"))
-        .collect();
-    queries.sort();
+    let queries = tql_files(&dir);
     assert!(queries.len() >= 8, "the corpus shrank: {queries:?}");
     let bless = std::env::var_os("TRADEQL_BLESS").is_some();
     let mut failures = Vec::new();
@@ -79,12 +74,7 @@ pub fn run_csv(query: &Path, params: &[&str]) -> Vec<std::collections::BTreeMap<
     for p in params {
         args.extend(["--param", p]);
     }
-    let text = ok(&args);
-    let mut rdr = csv::Reader::from_reader(text.as_bytes());
-    let headers = rdr.headers().unwrap().clone();
-    rdr.records()
-        .map(|r| headers.iter().zip(r.unwrap().iter()).map(|(h, v)| (h.to_string(), v.to_string())).collect())
-        .collect()
+    csv_rows(&ok(&args))
 }
 
 fn num(row: &std::collections::BTreeMap<String, String>, col: &str) -> f64 {

@@ -5,18 +5,13 @@
 
 use crate::common::*;
 use crate::queries::bundled_store;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 #[test]
 fn every_error_query_gives_its_expected_message() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = root.join("tests/queries/errors");
-    let mut queries: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "tql"))
-        .collect();
-    queries.sort();
+    let queries = tql_files(&dir);
     assert!(queries.len() >= 15);
     let bless = std::env::var_os("TRADEQL_BLESS").is_some();
     let mut failures = Vec::new();
