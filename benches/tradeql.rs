@@ -26,7 +26,15 @@ fn bundled_store(dir: &Path) -> PathBuf {
     let d = |f: &str| data.join(f).to_string_lossy().to_string();
     let s = store.to_string_lossy().to_string();
     tradeql_cmd(&["ingest", &d("gacc_monthly_2023_2024.csv"), "-m", &d("gacc.toml"), "--store", &s, "-q"]);
-    tradeql_cmd(&["ingest", &d("critical_minerals_hs6_monthly.csv"), "-m", &d("critical_minerals.toml"), "--store", &s, "-q"]);
+    tradeql_cmd(&[
+        "ingest",
+        &d("critical_minerals_hs6_monthly.csv"),
+        "-m",
+        &d("critical_minerals.toml"),
+        "--store",
+        &s,
+        "-q",
+    ]);
     tradeql_cmd(&["groups", "add", "partner_groups", &d("partner_groups.csv"), "--store", &s]);
     tradeql_cmd(&["groups", "add", "hs_sections", &d("hs_section_groups.csv"), "--of", "product", "--store", &s]);
     store
@@ -75,7 +83,9 @@ fn measures(c: &mut Criterion) {
     for (name, body) in MEASURES {
         let file = QueryFile { path: PathBuf::from(format!("{name}.tql")), text: format!("from trade\n{body}\n") };
         let loaded = lang::load(&file, &store, &[]).unwrap();
-        group.bench_function(name, |b| b.iter(|| std::hint::black_box(tradeql::run::collect(&loaded.compiled).unwrap())));
+        group.bench_function(name, |b| {
+            b.iter(|| std::hint::black_box(tradeql::run::collect(&loaded.compiled).unwrap()))
+        });
     }
     group.finish();
 }

@@ -176,10 +176,28 @@ enum Command {
         #[arg(long, default_value = "2020-01")]
         start: String,
     },
+    /// Exchange rates by month, for convert(x, CUR) in queries.
+    Rates {
+        #[command(subcommand)]
+        action: RatesAction,
+    },
     /// Reference groups (partner blocs, HS sections, regions) stored with the store.
     Groups {
         #[command(subcommand)]
         action: GroupsAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum RatesAction {
+    /// Store a `period,currency,per_usd` CSV (monthly; units of the currency
+    /// for one US dollar), replacing the store's rates. Used by convert().
+    Add {
+        file: PathBuf,
+        #[arg(long, short, env = "TRADEQL_STORE", default_value = "store")]
+        store: PathBuf,
+        #[arg(long)]
+        wait: bool,
     },
 }
 
@@ -330,6 +348,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 crate::panel::PanelSpec { partners, products, months, density, seed, start: (first.year, first.month) };
             let into = into.as_deref().map(|p| (p, dataset.as_str()));
             println!("{}", crate::panel::generate(&spec, csv.as_deref(), into)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Rates { action: RatesAction::Add { file, store, wait } } => {
+            println!("{}", crate::rates::add(&store, &file, wait)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Groups { action: GroupsAction::Add { name, file, of, store, wait } } => {

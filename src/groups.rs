@@ -9,7 +9,7 @@
 use crate::error::{Error, Result};
 use crate::period::{Frequency, Period};
 use crate::store::manifest::SourceFile;
-use crate::store::{self, Commit, GroupTable, Store};
+use crate::store::{self, Commit, GroupTable, GroupsManifest, Store};
 use polars::prelude::*;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -141,68 +141,49 @@ fn read_table(path: &Path) -> Result<Vec<Membership>> {
     Ok(rows)
 }
 
-/// Stores the group table at `path` under `name`, replacing a table of that name.
-pub fn add(store_root: &Path, name: &str, of: &str, path: &Path, wait: bool) -> Result<GroupsReport> {
-    if !DIMENSIONS.contains(&of) {
-        return Err(Error::usage(format!("groups are of partner, product or region codes, not {of:?}")));
-    }
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-        return Err(Error::usage(format!("bad group table name {name:?}: use letters, digits, '_' and '-'")));
-    }
-    let rows = read_table(path)?;
+/// A reference table staged and hashed, ready to be listed in the manifest.
+pub(crate) struct StagedReference {
+    /// Relative to `_groups/`.
+    pub path: String,
+    pub bytes: u64,
+    pub sha256: String,
+    pub source: SourceFile,
+}
+
+/// Writes `frame` as the reference table `name` (`_groups/<name>-vN.parquet`)
+/// and commits it through the store's journal, with the manifest change that
+/// `update` makes; `update` returns the files (relative to `_groups/`) the new
+/// version no longer lists.
+pub(crate) fn commit_reference(
+    store_root: &Path,
+    name: &str,
+    mut frame: DataFrame,
+    source: &Path,
+    wait: bool,
+    update: impl FnOnce(&mut GroupsManifest, StagedReference) -> Vec<String>,
+) -> Result<u64> {
     std::fs::create_dir_all(store_root).map_err(|e| Error::io("cannot create store", store_root, e))?;
     let store = Store::at(store_root);
-    let lock = store.lock(wait, &format!("groups add {name}"))?;
+    let lock = store.lock(wait, &format!("add reference table {name}"))?;
     store.recover(&lock)?;
     let mut manifest = store.groups_manifest()?;
     let version = manifest.version + 1;
     let staging = store.staging_dir(&lock)?;
-    let result = (|| -> Result<GroupsReport> {
-        let date = |p: Option<Period>| p.map(Period::days);
-        let mut df = DataFrame::new(
-            rows.len(),
-            vec![
-                Column::new("group".into(), rows.iter().map(|m| m.group.as_str()).collect::<Vec<_>>()),
-                Column::new("member".into(), rows.iter().map(|m| m.member.as_str()).collect::<Vec<_>>()),
-                Int32Chunked::from_iter_options("valid_from".into(), rows.iter().map(|m| date(m.from)))
-                    .into_date()
-                    .into_column(),
-                Int32Chunked::from_iter_options("valid_to".into(), rows.iter().map(|m| date(m.to)))
-                    .into_date()
-                    .into_column(),
-            ],
-        )?;
+    let result = (|| -> Result<u64> {
         let staged = staging.join(format!("{name}.parquet"));
         let file = std::fs::File::create(&staged).map_err(|e| Error::io("cannot create", &staged, e))?;
-        ParquetWriter::new(file).finish(&mut df)?;
+        ParquetWriter::new(file).finish(&mut frame)?;
         let (sha256, bytes) = store::sha256_file(&staged)?;
-        let (src_sha, src_bytes) = store::sha256_file(path)?;
-        let mut groups: BTreeMap<String, u64> = BTreeMap::new();
-        for m in &rows {
-            *groups.entry(m.group.clone()).or_default() += 1;
-        }
+        let (src_sha, src_bytes) = store::sha256_file(source)?;
         let rel = format!("{name}-v{version:06}.parquet");
-        let mut removed = Vec::new();
-        manifest.tables.retain(|t| {
-            if t.name == name {
-                removed.push(format!("{}/{}", store::GROUPS_DIR, t.path));
-                false
-            } else {
-                true
-            }
-        });
-        let groups: Vec<(String, u64)> = groups.into_iter().collect();
-        manifest.tables.push(GroupTable {
-            name: name.to_string(),
-            of: of.to_string(),
+        let reference = StagedReference {
             path: rel.clone(),
-            rows: rows.len() as u64,
             bytes,
             sha256,
-            groups: groups.clone(),
-            source: SourceFile { path: path.display().to_string(), bytes: src_bytes, sha256: src_sha },
-        });
-        manifest.tables.sort_by(|a, b| a.name.cmp(&b.name));
+            source: SourceFile { path: source.display().to_string(), bytes: src_bytes, sha256: src_sha },
+        };
+        let removed =
+            update(&mut manifest, reference).into_iter().map(|p| format!("{}/{p}", store::GROUPS_DIR)).collect();
         manifest.format = store::manifest::MANIFEST_FORMAT;
         manifest.version = version;
         manifest.updated_at = store::now();
@@ -216,8 +197,63 @@ pub fn add(store_root: &Path, name: &str, of: &str, path: &Path, wait: bool) -> 
                 removed,
             },
         )?;
-        Ok(GroupsReport { name: name.to_string(), rows: rows.len() as u64, groups, version })
+        Ok(version)
     })();
     let _ = std::fs::remove_dir_all(&staging);
     result
+}
+
+/// Stores the group table at `path` under `name`, replacing a table of that name.
+pub fn add(store_root: &Path, name: &str, of: &str, path: &Path, wait: bool) -> Result<GroupsReport> {
+    if !DIMENSIONS.contains(&of) {
+        return Err(Error::usage(format!("groups are of partner, product or region codes, not {of:?}")));
+    }
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        return Err(Error::usage(format!("bad group table name {name:?}: use letters, digits, '_' and '-'")));
+    }
+    let rows = read_table(path)?;
+    let date = |p: Option<Period>| p.map(Period::days);
+    let frame = DataFrame::new(
+        rows.len(),
+        vec![
+            Column::new("group".into(), rows.iter().map(|m| m.group.as_str()).collect::<Vec<_>>()),
+            Column::new("member".into(), rows.iter().map(|m| m.member.as_str()).collect::<Vec<_>>()),
+            Int32Chunked::from_iter_options("valid_from".into(), rows.iter().map(|m| date(m.from)))
+                .into_date()
+                .into_column(),
+            Int32Chunked::from_iter_options("valid_to".into(), rows.iter().map(|m| date(m.to)))
+                .into_date()
+                .into_column(),
+        ],
+    )?;
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    for m in &rows {
+        *counts.entry(m.group.clone()).or_default() += 1;
+    }
+    let groups: Vec<(String, u64)> = counts.into_iter().collect();
+    let listed = groups.clone();
+    let version = commit_reference(store_root, name, frame, path, wait, |manifest, staged| {
+        let mut removed = Vec::new();
+        manifest.tables.retain(|t| {
+            if t.name == name {
+                removed.push(t.path.clone());
+                false
+            } else {
+                true
+            }
+        });
+        manifest.tables.push(GroupTable {
+            name: name.to_string(),
+            of: of.to_string(),
+            path: staged.path,
+            rows: rows.len() as u64,
+            bytes: staged.bytes,
+            sha256: staged.sha256,
+            groups: listed,
+            source: staged.source,
+        });
+        manifest.tables.sort_by(|a, b| a.name.cmp(&b.name));
+        removed
+    })?;
+    Ok(GroupsReport { name: name.to_string(), rows: rows.len() as u64, groups, version })
 }

@@ -88,6 +88,16 @@ pub fn info(store: &Store, verify: bool, wait: bool) -> Result<InfoReport> {
             let _ = writeln!(text, "  {:<16} {} rows, groups of {} codes: {}", t.name, t.rows, t.of, names.join(", "));
         }
     }
+    if let Some(r) = &groups.rates {
+        let _ = writeln!(
+            text,
+            "\nrates  {} rows: {} per US dollar, {} .. {}",
+            r.rows,
+            r.currencies.join(", "),
+            r.periods.first().map_or("", String::as_str),
+            r.periods.last().map_or("", String::as_str)
+        );
+    }
     let problems = if verify { Some(store::verify(store)?) } else { None };
     if let Some(problems) = &problems {
         if problems.is_empty() {

@@ -16,6 +16,7 @@ pub mod lang;
 pub mod mapping;
 pub mod panel;
 pub mod period;
+pub mod rates;
 pub mod run;
 pub mod store;
 pub mod suggest;

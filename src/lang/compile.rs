@@ -127,6 +127,7 @@ impl Compiler<'_> {
                 join_args(),
             );
         }
+        lf = self.join_rates(lf, manifest)?;
         let aliases: Vec<&str> = plan.groups.iter().map(|g| g.alias.as_str()).collect();
         let uses_alias = |x: &RExpr| aliases.iter().any(|a| x.mentions(a));
         for (name, x) in plan.derives.iter().filter(|(_, x)| !uses_alias(x)) {
@@ -363,6 +364,87 @@ impl Compiler<'_> {
             }
         }
         Ok(out)
+    }
+
+    /// For each currency that convert() targets, a column `__fx_<CUR>`: the
+    /// factor from the dataset's currency at each row's period. A period the
+    /// query can touch that has no rate is an error here, before any data is
+    /// read: a missing rate would otherwise be a silent null in a sum.
+    fn join_rates(&self, lf: LazyFrame, manifest: &Manifest) -> Result<LazyFrame> {
+        let Some((path, source)) = &self.plan.rates else { return Ok(lf) };
+        let mut targets: Vec<String> = Vec::new();
+        for x in self.plan.derives.iter().map(|(_, x)| x).chain(&self.plan.row_filters) {
+            x.any(&mut |e| {
+                if let RExpr::Convert(_, t) = e {
+                    targets.push(t.clone());
+                }
+                false
+            });
+        }
+        targets.retain(|t| t != source);
+        targets.sort();
+        targets.dedup();
+        let file = self.store.join(crate::store::GROUPS_DIR).join(path);
+        let rates =
+            LazyFrame::scan_parquet(PlRefPath::new(file.to_string_lossy().as_ref()), ScanArgsParquet::default())?;
+        let per_usd = |code: &str, name: &str| -> LazyFrame {
+            if code == "USD" {
+                rates
+                    .clone()
+                    .select([col("period")])
+                    .unique(None, UniqueKeepStrategy::First)
+                    .with_column(lit(1.0).alias(name))
+            } else {
+                rates.clone().filter(col("currency").eq(lit(code))).select([col("period"), col("per_usd").alias(name)])
+            }
+        };
+        let mut lf = lf;
+        for target in targets {
+            let fx = fx_column(&target);
+            let factors = per_usd(source, "__from")
+                .join(per_usd(&target, "__to"), [col("period")], [col("period")], JoinArgs::new(JoinType::Inner))
+                .select([col("period"), (col("__to") / col("__from")).alias(fx.as_str())]);
+            // The periods this query can touch: the dataset's, within its calendar filters.
+            let periods: Vec<i32> = manifest.period_values().iter().map(|p| p.days()).collect();
+            let mut touched = DataFrame::new(
+                periods.len(),
+                vec![Int32Chunked::from_vec("period".into(), periods).into_date().into_column()],
+            )?
+            .lazy()
+            .with_columns([
+                col("period").dt().year().cast(DataType::Int32).alias("year"),
+                col("period").dt().quarter().cast(DataType::Int32).alias("quarter"),
+                col("period").dt().month().cast(DataType::Int32).alias("month"),
+            ]);
+            for x in &self.plan.row_filters {
+                if calendar_only(x) {
+                    touched = touched.filter(self.expr(x)?);
+                }
+            }
+            let missing = touched
+                .join(factors.clone(), [col("period")], [col("period")], JoinArgs::new(JoinType::Anti))
+                .select([col("period")])
+                .sort(["period"], Default::default())
+                .collect()?;
+            if missing.height() > 0 {
+                let days = missing.column("period")?.date()?.physical().clone();
+                let labels: Vec<String> = (0..days.len())
+                    .filter_map(|i| days.get(i))
+                    .map(|d| crate::period::Period::from_days(d, Frequency::Month).to_string())
+                    .collect();
+                let shown = if labels.len() > 6 {
+                    format!("{} and {} more", labels[..5].join(", "), labels.len() - 5)
+                } else {
+                    labels.join(", ")
+                };
+                return Err(Error::input(format!(
+                    "convert(..., \"{target}\"): no {source} to {target} rate for {shown}"
+                ))
+                .hint("add the missing months with `tradeql rates add`, or narrow the query's periods"));
+            }
+            lf = lf.join(factors, [col("period")], [col("period")], join_args());
+        }
+        Ok(lf)
     }
 
     /// For each roll-up period, how many of the dataset's stored periods fall
@@ -716,6 +798,10 @@ impl Compiler<'_> {
             RExpr::Code(CodeFn::Section, _) => col("__section_product"),
             RExpr::If(c, a, b) => when(self.expr(c)?).then(self.expr(a)?).otherwise(self.expr(b)?),
             RExpr::Calendar(f, a) => calendar(*f, self.expr(a)?),
+            RExpr::Convert(a, target) => match &self.plan.rates {
+                Some((_, source)) if source == target => self.expr(a)?,
+                _ => self.expr(a)? * col(fx_column(target).as_str()),
+            },
             RExpr::Measure(_) => return Err(Error::internal("a measure in a row expression")),
         })
     }
@@ -753,6 +839,10 @@ fn with_calendar_key(lf: LazyFrame, t: Option<TimeKey>, data: Frequency) -> Lazy
     }
 }
 
+fn fx_column(target: &str) -> String {
+    format!("__fx_{target}")
+}
+
 fn binary(op: BinOp, a: Expr, b: Expr) -> Expr {
     match op {
         BinOp::Add => a + b,
@@ -785,7 +875,7 @@ fn display_arg(x: &RExpr) -> String {
 
 /// Whether an expression reads nothing but the calendar (period, year, quarter, month).
 fn calendar_only(x: &RExpr) -> bool {
-    !x.any(&|e| match e {
+    !x.any(&mut |e| match e {
         RExpr::Col(c) => !["period", "year", "quarter", "month"].contains(&c.as_str()),
         RExpr::Code(..) | RExpr::Measure(_) => true,
         _ => false,
@@ -793,7 +883,7 @@ fn calendar_only(x: &RExpr) -> bool {
 }
 
 fn uses_code(x: &RExpr, f: CodeFn) -> bool {
-    x.any(&|e| matches!(e, RExpr::Code(g, _) if *g == f))
+    x.any(&mut |e| matches!(e, RExpr::Code(g, _) if *g == f))
 }
 
 fn uses_section(plan: &Plan) -> bool {
@@ -803,7 +893,7 @@ fn uses_section(plan: &Plan) -> bool {
 
 /// Whether an output compares periods a year apart (so partial years matter).
 fn compares_years(x: &RExpr) -> bool {
-    x.any(&|e| {
+    x.any(&mut |e| {
         matches!(e, RExpr::Measure(m) if matches!(m.as_ref(), Measure::Yoy(_) | Measure::Pp(_) | Measure::Contribution(..)))
     })
 }

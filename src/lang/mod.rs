@@ -224,6 +224,7 @@ mod fuzz {
                 groups: vec![("ASEAN".into(), 1)],
                 source: SourceFile { path: String::new(), bytes: 0, sha256: String::new() },
             }],
+            rates: None,
         };
         (manifest, groups)
     }

@@ -56,18 +56,23 @@ pub enum RExpr {
     Calendar(CalendarFn, Box<RExpr>),
     /// if(cond, then, else)
     If(Box<RExpr>, Box<RExpr>, Box<RExpr>),
+    /// convert(x, "USD"): x at its row's period rate, from the dataset's currency.
+    Convert(Box<RExpr>, String),
     Measure(Box<Measure>),
 }
 
 impl RExpr {
-    /// Whether `pred` holds for this expression or any expression inside it.
-    /// Measures are leaves: their arguments belong to the aggregated rows.
-    pub fn any(&self, pred: &impl Fn(&RExpr) -> bool) -> bool {
+    /// Whether `pred` holds for this expression or any expression inside it,
+    /// visited outside in (stops at the first hit). Measures are leaves: their
+    /// arguments belong to the aggregated rows.
+    pub fn any(&self, pred: &mut impl FnMut(&RExpr) -> bool) -> bool {
         if pred(self) {
             return true;
         }
         match self {
-            RExpr::Neg(e) | RExpr::Not(e) | RExpr::Code(_, e) | RExpr::Calendar(_, e) => e.any(pred),
+            RExpr::Neg(e) | RExpr::Not(e) | RExpr::Code(_, e) | RExpr::Calendar(_, e) | RExpr::Convert(e, _) => {
+                e.any(pred)
+            }
             RExpr::Bin(_, a, b) => a.any(pred) || b.any(pred),
             RExpr::In(e, list) => e.any(pred) || list.iter().any(|x| x.any(pred)),
             RExpr::Between(e, a, b, _) | RExpr::If(e, a, b) => e.any(pred) || a.any(pred) || b.any(pred),
@@ -79,7 +84,7 @@ impl RExpr {
 
     /// Whether the expression reads column `name`.
     pub fn mentions(&self, name: &str) -> bool {
-        self.any(&|e| matches!(e, RExpr::Col(c) if c == name))
+        self.any(&mut |e| matches!(e, RExpr::Col(c) if c == name))
     }
 }
 
@@ -240,6 +245,8 @@ pub struct Plan {
     pub limit: Option<usize>,
     /// Names of the group tables in the store, for `section()`.
     pub hs_sections: Option<String>,
+    /// The rates table (relative to `_groups/`) and the dataset's currency, for convert().
+    pub rates: Option<(String, String)>,
 }
 
 impl fmt::Display for RExpr {
@@ -263,6 +270,7 @@ impl fmt::Display for RExpr {
             RExpr::Between(e, lo, hi, excl) => write!(f, "{lo} <= {e} {} {hi}", if *excl { "<" } else { "<=" }),
             RExpr::Code(c, e) => write!(f, "{}({e})", format!("{c:?}").to_lowercase()),
             RExpr::If(c, a, b) => write!(f, "if({c}, {a}, {b})"),
+            RExpr::Convert(e, c) => write!(f, "convert({e}, {c:?})"),
             RExpr::Calendar(c, e) => write!(f, "{}({e})", format!("{c:?}").to_lowercase()),
             RExpr::Measure(m) => {
                 write!(f, "{}(", m.name())?;

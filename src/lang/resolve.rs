@@ -96,6 +96,7 @@ pub fn resolve(query: &Query, catalog: &Catalog<'_>, overrides: &[(String, Strin
         sum_of: BTreeMap::new(),
         alias_tables: BTreeMap::new(),
         row_scope: BTreeMap::new(),
+        rates: None,
     };
     for p in &query.params {
         let value = match overrides.iter().find(|(k, _)| *k == p.name.name) {
@@ -134,6 +135,7 @@ pub fn resolve(query: &Query, catalog: &Catalog<'_>, overrides: &[(String, Strin
         sort: Vec::new(),
         limit: None,
         hs_sections: catalog.groups.tables.iter().find(|t| t.name == "hs_sections").map(|t| t.path.clone()),
+        rates: None,
     };
     let mut saw_from = false;
     let mut mentions_aggregate = false;
@@ -262,6 +264,7 @@ pub fn resolve(query: &Query, catalog: &Catalog<'_>, overrides: &[(String, Strin
     if !saw_from {
         return Err(Diag::new(Span::default(), "the query has no `from DATASET` stage"));
     }
+    plan.rates = r.rates.clone();
     plan.drop_aggregates =
         manifest.aggregate_rows > 0 && manifest.aggregate_rows < manifest.rows && !mentions_aggregate;
     Ok(plan)
@@ -332,6 +335,8 @@ struct Resolver<'a> {
     alias_tables: BTreeMap<String, String>,
     /// The row columns (with derived ones) once rows are aggregated: what aggregates may read.
     row_scope: BTreeMap<String, Ty>,
+    /// Set by convert(): the rates table and the dataset's currency.
+    rates: Option<(String, String)>,
 }
 
 impl Resolver<'_> {
@@ -747,8 +752,39 @@ impl Resolver<'_> {
                 (RExpr::If(Box::new(c), Box::new(a), Box::new(b)), ta)
             }
             "convert" => {
-                return Err(Diag::new(span, "convert() is not implemented yet: tradeql has no rates table")
-                    .hint("convert values before ingesting them, or keep datasets in one currency"));
+                self.check_arity(args, 2, span, n)?;
+                if self.aggregated {
+                    return Err(Diag::new(span, "convert() works on rows, each at its own period's rate")
+                        .hint("convert before `by`: derive value_usd = convert(value, \"USD\"), then sum value_usd"));
+                }
+                let x = self.num_arg(args, 0, span, "convert()")?;
+                let ExprKind::Str(target) = &args[1].kind else {
+                    return Err(Diag::new(args[1].span, "convert() takes a currency code in quotes, such as \"USD\""));
+                };
+                let manifest = self.catalog.manifest;
+                let Some(source) = manifest.currency.clone() else {
+                    return Err(Diag::new(
+                        span,
+                        format!("the dataset {} has no currency in its manifest", manifest.dataset),
+                    )
+                    .hint("ingest it again with --currency (or currency = \"...\" in the mapping)"));
+                };
+                let Some(rates) = &self.catalog.groups.rates else {
+                    return Err(Diag::new(span, "convert() needs the store's exchange rates")
+                        .hint("add them: tradeql rates add RATES.csv (columns period,currency,per_usd)"));
+                };
+                for (code, at) in [(&source, span), (target, args[1].span)] {
+                    if code != "USD" && !rates.currencies.contains(code) {
+                        let mut d = Diag::new(at, format!("the rates table has no {code}"));
+                        d = match closest(code, rates.currencies.iter().map(String::as_str)) {
+                            Some(s) => d.hint(format!("did you mean \"{s}\"?")),
+                            None => d.hint(format!("it has: USD, {}", rates.currencies.join(", "))),
+                        };
+                        return Err(d);
+                    }
+                }
+                self.rates = Some((rates.path.clone(), source));
+                (RExpr::Convert(Box::new(x), target.clone()), Ty::Num)
             }
             _ => {
                 let all = MEASURES.iter().chain(OTHER_FUNCTIONS.iter()).copied();

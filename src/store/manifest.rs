@@ -103,6 +103,23 @@ pub struct GroupsManifest {
     pub version: u64,
     pub updated_at: String,
     pub tables: Vec<GroupTable>,
+    /// Exchange rates by period, for convert().
+    #[serde(default)]
+    pub rates: Option<RateTable>,
+}
+
+/// The exchange-rate table: `period,currency,per_usd` (units of the currency
+/// for one US dollar, by period).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RateTable {
+    /// Relative to `_groups/`.
+    pub path: String,
+    pub rows: u64,
+    pub bytes: u64,
+    pub sha256: String,
+    pub currencies: Vec<String>,
+    pub periods: Vec<String>,
+    pub source: SourceFile,
 }
 
 /// One reference-group table (`group,member,valid_from,valid_to`).

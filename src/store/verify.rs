@@ -48,6 +48,9 @@ pub fn verify(store: &Store) -> Result<Vec<Problem>> {
     for table in &groups.tables {
         check_file(&dir.join(&table.path), table.bytes, &table.sha256, Some(table.rows), &mut problems);
     }
+    if let Some(rates) = &groups.rates {
+        check_file(&dir.join(&rates.path), rates.bytes, &rates.sha256, Some(rates.rows), &mut problems);
+    }
     Ok(problems)
 }
 

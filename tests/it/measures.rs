@@ -340,3 +340,65 @@ fn top_n_with_others_and_unit_values() {
         close(&r["unit_value"], Some(v / q), "unit value");
     }
 }
+
+#[test]
+fn convert_uses_each_months_rate_and_refuses_missing_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
+    ok(&[
+        "ingest",
+        s(&data.join("gacc_monthly_2023_2024.csv")),
+        "-m",
+        s(&data.join("gacc.toml")),
+        "--store",
+        s(&store),
+        "-q",
+    ]);
+    // Synthetic rates (test data, not real ones): CNY per USD drifting by month; EUR flat.
+    let rate = |y: i32, m: u32| 7.0 + f64::from(y - 2023) * 0.1 + f64::from(m) * 0.01;
+    let mut csv = String::from("period,currency,per_usd\n");
+    for y in [2023, 2024] {
+        for m in 1..=12u32 {
+            if (y, m) == (2023, 1) {
+                continue; // left out on purpose, see below
+            }
+            csv.push_str(&format!("{y}-{m:02},CNY,{}\n{y}-{m:02},EUR,0.9\n", rate(y, m)));
+        }
+    }
+    let rates = write(dir.path(), "rates.csv", &csv);
+    let out = ok(&["rates", "add", s(&rates), "--store", s(&store)]);
+    assert!(out.contains("stored 46 exchange rates for CNY, EUR from 2023-02 to 2024-12"), "{out}");
+
+    let q = write(
+        dir.path(),
+        "usd.tql",
+        "from gacc\nwhere year = 2024\nderive usd = convert(value, \"USD\"), eur = convert(value, \"EUR\")\nby year\nagg usd = sum(usd), eur = sum(eur)\nshow usd, eur",
+    );
+    let rows = csv_rows(&ok(&["run", s(&q), "--store", s(&store), "--format", "csv"]));
+    let source = std::fs::read_to_string(data.join("gacc_monthly_2023_2024.csv")).unwrap();
+    let (mut usd, mut eur) = (0.0, 0.0);
+    for line in source.lines().skip(1).filter(|l| l.starts_with("2024")) {
+        let f: Vec<&str> = line.split(',').collect();
+        let (m, v): (u32, f64) = (f[0][5..7].parse().unwrap(), f[5].parse().unwrap());
+        usd += v / rate(2024, m);
+        eur += v / rate(2024, m) * 0.9;
+    }
+    close(&rows[0]["usd"], Some(usd), "yearly total in USD, month by month");
+    close(&rows[0]["eur"], Some(eur), "yearly total in EUR");
+
+    // 2023-01 has no rate: a query that touches it fails and names it.
+    let q = write(dir.path(), "all.tql", "from gacc\nderive usd = convert(value, \"USD\")\nby year\nsum usd");
+    let err = fails(&["run", s(&q), "--store", s(&store)]);
+    assert!(err.contains("convert(..., \"USD\"): no CNY to USD rate for 2023-01"), "{err}");
+    assert!(err.contains("help: add the missing months with `tradeql rates add`"), "{err}");
+
+    // Bad rates are refused with their line.
+    let bad = write(dir.path(), "bad.csv", "period,currency,per_usd\n2024-01,CNY,7.1\n2024-01,CNY,7.2\n");
+    let err = fails(&["rates", "add", s(&bad), "--store", s(&store)]);
+    assert!(err.contains("bad.csv:3: column `period`: a second CNY rate for 2024-01 (first at line 2)"), "{err}");
+    let bad = write(dir.path(), "cur.csv", "period,currency,per_usd\n2024-01,yuan,7.1\n");
+    let err = fails(&["rates", "add", s(&bad), "--store", s(&store)]);
+    assert!(err.contains("a currency is an ISO 4217 code such as CNY (value \"yuan\")"), "{err}");
+    ok(&["info", s(&store), "--verify"]);
+}
