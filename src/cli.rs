@@ -76,8 +76,14 @@ enum Command {
     ///
     /// Warnings (a missing comparison period, a partial year) go to stderr.
     Run {
-        /// The query file.
-        file: PathBuf,
+        /// The query file (several, with --out-dir: a batch, see `tradeql batch`).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Write each query's result to DIR/NAME.parquet (or --format) as one
+        /// batch: queries run together, extracts are written atomically, and
+        /// DIR/run.json records the run.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
         #[arg(long, short, env = "TRADEQL_STORE", default_value = "store")]
         store: PathBuf,
         /// Override a `param` of the query: --param year=2023 (repeatable).
@@ -89,6 +95,30 @@ enum Command {
         /// Write to this file (atomically) instead of stdout.
         #[arg(long, short)]
         out: Option<PathBuf>,
+    },
+    /// Run a batch job: many saved queries, together, into extracts.
+    ///
+    /// The job file (TOML) names the store, the queries (files or globs, each
+    /// with parameter sets), and the format of each extract. Queries run
+    /// together so scans of the same files are shared; each extract is written
+    /// atomically; run.json beside the extracts records every query's input
+    /// version, rows, time and output hash. Exits 1 if any query failed.
+    Batch {
+        /// The job file.
+        job: PathBuf,
+        /// Skip the queries whose text, parameters and input store version are
+        /// unchanged since the last run (and whose extract is intact).
+        #[arg(long)]
+        incremental: bool,
+        /// Run the queries one after another instead of together.
+        #[arg(long)]
+        sequential: bool,
+        /// Threads for the whole job (polars' pool; default: all cores).
+        #[arg(long, short = 'j')]
+        jobs: Option<usize>,
+        /// If an ingest is writing the store, wait for it instead of failing.
+        #[arg(long)]
+        wait: bool,
     },
     /// Check query files against the store without running them.
     Check {
@@ -272,7 +302,43 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{report}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { file, store, params, format, out } => {
+        Command::Run { files, out_dir, store, params, format, out } => {
+            if files.len() > 1 || out_dir.is_some() {
+                let Some(out_dir) = out_dir else {
+                    return Err(crate::Error::usage("several queries need --out-dir DIR for their extracts"));
+                };
+                if !params.is_empty() || out.is_some() {
+                    return Err(crate::Error::usage(
+                        "with --out-dir, give parameters and names in a job file (tradeql batch)",
+                    ));
+                }
+                let format = match format {
+                    crate::run::OutputFormat::Table => "parquet",
+                    crate::run::OutputFormat::Csv => "csv",
+                    crate::run::OutputFormat::Json => "json",
+                    crate::run::OutputFormat::Parquet => "parquet",
+                    crate::run::OutputFormat::Arrow => "arrow",
+                };
+                let job = crate::batch::JobFile {
+                    store,
+                    out_dir,
+                    format: Some(format.to_string()),
+                    parquet: Default::default(),
+                    queries: files
+                        .iter()
+                        .map(|f| crate::batch::JobQuery {
+                            file: f.display().to_string(),
+                            params: Vec::new(),
+                            output: None,
+                            format: None,
+                            partition_by: None,
+                        })
+                        .collect(),
+                };
+                let opts = crate::batch::BatchOptions { incremental: false, sequential: false, wait: false };
+                return run_batch(std::path::Path::new("./job"), &job, &opts);
+            }
+            let file = files.into_iter().next().expect("one file");
             let store = Store::open_existing(store)?;
             let params = crate::lang::parse_params(&params)?;
             let loaded = crate::lang::load(&crate::lang::QueryFile::read(&file)?, &store, &params)?;
@@ -282,6 +348,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 eprintln!("warning: {w}");
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Batch { job, incremental, sequential, jobs, wait } => {
+            if let Some(n) = jobs {
+                // Before polars starts its thread pools (they read this once).
+                // SAFETY: no other thread exists yet.
+                unsafe { std::env::set_var("POLARS_MAX_THREADS", n.max(1).to_string()) };
+            }
+            let file = crate::batch::JobFile::load(&job)?;
+            run_batch(&job, &file, &crate::batch::BatchOptions { incremental, sequential, wait })
         }
         Command::Check { files, store, params } => {
             let store = Store::open_existing(store)?;
@@ -359,4 +434,38 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn run_batch(
+    path: &std::path::Path,
+    job: &crate::batch::JobFile,
+    opts: &crate::batch::BatchOptions,
+) -> Result<ExitCode> {
+    let mut report = |r: &crate::batch::TaskRecord| match r.status.as_str() {
+        "ok" => {
+            eprintln!("ok      {:<32} {:>10} rows  {:>7.3} s  {}", r.name, r.rows.unwrap_or(0), r.seconds, r.output);
+            for w in &r.warnings {
+                eprintln!("        warning: {w}");
+            }
+        }
+        "skipped" => eprintln!("skipped {:<32} unchanged since the last run", r.name),
+        _ => eprintln!("FAILED  {:<32} {}", r.name, r.error.as_deref().unwrap_or("").replace('\n', "\n        ")),
+    };
+    let manifest = crate::batch::run_job(path, job, opts, &mut report)?;
+    let count = |s: &str| manifest.tasks.iter().filter(|t| t.status == s).count();
+    let failed = count("failed");
+    println!(
+        "{} ok, {} skipped, {} failed in {:.2} s; run manifest {}",
+        count("ok"),
+        count("skipped"),
+        failed,
+        manifest.seconds,
+        manifest
+            .tasks
+            .first()
+            .and_then(|t| std::path::Path::new(&t.output).parent())
+            .map_or("run.json".into(), |d| d.join("run.json"))
+            .display()
+    );
+    Ok(if failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }

@@ -31,7 +31,12 @@ pub struct Outcome {
 
 /// Collects a compiled query; turns the warning columns into sentences.
 pub fn collect(compiled: &Compiled) -> Result<Outcome> {
-    let mut frame = compiled.lf.clone().collect_with_engine(engine())?.unwrap_single();
+    finish(compiled, compiled.lf.clone().collect_with_engine(engine())?.unwrap_single())
+}
+
+/// A collected result of `compiled`: the warnings read, the internal columns dropped.
+pub fn finish(compiled: &Compiled, frame: DataFrame) -> Result<Outcome> {
+    let mut frame = frame;
     let text = |v: AnyValue| match v {
         AnyValue::Date(d) => Period::from_days(d, Frequency::Month).to_string(),
         AnyValue::String(s) => s.to_string(),
@@ -123,6 +128,11 @@ pub fn write(frame: &mut DataFrame, plan: &Plan, format: OutputFormat, out: Opti
             result
         }
     }
+}
+
+/// Writes `frame` in a machine format (or the table) to `w`.
+pub fn write_frame<W: Write>(frame: &mut DataFrame, plan: &Plan, format: OutputFormat, w: &mut W) -> Result<()> {
+    write_to(frame, plan, format, w, false)
 }
 
 fn write_to<W: Write>(

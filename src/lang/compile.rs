@@ -46,8 +46,32 @@ pub enum WarningKind {
 
 /// Compiles `plan` against the store at `store`.
 pub fn plan_to_lazy(plan: &Plan, manifest: &Manifest, store: &Path) -> Result<Compiled> {
+    plan_to_lazy_from(plan, manifest, store, scan_dataset(store, manifest)?)
+}
+
+/// Like [`plan_to_lazy`], reading the dataset's rows from `scan` (for example a
+/// scan shared, cached, by the queries of a batch).
+pub fn plan_to_lazy_from(plan: &Plan, manifest: &Manifest, store: &Path, scan: LazyFrame) -> Result<Compiled> {
     let mut c = Compiler { plan, n: 0, warnings: Vec::new(), store };
-    c.compile(manifest)
+    c.compile(manifest, scan)
+}
+
+/// The rows of a dataset: the files its manifest lists, with the Hive `year`.
+pub fn scan_dataset(store: &Path, manifest: &Manifest) -> Result<LazyFrame> {
+    let dir = store.join(&manifest.dataset);
+    let paths: Vec<PlRefPath> =
+        manifest.files.iter().map(|f| PlRefPath::new(dir.join(&f.path).to_string_lossy().as_ref())).collect();
+    if paths.is_empty() {
+        return Err(Error::store(format!("the dataset {} has no files", manifest.dataset)));
+    }
+    let hive = HiveOptions {
+        enabled: Some(true),
+        hive_start_idx: 0,
+        schema: Some(Arc::new(Schema::from_iter([Field::new("year".into(), DataType::Int32)]))),
+        try_parse_dates: false,
+    };
+    let args = ScanArgsParquet { hive_options: hive, ..Default::default() };
+    Ok(LazyFrame::scan_parquet_sources(ScanSources::Paths(paths.into()), args)?)
 }
 
 struct Compiler<'a> {
@@ -88,26 +112,9 @@ impl Compiler<'_> {
         format!("__{what}{}", self.n)
     }
 
-    fn scan(&self, manifest: &Manifest) -> Result<LazyFrame> {
-        let dir = self.store.join(&manifest.dataset);
-        let paths: Vec<PlRefPath> =
-            manifest.files.iter().map(|f| PlRefPath::new(dir.join(&f.path).to_string_lossy().as_ref())).collect();
-        if paths.is_empty() {
-            return Err(Error::store(format!("the dataset {} has no files", manifest.dataset)));
-        }
-        let hive = HiveOptions {
-            enabled: Some(true),
-            hive_start_idx: 0,
-            schema: Some(Arc::new(Schema::from_iter([Field::new("year".into(), DataType::Int32)]))),
-            try_parse_dates: false,
-        };
-        let args = ScanArgsParquet { hive_options: hive, ..Default::default() };
-        Ok(LazyFrame::scan_parquet_sources(ScanSources::Paths(paths.into()), args)?)
-    }
-
-    fn compile(&mut self, manifest: &Manifest) -> Result<Compiled> {
+    fn compile(&mut self, manifest: &Manifest, scan: LazyFrame) -> Result<Compiled> {
         let plan = self.plan;
-        let mut lf = self.scan(manifest)?.with_columns([
+        let mut lf = scan.with_columns([
             col("period").dt().quarter().cast(DataType::Int32).alias("quarter"),
             col("period").dt().month().cast(DataType::Int32).alias("month"),
         ]);

@@ -53,6 +53,16 @@ pub fn parse(file: &QueryFile) -> Result<ast::Query> {
 
 /// Lex, parse, resolve against `store` and compile one query file.
 pub fn load(file: &QueryFile, store: &Store, params: &[(String, String)]) -> Result<Loaded> {
+    load_with_scan(file, store, params, &mut |m| compile::scan_dataset(store.root(), m))
+}
+
+/// Like [`load`], with the dataset's rows read from what `scan_for` returns.
+pub fn load_with_scan(
+    file: &QueryFile,
+    store: &Store,
+    params: &[(String, String)],
+    scan_for: &mut dyn FnMut(&Manifest) -> Result<LazyFrame>,
+) -> Result<Loaded> {
     let query = parse(file)?;
     let err = |d: diag::Diag| d.into_error(&file.path, &file.text);
     let from = query
@@ -88,7 +98,7 @@ pub fn load(file: &QueryFile, store: &Store, params: &[(String, String)]) -> Res
             err(d)
         }
     })?;
-    let compiled = compile::plan_to_lazy(&plan, &manifest, store.root())?;
+    let compiled = compile::plan_to_lazy_from(&plan, &manifest, store.root(), scan_for(&manifest)?)?;
     Ok(Loaded { plan, manifest, compiled })
 }
 

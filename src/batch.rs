@@ -1,0 +1,509 @@
+//! `tradeql batch JOB.toml`: many saved queries, run together, into extracts.
+//!
+//! Every month, when customs publish, a job re-runs a folder of queries and
+//! writes extracts that dashboards, pandas, DuckDB or Spark read. A job file
+//! names the store, the queries (files or globs, each with one or more
+//! parameter sets) and how each extract is written. The queries are compiled
+//! one by one (a query that does not compile fails alone), then run together
+//! with polars' `collect_all`, which shares the scans of the same files across
+//! queries. Each extract is written to a temporary name and renamed, so a
+//! failure or a kill never leaves a truncated or half-new file; a run manifest
+//! (`run.json`) beside the extracts records what each query read and wrote, and
+//! `--incremental` skips the queries whose text, parameters and input are
+//! unchanged since that run.
+
+use crate::error::{Error, Result};
+use crate::lang::{self, QueryFile};
+use crate::run::OutputFormat;
+use crate::store::{self, Store};
+use polars::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// A job file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobFile {
+    /// The store, relative to the job file.
+    pub store: PathBuf,
+    /// Where extracts go, relative to the job file.
+    pub out_dir: PathBuf,
+    /// Default format of the extracts: parquet (default), csv, json or arrow.
+    #[serde(default)]
+    pub format: Option<String>,
+    #[serde(default)]
+    pub parquet: ParquetOptions,
+    #[serde(rename = "query", default)]
+    pub queries: Vec<JobQuery>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ParquetOptions {
+    /// zstd (default), snappy, lz4 or uncompressed.
+    pub compression: Option<String>,
+    pub row_group_size: Option<usize>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobQuery {
+    /// A query file or a glob (`*.tql`), relative to the job file.
+    pub file: String,
+    /// Parameter sets: the query runs once per set.
+    #[serde(default)]
+    pub params: Vec<BTreeMap<String, toml::Value>>,
+    /// Extract name (without extension); `{name}` placeholders take parameter
+    /// values, `{stem}` the query file's name. Default: the stem, then
+    /// `-name=value` for each parameter.
+    pub output: Option<String>,
+    pub format: Option<String>,
+    /// Write a Parquet extract as a folder partitioned by this column (Hive layout).
+    pub partition_by: Option<String>,
+}
+
+/// One query run of the job, after globs and parameter sets are expanded.
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub name: String,
+    pub query: PathBuf,
+    pub params: Vec<(String, String)>,
+    pub format: OutputFormat,
+    pub partition_by: Option<String>,
+    pub output: PathBuf,
+}
+
+/// The record of one task in `run.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TaskRecord {
+    pub name: String,
+    pub query: String,
+    pub query_sha256: String,
+    pub params: BTreeMap<String, String>,
+    pub dataset: Option<String>,
+    pub dataset_version: Option<u64>,
+    pub status: String,
+    pub error: Option<String>,
+    pub rows: Option<u64>,
+    pub seconds: f64,
+    pub output: String,
+    pub output_sha256: Option<String>,
+    /// The query's warnings (missing comparison periods, partial periods).
+    #[serde(default)]
+    pub warnings: Vec<String>,
+    /// What decides whether `--incremental` may skip the task next time.
+    pub key: String,
+}
+
+/// `run.json`: what the last run of the job did.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunManifest {
+    pub job: String,
+    pub started_at: String,
+    pub seconds: f64,
+    pub store: String,
+    pub tasks: Vec<TaskRecord>,
+}
+
+pub struct BatchOptions {
+    pub incremental: bool,
+    /// Run the queries one after another instead of together (for comparison).
+    pub sequential: bool,
+    pub wait: bool,
+}
+
+fn parse_format(text: &str) -> Result<OutputFormat> {
+    Ok(match text {
+        "parquet" => OutputFormat::Parquet,
+        "csv" => OutputFormat::Csv,
+        "json" => OutputFormat::Json,
+        "arrow" => OutputFormat::Arrow,
+        other => return Err(Error::usage(format!("unknown extract format {other:?}: parquet, csv, json or arrow"))),
+    })
+}
+
+fn extension(format: OutputFormat) -> &'static str {
+    match format {
+        OutputFormat::Parquet => "parquet",
+        OutputFormat::Csv => "csv",
+        OutputFormat::Json => "json",
+        OutputFormat::Arrow => "arrow",
+        OutputFormat::Table => "txt",
+    }
+}
+
+fn param_text(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Integer(n) => n.to_string(),
+        toml::Value::Float(x) => x.to_string(),
+        toml::Value::Boolean(b) => b.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+impl JobFile {
+    pub fn load(path: &Path) -> Result<JobFile> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io("cannot read job", path, e))?;
+        toml::from_str(&text).map_err(|e| {
+            let mut err = Error::usage(format!("invalid job file: {}", e.message())).in_file(path);
+            if let Some(span) = e.span() {
+                err = err.at_line(text[..span.start].matches('\n').count() as u64 + 1);
+            }
+            err
+        })
+    }
+
+    /// Every task of the job: globs and parameter sets expanded, names unique.
+    pub fn tasks(&self, base: &Path) -> Result<Vec<Task>> {
+        let out_dir = clean(&base.join(&self.out_dir));
+        let default_format = parse_format(self.format.as_deref().unwrap_or("parquet"))?;
+        let mut tasks: Vec<Task> = Vec::new();
+        for q in &self.queries {
+            let files = expand(base, &q.file)?;
+            let format = match &q.format {
+                Some(f) => parse_format(f)?,
+                None => default_format,
+            };
+            if q.partition_by.is_some() && format != OutputFormat::Parquet {
+                return Err(Error::usage(format!("{}: partition_by needs the parquet format", q.file)));
+            }
+            let sets: Vec<BTreeMap<String, toml::Value>> =
+                if q.params.is_empty() { vec![BTreeMap::new()] } else { q.params.clone() };
+            for file in &files {
+                let stem = file.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+                for set in &sets {
+                    let params: Vec<(String, String)> = set.iter().map(|(k, v)| (k.clone(), param_text(v))).collect();
+                    let name = match &q.output {
+                        Some(template) => {
+                            let mut name = template.replace("{stem}", &stem);
+                            for (k, v) in &params {
+                                name = name.replace(&format!("{{{k}}}"), v);
+                            }
+                            name
+                        }
+                        None => std::iter::once(stem.clone())
+                            .chain(params.iter().map(|(k, v)| format!("{k}={v}")))
+                            .collect::<Vec<_>>()
+                            .join("-"),
+                    };
+                    if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+                        return Err(Error::usage(format!("bad extract name {name:?} for {}", file.display())));
+                    }
+                    let output = if q.partition_by.is_some() {
+                        out_dir.join(&name)
+                    } else {
+                        out_dir.join(format!("{name}.{}", extension(format)))
+                    };
+                    if tasks.iter().any(|t| t.output == output) {
+                        return Err(Error::usage(format!(
+                            "two tasks would write {}; give each its own `output` name (with {{param}} placeholders)",
+                            output.display()
+                        )));
+                    }
+                    tasks.push(Task {
+                        name,
+                        query: file.clone(),
+                        params,
+                        format,
+                        partition_by: q.partition_by.clone(),
+                        output,
+                    });
+                }
+            }
+        }
+        if tasks.is_empty() {
+            return Err(Error::usage("the job has no queries: add [[query]] file = \"...\" entries"));
+        }
+        Ok(tasks)
+    }
+}
+
+/// The files a job's `file` names: one path, or a glob with `*` in its last part.
+fn expand(base: &Path, pattern: &str) -> Result<Vec<PathBuf>> {
+    let path = clean(&base.join(pattern));
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    if !name.contains('*') {
+        if !path.is_file() {
+            return Err(Error::usage(format!("the job names {}, which does not exist", path.display())));
+        }
+        return Ok(vec![path]);
+    }
+    let (prefix, suffix) = name.split_once('*').expect("contains *");
+    let dir = path.parent().unwrap_or(base);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io("cannot list", dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let n = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+            n.starts_with(prefix) && n.ends_with(suffix) && n.len() >= prefix.len() + suffix.len() && p.is_file()
+        })
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(Error::usage(format!("the job's pattern {pattern} matches no file")));
+    }
+    Ok(files)
+}
+
+/// `queries/../store` → `store`: paths relative to the job file, shown plainly.
+fn clean(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out: Vec<Component> = Vec::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.last(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    if out.is_empty() { PathBuf::from(".") } else { out.iter().collect() }
+}
+
+fn sha256_text(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    store::hex(&Sha256::digest(text.as_bytes()))
+}
+
+/// Writes one extract atomically: temporary name, then rename.
+fn write_extract(
+    task: &Task,
+    frame: &mut DataFrame,
+    parquet: &ParquetOptions,
+    plan: &lang::plan::Plan,
+) -> Result<Option<String>> {
+    if let Some(column) = &task.partition_by {
+        // A folder of Hive partitions, built aside and swapped in.
+        if frame.column(column).is_err() {
+            return Err(Error::usage(format!("partition_by {column:?}: the result has no such column")));
+        }
+        let tmp = task.output.with_extension("tmp");
+        let _ = std::fs::remove_dir_all(&tmp);
+        for part in frame.partition_by([column.as_str()], true)? {
+            let value = part.column(column)?.get(0)?.to_string().trim_matches('"').to_string();
+            let dir = tmp.join(format!("{column}={value}"));
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io("cannot create", &dir, e))?;
+            let mut part = part.drop(column)?;
+            let file = dir.join("part-0.parquet");
+            let f = std::fs::File::create(&file).map_err(|e| Error::io("cannot create", &file, e))?;
+            parquet_writer(f, parquet)?.finish(&mut part)?;
+        }
+        crate::failpoint("batch:extract-staged");
+        let old = task.output.with_extension("old");
+        if task.output.exists() {
+            std::fs::rename(&task.output, &old).map_err(|e| Error::io("cannot replace", &task.output, e))?;
+        }
+        std::fs::rename(&tmp, &task.output).map_err(|e| Error::io("cannot replace", &task.output, e))?;
+        let _ = std::fs::remove_dir_all(&old);
+        return Ok(None);
+    }
+    let tmp = task.output.with_extension(format!("{}.tmp", extension(task.format)));
+    let result = (|| -> Result<()> {
+        let mut file = std::fs::File::create(&tmp).map_err(|e| Error::io("cannot create", &tmp, e))?;
+        match task.format {
+            OutputFormat::Parquet => {
+                parquet_writer(&mut file, parquet)?.finish(frame)?;
+            }
+            other => crate::run::write_frame(frame, plan, other, &mut file)?,
+        }
+        file.sync_all().map_err(|e| Error::io("cannot write", &tmp, e))?;
+        crate::failpoint("batch:extract-staged");
+        std::fs::rename(&tmp, &task.output).map_err(|e| Error::io("cannot write", &task.output, e))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result?;
+    Ok(Some(store::sha256_file(&task.output)?.0))
+}
+
+fn parquet_writer<W: std::io::Write>(w: W, opts: &ParquetOptions) -> Result<ParquetWriter<W>> {
+    let compression = match opts.compression.as_deref().unwrap_or("zstd") {
+        "zstd" => ParquetCompression::Zstd(None),
+        "snappy" => ParquetCompression::Snappy,
+        "lz4" => ParquetCompression::Lz4Raw,
+        "uncompressed" => ParquetCompression::Uncompressed,
+        other => {
+            return Err(Error::usage(format!(
+                "unknown parquet compression {other:?}: zstd, snappy, lz4 or uncompressed"
+            )));
+        }
+    };
+    Ok(ParquetWriter::new(w).with_compression(compression).with_row_group_size(opts.row_group_size))
+}
+
+/// Removes temporary files a killed run left in the extracts folder.
+fn clean_stale(out_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(out_dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.ends_with(".tmp") || name.ends_with(".old") {
+            let p = e.path();
+            let _ = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+        }
+    }
+}
+
+/// Runs a job; returns its run manifest (also written as `run.json`).
+pub fn run_job(
+    job_path: &Path,
+    job: &JobFile,
+    opts: &BatchOptions,
+    report: &mut dyn FnMut(&TaskRecord),
+) -> Result<RunManifest> {
+    let base = job_path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let tasks = job.tasks(&base)?;
+    let out_dir = clean(&base.join(&job.out_dir));
+    std::fs::create_dir_all(&out_dir).map_err(|e| Error::io("cannot create", &out_dir, e))?;
+    clean_stale(&out_dir);
+    let store = Store::open_existing(clean(&base.join(&job.store)))?;
+    // Writers wait for the batch (and the batch for a running ingest): the
+    // files a query reads stay in place until it is done.
+    let _lock = store.lock(opts.wait, &format!("batch {}", job_path.display()))?;
+    store.recover(&_lock)?;
+    let previous: Option<RunManifest> =
+        std::fs::read_to_string(out_dir.join("run.json")).ok().and_then(|t| serde_json::from_str(&t).ok());
+    let started = Instant::now();
+    let started_at = store::now();
+    let mut records: Vec<Option<TaskRecord>> = vec![None; tasks.len()];
+    let mut runnable: Vec<(usize, lang::Loaded, String)> = Vec::new();
+    let parquet_key = serde_json::to_string(&job.parquet)?;
+    let mut shared: BTreeMap<String, LazyFrame> = BTreeMap::new();
+    for (i, task) in tasks.iter().enumerate() {
+        let start = Instant::now();
+        let base_record = |query_sha256: String, key: String| TaskRecord {
+            name: task.name.clone(),
+            query: task.query.display().to_string(),
+            query_sha256,
+            params: task.params.iter().cloned().collect(),
+            dataset: None,
+            dataset_version: None,
+            status: String::new(),
+            error: None,
+            rows: None,
+            seconds: 0.0,
+            output: task.output.display().to_string(),
+            output_sha256: None,
+            warnings: Vec::new(),
+            key,
+        };
+        let file = match QueryFile::read(&task.query) {
+            Ok(f) => f,
+            Err(e) => {
+                let mut r = base_record(String::new(), String::new());
+                r.status = "failed".into();
+                r.error = Some(e.to_string());
+                records[i] = Some(r);
+                continue;
+            }
+        };
+        let query_sha = sha256_text(&file.text);
+        // Queries on the same dataset read its files once, through one cached scan.
+        let mut scan_for = |m: &store::Manifest| -> Result<LazyFrame> {
+            if opts.sequential {
+                return lang::compile::scan_dataset(store.root(), m);
+            }
+            if let Some(lf) = shared.get(&m.dataset) {
+                return Ok(lf.clone());
+            }
+            let lf = lang::compile::scan_dataset(store.root(), m)?.cache();
+            shared.insert(m.dataset.clone(), lf.clone());
+            Ok(lf)
+        };
+        match lang::load_with_scan(&file, &store, &task.params, &mut scan_for) {
+            Err(e) => {
+                let mut r = base_record(query_sha, String::new());
+                r.status = "failed".into();
+                r.error = Some(e.to_string());
+                r.seconds = start.elapsed().as_secs_f64();
+                records[i] = Some(r);
+            }
+            Ok(loaded) => {
+                let key = sha256_text(&format!(
+                    "{query_sha}|{:?}|{}|{}|{:?}|{:?}|{parquet_key}",
+                    task.params, loaded.manifest.dataset, loaded.manifest.version, task.format, task.partition_by
+                ));
+                let unchanged = previous
+                    .as_ref()
+                    .and_then(|p| p.tasks.iter().find(|t| t.output == task.output.display().to_string()))
+                    .filter(|t| {
+                        t.status != "failed"
+                            && t.key == key
+                            && task.output.exists()
+                            && t.output_sha256
+                                .as_ref()
+                                .is_none_or(|h| store::sha256_file(&task.output).is_ok_and(|(now, _)| now == *h))
+                    });
+                if let (true, Some(prev)) = (opts.incremental, unchanged) {
+                    let mut r = prev.clone();
+                    r.status = "skipped".into();
+                    r.seconds = 0.0;
+                    records[i] = Some(r);
+                } else {
+                    let mut r = base_record(query_sha, key.clone());
+                    r.dataset = Some(loaded.manifest.dataset.clone());
+                    r.dataset_version = Some(loaded.manifest.version);
+                    records[i] = Some(r);
+                    runnable.push((i, loaded, key));
+                }
+            }
+        }
+    }
+    for r in records.iter().flatten().filter(|r| r.status == "failed" || r.status == "skipped") {
+        report(r);
+    }
+    // Run together (shared scans), or one by one; a failure together is
+    // retried one by one so that it costs only its own task.
+    let one_by_one = || runnable.iter().map(|(_, l, _)| crate::run::collect(&l.compiled)).collect::<Vec<_>>();
+    let outcomes: Vec<Result<crate::run::Outcome>> = if opts.sequential || runnable.len() < 2 {
+        one_by_one()
+    } else {
+        let plans: Vec<DslPlan> = runnable.iter().map(|(_, l, _)| l.compiled.lf.logical_plan.clone()).collect();
+        let flags = runnable[0].1.compiled.lf.get_current_optimizations();
+        match LazyFrame::collect_all_with_engine(plans, crate::run::engine(), flags) {
+            Ok(frames) => {
+                runnable.iter().zip(frames).map(|((_, l, _), f)| crate::run::finish(&l.compiled, f)).collect()
+            }
+            Err(_) => one_by_one(),
+        }
+    };
+    let together = started.elapsed().as_secs_f64();
+    let n = runnable.len().max(1) as f64;
+    for ((i, loaded, _), outcome) in runnable.iter().zip(outcomes) {
+        let task = &tasks[*i];
+        let record = records[*i].as_mut().expect("set above");
+        let write_start = Instant::now();
+        let outcome = outcome.and_then(|mut o| {
+            record.warnings = std::mem::take(&mut o.warnings);
+            let rows = o.frame.height() as u64;
+            write_extract(task, &mut o.frame, &job.parquet, &loaded.plan).map(|sha| (rows, sha))
+        });
+        match outcome {
+            Ok((rows, sha)) => {
+                record.status = "ok".into();
+                record.rows = Some(rows);
+                record.output_sha256 = sha;
+            }
+            Err(e) => {
+                record.status = "failed".into();
+                record.error = Some(e.to_string());
+            }
+        }
+        // Queries run together share their time: each is credited an equal part.
+        record.seconds = together / n + write_start.elapsed().as_secs_f64();
+        report(record);
+    }
+    let manifest = RunManifest {
+        job: job_path.display().to_string(),
+        started_at,
+        seconds: started.elapsed().as_secs_f64(),
+        store: store.root().display().to_string(),
+        tasks: records.into_iter().flatten().collect(),
+    };
+    store::write_atomic(&out_dir.join("run.json"), serde_json::to_string_pretty(&manifest)?.as_bytes())?;
+    Ok(manifest)
+}
