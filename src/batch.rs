@@ -336,6 +336,23 @@ fn parquet_writer<W: std::io::Write>(w: W, opts: &ParquetOptions) -> Result<Parq
     Ok(ParquetWriter::new(w).with_compression(compression).with_row_group_size(opts.row_group_size))
 }
 
+/// A progress line on a terminal while queries run (nothing otherwise; the
+/// per-query lines follow either way).
+fn progress(running: usize, failed: usize) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(running as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {pos}/{len} queries done, {msg} [{elapsed}]")
+            .expect("valid template"),
+    );
+    bar.set_message(format!("{} running, {failed} failed to compile", running));
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    bar
+}
+
 /// Removes temporary files a killed run left in the extracts folder.
 fn clean_stale(out_dir: &Path) {
     let Ok(entries) = std::fs::read_dir(out_dir) else { return };
@@ -458,7 +475,18 @@ pub fn run_job(
     }
     // Run together (shared scans), or one by one; a failure together is
     // retried one by one so that it costs only its own task.
-    let one_by_one = || runnable.iter().map(|(_, l, _)| crate::run::collect(&l.compiled)).collect::<Vec<_>>();
+    let failed_early = records.iter().flatten().filter(|r| r.status == "failed").count();
+    let spinner = progress(runnable.len(), failed_early);
+    let one_by_one = || {
+        runnable
+            .iter()
+            .map(|(_, l, _)| {
+                let out = crate::run::collect(&l.compiled);
+                spinner.inc(1);
+                out
+            })
+            .collect::<Vec<_>>()
+    };
     let outcomes: Vec<Result<crate::run::Outcome>> = if opts.sequential || runnable.len() < 2 {
         one_by_one()
     } else {
@@ -471,6 +499,7 @@ pub fn run_job(
             Err(_) => one_by_one(),
         }
     };
+    spinner.finish_and_clear();
     let together = started.elapsed().as_secs_f64();
     let n = runnable.len().max(1) as f64;
     for ((i, loaded, _), outcome) in runnable.iter().zip(outcomes) {
