@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The main job on the bundled data: builds tradeql, ingests the China customs
 # totals and the critical-minerals panel into ./store, stores the reference
-# groups, and verifies the store. Safe to re-run: a re-ingest replaces the
-# same periods (a revision) and bumps the manifest version.
+# groups, verifies the store, prints the 2024 headline figures, and runs the
+# release job (every saved query) into ./extracts. Safe to re-run: a re-ingest
+# replaces the same periods (a revision) and bumps the manifest version.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 store=${TRADEQL_STORE:-store}
@@ -13,3 +14,9 @@ $tq ingest data/critical_minerals_hs6_monthly.csv --mapping data/critical_minera
 $tq groups add partner_groups data/partner_groups.csv --of partner --store "$store"
 $tq groups add hs_sections data/hs_section_groups.csv --of product --store "$store"
 $tq info "$store" --verify
+echo
+$tq run queries/trade_2024.tql --store "$store"
+echo
+if [ "$store" = store ]; then
+    $tq batch queries/release.toml
+fi
