@@ -55,26 +55,7 @@ fn read_table(path: &Path) -> Result<Vec<Membership>> {
     let mut rdr = csv::ReaderBuilder::new()
         .from_path(path)
         .map_err(|e| Error::input(format!("cannot read: {e}")).in_file(path))?;
-    let header: Vec<String> = rdr
-        .headers()
-        .map_err(|e| Error::input(format!("cannot read the header: {e}")).in_file(path))?
-        .iter()
-        .map(|h| h.trim_start_matches('\u{feff}').trim().to_string())
-        .collect();
-    let index: Vec<usize> = COLUMNS
-        .iter()
-        .map(|c| {
-            header.iter().position(|h| h == c).ok_or_else(|| {
-                Error::input(format!(
-                    "missing column `{c}`: a group table has columns {}; the file has {}",
-                    COLUMNS.join(","),
-                    header.join(",")
-                ))
-                .in_file(path)
-                .at_line(1)
-            })
-        })
-        .collect::<Result<_>>()?;
+    let index = required_columns(&mut rdr, path, &COLUMNS, "a group table")?;
     let mut rows = Vec::new();
     for rec in rdr.records() {
         let rec = rec.map_err(|e| Error::input(format!("cannot read the row: {e}")).in_file(path))?;
@@ -139,6 +120,36 @@ fn read_table(path: &Path) -> Result<Vec<Membership>> {
         }
     }
     Ok(rows)
+}
+
+/// The positions of `names` in the header of a reference-table CSV; a missing
+/// column is an error that lists what the table needs and what the file has.
+pub(crate) fn required_columns<R: std::io::Read>(
+    rdr: &mut csv::Reader<R>,
+    path: &Path,
+    names: &[&str],
+    what: &str,
+) -> Result<Vec<usize>> {
+    let header: Vec<String> = rdr
+        .headers()
+        .map_err(|e| Error::input(format!("cannot read the header: {e}")).in_file(path))?
+        .iter()
+        .map(|h| h.trim_start_matches('\u{feff}').trim().to_string())
+        .collect();
+    names
+        .iter()
+        .map(|c| {
+            header.iter().position(|h| h == c).ok_or_else(|| {
+                Error::input(format!(
+                    "missing column `{c}`: {what} has columns {}; the file has {}",
+                    names.join(","),
+                    header.join(",")
+                ))
+                .in_file(path)
+                .at_line(1)
+            })
+        })
+        .collect()
 }
 
 /// A reference table staged and hashed, ready to be listed in the manifest.

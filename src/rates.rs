@@ -40,22 +40,7 @@ pub fn add(store_root: &Path, path: &Path, wait: bool) -> Result<RatesReport> {
     let mut rdr = csv::ReaderBuilder::new()
         .from_path(path)
         .map_err(|e| Error::input(format!("cannot read: {e}")).in_file(path))?;
-    let header: Vec<String> = rdr
-        .headers()
-        .map_err(|e| Error::input(format!("cannot read the header: {e}")).in_file(path))?
-        .iter()
-        .map(|h| h.trim().to_string())
-        .collect();
-    let index: Vec<usize> = ["period", "currency", "per_usd"]
-        .iter()
-        .map(|c| {
-            header.iter().position(|h| h == c).ok_or_else(|| {
-                Error::input(format!("missing column `{c}`: a rates table has columns period,currency,per_usd"))
-                    .in_file(path)
-                    .at_line(1)
-            })
-        })
-        .collect::<Result<_>>()?;
+    let index = crate::groups::required_columns(&mut rdr, path, &["period", "currency", "per_usd"], "a rates table")?;
     let mut seen: BTreeMap<(i32, String), u64> = BTreeMap::new();
     let (mut days, mut currencies, mut rates) = (Vec::new(), Vec::new(), Vec::new());
     for rec in rdr.records() {

@@ -14,19 +14,7 @@ fn repo() -> &'static Path {
 /// A copy of the bundled store (batch takes the store's lock; tests run in parallel).
 fn store_copy(dir: &Path) -> PathBuf {
     let store = dir.join("store");
-    let data = repo().join("data");
-    let d = |f: &str| data.join(f).to_string_lossy().to_string();
-    ok(&["ingest", &d("gacc_monthly_2023_2024.csv"), "-m", &d("gacc.toml"), "--store", s(&store), "-q"]);
-    ok(&[
-        "ingest",
-        &d("critical_minerals_hs6_monthly.csv"),
-        "-m",
-        &d("critical_minerals.toml"),
-        "--store",
-        s(&store),
-        "-q",
-    ]);
-    ok(&["groups", "add", "partner_groups", &d("partner_groups.csv"), "--store", s(&store)]);
+    ingest_bundled(&store);
     store
 }
 
@@ -182,16 +170,7 @@ fn incremental_skips_exactly_the_unchanged_queries() {
     ok(&["batch", s(&j), "--incremental"]);
     assert!(statuses(dir.path()).iter().all(|(_, st)| st == "skipped"), "{:?}", statuses(dir.path()));
     // A revision of the gacc dataset re-runs the gacc queries, not the minerals one.
-    let data = repo().join("data");
-    ok(&[
-        "ingest",
-        s(&data.join("gacc_monthly_2023_2024.csv")),
-        "-m",
-        s(&data.join("gacc.toml")),
-        "--store",
-        s(&store),
-        "-q",
-    ]);
+    ingest_gacc(&store);
     ok(&["batch", s(&j), "--incremental"]);
     let st = statuses(dir.path());
     for (name, status) in &st {

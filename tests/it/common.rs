@@ -108,3 +108,21 @@ pub fn tql_files(dir: &Path) -> Vec<PathBuf> {
     files.sort();
     files
 }
+
+fn data_file(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join(name).to_string_lossy().to_string()
+}
+
+/// Ingests the bundled China customs totals (dataset `gacc`) into `store`.
+pub fn ingest_gacc(store: &Path) {
+    ok(&["ingest", &data_file("gacc_monthly_2023_2024.csv"), "-m", &data_file("gacc.toml"), "--store", s(store), "-q"]);
+}
+
+/// The bundled data as scripts/main.sh stores it: both datasets and both group tables.
+pub fn ingest_bundled(store: &Path) {
+    ingest_gacc(store);
+    let minerals = data_file("critical_minerals_hs6_monthly.csv");
+    ok(&["ingest", &minerals, "-m", &data_file("critical_minerals.toml"), "--store", s(store), "-q"]);
+    ok(&["groups", "add", "partner_groups", &data_file("partner_groups.csv"), "--of", "partner", "--store", s(store)]);
+    ok(&["groups", "add", "hs_sections", &data_file("hs_section_groups.csv"), "--of", "product", "--store", s(store)]);
+}

@@ -346,15 +346,7 @@ fn convert_uses_each_months_rate_and_refuses_missing_ones() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
-    ok(&[
-        "ingest",
-        s(&data.join("gacc_monthly_2023_2024.csv")),
-        "-m",
-        s(&data.join("gacc.toml")),
-        "--store",
-        s(&store),
-        "-q",
-    ]);
+    ingest_gacc(&store);
     // Synthetic rates (test data, not real ones): CNY per USD drifting by month; EUR flat.
     let rate = |y: i32, m: u32| 7.0 + f64::from(y - 2023) * 0.1 + f64::from(m) * 0.01;
     let mut csv = String::from("period,currency,per_usd\n");

@@ -31,24 +31,7 @@ fn duckdb_reads_the_bundled_store_with_the_same_rows_and_sums() {
     let data = root.join("data");
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
-    ok(&[
-        "ingest",
-        s(&data.join("gacc_monthly_2023_2024.csv")),
-        "-m",
-        s(&data.join("gacc.toml")),
-        "--store",
-        s(&store),
-        "-q",
-    ]);
-    ok(&[
-        "ingest",
-        s(&data.join("critical_minerals_hs6_monthly.csv")),
-        "-m",
-        s(&data.join("critical_minerals.toml")),
-        "--store",
-        s(&store),
-        "-q",
-    ]);
+    ingest_bundled(&store);
     let out = std::process::Command::new(python)
         .arg(root.join("tests/peers/readback.py"))
         .args([s(&store), s(&data)])

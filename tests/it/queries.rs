@@ -15,20 +15,7 @@ pub fn bundled_store() -> &'static Path {
     let (_, path) = STORE.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("store");
-        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
-        let d = |f: &str| data.join(f).to_string_lossy().to_string();
-        ok(&["ingest", &d("gacc_monthly_2023_2024.csv"), "-m", &d("gacc.toml"), "--store", s(&store), "-q"]);
-        ok(&[
-            "ingest",
-            &d("critical_minerals_hs6_monthly.csv"),
-            "-m",
-            &d("critical_minerals.toml"),
-            "--store",
-            s(&store),
-            "-q",
-        ]);
-        ok(&["groups", "add", "partner_groups", &d("partner_groups.csv"), "--of", "partner", "--store", s(&store)]);
-        ok(&["groups", "add", "hs_sections", &d("hs_section_groups.csv"), "--of", "product", "--store", s(&store)]);
+        ingest_bundled(&store);
         (dir, store)
     });
     path
