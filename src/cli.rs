@@ -95,6 +95,11 @@ enum Command {
         /// Write to this file (atomically) instead of stdout.
         #[arg(long, short)]
         out: Option<PathBuf>,
+        /// Also draw the result as a chart, to PATH.svg or PATH.png: a line per
+        /// group over the periods (a rate on a second axis, records marked), or
+        /// bars for a single period. The query's `chart` stage sets kind and title.
+        #[arg(long, value_name = "PATH")]
+        chart: Option<PathBuf>,
     },
     /// Run a batch job: many saved queries, together, into extracts.
     ///
@@ -302,12 +307,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{report}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { files, out_dir, store, params, format, out } => {
+        Command::Run { files, out_dir, store, params, format, out, chart } => {
             if files.len() > 1 || out_dir.is_some() {
                 let Some(out_dir) = out_dir else {
                     return Err(crate::Error::usage("several queries need --out-dir DIR for their extracts"));
                 };
-                if !params.is_empty() || out.is_some() {
+                if !params.is_empty() || out.is_some() || chart.is_some() {
                     return Err(crate::Error::usage(
                         "with --out-dir, give parameters and names in a job file (tradeql batch)",
                     ));
@@ -343,6 +348,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let params = crate::lang::parse_params(&params)?;
             let loaded = crate::lang::load(&crate::lang::QueryFile::read(&file)?, &store, &params)?;
             let mut outcome = crate::run::collect(&loaded.compiled)?;
+            if let Some(path) = &chart {
+                let options = loaded.plan.chart.clone().unwrap_or_default();
+                let drawn = crate::chart::draw(
+                    &outcome.frame,
+                    &loaded.plan,
+                    loaded.manifest.currency.as_deref(),
+                    &options,
+                    path,
+                )?;
+                eprintln!("chart: {} ({:?}, {} series)", path.display(), drawn.kind, drawn.series.len());
+            }
             crate::run::write(&mut outcome.frame, &loaded.plan, format, out.as_deref())?;
             for w in &outcome.warnings {
                 eprintln!("warning: {w}");

@@ -7,6 +7,7 @@
 
 pub mod batch;
 pub mod bench;
+pub mod chart;
 pub mod cli;
 pub mod error;
 

@@ -42,6 +42,8 @@ pub enum Stage {
     Sort(Vec<(Ident, bool)>),
     /// `limit N`
     Limit(usize, Span),
+    /// `chart [line|bar] [title "..."]`: how `run --chart PATH` draws the result.
+    Chart { kind: Option<Ident>, title: Option<String>, span: Span },
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -11,8 +11,8 @@ use super::lexer::{Tok, Token};
 use crate::suggest::closest;
 
 /// Words that start a stage.
-pub const STAGES: [&str; 12] =
-    ["param", "from", "where", "derive", "group", "by", "sum", "agg", "top", "show", "sort", "limit"];
+pub const STAGES: [&str; 13] =
+    ["param", "from", "where", "derive", "group", "by", "sum", "agg", "top", "show", "sort", "limit", "chart"];
 
 pub fn parse(tokens: &[Token], text_len: usize) -> Result<Query, Diag> {
     // Each stage: its tokens, and which of them began a line of the file.
@@ -140,6 +140,25 @@ pub fn parse(tokens: &[Token], text_len: usize) -> Result<Query, Diag> {
                     Ok((col, desc))
                 })?;
                 query.stages.push(Stage::Sort(keys));
+            }
+            "chart" => {
+                let kind = if matches!(p.peek(), Some(Tok::Ident(w)) if w != "title") {
+                    Some(p.ident("line or bar")?)
+                } else {
+                    None
+                };
+                let title = if p.eat_word("title") {
+                    match p.next() {
+                        Some(Token { tok: Tok::Str(t), .. }) => Some(t.clone()),
+                        _ => {
+                            p.pos -= 1;
+                            return Err(p.unexpected("the title in quotes"));
+                        }
+                    }
+                } else {
+                    None
+                };
+                query.stages.push(Stage::Chart { kind, title, span: head.span.to(p.last_span()) });
             }
             "limit" => {
                 let n = p.count("the number of rows")?;

@@ -247,6 +247,8 @@ pub struct Plan {
     pub hs_sections: Option<String>,
     /// The rates table (relative to `_groups/`) and the dataset's currency, for convert().
     pub rates: Option<(String, String)>,
+    /// The query's `chart` stage, if any.
+    pub chart: Option<crate::chart::ChartOptions>,
 }
 
 impl fmt::Display for RExpr {

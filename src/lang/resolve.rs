@@ -136,6 +136,7 @@ pub fn resolve(query: &Query, catalog: &Catalog<'_>, overrides: &[(String, Strin
         limit: None,
         hs_sections: catalog.groups.tables.iter().find(|t| t.name == "hs_sections").map(|t| t.path.clone()),
         rates: None,
+        chart: None,
     };
     let mut saw_from = false;
     let mut mentions_aggregate = false;
@@ -252,6 +253,22 @@ pub fn resolve(query: &Query, catalog: &Catalog<'_>, overrides: &[(String, Strin
                     r.ty_of(&k.name, k.span)?;
                     plan.sort.push((k.name.clone(), *desc));
                 }
+            }
+            Stage::Chart { kind, title, span } => {
+                if plan.chart.is_some() {
+                    return Err(Diag::new(*span, "a second `chart`: keep one"));
+                }
+                let kind = match kind.as_ref().map(|k| (k, k.name.as_str())) {
+                    None => None,
+                    Some((_, "line")) => Some(crate::chart::ChartKind::Line),
+                    Some((_, "bar")) => Some(crate::chart::ChartKind::Bar),
+                    Some((k, other)) => {
+                        return Err(
+                            Diag::new(k.span, format!("unknown chart `{other}`")).hint("charts are `line` or `bar`")
+                        );
+                    }
+                };
+                plan.chart = Some(crate::chart::ChartOptions { kind, title: title.clone() });
             }
             Stage::Limit(n, span) => {
                 if plan.limit.is_some() {

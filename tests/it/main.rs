@@ -3,6 +3,7 @@
 //! is large, so there is only one).
 
 mod batch;
+mod charts;
 mod common;
 mod crash;
 mod fuzz_corpus;
