@@ -405,30 +405,16 @@ impl Compiler<'_> {
                 rates.clone().filter(col("currency").eq(lit(code))).select([col("period"), col("per_usd").alias(name)])
             }
         };
+        // The periods this query can touch: the dataset's, within its calendar filters.
+        let touched = self.calendar_window(manifest)?;
         let mut lf = lf;
         for target in targets {
             let fx = fx_column(&target);
             let factors = per_usd(source, "__from")
                 .join(per_usd(&target, "__to"), [col("period")], [col("period")], JoinArgs::new(JoinType::Inner))
                 .select([col("period"), (col("__to") / col("__from")).alias(fx.as_str())]);
-            // The periods this query can touch: the dataset's, within its calendar filters.
-            let periods: Vec<i32> = manifest.period_values().iter().map(|p| p.days()).collect();
-            let mut touched = DataFrame::new(
-                periods.len(),
-                vec![Int32Chunked::from_vec("period".into(), periods).into_date().into_column()],
-            )?
-            .lazy()
-            .with_columns([
-                col("period").dt().year().cast(DataType::Int32).alias("year"),
-                col("period").dt().quarter().cast(DataType::Int32).alias("quarter"),
-                col("period").dt().month().cast(DataType::Int32).alias("month"),
-            ]);
-            for x in &self.plan.row_filters {
-                if calendar_only(x) {
-                    touched = touched.filter(self.expr(x)?);
-                }
-            }
             let missing = touched
+                .clone()
                 .join(factors.clone(), [col("period")], [col("period")], JoinArgs::new(JoinType::Anti))
                 .select([col("period")])
                 .sort(["period"], Default::default())
@@ -454,9 +440,9 @@ impl Compiler<'_> {
         Ok(lf)
     }
 
-    /// For each roll-up period, how many of the dataset's stored periods fall
-    /// in it and pass the filters that only look at the calendar.
-    fn coverage(&self, manifest: &Manifest, t: TimeKey, column: &str) -> Result<LazyFrame> {
+    /// The dataset's stored periods (with year, quarter and month) that pass
+    /// the query's calendar-only filters: what the query can touch.
+    fn calendar_window(&self, manifest: &Manifest) -> Result<LazyFrame> {
         let periods: Vec<i32> = manifest.period_values().iter().map(|p| p.days()).collect();
         let frame = DataFrame::new(
             periods.len(),
@@ -472,6 +458,13 @@ impl Compiler<'_> {
                 lf = lf.filter(self.expr(x)?);
             }
         }
+        Ok(lf)
+    }
+
+    /// For each roll-up period, how many of the dataset's stored periods fall
+    /// in it and pass the filters that only look at the calendar.
+    fn coverage(&self, manifest: &Manifest, t: TimeKey, column: &str) -> Result<LazyFrame> {
+        let lf = self.calendar_window(manifest)?;
         let counted =
             lf.group_by([time_group(t, self.plan.frequency)]).agg([len().cast(DataType::UInt32).alias(column)]);
         Ok(with_calendar_key(counted, Some(t), self.plan.frequency))

@@ -104,12 +104,10 @@ pub fn load_with_scan(
 
 /// The distinct values of a code column of a dataset (read from its files).
 fn distinct_codes(store: &Store, manifest: &Manifest, column: &str) -> std::result::Result<Vec<String>, String> {
-    let dir = store.dataset_dir(&manifest.dataset);
-    let paths: Vec<PlRefPath> =
-        manifest.files.iter().map(|f| PlRefPath::new(dir.join(&f.path).to_string_lossy().as_ref())).collect();
-    let args = ScanArgsParquet { hive_options: HiveOptions::new_disabled(), ..Default::default() };
-    let df = LazyFrame::scan_parquet_sources(ScanSources::Paths(paths.into()), args)
-        .and_then(|lf| lf.select([col(column).unique()]).collect())
+    let df = compile::scan_dataset(store.root(), manifest)
+        .map_err(|e| e.to_string())?
+        .select([col(column).unique()])
+        .collect()
         .map_err(|e| e.to_string())?;
     let ca = df.column(column).map_err(|e| e.to_string())?.str().map_err(|e| e.to_string())?.clone();
     Ok((0..ca.len()).filter_map(|i| ca.get(i).map(str::to_string)).collect())

@@ -108,6 +108,17 @@ fn a_failing_query_leaves_the_others_extracts_whole() {
     assert_eq!(good_rec["output_sha256"].as_str().unwrap().len(), 64);
 }
 
+/// Runs the job with a crash injected after an extract is staged, before its rename.
+fn crash_between_staging_and_rename(job: &Path) {
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_tradeql"))
+        .args(["batch", s(job)])
+        .env("TRADEQL_CRASH_AT", "batch:extract-staged")
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the injected crash did not happen");
+}
+
 #[test]
 fn a_crash_between_writing_and_renaming_leaves_no_partial_extract() {
     let dir = tempfile::tempdir().unwrap();
@@ -115,25 +126,13 @@ fn a_crash_between_writing_and_renaming_leaves_no_partial_extract() {
     write(dir.path(), "q.tql", "from gacc\nby year\nsum value\n");
     let j = job(dir.path(), &store, "[[query]]\nfile = \"q.tql\"\n");
     // First run crashes: no extract at all, only a temporary file.
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_tradeql"))
-        .args(["batch", s(&j)])
-        .env("TRADEQL_CRASH_AT", "batch:extract-staged")
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(!status.success());
+    crash_between_staging_and_rename(&j);
     assert!(!dir.path().join("out/q.parquet").exists(), "no extract under its real name");
     // A clean run replaces it; the next crash leaves that extract as it was.
     ok(&["batch", s(&j)]);
     let before = std::fs::read(dir.path().join("out/q.parquet")).unwrap();
     write(dir.path(), "q.tql", "from gacc\nby year, flow\nsum value\n");
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_tradeql"))
-        .args(["batch", s(&j)])
-        .env("TRADEQL_CRASH_AT", "batch:extract-staged")
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(!status.success());
+    crash_between_staging_and_rename(&j);
     assert_eq!(std::fs::read(dir.path().join("out/q.parquet")).unwrap(), before, "the old extract is intact");
     // The next run clears the leftover temporary file.
     ok(&["batch", s(&j)]);
