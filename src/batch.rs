@@ -494,7 +494,7 @@ pub fn run_job(
         let flags = runnable[0].1.compiled.lf.get_current_optimizations();
         match LazyFrame::collect_all_with_engine(plans, crate::run::engine(), flags) {
             Ok(frames) => {
-                runnable.iter().zip(frames).map(|((_, l, _), f)| crate::run::finish(&l.compiled, f)).collect()
+                runnable.iter().zip(frames).map(|((_, l, _), f)| crate::run::finish(&l.compiled.shape, f)).collect()
             }
             Err(_) => one_by_one(),
         }

@@ -26,6 +26,14 @@ struct Cli {
     command: Command,
 }
 
+/// The engines `tradeql run` can use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Engine {
+    Polars,
+    Spark,
+    Duckdb,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Ingest CSV or Parquet files into a dataset of the store.
@@ -100,6 +108,33 @@ enum Command {
         /// bars for a single period. The query's `chart` stage sets kind and title.
         #[arg(long, value_name = "PATH")]
         chart: Option<PathBuf>,
+        /// Where to run: polars, in this process (the default), or the query
+        /// compiled to SQL (see `tradeql sql`) and run on Spark (spark-submit on
+        /// the PATH, local mode unless --master) or DuckDB (its Python package).
+        #[arg(long, value_enum, default_value = "polars")]
+        engine: Engine,
+        /// Spark master URL for --engine spark (default local[*]): spark://HOST:7077, yarn, ...
+        #[arg(long, value_name = "URL")]
+        master: Option<String>,
+    },
+    /// Print a query compiled to one SQL statement for Spark or DuckDB.
+    ///
+    /// The statement has the polars backend's semantics (comparisons by
+    /// calendar, shares by window sums, groups with validity dates) and reads
+    /// exactly the Parquet files the dataset's manifest lists, at --store-uri.
+    Sql {
+        file: PathBuf,
+        #[arg(long, value_enum)]
+        dialect: crate::sql::Dialect,
+        /// Where the engine reads the store: a path or URI such as
+        /// s3a://bucket/store or hdfs://nn/store (default: this store's absolute path).
+        #[arg(long, value_name = "URI")]
+        store_uri: Option<String>,
+        /// The local store (its manifests decide which files the SQL reads).
+        #[arg(long, short, env = "TRADEQL_STORE", default_value = "store")]
+        store: PathBuf,
+        #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
+        params: Vec<String>,
     },
     /// Run a batch job: many saved queries, together, into extracts.
     ///
@@ -307,7 +342,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{report}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { files, out_dir, store, params, format, out, chart } => {
+        Command::Run { files, out_dir, store, params, format, out, chart, engine, master } => {
+            if engine != Engine::Polars && (files.len() > 1 || out_dir.is_some()) {
+                return Err(crate::Error::usage("--engine spark|duckdb runs one query; batches run on polars"));
+            }
+            if master.is_some() && engine != Engine::Spark {
+                return Err(crate::Error::usage("--master is for --engine spark"));
+            }
             if files.len() > 1 || out_dir.is_some() {
                 let Some(out_dir) = out_dir else {
                     return Err(crate::Error::usage("several queries need --out-dir DIR for their extracts"));
@@ -347,7 +388,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let store = Store::open_existing(store)?;
             let params = crate::lang::parse_params(&params)?;
             let loaded = crate::lang::load(&crate::lang::QueryFile::read(&file)?, &store, &params)?;
-            let mut outcome = crate::run::collect(&loaded.compiled)?;
+            let dialect = match engine {
+                Engine::Polars => None,
+                Engine::Spark => Some(crate::sql::Dialect::Spark),
+                Engine::Duckdb => Some(crate::sql::Dialect::Duckdb),
+            };
+            let mut outcome = match dialect {
+                None => crate::run::collect(&loaded.compiled)?,
+                Some(d) => {
+                    let options = crate::sql::engine::EngineOptions { master, ..Default::default() };
+                    let mut results = crate::sql::run_loaded(&[(&loaded, store.root())], d, &options)?;
+                    results.remove(0)?.0
+                }
+            };
             if let Some(path) = &chart {
                 let options = loaded.plan.chart.clone().unwrap_or_default();
                 let drawn = crate::chart::draw(
@@ -391,6 +444,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 eprintln!("{failed} of {} queries have errors", files.len());
                 return Ok(ExitCode::from(2));
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sql { file, dialect, store_uri, store, params } => {
+            let store = Store::open_existing(store)?;
+            let params = crate::lang::parse_params(&params)?;
+            let loaded = crate::lang::load(&crate::lang::QueryFile::read(&file)?, &store, &params)?;
+            let q = crate::sql::compile_loaded(&loaded, store.root(), dialect, store_uri.as_deref())?;
+            println!(
+                "-- {} compiled by tradeql {} for {} (dataset {} version {})",
+                file.display(),
+                env!("CARGO_PKG_VERSION"),
+                dialect.name(),
+                loaded.manifest.dataset,
+                loaded.manifest.version
+            );
+            print!("{}", q.text);
             Ok(ExitCode::SUCCESS)
         }
         Command::Explain { file, store, params } => {

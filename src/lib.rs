@@ -20,6 +20,7 @@ pub mod panel;
 pub mod period;
 pub mod rates;
 pub mod run;
+pub mod sql;
 pub mod store;
 pub mod suggest;
 

@@ -6,7 +6,7 @@
 //! temporary name and renamed, so a failure never leaves half a file.
 
 use crate::error::{Error, Result};
-use crate::lang::compile::{Compiled, WarningKind};
+use crate::lang::compile::{Compiled, ResultShape, WarningKind};
 use crate::lang::plan::{Format, Plan, TimeKey};
 use crate::period::{Frequency, Period};
 use polars::prelude::*;
@@ -31,11 +31,11 @@ pub struct Outcome {
 
 /// Collects a compiled query; turns the warning columns into sentences.
 pub fn collect(compiled: &Compiled) -> Result<Outcome> {
-    finish(compiled, compiled.lf.clone().collect_with_engine(engine())?.unwrap_single())
+    finish(&compiled.shape, compiled.lf.clone().collect_with_engine(engine())?.unwrap_single())
 }
 
 /// A collected result of `compiled`: the warnings read, the internal columns dropped.
-pub fn finish(compiled: &Compiled, frame: DataFrame) -> Result<Outcome> {
+pub fn finish(shape: &ResultShape, frame: DataFrame) -> Result<Outcome> {
     let mut frame = frame;
     let text = |v: AnyValue| match v {
         AnyValue::Date(d) => Period::from_days(d, Frequency::Month).to_string(),
@@ -45,10 +45,10 @@ pub fn finish(compiled: &Compiled, frame: DataFrame) -> Result<Outcome> {
         other => other.to_string(),
     };
     let label_of = |frame: &DataFrame, i: usize, with_keys: bool| -> String {
-        let mut parts: Vec<String> = compiled
+        let mut parts: Vec<String> = shape
             .time_label
             .iter()
-            .chain(compiled.key_labels.iter().filter(|_| with_keys))
+            .chain(shape.key_labels.iter().filter(|_| with_keys))
             .filter_map(|c| frame.column(c).ok())
             .filter_map(|c| c.get(i).ok())
             .map(text)
@@ -57,7 +57,7 @@ pub fn finish(compiled: &Compiled, frame: DataFrame) -> Result<Outcome> {
         parts.join(" ")
     };
     let mut warnings = Vec::new();
-    for w in &compiled.warnings {
+    for w in &shape.warnings {
         let column = frame.column(&w.column)?.clone();
         let mut periods: Vec<String> = Vec::new();
         let mut detail = String::new();

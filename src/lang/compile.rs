@@ -20,6 +20,14 @@ use std::path::Path;
 /// The lazy frame of a plan, and how to read the warnings it carries.
 pub struct Compiled {
     pub lf: LazyFrame,
+    pub shape: ResultShape,
+}
+
+/// What a result frame carries besides its visible columns: the warning
+/// columns and the columns that label a row in a warning. The polars and SQL
+/// backends both describe their results this way.
+#[derive(Debug, Clone, Default)]
+pub struct ResultShape {
     pub warnings: Vec<WarningColumn>,
     /// The column that names each row's period, for warnings.
     pub time_label: Option<String>,
@@ -216,9 +224,11 @@ impl Compiler<'_> {
         }
         Ok(Compiled {
             lf: lf.select(select),
-            warnings: self.warnings.clone(),
-            time_label: plan.time.map(|t| t.column().to_string()),
-            key_labels: plan.keys.clone(),
+            shape: ResultShape {
+                warnings: self.warnings.clone(),
+                time_label: plan.time.map(|t| t.column().to_string()),
+                key_labels: plan.keys.clone(),
+            },
         })
     }
 
@@ -280,7 +290,7 @@ impl Compiler<'_> {
         if let Some(n) = plan.limit {
             lf = lf.limit(n as IdxSize);
         }
-        Ok(Compiled { lf, warnings: Vec::new(), time_label: None, key_labels: Vec::new() })
+        Ok(Compiled { lf, shape: ResultShape::default() })
     }
 
     fn group_table(&self, path: &str) -> Result<LazyFrame> {
@@ -839,7 +849,7 @@ fn with_calendar_key(lf: LazyFrame, t: Option<TimeKey>, data: Frequency) -> Lazy
     }
 }
 
-fn fx_column(target: &str) -> String {
+pub(crate) fn fx_column(target: &str) -> String {
     format!("__fx_{target}")
 }
 
@@ -874,7 +884,7 @@ fn display_arg(x: &RExpr) -> String {
 }
 
 /// Whether an expression reads nothing but the calendar (period, year, quarter, month).
-fn calendar_only(x: &RExpr) -> bool {
+pub(crate) fn calendar_only(x: &RExpr) -> bool {
     !x.any(&mut |e| match e {
         RExpr::Col(c) => !["period", "year", "quarter", "month"].contains(&c.as_str()),
         RExpr::Code(..) | RExpr::Measure(_) => true,
@@ -886,13 +896,13 @@ fn uses_code(x: &RExpr, f: CodeFn) -> bool {
     x.any(&mut |e| matches!(e, RExpr::Code(g, _) if *g == f))
 }
 
-fn uses_section(plan: &Plan) -> bool {
+pub(crate) fn uses_section(plan: &Plan) -> bool {
     plan.derives.iter().any(|(_, x)| uses_code(x, CodeFn::Section))
         || plan.row_filters.iter().any(|x| uses_code(x, CodeFn::Section))
 }
 
 /// Whether an output compares periods a year apart (so partial years matter).
-fn compares_years(x: &RExpr) -> bool {
+pub(crate) fn compares_years(x: &RExpr) -> bool {
     x.any(&mut |e| {
         matches!(e, RExpr::Measure(m) if matches!(m.as_ref(), Measure::Yoy(_) | Measure::Pp(_) | Measure::Contribution(..)))
     })

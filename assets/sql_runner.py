@@ -1,0 +1,75 @@
+"""Runs tradeql's SQL statements on Spark or DuckDB.
+
+Written to a temporary directory and started by `tradeql run --engine ...`
+(under spark-submit for Spark, under Python for DuckDB). The job file lists the
+statements; each result is written as JSON lines (column names, then one array
+per row, in the statement's order) to a temporary name and renamed, and the
+report gives each statement's status and time on the engine.
+"""
+import datetime
+import decimal
+import json
+import math
+import os
+import sys
+import time
+
+
+def cell(v):
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "NaN"
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return v
+    if isinstance(v, datetime.datetime):
+        return v.date().isoformat()
+    if isinstance(v, datetime.date):
+        return v.isoformat()
+    if isinstance(v, decimal.Decimal):
+        return float(v)
+    return v
+
+
+def main():
+    with open(sys.argv[1]) as f:
+        job = json.load(f)
+    if job["engine"] == "spark":
+        from pyspark.sql import SparkSession
+
+        spark = SparkSession.builder.appName("tradeql").getOrCreate()
+        spark.sparkContext.setLogLevel("ERROR")
+
+        def run(sql):
+            df = spark.sql(sql)
+            return df.columns, df.collect()
+    else:
+        import duckdb
+
+        con = duckdb.connect()
+
+        def run(sql):
+            rel = con.sql(sql)
+            return rel.columns, rel.fetchall()
+
+    report = []
+    for q in job["queries"]:
+        start = time.perf_counter()
+        try:
+            columns, rows = run(q["sql"])
+            seconds = time.perf_counter() - start
+            tmp = q["out"] + ".tmp"
+            with open(tmp, "w") as out:
+                out.write(json.dumps(columns) + "\n")
+                for row in rows:
+                    out.write(json.dumps([cell(v) for v in row], allow_nan=False) + "\n")
+            os.replace(tmp, q["out"])
+            report.append({"ok": True, "seconds": seconds, "rows": len(rows)})
+        except Exception as e:  # reported per statement; the others still run
+            report.append({"ok": False, "error": "\n".join(str(e).strip().split("\n")[:6])[:2000]})
+    with open(job["report"], "w") as f:
+        json.dump(report, f)
+
+
+if __name__ == "__main__":
+    main()
