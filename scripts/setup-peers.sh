@@ -1,15 +1,25 @@
 #!/usr/bin/env bash
 # Installs the independent readers and peer engines that the tests and
-# benchmarks compare tradeql against (DuckDB, pyarrow) into ./.venv, from PyPI.
-# Idempotent: a second run with everything present does nothing.
+# benchmarks compare tradeql against into ./.venv, from PyPI: DuckDB, pyarrow,
+# and pyspark (Spark in local mode, for the scale-out tests). Spark needs Java
+# 17 or newer: when no java is on the PATH, it is installed from Debian's
+# packages (openjdk-17-jre-headless). Idempotent: a second run with everything
+# present does nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=.venv
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
 fi
-if ! "$venv/bin/python" -c 'import duckdb, pyarrow' 2>/dev/null; then
+if ! "$venv/bin/python" -c 'import duckdb, pyarrow, pyspark' 2>/dev/null; then
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-        'duckdb==1.5.*' 'pyarrow==26.*'
+        'duckdb==1.5.*' 'pyarrow==26.*' 'pyspark==4.3.*'
 fi
-"$venv/bin/python" -c 'import duckdb, pyarrow; print("peers: duckdb", duckdb.__version__, "pyarrow", pyarrow.__version__)'
+if ! command -v java >/dev/null 2>&1; then
+    sudo=""
+    if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq openjdk-17-jre-headless >/dev/null
+fi
+"$venv/bin/python" -c 'import duckdb, pyarrow, pyspark; print("peers: duckdb", duckdb.__version__, "pyarrow", pyarrow.__version__, "pyspark", pyspark.__version__)'
+java -version 2>&1 | head -1

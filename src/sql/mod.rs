@@ -20,7 +20,9 @@ pub mod engine;
 
 use crate::error::{Error, Result};
 use crate::lang::ast::BinOp;
-use crate::lang::compile::{ResultShape, WarningColumn, WarningKind, calendar_only, compares_years, fx_column, uses_section};
+use crate::lang::compile::{
+    ResultShape, WarningColumn, WarningKind, calendar_only, compares_years, fx_column, uses_section,
+};
 use crate::lang::plan::*;
 use crate::period::Frequency;
 use crate::store::Manifest;
@@ -104,7 +106,14 @@ pub struct SqlQuery {
 /// path or an object-store location such as `s3a://bucket/store`), which must
 /// hold the files `manifest` lists.
 pub fn plan_to_sql(plan: &Plan, manifest: &Manifest, dialect: Dialect, uri: &str) -> Result<SqlQuery> {
-    let mut c = Sql { plan, d: dialect, uri: uri.trim_end_matches('/').to_string(), ctes: Vec::new(), n: 0, warnings: Vec::new() };
+    let mut c = Sql {
+        plan,
+        d: dialect,
+        uri: uri.trim_end_matches('/').to_string(),
+        ctes: Vec::new(),
+        n: 0,
+        warnings: Vec::new(),
+    };
     let text = c.compile(manifest)?;
     let shape = ResultShape {
         warnings: c.warnings,
@@ -116,7 +125,12 @@ pub fn plan_to_sql(plan: &Plan, manifest: &Manifest, dialect: Dialect, uri: &str
 
 /// Compiles a loaded query to SQL for `dialect`, reading the store at `uri`
 /// (by default the local store's absolute path).
-pub fn compile_loaded(loaded: &crate::lang::Loaded, store: &Path, dialect: Dialect, uri: Option<&str>) -> Result<SqlQuery> {
+pub fn compile_loaded(
+    loaded: &crate::lang::Loaded,
+    store: &Path,
+    dialect: Dialect,
+    uri: Option<&str>,
+) -> Result<SqlQuery> {
     let uri = match uri {
         Some(u) => u.to_string(),
         None => std::path::absolute(store).map_err(|e| Error::io("cannot resolve", store, e))?.display().to_string(),
@@ -297,10 +311,9 @@ impl Sql<'_> {
             let tq = self.q("__t");
             let label = match t {
                 TimeKey::Year => format!("CAST(year({tq}) AS INT)"),
-                TimeKey::Quarter => format!(
-                    "concat(CAST(year({tq}) AS {s}), '-Q', CAST(quarter({tq}) AS {s}))",
-                    s = self.d.text_type()
-                ),
+                TimeKey::Quarter => {
+                    format!("concat(CAST(year({tq}) AS {s}), '-Q', CAST(quarter({tq}) AS {s}))", s = self.d.text_type())
+                }
                 TimeKey::Month => tq.clone(),
             };
             f = self.with_column(&f, &label, t.column());
@@ -329,7 +342,8 @@ impl Sql<'_> {
         if plan.outputs.is_empty() {
             names.extend(plan.aggs.iter().filter(|a| !a.name.starts_with("__")).map(|a| a.name.clone()));
         } else {
-            let shown: Vec<String> = plan.outputs.iter().filter(|o| !names.contains(&o.name)).map(|o| o.name.clone()).collect();
+            let shown: Vec<String> =
+                plan.outputs.iter().filter(|o| !names.contains(&o.name)).map(|o| o.name.clone()).collect();
             names.extend(shown);
         }
         names.extend(self.warnings.iter().map(|w| w.column.clone()));
@@ -544,8 +558,7 @@ impl Sql<'_> {
         }
         keys.extend(plan.keys.iter().map(|k| self.q(k)));
         cols.extend(plan.keys.iter().cloned());
-        let mut select: Vec<String> =
-            keys.iter().zip(&cols).map(|(k, c)| format!("{k} AS {}", self.q(c))).collect();
+        let mut select: Vec<String> = keys.iter().zip(&cols).map(|(k, c)| format!("{k} AS {}", self.q(c))).collect();
         for a in &plan.aggs {
             let x = a.arg.as_deref().map(|c| self.q(c));
             let e = match (a.func, x) {
@@ -581,7 +594,8 @@ impl Sql<'_> {
                     Frequency::Year => "years",
                 };
                 let compared = plan.outputs.iter().any(|o| compares_years(&o.expr));
-                self.warnings.push(WarningColumn { column, kind: WarningKind::Partial { expected: per, unit, compared } });
+                self.warnings
+                    .push(WarningColumn { column, kind: WarningKind::Partial { expected: per, unit, compared } });
             }
         }
         Ok(out)
@@ -776,7 +790,8 @@ impl Sql<'_> {
                 }
                 part.extend(within.iter().map(|w| self.q(w)));
                 let qc = self.q(&cx);
-                let (f, total) = self.materialise(&f, &format!("SUM({qc}) OVER ({})", partition_by(&part).trim_end()), "total");
+                let (f, total) =
+                    self.materialise(&f, &format!("SUM({qc}) OVER ({})", partition_by(&part).trim_end()), "total");
                 (f, self.d.divide(&qc, &total))
             }
             Measure::Contribution(a, within) => {
@@ -828,7 +843,8 @@ impl Sql<'_> {
                 part.push(format!("year({})", self.q("__t")));
                 let qc = self.q(&cx);
                 // polars' cumulative sum is null where its input is null.
-                let ytd = format!("CASE WHEN {qc} IS NULL THEN NULL ELSE SUM({qc}) {} END", self.window(&part, running));
+                let ytd =
+                    format!("CASE WHEN {qc} IS NULL THEN NULL ELSE SUM({qc}) {} END", self.window(&part, running));
                 let seen = format!("COUNT(*) {}", self.window(&part, running));
                 let expected = match time {
                     Some(TimeKey::Quarter) => format!("quarter({})", self.q("__t")),
@@ -1039,4 +1055,3 @@ fn date_text(days: i32) -> String {
     let (y, m, d) = crate::period::civil_from_days(days);
     format!("{y:04}-{m:02}-{d:02}")
 }
-

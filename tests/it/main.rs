@@ -12,4 +12,5 @@ mod measures;
 mod peers;
 mod queries;
 mod query_errors;
+mod scaleout;
 mod store;
