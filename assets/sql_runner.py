@@ -52,23 +52,40 @@ def main():
             rel = con.sql(sql)
             return rel.columns, rel.fetchall()
 
+    repeat = job.get("repeat", 0)
     report = []
     for q in job["queries"]:
-        start = time.perf_counter()
         try:
-            columns, rows = run(q["sql"])
-            seconds = time.perf_counter() - start
+            times = []
+            for _ in range(1 + repeat):  # the first run is also the warm-up
+                start = time.perf_counter()
+                columns, rows = run(q["sql"])
+                times.append(time.perf_counter() - start)
             tmp = q["out"] + ".tmp"
             with open(tmp, "w") as out:
                 out.write(json.dumps(columns) + "\n")
                 for row in rows:
                     out.write(json.dumps([cell(v) for v in row], allow_nan=False) + "\n")
             os.replace(tmp, q["out"])
-            report.append({"ok": True, "seconds": seconds, "rows": len(rows)})
+            report.append({"ok": True, "times": times, "rows": len(rows)})
         except Exception as e:  # reported per statement; the others still run
             report.append({"ok": False, "error": "\n".join(str(e).strip().split("\n")[:6])[:2000]})
     with open(job["report"], "w") as f:
-        json.dump(report, f)
+        json.dump({"queries": report, "peak_mb": peak_mb(job["engine"])}, f)
+
+
+def peak_mb(engine):
+    """Peak resident memory of the engine: Spark's JVM is this runner's parent
+    (spark-submit starts it, and it starts the runner); DuckDB runs in-process."""
+    pid = os.getppid() if engine == "spark" else os.getpid()
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
 
 
 if __name__ == "__main__":

@@ -192,7 +192,9 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         runs: usize,
         /// Run the same questions in a peer too: duckdb (reference SQL, needs a
-        /// Python with duckdb) or polars (hand-written lazy plans). Repeatable.
+        /// Python with duckdb), polars (hand-written lazy plans) or spark
+        /// (tradeql's own SQL on Spark local mode, spark-submit on the PATH; its
+        /// runs happen in one session, its peak is the JVM's). Repeatable.
         #[arg(long, value_enum)]
         peer: Vec<crate::bench::Peer>,
         /// The Python that has duckdb (default: $TRADEQL_PYTHON, ./.venv/bin/python, python3).

@@ -60,6 +60,9 @@ fn columns(id: &str) -> Option<(Vec<ColumnPair>, Vec<ColumnPair>)> {
 pub enum Peer {
     Duckdb,
     Polars,
+    /// tradeql's own SQL for the query on Spark (local mode): all runs in one
+    /// session after tradeql's, JVM start-up excluded from the times.
+    Spark,
 }
 
 pub struct BenchOptions {
@@ -192,16 +195,17 @@ impl Drop for DuckPeer {
 }
 
 /// Compares tradeql's result with a peer's: same keys, values to 1e-9 relative.
-fn compare(id: &str, ours: &DataFrame, theirs: &DataFrame) -> Result<Option<String>> {
+/// `theirs_named_as_ours`: the peer ran tradeql's own SQL, so its columns have tradeql's names.
+fn compare(id: &str, ours: &DataFrame, theirs: &DataFrame, theirs_named_as_ours: bool) -> Result<Option<String>> {
     let Some((keys, values)) = columns(id) else { return Ok(Some("no column mapping for this query".into())) };
     let canon = |df: &DataFrame, side: usize| -> Result<DataFrame> {
         let mut exprs: Vec<Expr> = Vec::new();
         for (i, (a, b)) in keys.iter().enumerate() {
-            let name = if side == 0 { *a } else { *b };
+            let name = if side == 0 || theirs_named_as_ours { *a } else { *b };
             exprs.push(col(name).cast(DataType::String).alias(format!("k{i}").as_str()));
         }
         for (i, (a, b)) in values.iter().enumerate() {
-            let name = if side == 0 { *a } else { *b };
+            let name = if side == 0 || theirs_named_as_ours { *a } else { *b };
             exprs.push(col(name).cast(DataType::Float64).alias(format!("v{i}").as_str()));
         }
         let sort: Vec<PlSmallStr> = (0..keys.len()).map(|i| PlSmallStr::from(format!("k{i}"))).collect();
@@ -307,6 +311,12 @@ pub fn bench(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<Benc
             m.files.iter().map(|f| store.dataset_dir("trade").join(&f.path).to_string_lossy().to_string()).collect()
         })
         .unwrap_or_default();
+    let spark = if opts.peers.contains(&Peer::Spark) {
+        progress("spark: all queries, one session");
+        Some(spark_runs(&store, &queries, runs)?)
+    } else {
+        None
+    };
     let me = std::process::id();
     let mut report = BenchReport {
         store: store.root().display().to_string(),
@@ -341,6 +351,7 @@ pub fn bench(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<Benc
                 )?
                 .collect_with_engine(crate::run::engine())?
                 .unwrap_single(),
+                Peer::Spark => spark.as_ref().and_then(|s| s.get(id)).map(|r| r.0.clone()).expect("run above"),
             });
         }
         let mut ours_t = Vec::new();
@@ -372,6 +383,11 @@ pub fn bench(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<Benc
                         peer_t[k].push(t.elapsed().as_secs_f64());
                         peer_peak[k] = peer_peak[k].max(peak_mb(me));
                     }
+                    Peer::Spark => {
+                        let (_, times, peak) = spark.as_ref().and_then(|s| s.get(id)).expect("run above");
+                        peer_t[k].push(times[run + 1]);
+                        peer_peak[k] = *peak;
+                    }
                 }
             }
         }
@@ -384,7 +400,7 @@ pub fn bench(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<Benc
         let mut peers = Vec::new();
         for (k, p) in peer_ids.iter().enumerate() {
             let t = timing(&peer_t[k], peer_peak[k]);
-            let difference = compare(id, &ours, &peer_frames[k])?;
+            let difference = compare(id, &ours, &peer_frames[k], *p == Peer::Spark)?;
             peers.push(PeerResult {
                 peer: *p,
                 ratio: tradeql.median_s / t.median_s,
@@ -404,6 +420,35 @@ pub fn bench(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<Benc
         });
     }
     Ok(report)
+}
+
+/// Result, times (warm-up first) and session peak memory of each query on Spark.
+type SparkRuns = std::collections::HashMap<String, (DataFrame, Vec<f64>, f64)>;
+
+/// Runs every query's SQL on Spark local mode in one session: a warm-up and `runs` timed runs each.
+fn spark_runs(store: &Store, queries: &[(String, QueryFile)], runs: usize) -> Result<SparkRuns> {
+    use crate::sql::{Dialect, engine};
+    let mut statements = Vec::new();
+    for (_, file) in queries {
+        let loaded = lang::load(file, store, &[])?;
+        let q = crate::sql::compile_loaded(&loaded, store.root(), Dialect::Spark, None)?;
+        let schema = loaded.compiled.lf.clone().collect_schema()?.as_ref().clone();
+        statements.push(engine::Statement { sql: q.text, schema });
+    }
+    let options = engine::EngineOptions { repeat: runs, ..Default::default() };
+    let run = engine::run(Dialect::Spark, &statements, &options)?;
+    let peak = run.peak_mb.unwrap_or(f64::NAN);
+    queries
+        .iter()
+        .zip(run.results)
+        .map(|((id, _), r)| {
+            let r = r?;
+            if r.times.len() != runs + 1 {
+                return Err(Error::internal(format!("spark ran {id} {} times, not {}", r.times.len(), runs + 1)));
+            }
+            Ok((id.clone(), (r.frame, r.times, peak)))
+        })
+        .collect()
 }
 
 impl std::fmt::Display for BenchReport {

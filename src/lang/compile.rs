@@ -152,8 +152,11 @@ impl Compiler<'_> {
             lf = lf.filter(self.expr(x)?);
         }
         let base = lf.clone();
-        for g in &plan.groups {
-            lf = self.map_groups(lf, g)?;
+        let pre_aggregate = pre_aggregates(plan);
+        if !pre_aggregate {
+            for g in &plan.groups {
+                lf = self.map_groups(lf, g)?;
+            }
         }
         for (name, x) in plan.derives.iter().filter(|(_, x)| uses_alias(x)) {
             lf = lf.with_column(self.expr(x)?.alias(name.as_str()));
@@ -360,7 +363,44 @@ impl Compiler<'_> {
         if keys.is_empty() {
             return Ok(lf.select(aggs));
         }
-        let mut out = with_calendar_key(lf.clone().group_by(keys).agg(aggs), plan.time, plan.frequency);
+        let grouped = if pre_aggregates(plan) {
+            // Membership at a fixed date, and aggregates that compose: sum the
+            // rows by member first, map the (far fewer) member rows to their
+            // groups, then combine. The same figures, without joining every row.
+            let time_name = plan.time.map(|t| time_column(t, plan.frequency));
+            let aliases: Vec<&str> = plan.groups.iter().map(|g| g.alias.as_str()).collect();
+            let mut names: Vec<&str> =
+                plan.keys.iter().map(String::as_str).filter(|k| !aliases.contains(k)).collect();
+            for g in &plan.groups {
+                if !names.contains(&g.dim.as_str()) {
+                    names.push(g.dim.as_str());
+                }
+            }
+            let mut pre_keys: Vec<Expr> = plan.time.map(|t| time_group(t, plan.frequency)).into_iter().collect();
+            pre_keys.extend(names.iter().map(|n| col(*n)));
+            let mut mapped = lf.group_by(pre_keys).agg(aggs);
+            for g in &plan.groups {
+                mapped = self.map_groups(mapped, g)?;
+            }
+            let mut final_keys: Vec<Expr> = time_name.iter().map(|n| col(*n)).collect();
+            final_keys.extend(plan.keys.iter().map(|k| col(k.as_str())));
+            let combine: Vec<Expr> = plan
+                .aggs
+                .iter()
+                .map(|a| {
+                    let c = col(a.name.as_str());
+                    match a.func {
+                        AggFunc::Min => c.min(),
+                        AggFunc::Max => c.max(),
+                        _ => c.sum(),
+                    }
+                })
+                .collect();
+            mapped.group_by(final_keys).agg(combine)
+        } else {
+            lf.clone().group_by(keys).agg(aggs)
+        };
+        let mut out = with_calendar_key(grouped, plan.time, plan.frequency);
         if let Some(t) = plan.time {
             let per = t.frequency().months() / plan.frequency.months();
             if per > 1 {
@@ -830,6 +870,25 @@ fn time_group(t: TimeKey, data: Frequency) -> Expr {
         TimeKey::Quarter => col("period").dt().truncate(lit("1q")).alias("__t"),
         TimeKey::Month => col("period").dt().truncate(lit("1mo")).alias("__t"),
     }
+}
+
+/// The name of the column [`time_group`] makes.
+fn time_column(t: TimeKey, data: Frequency) -> &'static str {
+    if t == TimeKey::Year && data != Frequency::Year { "__year" } else { "__t" }
+}
+
+/// Whether the rows can be aggregated by member before they are mapped to
+/// groups: every mapping is as of a fixed date, no row stage reads a group,
+/// and every aggregate composes (a sum of sums, a sum of counts, a min of mins).
+fn pre_aggregates(plan: &Plan) -> bool {
+    let aliases: Vec<&str> = plan.groups.iter().map(|g| g.alias.as_str()).collect();
+    let reads_group = |x: &RExpr| aliases.iter().any(|a| x.mentions(a));
+    !plan.groups.is_empty()
+        && plan.groups.iter().all(|g| g.as_of.is_some())
+        && !plan.derives.iter().any(|(_, x)| reads_group(x))
+        && !plan.row_filters.iter().any(reads_group)
+        && (plan.time.is_some() || !plan.keys.is_empty())
+        && plan.aggs.iter().all(|a| matches!(a.func, AggFunc::Sum | AggFunc::Count | AggFunc::Min | AggFunc::Max))
 }
 
 /// After grouping by [`time_group`]: the first day of each roll-up period as `__t`.

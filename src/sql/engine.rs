@@ -27,6 +27,8 @@ pub struct EngineOptions {
     pub spark_submit: Option<PathBuf>,
     /// The Python with duckdb (default: $TRADEQL_PYTHON, else python3).
     pub python: Option<PathBuf>,
+    /// Run each statement this many more times after the first (for benchmarks).
+    pub repeat: usize,
 }
 
 /// One statement to run and the schema its result must have.
@@ -38,8 +40,9 @@ pub struct Statement {
 /// A statement's result on the engine.
 pub struct EngineResult {
     pub frame: DataFrame,
-    /// Time the engine spent on the statement (collect included), without its start-up.
-    pub seconds: f64,
+    /// Time the engine spent on each run of the statement (collect included),
+    /// without its start-up: the first run, then the repeats.
+    pub times: Vec<f64>,
 }
 
 /// The results of one engine session.
@@ -47,6 +50,8 @@ pub struct EngineRun {
     pub results: Vec<Result<EngineResult>>,
     /// Wall time of the whole session, engine start-up included.
     pub seconds: f64,
+    /// Peak resident memory of the engine's process (Spark's JVM), when known.
+    pub peak_mb: Option<f64>,
 }
 
 /// Runs `statements` on the engine of `dialect`, in one session.
@@ -59,6 +64,7 @@ pub fn run(dialect: Dialect, statements: &[Statement], options: &EngineOptions) 
     let job = serde_json::json!({
         "engine": dialect.name(),
         "report": report,
+        "repeat": options.repeat,
         "queries": statements.iter().zip(&outputs).map(|(s, out)| serde_json::json!({"sql": s.sql, "out": out})).collect::<Vec<_>>(),
     });
     let job_file = dir.path().join("job.json");
@@ -82,7 +88,8 @@ pub fn run(dialect: Dialect, statements: &[Statement], options: &EngineOptions) 
         return Err(e);
     }
     let text = std::fs::read(&report).map_err(|e| Error::io("cannot read", &report, e))?;
-    let statuses: Vec<serde_json::Value> = serde_json::from_slice(&text)?;
+    let report: serde_json::Value = serde_json::from_slice(&text)?;
+    let statuses = report["queries"].as_array().cloned().unwrap_or_default();
     let results = statements
         .iter()
         .zip(&outputs)
@@ -96,10 +103,11 @@ pub fn run(dialect: Dialect, statements: &[Statement], options: &EngineOptions) 
                 )));
             }
             let frame = read_result(path, &s.schema)?;
-            Ok(EngineResult { frame, seconds: status["seconds"].as_f64().unwrap_or(f64::NAN) })
+            let times = status["times"].as_array().map(|t| t.iter().filter_map(|x| x.as_f64()).collect());
+            Ok(EngineResult { frame, times: times.unwrap_or_default() })
         })
         .collect();
-    Ok(EngineRun { results, seconds })
+    Ok(EngineRun { results, seconds, peak_mb: report["peak_mb"].as_f64() })
 }
 
 /// `spark-submit` from $TRADEQL_SPARK_SUBMIT or the PATH. A pip-installed

@@ -159,7 +159,7 @@ pub fn run_loaded(
         .results
         .into_iter()
         .zip(&queries)
-        .map(|(r, q)| r.and_then(|r| Ok((crate::run::finish(&q.shape, r.frame)?, r.seconds))))
+        .map(|(r, q)| r.and_then(|r| Ok((crate::run::finish(&q.shape, r.frame)?, r.times.first().copied().unwrap_or(f64::NAN)))))
         .collect())
 }
 
