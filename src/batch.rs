@@ -390,6 +390,7 @@ pub fn run_job(
     let mut runnable: Vec<(usize, lang::Loaded, String)> = Vec::new();
     let parquet_key = serde_json::to_string(&job.parquet)?;
     let mut shared: BTreeMap<String, LazyFrame> = BTreeMap::new();
+    let mut shared_groups = lang::compile::SharedAggregates::default();
     for (i, task) in tasks.iter().enumerate() {
         let start = Instant::now();
         let base_record = |query_sha256: String, key: String| TaskRecord {
@@ -431,7 +432,8 @@ pub fn run_job(
             shared.insert(m.dataset.clone(), lf.clone());
             Ok(lf)
         };
-        match lang::load_with_scan(&file, &store, &task.params, &mut scan_for) {
+        let share = if opts.sequential { None } else { Some(&mut shared_groups) };
+        match lang::load_with_scan(&file, &store, &task.params, &mut scan_for, share) {
             Err(e) => {
                 let mut r = base_record(query_sha, String::new());
                 r.status = "failed".into();

@@ -53,15 +53,17 @@ pub fn parse(file: &QueryFile) -> Result<ast::Query> {
 
 /// Lex, parse, resolve against `store` and compile one query file.
 pub fn load(file: &QueryFile, store: &Store, params: &[(String, String)]) -> Result<Loaded> {
-    load_with_scan(file, store, params, &mut |m| compile::scan_dataset(store.root(), m))
+    load_with_scan(file, store, params, &mut |m| compile::scan_dataset(store.root(), m), None)
 }
 
-/// Like [`load`], with the dataset's rows read from what `scan_for` returns.
+/// Like [`load`], with the dataset's rows read from what `scan_for` returns,
+/// and group-bys shared with other queries through `shared` (a batch).
 pub fn load_with_scan(
     file: &QueryFile,
     store: &Store,
     params: &[(String, String)],
     scan_for: &mut dyn FnMut(&Manifest) -> Result<LazyFrame>,
+    shared: Option<&mut compile::SharedAggregates>,
 ) -> Result<Loaded> {
     let query = parse(file)?;
     let err = |d: diag::Diag| d.into_error(&file.path, &file.text);
@@ -98,7 +100,7 @@ pub fn load_with_scan(
             err(d)
         }
     })?;
-    let compiled = compile::plan_to_lazy_from(&plan, &manifest, store.root(), scan_for(&manifest)?)?;
+    let compiled = compile::plan_to_lazy_from(&plan, &manifest, store.root(), scan_for(&manifest)?, shared)?;
     Ok(Loaded { plan, manifest, compiled })
 }
 

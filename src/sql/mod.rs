@@ -159,7 +159,9 @@ pub fn run_loaded(
         .results
         .into_iter()
         .zip(&queries)
-        .map(|(r, q)| r.and_then(|r| Ok((crate::run::finish(&q.shape, r.frame)?, r.times.first().copied().unwrap_or(f64::NAN)))))
+        .map(|(r, q)| {
+            r.and_then(|r| Ok((crate::run::finish(&q.shape, r.frame)?, r.times.first().copied().unwrap_or(f64::NAN))))
+        })
         .collect())
 }
 
@@ -1054,4 +1056,28 @@ fn calendar(f: CalendarFn, e: &str) -> String {
 fn date_text(days: i32) -> String {
     let (y, m, d) = crate::period::civil_from_days(days);
     format!("{y:04}-{m:02}-{d:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_double_literals_in_both_dialects() {
+        assert_eq!(num(2024.0), "2024e0");
+        assert_eq!(num(4e12), "4e12");
+        assert_eq!(num(0.5), "5e-1");
+        assert_eq!(num(-1.25), "-1.25e0");
+        assert_eq!(num(0.1), "1e-1");
+    }
+
+    #[test]
+    fn strings_and_names_are_quoted_per_dialect() {
+        assert_eq!(Dialect::Spark.string(r"a'b\c"), r"'a\'b\\c'");
+        assert_eq!(Dialect::Duckdb.string(r"a'b\c"), r"'a''b\c'");
+        assert_eq!(Dialect::Spark.ident("x`y"), "`x``y`");
+        assert_eq!(Dialect::Duckdb.ident("x\"y"), "\"x\"\"y\"");
+        assert_eq!(Dialect::Spark.same("a", "b"), "a <=> b");
+        assert_eq!(Dialect::Duckdb.same("a", "b"), "a IS NOT DISTINCT FROM b");
+    }
 }
