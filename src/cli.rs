@@ -415,6 +415,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 eprintln!("chart: {} ({:?}, {} series)", path.display(), drawn.kind, drawn.series.len());
             }
             crate::run::write(&mut outcome.frame, &loaded.plan, format, out.as_deref())?;
+            if let Some(m) = loaded.plan.ytd_through {
+                let months = crate::lang::plan::months_label(m);
+                eprintln!("note: `by ytd`: each year is {months}, the months up to the last one the query covers");
+            }
             for w in &outcome.warnings {
                 eprintln!("warning: {w}");
             }

@@ -71,6 +71,27 @@ pub fn plan_to_lazy_from(
     c.compile(manifest, scan)
 }
 
+/// For `by ytd`: the last month (1-12) of the latest stored period that
+/// passes the query's calendar filters; the year-to-date roll-up runs through it.
+pub fn ytd_through(plan: &Plan, manifest: &Manifest, store: &Path) -> Result<u32> {
+    let c = Compiler { plan, n: 0, warnings: Vec::new(), store, shared: None };
+    let df = c.calendar_window(manifest)?.select([col("period").max()]).collect()?;
+    let last = df.column("period")?.date()?.physical().get(0).ok_or_else(|| {
+        Error::input(format!("`by ytd`: no stored period of {} passes the query's filters", manifest.dataset))
+    })?;
+    let (_, month, _) = crate::period::civil_from_days(last);
+    Ok(month + plan.frequency.months() - 1)
+}
+
+/// The number of the dataset's periods in one full roll-up period (12 months
+/// in a year; in a year to date, the months through `ytd_through`).
+pub(crate) fn periods_per_rollup(plan: &Plan, t: TimeKey) -> u32 {
+    match plan.ytd_through {
+        Some(m) => m / plan.frequency.months(),
+        None => t.frequency().months() / plan.frequency.months(),
+    }
+}
+
 /// The grouped rows of the queries of a batch, by the plan that makes them:
 /// queries that group the same rows by the same keys with the same aggregates
 /// (Q2 and Q3 of the benchmark, and Q5's sums by member) share one cached
@@ -432,8 +453,8 @@ impl Compiler<'_> {
         };
         let mut out = with_calendar_key(grouped, plan.time, plan.frequency);
         if let Some(t) = plan.time {
-            let per = t.frequency().months() / plan.frequency.months();
-            if per > 1 {
+            let per = periods_per_rollup(plan, t);
+            if t.frequency() != plan.frequency {
                 // A partial period is one the dataset does not fully cover
                 // within the query's calendar window: count the stored periods
                 // (the manifest's) that pass the calendar-only filters.

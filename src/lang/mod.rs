@@ -91,7 +91,7 @@ pub fn load_with_scan(
     let groups = store.groups_manifest()?;
     let codes = |column: &str| -> std::result::Result<Vec<String>, String> { distinct_codes(store, &manifest, column) };
     let catalog = resolve::Catalog { manifest: &manifest, groups: &groups, codes: &codes };
-    let plan = resolve::resolve(&query, &catalog, params).map_err(|d| {
+    let mut plan = resolve::resolve(&query, &catalog, params).map_err(|d| {
         if d.span == diag::Span::default() && d.message.starts_with("--param") {
             let mut e = Error::usage(d.message);
             e.hints = d.hints;
@@ -100,6 +100,16 @@ pub fn load_with_scan(
             err(d)
         }
     })?;
+    if plan.ytd {
+        // The months of each year up to the last one the query covers.
+        let through = compile::ytd_through(&plan, &manifest, store.root())?;
+        plan.row_filters.push(plan::RExpr::Bin(
+            ast::BinOp::Le,
+            Box::new(plan::RExpr::Col("month".into())),
+            Box::new(plan::RExpr::Num(f64::from(through))),
+        ));
+        plan.ytd_through = Some(through);
+    }
     let compiled = compile::plan_to_lazy_from(&plan, &manifest, store.root(), scan_for(&manifest)?, shared)?;
     Ok(Loaded { plan, manifest, compiled })
 }

@@ -235,6 +235,11 @@ pub struct Plan {
     pub groups: Vec<GroupMap>,
     /// `None`: no `by` stage; rows are listed, not aggregated.
     pub time: Option<TimeKey>,
+    /// `by ytd`: years, each cut to the months up to the last one the query
+    /// covers (`ytd_through`, set when the query is loaded against the store,
+    /// which also adds the filter `month <= ytd_through`).
+    pub ytd: bool,
+    pub ytd_through: Option<u32>,
     pub keys: Vec<String>,
     pub aggs: Vec<Agg>,
     pub top: Option<(usize, String, String)>,
@@ -317,7 +322,11 @@ impl fmt::Display for Plan {
             writeln!(f, "  derive {n} = {e}")?;
         }
         if let Some(t) = self.time {
-            let mut keys = vec![format!("{} (calendar)", t.column())];
+            let first = match self.ytd_through {
+                Some(m) => format!("year (calendar, year to date: {})", months_label(m)),
+                None => format!("{} (calendar)", t.column()),
+            };
+            let mut keys = vec![first];
             keys.extend(self.keys.iter().cloned());
             writeln!(f, "group by {}", keys.join(", "))?;
         } else if !self.keys.is_empty() {
@@ -354,4 +363,24 @@ impl fmt::Display for Plan {
         }
         Ok(())
     }
+}
+
+/// "January-October": the months of a year-to-date roll-up through month `last`.
+pub fn months_label(last: u32) -> String {
+    const NAMES: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    let last = last.clamp(1, 12) as usize;
+    if last == 1 { NAMES[0].to_string() } else { format!("{}-{}", NAMES[0], NAMES[last - 1]) }
 }

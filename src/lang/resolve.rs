@@ -91,6 +91,7 @@ pub fn resolve(query: &Query, catalog: &Catalog<'_>, overrides: &[(String, Strin
         scope: ROW_COLUMNS.iter().map(|(n, t)| (n.to_string(), *t)).collect(),
         aggregated: false,
         time: None,
+        ytd: false,
         keys: Vec::new(),
         group_aliases: Vec::new(),
         sum_of: BTreeMap::new(),
@@ -126,6 +127,8 @@ pub fn resolve(query: &Query, catalog: &Catalog<'_>, overrides: &[(String, Strin
         derives: Vec::new(),
         groups: Vec::new(),
         time: None,
+        ytd: false,
+        ytd_through: None,
         keys: Vec::new(),
         aggs: Vec::new(),
         top: None,
@@ -181,6 +184,7 @@ pub fn resolve(query: &Query, catalog: &Catalog<'_>, overrides: &[(String, Strin
                 }
                 r.by(keys, manifest.frequency)?;
                 plan.time = r.time;
+                plan.ytd = r.ytd;
                 plan.keys = r.keys.clone();
                 if !query.stages[index + 1..].iter().any(|s| matches!(s, Stage::Agg(_))) {
                     // A `by` with no aggregate sums value.
@@ -344,6 +348,8 @@ struct Resolver<'a> {
     scope: BTreeMap<String, Ty>,
     aggregated: bool,
     time: Option<TimeKey>,
+    /// `by ytd`: a year roll-up of the months up to the last one the query covers.
+    ytd: bool,
     keys: Vec<String>,
     group_aliases: Vec<String>,
     /// Aggregate column -> the row column it sums (for contribution()).
@@ -450,6 +456,13 @@ impl Resolver<'_> {
                 "year" => Some(TimeKey::Year),
                 "quarter" => Some(TimeKey::Quarter),
                 "month" => Some(TimeKey::Month),
+                "ytd" => {
+                    if data == Frequency::Year {
+                        return Err(Diag::new(k.span, "the dataset is yearly; year to date needs months or quarters"));
+                    }
+                    self.ytd = true;
+                    Some(TimeKey::Year)
+                }
                 "period" => Some(match data {
                     Frequency::Month => TimeKey::Month,
                     Frequency::Quarter => TimeKey::Quarter,
@@ -459,7 +472,10 @@ impl Resolver<'_> {
             };
             if let Some(t) = time {
                 if self.time.is_some() {
-                    return Err(Diag::new(k.span, "only one calendar key (year, quarter, month or period) per `by`"));
+                    return Err(Diag::new(
+                        k.span,
+                        "only one calendar key (year, quarter, month, period or ytd) per `by`",
+                    ));
                 }
                 if t.frequency() < data {
                     return Err(Diag::new(

@@ -586,8 +586,8 @@ impl Sql<'_> {
         let group_by = if keys.is_empty() { String::new() } else { format!(" GROUP BY {}", keys.join(", ")) };
         let mut out = self.cte(format!("SELECT {} FROM {}{group_by}", select.join(", "), f.name), cols);
         if let Some(t) = plan.time {
-            let per = t.frequency().months() / plan.frequency.months();
-            if per > 1 {
+            let per = crate::lang::compile::periods_per_rollup(plan, t);
+            if t.frequency() != plan.frequency {
                 let column = self.fresh("wpartial");
                 out = self.coverage(&out, manifest, t, &column)?;
                 let unit = match plan.frequency {

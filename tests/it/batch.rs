@@ -41,12 +41,13 @@ fn the_release_job_writes_every_extract_as_run_gives_it() {
     let _ = std::fs::remove_file(&job);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.starts_with("12 ok, 0 skipped, 0 failed"), "{stdout}");
+    assert!(stdout.starts_with("13 ok, 0 skipped, 0 failed"), "{stdout}");
     let extracts = dir.path().join("extracts");
     for (extract, query, params) in [
         ("trade_2023.parquet", "trade_2024.tql", Some("year=2023")),
         ("trade_2024.parquet", "trade_2024.tql", None),
         ("monthly_2024.parquet", "monthly_2024.tql", None),
+        ("ytd_flows.parquet", "ytd_flows.tql", None),
         ("minerals_top_partners.parquet", "minerals_top_partners.tql", None),
         ("minerals_blocs.parquet", "minerals_blocs.tql", None),
     ] {

@@ -108,3 +108,37 @@ fn reference_figures_of_q4_and_december() {
     assert_eq!(format!("{:.1}", num(dec, "value_ytd_yoy") * 100.0), "5.0");
     assert_eq!(format!("{:.1}", num(&m[0], "value_ytd_yoy") * 100.0), "12.8");
 }
+
+#[test]
+fn year_to_date_roll_up_matches_the_monthly_year_to_date() {
+    let m = run_csv(&query("monthly_2024.tql"), &[]);
+    for through in ["2024-03", "2024-11", "2024-12"] {
+        let month: usize = through[5..].parse().unwrap();
+        let rows = run_csv(&query("ytd_flows.tql"), &[&format!("through={through}")]);
+        let y24: Vec<_> = rows.iter().filter(|r| r["year"] == "2024").collect();
+        assert_eq!(y24.len(), 2, "{through}: exports and imports");
+        let total: f64 = y24.iter().map(|r| num(r, "value")).sum();
+        let ytd = &m[month - 1];
+        assert!((total / num(ytd, "value_ytd") - 1.0).abs() < 1e-12, "{through}: {total} against {}", ytd["value_ytd"]);
+        // Growth of the total from the flows' growths, weighted by last year's values.
+        let before: f64 = y24.iter().map(|r| num(r, "value") / (1.0 + num(r, "value_yoy"))).sum();
+        assert!((total / before - 1.0 - num(ytd, "value_ytd_yoy")).abs() < 1e-12, "{through}");
+    }
+    // January to November 2024, as published: exports +6.7%, imports +2.4% (yuan).
+    let rows = run_csv(&query("ytd_flows.tql"), &[]);
+    let growth = |flow: &str| {
+        let r = rows.iter().find(|r| r["year"] == "2024" && r["flow"] == flow).unwrap();
+        format!("{:.1}", num(r, "value_yoy") * 100.0)
+    };
+    assert_eq!(growth("export"), "6.7");
+    assert_eq!(growth("import"), "2.4");
+    // A window that runs past the data ends at the last stored month (December): whole years.
+    let past = run_csv(&query("ytd_flows.tql"), &["through=2025-03"]);
+    assert_eq!(past, run_csv(&query("ytd_flows.tql"), &["through=2024-12"]));
+    let dir = tempfile::tempdir().unwrap();
+    let year = run_csv(&write(dir.path(), "year_flows.tql", "from gacc\nby year, flow\nsum value"), &[]);
+    assert_eq!(
+        past.iter().map(|r| &r["value"]).collect::<Vec<_>>(),
+        year.iter().map(|r| &r["value"]).collect::<Vec<_>>()
+    );
+}
