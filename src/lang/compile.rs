@@ -83,13 +83,52 @@ pub fn ytd_through(plan: &Plan, manifest: &Manifest, store: &Path) -> Result<u32
     Ok(month + plan.frequency.months() - 1)
 }
 
-/// The number of the dataset's periods in one full roll-up period (12 months
-/// in a year; in a year to date, the months through `ytd_through`).
-pub(crate) fn periods_per_rollup(plan: &Plan, t: TimeKey) -> u32 {
-    match plan.ytd_through {
+/// The currencies convert() targets, other than the dataset's own, sorted.
+pub(crate) fn convert_targets(plan: &Plan, source: &str) -> Vec<String> {
+    let mut targets: Vec<String> = Vec::new();
+    for x in plan.derives.iter().map(|(_, x)| x).chain(&plan.row_filters) {
+        x.any(&mut |e| {
+            if let RExpr::Convert(_, t) = e {
+                targets.push(t.clone());
+            }
+            false
+        });
+    }
+    targets.retain(|t| t != source);
+    targets.sort();
+    targets.dedup();
+    targets
+}
+
+/// The warning on roll-up periods that hold fewer of the dataset's periods
+/// than a full one (12 months in a year; in a year to date, the months through
+/// `ytd_through`), read from `column` (the count of stored periods).
+pub(crate) fn partial_warning(plan: &Plan, t: TimeKey, column: String) -> WarningColumn {
+    let expected = match plan.ytd_through {
         Some(m) => m / plan.frequency.months(),
         None => t.frequency().months() / plan.frequency.months(),
+    };
+    let unit = match plan.frequency {
+        Frequency::Month => "months",
+        Frequency::Quarter => "quarters",
+        Frequency::Year => "years",
+    };
+    let compared = plan.outputs.iter().any(|o| compares_years(&o.expr));
+    WarningColumn { column, kind: WarningKind::Partial { expected, unit, compared } }
+}
+
+/// `top` sums the rest into "others", so every aggregate must be a sum or a count.
+pub(crate) fn check_top_aggregates(plan: &Plan) -> Result<()> {
+    for a in &plan.aggs {
+        if !matches!(a.func, AggFunc::Sum | AggFunc::Count) {
+            return Err(Error::usage(format!(
+                "`top` sums the rest into \"others\", which {}({}) cannot be; use sum or count",
+                a.func.name(),
+                a.arg.as_deref().unwrap_or("")
+            )));
+        }
     }
+    Ok(())
 }
 
 /// The grouped rows of the queries of a batch, by the plan that makes them:
@@ -252,21 +291,10 @@ impl Compiler<'_> {
         }
         // Output: period, keys, then what `show` asks for (or the aggregates).
         let mut select: Vec<Expr> = Vec::new();
-        let mut names: Vec<String> = Vec::new();
-        if let Some(t) = plan.time {
-            names.push(t.column().to_string());
-        }
-        names.extend(plan.keys.iter().cloned());
-        if plan.outputs.is_empty() {
-            names.extend(plan.aggs.iter().filter(|a| !a.name.starts_with("__")).map(|a| a.name.clone()));
-        } else {
-            names.extend(
-                plan.outputs.iter().filter(|o| !names.contains(&o.name)).map(|o| o.name.clone()).collect::<Vec<_>>(),
-            );
-        }
+        let names = plan.result_columns();
         select.extend(names.iter().map(|n| col(n.as_str())));
         select.extend(self.warnings.iter().map(|w| col(w.column.as_str())));
-        lf = self.sort(lf, &names);
+        lf = self.sort(lf);
         if let Some(n) = plan.limit {
             lf = lf.limit(n as IdxSize);
         }
@@ -287,23 +315,11 @@ impl Compiler<'_> {
         }
     }
 
-    fn sort(&self, lf: LazyFrame, names: &[String]) -> LazyFrame {
-        let plan = self.plan;
-        let mut by: Vec<(String, bool)> = plan.sort.clone();
-        let mut defaults: Vec<String> = Vec::new();
-        if plan.time.is_some() {
-            defaults.push("__t".to_string());
-        }
-        defaults.extend(plan.keys.iter().cloned());
-        for d in defaults {
-            if !by.iter().any(|(c, _)| *c == d) {
-                by.push((d, false));
-            }
-        }
+    fn sort(&self, lf: LazyFrame) -> LazyFrame {
+        let by = self.plan.result_order();
         if by.is_empty() {
             return lf;
         }
-        let _ = names;
         let cols: Vec<PlSmallStr> = by.iter().map(|(c, _)| PlSmallStr::from(c.as_str())).collect();
         let desc: Vec<bool> = by.iter().map(|(_, d)| *d).collect();
         lf.sort(
@@ -452,24 +468,16 @@ impl Compiler<'_> {
             self.shared_group(lf.clone().group_by(keys).agg(aggs))
         };
         let mut out = with_calendar_key(grouped, plan.time, plan.frequency);
-        if let Some(t) = plan.time {
-            let per = periods_per_rollup(plan, t);
-            if t.frequency() != plan.frequency {
-                // A partial period is one the dataset does not fully cover
-                // within the query's calendar window: count the stored periods
-                // (the manifest's) that pass the calendar-only filters.
-                let column = self.fresh("wpartial");
-                let counts = self.coverage(manifest, t, &column)?;
-                out = out.join(counts, [col("__t")], [col("__t")], join_args());
-                let unit = match plan.frequency {
-                    Frequency::Month => "months",
-                    Frequency::Quarter => "quarters",
-                    Frequency::Year => "years",
-                };
-                let compared = plan.outputs.iter().any(|o| compares_years(&o.expr));
-                self.warnings
-                    .push(WarningColumn { column, kind: WarningKind::Partial { expected: per, unit, compared } });
-            }
+        if let Some(t) = plan.time
+            && t.frequency() != plan.frequency
+        {
+            // A partial period is one the dataset does not fully cover
+            // within the query's calendar window: count the stored periods
+            // (the manifest's) that pass the calendar-only filters.
+            let column = self.fresh("wpartial");
+            let counts = self.coverage(manifest, t, &column)?;
+            out = out.join(counts, [col("__t")], [col("__t")], join_args());
+            self.warnings.push(partial_warning(plan, t, column));
         }
         Ok(out)
     }
@@ -480,18 +488,7 @@ impl Compiler<'_> {
     /// read: a missing rate would otherwise be a silent null in a sum.
     fn join_rates(&self, lf: LazyFrame, manifest: &Manifest) -> Result<LazyFrame> {
         let Some((path, source)) = &self.plan.rates else { return Ok(lf) };
-        let mut targets: Vec<String> = Vec::new();
-        for x in self.plan.derives.iter().map(|(_, x)| x).chain(&self.plan.row_filters) {
-            x.any(&mut |e| {
-                if let RExpr::Convert(_, t) = e {
-                    targets.push(t.clone());
-                }
-                false
-            });
-        }
-        targets.retain(|t| t != source);
-        targets.sort();
-        targets.dedup();
+        let targets = convert_targets(self.plan, source);
         let file = self.store.join(crate::store::GROUPS_DIR).join(path);
         let rates =
             LazyFrame::scan_parquet(PlRefPath::new(file.to_string_lossy().as_ref()), ScanArgsParquet::default())?;
@@ -573,15 +570,7 @@ impl Compiler<'_> {
 
     fn top(&mut self, lf: LazyFrame, n: usize, dim: &str, by: &str) -> Result<LazyFrame> {
         let plan = self.plan;
-        for a in &plan.aggs {
-            if !matches!(a.func, AggFunc::Sum | AggFunc::Count) {
-                return Err(Error::usage(format!(
-                    "`top` sums the rest into \"others\", which {}({}) cannot be; use sum or count",
-                    a.func.name(),
-                    a.arg.as_deref().unwrap_or("")
-                )));
-            }
-        }
+        check_top_aggregates(plan)?;
         let mut partition: Vec<Expr> = Vec::new();
         if plan.time.is_some() {
             partition.push(col("__t"));
@@ -669,14 +658,7 @@ impl Compiler<'_> {
                 (lf, col(cx.as_str()) / total)
             }
             Measure::Contribution(a, within) => {
-                let RExpr::Col(agg_name) = a else { return Err(Error::internal("contribution of a non-column")) };
-                let row_col = self
-                    .plan
-                    .aggs
-                    .iter()
-                    .find(|g| g.name == *agg_name)
-                    .and_then(|g| g.arg.clone())
-                    .ok_or_else(|| Error::internal("contribution of an unknown aggregate"))?;
+                let (agg_name, row_col) = self.plan.contribution_columns(a)?;
                 let (lf, prev) = self.previous(lf, agg_name, 12);
                 // The total of the base rows (before group mapping: never a sum of overlapping groups).
                 let total = self.fresh("total");

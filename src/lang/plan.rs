@@ -256,6 +256,49 @@ pub struct Plan {
     pub chart: Option<crate::chart::ChartOptions>,
 }
 
+impl Plan {
+    /// The visible columns of an aggregated result: the period, the keys, then
+    /// what `show` asks for (or the aggregates).
+    pub fn result_columns(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.time.iter().map(|t| t.column().to_string()).collect();
+        names.extend(self.keys.iter().cloned());
+        if self.outputs.is_empty() {
+            names.extend(self.aggs.iter().filter(|a| !a.name.starts_with("__")).map(|a| a.name.clone()));
+        } else {
+            let shown: Vec<String> =
+                self.outputs.iter().filter(|o| !names.contains(&o.name)).map(|o| o.name.clone()).collect();
+            names.extend(shown);
+        }
+        names
+    }
+
+    /// The order of an aggregated result: the `sort` stage's keys, then the
+    /// calendar key (`__t`) and the grouping keys it does not name.
+    pub fn result_order(&self) -> Vec<(String, bool)> {
+        let mut by: Vec<(String, bool)> = self.sort.clone();
+        let mut defaults: Vec<String> = self.time.iter().map(|_| "__t".to_string()).collect();
+        defaults.extend(self.keys.iter().cloned());
+        for d in defaults {
+            if !by.iter().any(|(c, _)| *c == d) {
+                by.push((d, false));
+            }
+        }
+        by
+    }
+
+    /// For contribution(x): the aggregate column x and the row column it sums.
+    pub fn contribution_columns<'p>(&'p self, x: &'p RExpr) -> crate::Result<(&'p String, String)> {
+        let RExpr::Col(agg_name) = x else { return Err(crate::Error::internal("contribution of a non-column")) };
+        let row_col = self
+            .aggs
+            .iter()
+            .find(|g| g.name == *agg_name)
+            .and_then(|g| g.arg.clone())
+            .ok_or_else(|| crate::Error::internal("contribution of an unknown aggregate"))?;
+        Ok((agg_name, row_col))
+    }
+}
+
 impl fmt::Display for RExpr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -21,10 +21,10 @@ pub mod engine;
 use crate::error::{Error, Result};
 use crate::lang::ast::BinOp;
 use crate::lang::compile::{
-    ResultShape, WarningColumn, WarningKind, calendar_only, compares_years, fx_column, uses_section,
+    ResultShape, WarningColumn, WarningKind, calendar_only, check_top_aggregates, convert_targets, fx_column,
+    partial_warning, uses_section,
 };
 use crate::lang::plan::*;
-use crate::period::Frequency;
 use crate::store::Manifest;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -250,6 +250,20 @@ impl Sql<'_> {
         self.cte(format!("SELECT {} FROM {}", select.join(", "), f.name), cols)
     }
 
+    /// `f` with `column` of `relation` (aliased `b`; `f` is `a`) joined on `on`:
+    /// a left join, so rows without a match keep a null.
+    fn join_column(&mut self, f: &Frame, relation: &str, column: &str, on: &str) -> Frame {
+        let mut cols = f.cols.clone();
+        cols.push(column.to_string());
+        let body = format!(
+            "SELECT {}, b.{} FROM {} a LEFT JOIN ({relation}) b ON {on}",
+            self.prefixed("a", &f.cols),
+            self.q(column),
+            f.name
+        );
+        self.cte(body, cols)
+    }
+
     fn filter(&mut self, f: &Frame, cond: &str) -> Frame {
         let body = format!("SELECT {} FROM {} WHERE {cond}", self.list(&f.cols), f.name);
         self.cte(body, f.cols.clone())
@@ -336,30 +350,9 @@ impl Sql<'_> {
             let keep = self.q(&name);
             f = self.filter(&next, &keep);
         }
-        let mut names: Vec<String> = Vec::new();
-        if let Some(t) = plan.time {
-            names.push(t.column().to_string());
-        }
-        names.extend(plan.keys.iter().cloned());
-        if plan.outputs.is_empty() {
-            names.extend(plan.aggs.iter().filter(|a| !a.name.starts_with("__")).map(|a| a.name.clone()));
-        } else {
-            let shown: Vec<String> =
-                plan.outputs.iter().filter(|o| !names.contains(&o.name)).map(|o| o.name.clone()).collect();
-            names.extend(shown);
-        }
+        let mut names = plan.result_columns();
         names.extend(self.warnings.iter().map(|w| w.column.clone()));
-        let mut by: Vec<(String, bool)> = plan.sort.clone();
-        let mut defaults: Vec<String> = Vec::new();
-        if plan.time.is_some() {
-            defaults.push("__t".to_string());
-        }
-        defaults.extend(plan.keys.iter().cloned());
-        for d in defaults {
-            if !by.iter().any(|(c, _)| *c == d) {
-                by.push((d, false));
-            }
-        }
+        let by = plan.result_order();
         Ok(self.finish(&f, &names, &by))
     }
 
@@ -473,18 +466,7 @@ impl Sql<'_> {
     /// has already refused periods without a rate.
     fn join_rates(&mut self, f: Frame) -> Result<Frame> {
         let Some((path, source)) = &self.plan.rates else { return Ok(f) };
-        let mut targets: Vec<String> = Vec::new();
-        for x in self.plan.derives.iter().map(|(_, x)| x).chain(&self.plan.row_filters) {
-            x.any(&mut |e| {
-                if let RExpr::Convert(_, t) = e {
-                    targets.push(t.clone());
-                }
-                false
-            });
-        }
-        targets.retain(|t| t != source);
-        targets.sort();
-        targets.dedup();
+        let targets = convert_targets(self.plan, source);
         let table = self.group_file(path);
         let (period, currency, per_usd) = (self.q("period"), self.q("currency"), self.q("per_usd"));
         let d = self.d;
@@ -505,15 +487,7 @@ impl Sql<'_> {
                 per_usd_of(source),
                 per_usd_of(&target)
             );
-            let mut cols = f.cols.clone();
-            cols.push(fx.clone());
-            let body = format!(
-                "SELECT {}, x.{} FROM {} r LEFT JOIN ({factors}) x ON r.{period} = x.{period}",
-                self.prefixed("r", &f.cols),
-                self.q(&fx),
-                f.name
-            );
-            f = self.cte(body, cols);
+            f = self.join_column(&f, &factors, &fx, &format!("a.{period} = b.{period}"));
         }
         Ok(f)
     }
@@ -585,20 +559,12 @@ impl Sql<'_> {
         }
         let group_by = if keys.is_empty() { String::new() } else { format!(" GROUP BY {}", keys.join(", ")) };
         let mut out = self.cte(format!("SELECT {} FROM {}{group_by}", select.join(", "), f.name), cols);
-        if let Some(t) = plan.time {
-            let per = crate::lang::compile::periods_per_rollup(plan, t);
-            if t.frequency() != plan.frequency {
-                let column = self.fresh("wpartial");
-                out = self.coverage(&out, manifest, t, &column)?;
-                let unit = match plan.frequency {
-                    Frequency::Month => "months",
-                    Frequency::Quarter => "quarters",
-                    Frequency::Year => "years",
-                };
-                let compared = plan.outputs.iter().any(|o| compares_years(&o.expr));
-                self.warnings
-                    .push(WarningColumn { column, kind: WarningKind::Partial { expected: per, unit, compared } });
-            }
+        if let Some(t) = plan.time
+            && t.frequency() != plan.frequency
+        {
+            let column = self.fresh("wpartial");
+            out = self.coverage(&out, manifest, t, &column)?;
+            self.warnings.push(partial_warning(plan, t, column));
         }
         Ok(out)
     }
@@ -629,29 +595,13 @@ impl Sql<'_> {
             self.q("__t"),
             self.q(column)
         );
-        let mut cols = f.cols.clone();
-        cols.push(column.to_string());
         let tq = self.q("__t");
-        let body = format!(
-            "SELECT {}, k.{} FROM {} a LEFT JOIN ({counts}) k ON a.{tq} = k.{tq}",
-            self.prefixed("a", &f.cols),
-            self.q(column),
-            f.name
-        );
-        Ok(self.cte(body, cols))
+        Ok(self.join_column(f, &counts, column, &format!("a.{tq} = b.{tq}")))
     }
 
     fn top(&mut self, f: &Frame, n: usize, dim: &str, by: &str) -> Result<Frame> {
         let plan = self.plan;
-        for a in &plan.aggs {
-            if !matches!(a.func, AggFunc::Sum | AggFunc::Count) {
-                return Err(Error::usage(format!(
-                    "`top` sums the rest into \"others\", which {}({}) cannot be; use sum or count",
-                    a.func.name(),
-                    a.arg.as_deref().unwrap_or("")
-                )));
-            }
-        }
+        check_top_aggregates(plan)?;
         let mut partition: Vec<String> = Vec::new();
         if plan.time.is_some() {
             partition.push(self.q("__t"));
@@ -684,6 +634,14 @@ impl Sql<'_> {
         Ok(self.cte(body, cols))
     }
 
+    /// The period (when there is one) and the `within` columns: what a share
+    /// or a rank is taken among.
+    fn period_partition(&self, within: &[String]) -> Vec<String> {
+        let mut part: Vec<String> = self.plan.time.iter().map(|_| self.q("__t")).collect();
+        part.extend(within.iter().map(|w| self.q(w)));
+        part
+    }
+
     fn series_partition(&self) -> Vec<String> {
         self.plan.keys.iter().map(|k| self.q(k)).collect()
     }
@@ -704,18 +662,9 @@ impl Sql<'_> {
         let mut shifted = vec![format!("{} AS {}", self.d.add_months(&self.q("__t"), months), self.q("__t"))];
         shifted.extend(self.series_partition());
         shifted.push(format!("{} AS {}", self.q(column), self.q(&prev)));
-        let mut cols = f.cols.clone();
-        cols.push(prev.clone());
-        let body = format!(
-            "SELECT {}, p.{} FROM {} a LEFT JOIN (SELECT {} FROM {}) p ON {}",
-            self.prefixed("a", &f.cols),
-            self.q(&prev),
-            f.name,
-            shifted.join(", "),
-            f.name,
-            self.on_row_keys("a", "p")
-        );
-        (self.cte(body, cols), prev)
+        let shifted = format!("SELECT {} FROM {}", shifted.join(", "), f.name);
+        let on = self.on_row_keys("a", "b");
+        (self.join_column(f, &shifted, &prev, &on), prev)
     }
 
     /// Makes `x` a column of the frame (adding it when it is not a plain column).
@@ -786,25 +735,14 @@ impl Sql<'_> {
             }
             Measure::Share(a, within) => {
                 let (f, cx) = self.column_of(f, a, base)?;
-                let mut part: Vec<String> = Vec::new();
-                if time.is_some() {
-                    part.push(self.q("__t"));
-                }
-                part.extend(within.iter().map(|w| self.q(w)));
+                let part = self.period_partition(within);
                 let qc = self.q(&cx);
                 let (f, total) =
                     self.materialise(&f, &format!("SUM({qc}) OVER ({})", partition_by(&part).trim_end()), "total");
                 (f, self.d.divide(&qc, &total))
             }
             Measure::Contribution(a, within) => {
-                let RExpr::Col(agg_name) = a else { return Err(Error::internal("contribution of a non-column")) };
-                let row_col = self
-                    .plan
-                    .aggs
-                    .iter()
-                    .find(|g| g.name == *agg_name)
-                    .and_then(|g| g.arg.clone())
-                    .ok_or_else(|| Error::internal("contribution of an unknown aggregate"))?;
+                let (agg_name, row_col) = self.plan.contribution_columns(a)?;
                 let (f, prev) = self.previous(f, agg_name, 12);
                 // The total of the base rows (before group mapping: never a sum of overlapping groups).
                 let total = self.fresh("total");
@@ -823,16 +761,7 @@ impl Sql<'_> {
                     let w = self.q(w);
                     on.push(self.d.same(&format!("a.{w}"), &format!("b.{w}")));
                 }
-                let mut cols = f.cols.clone();
-                cols.push(total.clone());
-                let body = format!(
-                    "SELECT {}, b.{} FROM {} a LEFT JOIN ({totals}) b ON {}",
-                    self.prefixed("a", &f.cols),
-                    self.q(&total),
-                    f.name,
-                    on.join(" AND ")
-                );
-                let f = self.cte(body, cols);
+                let f = self.join_column(&f, &totals, &total, &on.join(" AND "));
                 let qp = self.q(&prev);
                 let kind = WarningKind::MissingBase { measure: format!("contribution({agg_name})"), offset: "a year" };
                 let f = self.warn(&f, &format!("({qp} IS NULL)"), kind);
@@ -900,11 +829,7 @@ impl Sql<'_> {
             }
             Measure::Rank(a, within) => {
                 let (f, cx) = self.column_of(f, a, base)?;
-                let mut part: Vec<String> = Vec::new();
-                if time.is_some() {
-                    part.push(self.q("__t"));
-                }
-                part.extend(within.iter().map(|w| self.q(w)));
+                let part = self.period_partition(within);
                 let qc = self.q(&cx);
                 let mut order = vec![format!("{qc} DESC NULLS LAST")];
                 order.extend(self.plan.keys.iter().map(|k| format!("{} ASC", self.q(k))));
