@@ -123,7 +123,9 @@ enum Command {
     /// calendar, shares by window sums, groups with validity dates) and reads
     /// exactly the Parquet files the dataset's manifest lists, at --store-uri.
     Sql {
+        /// The query file (.tql).
         file: PathBuf,
+        /// spark (Spark SQL; tested with Spark 4.3) or duckdb (tested with DuckDB 1.5).
         #[arg(long, value_enum)]
         dialect: crate::sql::Dialect,
         /// Where the engine reads the store: a path or URI such as
@@ -133,6 +135,7 @@ enum Command {
         /// The local store (its manifests decide which files the SQL reads).
         #[arg(long, short, env = "TRADEQL_STORE", default_value = "store")]
         store: PathBuf,
+        /// Override a `param` of the query: --param year=2023 (repeatable).
         #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
         params: Vec<String>,
     },
