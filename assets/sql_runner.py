@@ -37,7 +37,14 @@ def main():
     if job["engine"] == "spark":
         from pyspark.sql import SparkSession
 
-        spark = SparkSession.builder.appName("tradeql").getOrCreate()
+        builder = SparkSession.builder.appName("tradeql")
+        if job.get("master"):  # run by Python, not spark-submit: configure here
+            builder = (
+                builder.master(job["master"])
+                .config("spark.ui.enabled", "false")
+                .config("spark.sql.session.timeZone", "UTC")
+            )
+        spark = builder.getOrCreate()
         spark.sparkContext.setLogLevel("ERROR")
 
         def run(sql):

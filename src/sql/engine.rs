@@ -61,18 +61,19 @@ pub fn run(dialect: Dialect, statements: &[Statement], options: &EngineOptions) 
     std::fs::write(&runner, RUNNER).map_err(|e| Error::io("cannot write", &runner, e))?;
     let outputs: Vec<PathBuf> = (0..statements.len()).map(|i| dir.path().join(format!("result{i}.jsonl"))).collect();
     let report = dir.path().join("report.json");
+    let (mut command, master) = match dialect {
+        Dialect::Spark => spark_command(options)?,
+        Dialect::Duckdb => (duckdb_command(options)?, None),
+    };
     let job = serde_json::json!({
         "engine": dialect.name(),
+        "master": master,
         "report": report,
         "repeat": options.repeat,
         "queries": statements.iter().zip(&outputs).map(|(s, out)| serde_json::json!({"sql": s.sql, "out": out})).collect::<Vec<_>>(),
     });
     let job_file = dir.path().join("job.json");
     std::fs::write(&job_file, serde_json::to_vec(&job)?).map_err(|e| Error::io("cannot write", &job_file, e))?;
-    let mut command = match dialect {
-        Dialect::Spark => spark_command(options)?,
-        Dialect::Duckdb => duckdb_command(options)?,
-    };
     command.arg(&runner).arg(&job_file);
     let start = Instant::now();
     let out = command.output().map_err(|e| Error::io("cannot start", Path::new(command.get_program()), e))?;
@@ -112,15 +113,26 @@ pub fn run(dialect: Dialect, statements: &[Statement], options: &EngineOptions) 
 
 /// `spark-submit` from $TRADEQL_SPARK_SUBMIT or the PATH. A pip-installed
 /// pyspark finds its Spark home with the Python beside it, so that directory
-/// goes first on the child's PATH.
-fn spark_command(options: &EngineOptions) -> Result<Command> {
+/// goes first on the child's PATH. Without spark-submit, a Python that has
+/// pyspark runs the script itself (pyspark starts its own JVM); the master then
+/// goes to the script (the second value).
+fn spark_command(options: &EngineOptions) -> Result<(Command, Option<String>)> {
+    let master = options.master.clone().unwrap_or_else(|| "local[*]".to_string());
     let submit = options
         .spark_submit
         .clone()
         .or_else(|| std::env::var_os("TRADEQL_SPARK_SUBMIT").map(PathBuf::from))
         .or_else(|| on_path("spark-submit"));
     let Some(submit) = submit else {
-        return Err(Error::usage("Spark is not installed: no spark-submit on the PATH")
+        let python = options
+            .python
+            .clone()
+            .or_else(|| std::env::var_os("TRADEQL_PYTHON").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("python3"));
+        if Command::new(&python).args(["-c", "import pyspark"]).output().is_ok_and(|o| o.status.success()) {
+            return Ok((Command::new(python), Some(master)));
+        }
+        return Err(Error::usage("Spark is not installed: no spark-submit on the PATH, and no pyspark for python3")
             .hint("install it with `python3 -m pip install pyspark` (it needs Java 17 or newer), or set TRADEQL_SPARK_SUBMIT to a spark-submit")
             .hint("scripts/setup-peers.sh installs it into .venv: then put .venv/bin on the PATH"));
     };
@@ -135,10 +147,10 @@ fn spark_command(options: &EngineOptions) -> Result<Command> {
             command.env("PYSPARK_PYTHON", &python);
         }
     }
-    command.args(["--master", options.master.as_deref().unwrap_or("local[*]")]);
+    command.args(["--master", &master]);
     command.args(["--conf", "spark.ui.enabled=false", "--conf", "spark.sql.session.timeZone=UTC"]);
     command.args(["--conf", "spark.log.level=ERROR"]);
-    Ok(command)
+    Ok((command, None))
 }
 
 /// A Python with the duckdb package: $TRADEQL_PYTHON, else python3 on the PATH.

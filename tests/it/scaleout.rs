@@ -231,11 +231,12 @@ fn run_on_spark_prints_like_a_polars_run_and_sql_reads_the_manifests_files() {
         .args(["run", s(file), "--store", s(store), "--engine", "spark"])
         .env("PATH", "/nonexistent")
         .env_remove("TRADEQL_SPARK_SUBMIT")
+        .env_remove("TRADEQL_PYTHON")
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("Spark is not installed: no spark-submit on the PATH"), "{err}");
+    assert!(err.contains("Spark is not installed: no spark-submit on the PATH, and no pyspark"), "{err}");
     assert!(err.contains("pip install pyspark"), "{err}");
 
     let Some(submit) = spark_submit() else { return };
@@ -252,4 +253,16 @@ fn run_on_spark_prints_like_a_polars_run_and_sql_reads_the_manifests_files() {
     assert!(table.contains("43.85") && table.contains("5.0%") && table.contains("7.06"), "{table}");
     let polars = ok(&["run", s(file), "--store", s(store)]);
     assert_eq!(table, polars);
+
+    // No spark-submit on the PATH, but a Python with pyspark: it starts Spark itself.
+    let python = submit.with_file_name("python");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tradeql"))
+        .args(["run", s(file), "--store", s(store), "--engine", "spark", "--master", "local[1]"])
+        .env("PATH", "/usr/bin:/bin")
+        .env_remove("TRADEQL_SPARK_SUBMIT")
+        .env("TRADEQL_PYTHON", &python)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), polars);
 }
