@@ -15,7 +15,7 @@ use tradeql::sql::Dialect;
 use tradeql::sql::engine::EngineOptions;
 
 /// Queries on the generated panel (dataset `trade`, partner groups G_*), by name.
-const PANEL_QUERIES: [(&str, &str); 14] = [
+const PANEL_QUERIES: [(&str, &str); 17] = [
     (
         "yearly_measures",
         "from trade\nby year, partner\nsum value\nshow value, yoy(value), share(value), pp(share(value)), rank(value)",
@@ -65,6 +65,12 @@ const PANEL_QUERIES: [(&str, &str); 14] = [
     (
         "heading",
         "from trade\nderive heading = heading(product)\nby year, heading\nsum value\nshow rank(value)\nsort heading\nlimit 12",
+    ),
+    ("no_period", "from trade\nby partner\nsum value\ntop 4 partner by value\nshow value, share(value), rank(value)"),
+    ("ytd_rollup", "from trade\nby ytd, flow\nsum value\nshow value, yoy(value), share(value), pp(share(value))"),
+    (
+        "quarter_ytd",
+        "from trade\nwhere flow = \"import\"\nby quarter\nsum value\nshow ytd(value), ytd_yoy(value), record(value)",
     ),
 ];
 
