@@ -172,10 +172,11 @@ struct Frame {
     cols: Vec<String>,
 }
 
-/// The stored columns of every dataset (the canonical schema), then the Hive
-/// `year` and the calendar columns every query may read.
+/// The stored columns of every dataset (the canonical schema); the scan adds
+/// the Hive `year` and the calendar columns `quarter` and `month`.
 const STORED: [&str; 10] =
     ["period", "reporter", "partner", "flow", "product", "region", "value", "quantity", "quantity_unit", "aggregate"];
+/// What a listing (no `by`, no `show`) returns, as the polars backend does.
 const LISTED: [&str; 9] =
     ["period", "reporter", "partner", "flow", "product", "region", "value", "quantity", "quantity_unit"];
 
