@@ -389,7 +389,6 @@ pub fn run_job(
     let mut records: Vec<Option<TaskRecord>> = vec![None; tasks.len()];
     let mut runnable: Vec<(usize, lang::Loaded, String)> = Vec::new();
     let parquet_key = serde_json::to_string(&job.parquet)?;
-    let mut shared: BTreeMap<String, LazyFrame> = BTreeMap::new();
     let mut shared_groups = lang::compile::SharedAggregates::default();
     for (i, task) in tasks.iter().enumerate() {
         let start = Instant::now();
@@ -420,18 +419,9 @@ pub fn run_job(
             }
         };
         let query_sha = sha256_text(&file.text);
-        // Queries on the same dataset read its files once, through one cached scan.
-        let mut scan_for = |m: &store::Manifest| -> Result<LazyFrame> {
-            if opts.sequential {
-                return lang::compile::scan_dataset(store.root(), m);
-            }
-            if let Some(lf) = shared.get(&m.dataset) {
-                return Ok(lf.clone());
-            }
-            let lf = lang::compile::scan_dataset(store.root(), m)?.cache();
-            shared.insert(m.dataset.clone(), lf.clone());
-            Ok(lf)
-        };
+        // Together, queries on the same dataset read each of its files once,
+        // through shared cached scans, and share identical group-bys.
+        let mut scan_for = |m: &store::Manifest| lang::compile::scan_dataset(store.root(), m);
         let share = if opts.sequential { None } else { Some(&mut shared_groups) };
         match lang::load_with_scan(&file, &store, &task.params, &mut scan_for, share) {
             Err(e) => {

@@ -67,14 +67,14 @@ pub fn plan_to_lazy_from(
     scan: LazyFrame,
     shared: Option<&mut SharedAggregates>,
 ) -> Result<Compiled> {
-    let mut c = Compiler { plan, n: 0, warnings: Vec::new(), store, shared };
+    let mut c = Compiler { plan, n: 0, warnings: Vec::new(), store, shared, fx: Vec::new() };
     c.compile(manifest, scan)
 }
 
 /// For `by ytd`: the last month (1-12) of the latest stored period that
 /// passes the query's calendar filters; the year-to-date roll-up runs through it.
 pub fn ytd_through(plan: &Plan, manifest: &Manifest, store: &Path) -> Result<u32> {
-    let c = Compiler { plan, n: 0, warnings: Vec::new(), store, shared: None };
+    let c = Compiler { plan, n: 0, warnings: Vec::new(), store, shared: None, fx: Vec::new() };
     let df = c.calendar_window(manifest)?.select([col("period").max()]).collect()?;
     let last = df.column("period")?.date()?.physical().get(0).ok_or_else(|| {
         Error::input(format!("`by ytd`: no stored period of {} passes the query's filters", manifest.dataset))
@@ -138,9 +138,34 @@ pub(crate) fn check_top_aggregates(plan: &Plan) -> Result<()> {
 #[derive(Default)]
 pub struct SharedAggregates {
     frames: std::collections::HashMap<String, LazyFrame>,
+    /// One cached scan per (dataset, year): every query of the batch reads a
+    /// year's files through it, so each file is decoded once.
+    scans: std::collections::HashMap<(String, i32), LazyFrame>,
 }
 
 impl SharedAggregates {
+    /// The rows of a dataset as the concatenation of its shared per-year scans.
+    pub fn dataset_scan(&mut self, store: &Path, manifest: &Manifest) -> Result<LazyFrame> {
+        let mut years: Vec<i32> = manifest.files.iter().map(|f| f.year).collect();
+        years.sort_unstable();
+        years.dedup();
+        let parts = years.iter().map(|&y| self.year_scan(store, manifest, y)).collect::<Result<Vec<_>>>()?;
+        if parts.is_empty() {
+            return Err(Error::store(format!("the dataset {} has no files", manifest.dataset)));
+        }
+        Ok(concat(parts, UnionArgs::default())?)
+    }
+
+    fn year_scan(&mut self, store: &Path, manifest: &Manifest, year: i32) -> Result<LazyFrame> {
+        let key = (manifest.dataset.clone(), year);
+        if let Some(lf) = self.scans.get(&key) {
+            return Ok(lf.clone());
+        }
+        let lf = scan_files(store, manifest, |f| f.year == year)?.cache();
+        self.scans.insert(key, lf.clone());
+        Ok(lf)
+    }
+
     fn share(&mut self, grouped: LazyFrame) -> LazyFrame {
         let key = format!("{:?}", grouped.logical_plan);
         self.frames.entry(key).or_insert_with(|| grouped.cache()).clone()
@@ -149,9 +174,22 @@ impl SharedAggregates {
 
 /// The rows of a dataset: the files its manifest lists, with the Hive `year`.
 pub fn scan_dataset(store: &Path, manifest: &Manifest) -> Result<LazyFrame> {
+    scan_files(store, manifest, |_| true)
+}
+
+/// The rows of the files of a dataset that `keep` keeps, with the Hive `year`.
+fn scan_files(
+    store: &Path,
+    manifest: &Manifest,
+    keep: impl Fn(&crate::store::manifest::DataFile) -> bool,
+) -> Result<LazyFrame> {
     let dir = store.join(&manifest.dataset);
-    let paths: Vec<PlRefPath> =
-        manifest.files.iter().map(|f| PlRefPath::new(dir.join(&f.path).to_string_lossy().as_ref())).collect();
+    let paths: Vec<PlRefPath> = manifest
+        .files
+        .iter()
+        .filter(|f| keep(f))
+        .map(|f| PlRefPath::new(dir.join(&f.path).to_string_lossy().as_ref()))
+        .collect();
     if paths.is_empty() {
         return Err(Error::store(format!("the dataset {} has no files", manifest.dataset)));
     }
@@ -171,6 +209,8 @@ struct Compiler<'a> {
     warnings: Vec<WarningColumn>,
     store: &'a Path,
     shared: Option<&'a mut SharedAggregates>,
+    /// For each currency convert() targets: its `__fx_` column and the factors by period.
+    fx: Vec<(String, LazyFrame)>,
 }
 
 fn date_lit(days: i32) -> Expr {
@@ -206,53 +246,13 @@ impl Compiler<'_> {
 
     fn compile(&mut self, manifest: &Manifest, scan: LazyFrame) -> Result<Compiled> {
         let plan = self.plan;
-        let mut lf = scan.with_columns([
-            col("period").dt().quarter().cast(DataType::Int32).alias("quarter"),
-            col("period").dt().month().cast(DataType::Int32).alias("month"),
-        ]);
-        if plan.drop_aggregates {
-            lf = lf.filter(col("aggregate").not());
-        }
-        if let Some(path) = &plan.hs_sections
-            && uses_section(plan)
-        {
-            let table = self
-                .group_table(path)?
-                .select([col("member").alias("__chapter"), col("group").alias("__section_product")]);
-            lf = lf.with_column(col("product").str().slice(lit(0), lit(2)).alias("__chapter")).join(
-                table,
-                [col("__chapter")],
-                [col("__chapter")],
-                join_args(),
-            );
-        }
-        lf = self.join_rates(lf, manifest)?;
-        let aliases: Vec<&str> = plan.groups.iter().map(|g| g.alias.as_str()).collect();
-        let uses_alias = |x: &RExpr| aliases.iter().any(|a| x.mentions(a));
-        for (name, x) in plan.derives.iter().filter(|(_, x)| !uses_alias(x)) {
-            lf = lf.with_column(self.expr(x)?.alias(name.as_str()));
-        }
-        for x in plan.row_filters.iter().filter(|x| !uses_alias(x)) {
-            lf = lf.filter(self.expr(x)?);
-        }
-        let base = lf.clone();
-        let pre_aggregate = pre_aggregates(plan);
-        if !pre_aggregate {
-            for g in &plan.groups {
-                lf = self.map_groups(lf, g)?;
-            }
-        }
-        for (name, x) in plan.derives.iter().filter(|(_, x)| uses_alias(x)) {
-            lf = lf.with_column(self.expr(x)?.alias(name.as_str()));
-        }
-        for x in plan.row_filters.iter().filter(|x| uses_alias(x)) {
-            lf = lf.filter(self.expr(x)?);
-        }
+        self.fx = self.rate_factors(manifest)?;
+        let (lf, base) = self.rows(scan)?;
         let aggregated = plan.time.is_some() || !plan.keys.is_empty() || !plan.aggs.is_empty();
         if !aggregated {
             return self.listing(lf);
         }
-        lf = self.aggregate(lf, manifest)?;
+        let mut lf = self.aggregate(lf, manifest)?;
         if let Some((n, dim, by)) = &plan.top {
             lf = self.top(lf, *n, dim, by)?;
         }
@@ -308,11 +308,109 @@ impl Compiler<'_> {
         })
     }
 
-    fn shared_group(&mut self, grouped: LazyFrame) -> LazyFrame {
-        match self.shared.as_deref_mut() {
-            Some(s) => s.share(grouped),
-            None => grouped,
+    /// The row stage over `scan`: calendar columns, aggregate rows left out,
+    /// HS sections, exchange rates, derived columns and filters, then the
+    /// group mappings (unless the rows are aggregated by member first).
+    /// Returns the rows, and the base rows before any group mapping (what
+    /// contributions divide by).
+    fn rows(&self, scan: LazyFrame) -> Result<(LazyFrame, LazyFrame)> {
+        let plan = self.plan;
+        let mut lf = scan.with_columns([
+            col("period").dt().quarter().cast(DataType::Int32).alias("quarter"),
+            col("period").dt().month().cast(DataType::Int32).alias("month"),
+        ]);
+        if plan.drop_aggregates {
+            lf = lf.filter(col("aggregate").not());
         }
+        if let Some(path) = &plan.hs_sections
+            && uses_section(plan)
+        {
+            let table = self
+                .group_table(path)?
+                .select([col("member").alias("__chapter"), col("group").alias("__section_product")]);
+            lf = lf.with_column(col("product").str().slice(lit(0), lit(2)).alias("__chapter")).join(
+                table,
+                [col("__chapter")],
+                [col("__chapter")],
+                join_args(),
+            );
+        }
+        for (_, factors) in &self.fx {
+            lf = lf.join(factors.clone(), [col("period")], [col("period")], join_args());
+        }
+        let aliases: Vec<&str> = plan.groups.iter().map(|g| g.alias.as_str()).collect();
+        let uses_alias = |x: &RExpr| aliases.iter().any(|a| x.mentions(a));
+        for (name, x) in plan.derives.iter().filter(|(_, x)| !uses_alias(x)) {
+            lf = lf.with_column(self.expr(x)?.alias(name.as_str()));
+        }
+        for x in plan.row_filters.iter().filter(|x| !uses_alias(x)) {
+            lf = lf.filter(self.expr(x)?);
+        }
+        let base = lf.clone();
+        if !pre_aggregates(plan) {
+            for g in &plan.groups {
+                lf = self.map_groups(lf, g)?;
+            }
+        }
+        for (name, x) in plan.derives.iter().filter(|(_, x)| uses_alias(x)) {
+            lf = lf.with_column(self.expr(x)?.alias(name.as_str()));
+        }
+        for x in plan.row_filters.iter().filter(|x| uses_alias(x)) {
+            lf = lf.filter(self.expr(x)?);
+        }
+        Ok((lf, base))
+    }
+
+    /// `lf` grouped by `keys` (the first of them the calendar key, if any).
+    ///
+    /// A year roll-up of monthly or quarterly data groups by the Hive `year`,
+    /// which is constant within each file: each year's files are read by their
+    /// own scan, grouped by the other keys only, and the year is put back as a
+    /// literal. Grouping by one key instead of two spares polars the row
+    /// encoding of composite keys (a quarter of Q1's time in a profile), and
+    /// a year roll-up alone needs no hashing at all. In a batch the per-year
+    /// scans are the shared, cached ones, and identical group-bys are shared.
+    fn group_rows(
+        &mut self,
+        lf: LazyFrame,
+        keys: Vec<Expr>,
+        aggs: Vec<Expr>,
+        manifest: &Manifest,
+    ) -> Result<LazyFrame> {
+        let by_file_year = self.plan.time == Some(TimeKey::Year) && self.plan.frequency != Frequency::Year;
+        if !by_file_year {
+            let grouped = lf.group_by(keys).agg(aggs);
+            return Ok(match self.shared.as_deref_mut() {
+                Some(s) => s.share(grouped),
+                None => grouped,
+            });
+        }
+        let mut years: Vec<i32> = manifest.files.iter().map(|f| f.year).collect();
+        years.sort_unstable();
+        years.dedup();
+        let rest: Vec<Expr> = keys[1..].to_vec();
+        let mut parts: Vec<LazyFrame> = Vec::new();
+        for &y in &years {
+            let scan = match self.shared.as_deref_mut() {
+                Some(s) => s.year_scan(self.store, manifest, y)?,
+                None => scan_files(self.store, manifest, |f| f.year == y)?,
+            };
+            let (rows, _) = self.rows(scan)?;
+            let grouped = if rest.is_empty() {
+                // A year whose rows are all filtered out has no group.
+                let mut with_count = aggs.clone();
+                with_count.push(len().alias("__rows"));
+                rows.select(with_count).filter(col("__rows").gt(lit(0))).drop(cols(["__rows"]))
+            } else {
+                rows.group_by(rest.clone()).agg(aggs.clone())
+            };
+            let grouped = match self.shared.as_deref_mut() {
+                Some(s) => s.share(grouped),
+                None => grouped,
+            };
+            parts.push(grouped.with_column(lit(y).alias("__year")));
+        }
+        Ok(concat(parts, UnionArgs::default())?)
     }
 
     fn sort(&self, lf: LazyFrame) -> LazyFrame {
@@ -445,7 +543,7 @@ impl Compiler<'_> {
             }
             let mut pre_keys: Vec<Expr> = plan.time.map(|t| time_group(t, plan.frequency)).into_iter().collect();
             pre_keys.extend(names.iter().map(|n| col(*n)));
-            let mut mapped = self.shared_group(lf.group_by(pre_keys).agg(aggs));
+            let mut mapped = self.group_rows(lf, pre_keys, aggs, manifest)?;
             for g in &plan.groups {
                 mapped = self.map_groups(mapped, g)?;
             }
@@ -465,7 +563,7 @@ impl Compiler<'_> {
                 .collect();
             mapped.group_by(final_keys).agg(combine)
         } else {
-            self.shared_group(lf.clone().group_by(keys).agg(aggs))
+            self.group_rows(lf, keys, aggs, manifest)?
         };
         let mut out = with_calendar_key(grouped, plan.time, plan.frequency);
         if let Some(t) = plan.time
@@ -486,8 +584,8 @@ impl Compiler<'_> {
     /// factor from the dataset's currency at each row's period. A period the
     /// query can touch that has no rate is an error here, before any data is
     /// read: a missing rate would otherwise be a silent null in a sum.
-    fn join_rates(&self, lf: LazyFrame, manifest: &Manifest) -> Result<LazyFrame> {
-        let Some((path, source)) = &self.plan.rates else { return Ok(lf) };
+    fn rate_factors(&self, manifest: &Manifest) -> Result<Vec<(String, LazyFrame)>> {
+        let Some((path, source)) = &self.plan.rates else { return Ok(Vec::new()) };
         let targets = convert_targets(self.plan, source);
         let file = self.store.join(crate::store::GROUPS_DIR).join(path);
         let rates =
@@ -505,7 +603,7 @@ impl Compiler<'_> {
         };
         // The periods this query can touch: the dataset's, within its calendar filters.
         let touched = self.calendar_window(manifest)?;
-        let mut lf = lf;
+        let mut all = Vec::new();
         for target in targets {
             let fx = fx_column(&target);
             let factors = per_usd(source, "__from")
@@ -533,9 +631,9 @@ impl Compiler<'_> {
                 ))
                 .hint("add the missing months with `tradeql rates add`, or narrow the query's periods"));
             }
-            lf = lf.join(factors, [col("period")], [col("period")], join_args());
+            all.push((fx, factors));
         }
-        Ok(lf)
+        Ok(all)
     }
 
     /// The dataset's stored periods (with year, quarter and month) that pass

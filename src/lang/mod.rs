@@ -110,7 +110,12 @@ pub fn load_with_scan(
         ));
         plan.ytd_through = Some(through);
     }
-    let compiled = compile::plan_to_lazy_from(&plan, &manifest, store.root(), scan_for(&manifest)?, shared)?;
+    // In a batch, every query reads the dataset through the shared per-year scans.
+    let (scan, shared) = match shared {
+        Some(s) => (s.dataset_scan(store.root(), &manifest)?, Some(s)),
+        None => (scan_for(&manifest)?, None),
+    };
+    let compiled = compile::plan_to_lazy_from(&plan, &manifest, store.root(), scan, shared)?;
     Ok(Loaded { plan, manifest, compiled })
 }
 
