@@ -529,23 +529,25 @@ impl Compiler<'_> {
         if keys.is_empty() {
             return Ok(lf.select(aggs));
         }
-        let grouped = if pre_aggregates(plan) {
-            // Membership at a fixed date, and aggregates that compose: sum the
-            // rows by member first, map the (far fewer) member rows to their
-            // groups, then combine. The same figures, without joining every row.
+        let code_keys = code_keys(plan);
+        let grouped = if pre_aggregates(plan) || !code_keys.is_empty() {
+            // Group by finer row columns first, then derive the coarser keys on
+            // the (far fewer) grouped rows and combine: members are mapped to
+            // their groups (membership at a fixed date), and a key such as
+            // chapter(product) is cut from the product of each grouped row
+            // instead of from every row. Aggregates compose, so the figures
+            // are the same.
             let time_name = plan.time.map(|t| time_column(t, plan.frequency));
-            let aliases: Vec<&str> = plan.groups.iter().map(|g| g.alias.as_str()).collect();
-            let mut names: Vec<&str> = plan.keys.iter().map(String::as_str).filter(|k| !aliases.contains(k)).collect();
-            for g in &plan.groups {
-                if !names.contains(&g.dim.as_str()) {
-                    names.push(g.dim.as_str());
+            let mut pre_keys: Vec<Expr> = plan.time.map(|t| time_group(t, plan.frequency)).into_iter().collect();
+            pre_keys.extend(row_group_keys(plan).iter().map(|n| col(n.as_str())));
+            let mut fine = self.group_rows(lf, pre_keys, aggs, manifest)?;
+            if pre_aggregates(plan) {
+                for g in &plan.groups {
+                    fine = self.map_groups(fine, g)?;
                 }
             }
-            let mut pre_keys: Vec<Expr> = plan.time.map(|t| time_group(t, plan.frequency)).into_iter().collect();
-            pre_keys.extend(names.iter().map(|n| col(*n)));
-            let mut mapped = self.group_rows(lf, pre_keys, aggs, manifest)?;
-            for g in &plan.groups {
-                mapped = self.map_groups(mapped, g)?;
+            for (key, x) in &code_keys {
+                fine = fine.with_column(self.expr(x)?.alias(key.as_str()));
             }
             let mut final_keys: Vec<Expr> = time_name.iter().map(|n| col(*n)).collect();
             final_keys.extend(plan.keys.iter().map(|k| col(k.as_str())));
@@ -561,7 +563,7 @@ impl Compiler<'_> {
                     }
                 })
                 .collect();
-            mapped.group_by(final_keys).agg(combine)
+            fine.group_by(final_keys).agg(combine)
         } else {
             self.group_rows(lf, keys, aggs, manifest)?
         };
@@ -1003,6 +1005,66 @@ fn time_group(t: TimeKey, data: Frequency) -> Expr {
     }
 }
 
+/// Whether every aggregate composes: a sum of sums, a sum of counts, a min of mins.
+fn aggregates_compose(plan: &Plan) -> bool {
+    plan.aggs.iter().all(|a| matches!(a.func, AggFunc::Sum | AggFunc::Count | AggFunc::Min | AggFunc::Max))
+}
+
+/// The keys derived as chapter() or heading() of a single column, with their
+/// expressions: when the aggregates compose, the rows are grouped by that
+/// column and the key is cut from the grouped rows (no group mapping involved).
+fn code_keys(plan: &Plan) -> Vec<(String, RExpr)> {
+    if !plan.groups.is_empty() || !aggregates_compose(plan) || plan.aggs.is_empty() {
+        return Vec::new();
+    }
+    plan.keys
+        .iter()
+        .filter_map(|k| {
+            let (_, x) = plan.derives.iter().find(|(n, _)| n == k)?;
+            match x {
+                RExpr::Code(CodeFn::Chapter | CodeFn::Heading, inner) if matches!(inner.as_ref(), RExpr::Col(_)) => {
+                    Some((k.clone(), x.clone()))
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// The row columns the rows are first grouped by besides the calendar: the
+/// keys, with members instead of their groups when rows are aggregated by
+/// member first, and the code column instead of a key cut from it.
+fn row_group_keys(plan: &Plan) -> Vec<String> {
+    let aliases: Vec<&str> =
+        if pre_aggregates(plan) { plan.groups.iter().map(|g| g.alias.as_str()).collect() } else { Vec::new() };
+    let code_keys = code_keys(plan);
+    let mut names: Vec<String> = Vec::new();
+    let mut add = |n: &str| {
+        if !names.iter().any(|x| x == n) {
+            names.push(n.to_string());
+        }
+    };
+    for k in &plan.keys {
+        if aliases.contains(&k.as_str()) {
+            continue;
+        }
+        match code_keys.iter().find(|(n, _)| n == k) {
+            Some((_, RExpr::Code(_, inner))) => {
+                if let RExpr::Col(c) = inner.as_ref() {
+                    add(c);
+                }
+            }
+            _ => add(k),
+        }
+    }
+    if pre_aggregates(plan) {
+        for g in &plan.groups {
+            add(&g.dim);
+        }
+    }
+    names
+}
+
 /// The name of the column [`time_group`] makes.
 fn time_column(t: TimeKey, data: Frequency) -> &'static str {
     if t == TimeKey::Year && data != Frequency::Year { "__year" } else { "__t" }
@@ -1019,7 +1081,7 @@ fn pre_aggregates(plan: &Plan) -> bool {
         && !plan.derives.iter().any(|(_, x)| reads_group(x))
         && !plan.row_filters.iter().any(reads_group)
         && (plan.time.is_some() || !plan.keys.is_empty())
-        && plan.aggs.iter().all(|a| matches!(a.func, AggFunc::Sum | AggFunc::Count | AggFunc::Min | AggFunc::Max))
+        && aggregates_compose(plan)
 }
 
 /// After grouping by [`time_group`]: the first day of each roll-up period as `__t`.
