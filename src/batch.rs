@@ -104,14 +104,22 @@ pub struct RunManifest {
     pub started_at: String,
     pub seconds: f64,
     pub store: String,
+    /// Where the queries ran: polars, spark or duckdb.
+    #[serde(default)]
+    pub engine: String,
     pub tasks: Vec<TaskRecord>,
 }
 
+#[derive(Default)]
 pub struct BatchOptions {
     pub incremental: bool,
     /// Run the queries one after another instead of together (for comparison).
     pub sequential: bool,
     pub wait: bool,
+    /// Run the queries' SQL on this engine (Spark or DuckDB, one session for
+    /// the whole job) instead of polars; extracts are written the same way,
+    /// and run.json names the engine.
+    pub engine: Option<(crate::sql::Dialect, crate::sql::engine::EngineOptions)>,
 }
 
 fn parse_format(text: &str) -> Result<OutputFormat> {
@@ -422,7 +430,7 @@ pub fn run_job(
         // Together, queries on the same dataset read each of its files once,
         // through shared cached scans, and share identical group-bys.
         let mut scan_for = |m: &store::Manifest| lang::compile::scan_dataset(store.root(), m);
-        let share = if opts.sequential { None } else { Some(&mut shared_groups) };
+        let share = if opts.sequential || opts.engine.is_some() { None } else { Some(&mut shared_groups) };
         match lang::load_with_scan(&file, &store, &task.params, &mut scan_for, share) {
             Err(e) => {
                 let mut r = base_record(query_sha, String::new());
@@ -479,7 +487,15 @@ pub fn run_job(
             })
             .collect::<Vec<_>>()
     };
-    let outcomes: Vec<Result<crate::run::Outcome>> = if opts.sequential || runnable.len() < 2 {
+    let outcomes: Vec<Result<crate::run::Outcome>> = if let Some((dialect, options)) = &opts.engine {
+        let pairs: Vec<(&lang::Loaded, &std::path::Path)> =
+            runnable.iter().map(|(_, l, _)| (l, store.root())).collect();
+        match crate::sql::run_loaded(&pairs, *dialect, options) {
+            Ok(results) => results.into_iter().map(|r| r.map(|(o, _)| o)).collect(),
+            // The engine did not start (not installed, no Java): every task fails with why.
+            Err(e) => runnable.iter().map(|_| Err(e.clone())).collect(),
+        }
+    } else if opts.sequential || runnable.len() < 2 {
         one_by_one()
     } else {
         let plans: Vec<DslPlan> = runnable.iter().map(|(_, l, _)| l.compiled.lf.logical_plan.clone()).collect();
@@ -523,6 +539,7 @@ pub fn run_job(
         started_at,
         seconds: started.elapsed().as_secs_f64(),
         store: store.root().display().to_string(),
+        engine: opts.engine.as_ref().map_or("polars", |(d, _)| d.name()).to_string(),
         tasks: records.into_iter().flatten().collect(),
     };
     store::write_atomic(&out_dir.join("run.json"), serde_json::to_string_pretty(&manifest)?.as_bytes())?;

@@ -162,6 +162,13 @@ enum Command {
         /// If an ingest is writing the store, wait for it instead of failing.
         #[arg(long)]
         wait: bool,
+        /// Where to run: polars (the default), or every query's SQL in one
+        /// Spark or DuckDB session (see `tradeql run --engine`).
+        #[arg(long, value_enum, default_value = "polars")]
+        engine: Engine,
+        /// Spark master URL for --engine spark (default local[*]).
+        #[arg(long, value_name = "URL")]
+        master: Option<String>,
     },
     /// Check query files against the store without running them.
     Check {
@@ -348,12 +355,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { files, out_dir, store, params, format, out, chart, engine, master } => {
-            if engine != Engine::Polars && (files.len() > 1 || out_dir.is_some()) {
-                return Err(crate::Error::usage("--engine spark|duckdb runs one query; batches run on polars"));
-            }
-            if master.is_some() && engine != Engine::Spark {
-                return Err(crate::Error::usage("--master is for --engine spark"));
-            }
+            let on_engine = engine_options(engine, master)?;
             if files.len() > 1 || out_dir.is_some() {
                 let Some(out_dir) = out_dir else {
                     return Err(crate::Error::usage("several queries need --out-dir DIR for their extracts"));
@@ -386,22 +388,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         })
                         .collect(),
                 };
-                let opts = crate::batch::BatchOptions { incremental: false, sequential: false, wait: false };
+                let opts = crate::batch::BatchOptions { engine: on_engine, ..Default::default() };
                 return run_batch(std::path::Path::new("./job"), &job, &opts);
             }
             let file = files.into_iter().next().expect("one file");
             let store = Store::open_existing(store)?;
             let params = crate::lang::parse_params(&params)?;
             let loaded = crate::lang::load(&crate::lang::QueryFile::read(&file)?, &store, &params)?;
-            let dialect = match engine {
-                Engine::Polars => None,
-                Engine::Spark => Some(crate::sql::Dialect::Spark),
-                Engine::Duckdb => Some(crate::sql::Dialect::Duckdb),
-            };
-            let mut outcome = match dialect {
+            let mut outcome = match on_engine {
                 None => crate::run::collect(&loaded.compiled)?,
-                Some(d) => {
-                    let options = crate::sql::engine::EngineOptions { master, ..Default::default() };
+                Some((d, options)) => {
                     let mut results = crate::sql::run_loaded(&[(&loaded, store.root())], d, &options)?;
                     results.remove(0)?.0
                 }
@@ -427,14 +423,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Batch { job, incremental, sequential, jobs, wait } => {
+        Command::Batch { job, incremental, sequential, jobs, wait, engine, master } => {
+            let engine = engine_options(engine, master)?;
             if let Some(n) = jobs {
                 // Before polars starts its thread pools (they read this once).
                 // SAFETY: no other thread exists yet.
                 unsafe { std::env::set_var("POLARS_MAX_THREADS", n.max(1).to_string()) };
             }
             let file = crate::batch::JobFile::load(&job)?;
-            run_batch(&job, &file, &crate::batch::BatchOptions { incremental, sequential, wait })
+            run_batch(&job, &file, &crate::batch::BatchOptions { incremental, sequential, wait, engine })
         }
         Command::Check { files, store, params } => {
             let store = Store::open_existing(store)?;
@@ -528,6 +525,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The SQL engine (and its options) that --engine names, or None for polars.
+fn engine_options(
+    engine: Engine,
+    master: Option<String>,
+) -> Result<Option<(crate::sql::Dialect, crate::sql::engine::EngineOptions)>> {
+    if master.is_some() && engine != Engine::Spark {
+        return Err(crate::Error::usage("--master is for --engine spark"));
+    }
+    let dialect = match engine {
+        Engine::Polars => return Ok(None),
+        Engine::Spark => crate::sql::Dialect::Spark,
+        Engine::Duckdb => crate::sql::Dialect::Duckdb,
+    };
+    Ok(Some((dialect, crate::sql::engine::EngineOptions { master, ..Default::default() })))
 }
 
 fn run_batch(

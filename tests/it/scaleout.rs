@@ -272,3 +272,63 @@ fn run_on_spark_prints_like_a_polars_run_and_sql_reads_the_manifests_files() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout), polars);
 }
+
+/// Every extract of `dir` (Parquet) against the one of the same name in `want`.
+fn same_extracts(dir: &Path, want: &Path, engine: &str) -> usize {
+    let read = |p: &Path| {
+        LazyFrame::scan_parquet(PlRefPath::new(p.to_str().unwrap()), ScanArgsParquet::default())
+            .unwrap()
+            .collect()
+            .unwrap()
+    };
+    let mut compared = 0;
+    for f in std::fs::read_dir(want).unwrap().map(|e| e.unwrap().path()) {
+        if f.extension().is_none_or(|e| e != "parquet") {
+            continue;
+        }
+        let name = f.file_name().unwrap();
+        let (got, expected) = (read(&dir.join(name)), read(&f));
+        assert_eq!(got.schema(), expected.schema(), "{engine}: {name:?}");
+        assert_eq!(got.height(), expected.height(), "{engine}: {name:?}");
+        for (g, w) in got.columns().iter().zip(expected.columns()) {
+            for i in 0..w.len() {
+                let (a, b) = (g.get(i).unwrap(), w.get(i).unwrap());
+                assert!(same_value(&a, &b), "{engine}: {name:?} {} row {i}: {a} against {b}", w.name());
+            }
+        }
+        compared += 1;
+    }
+    compared
+}
+
+#[test]
+fn a_batch_on_spark_and_duckdb_writes_the_extracts_polars_writes() {
+    let corpus = corpus();
+    let (_, store, _) = corpus.queries.iter().find(|(n, _, _)| n == "trade_2024").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let queries: Vec<PathBuf> = tql_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("queries"));
+    let batch = |engine: &str, env: &[(&str, &Path)]| -> PathBuf {
+        let out = dir.path().join(engine);
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tradeql"));
+        command.arg("run").args(&queries).args(["--out-dir", s(&out), "--store", s(store), "--engine", engine]);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let result = command.output().unwrap();
+        assert!(result.status.success(), "{engine}: {}", String::from_utf8_lossy(&result.stderr));
+        let run: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
+        assert_eq!(run["engine"], engine);
+        assert_eq!(run["tasks"].as_array().unwrap().len(), queries.len());
+        out
+    };
+    let polars = batch("polars", &[]);
+    if let Some(python) = crate::peers::peer_python() {
+        let duckdb = batch("duckdb", &[("TRADEQL_PYTHON", &python)]);
+        assert_eq!(same_extracts(&duckdb, &polars, "duckdb"), queries.len());
+    }
+    if let Some(submit) = spark_submit() {
+        let spark = batch("spark", &[("TRADEQL_SPARK_SUBMIT", &submit)]);
+        assert_eq!(same_extracts(&spark, &polars, "spark"), queries.len());
+    }
+}
