@@ -491,7 +491,7 @@ pub fn run_job(
         let pairs: Vec<(&lang::Loaded, &std::path::Path)> =
             runnable.iter().map(|(_, l, _)| (l, store.root())).collect();
         match crate::sql::run_loaded(&pairs, *dialect, options) {
-            Ok(results) => results.into_iter().map(|r| r.map(|(o, _)| o)).collect(),
+            Ok(results) => results,
             // The engine did not start (not installed, no Java): every task fails with why.
             Err(e) => runnable.iter().map(|_| Err(e.clone())).collect(),
         }

@@ -399,7 +399,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 None => crate::run::collect(&loaded.compiled)?,
                 Some((d, options)) => {
                     let mut results = crate::sql::run_loaded(&[(&loaded, store.root())], d, &options)?;
-                    results.remove(0)?.0
+                    results.remove(0)?
                 }
             };
             if let Some(path) = &chart {

@@ -695,6 +695,14 @@ impl Compiler<'_> {
         keys
     }
 
+    /// The period (when there is one) and the `within` columns: what a share
+    /// or a rank is taken among.
+    fn period_partition(&self, within: &[String]) -> Vec<Expr> {
+        let mut part: Vec<Expr> = self.plan.time.iter().map(|_| col("__t")).collect();
+        part.extend(within.iter().map(|w| col(w.as_str())));
+        part
+    }
+
     fn series_partition(&self) -> Vec<Expr> {
         self.plan.keys.iter().map(|k| col(k.as_str())).collect()
     }
@@ -749,11 +757,7 @@ impl Compiler<'_> {
             }
             Measure::Share(a, within) => {
                 let (lf, cx) = self.column_of(lf, a, base)?;
-                let mut part: Vec<Expr> = Vec::new();
-                if time.is_some() {
-                    part.push(col("__t"));
-                }
-                part.extend(within.iter().map(|w| col(w.as_str())));
+                let part = self.period_partition(within);
                 let total = if part.is_empty() { col(cx.as_str()).sum() } else { col(cx.as_str()).sum().over(part)? };
                 (lf, col(cx.as_str()) / total)
             }
@@ -865,11 +869,7 @@ impl Compiler<'_> {
             }
             Measure::Rank(a, within) => {
                 let (lf, cx) = self.column_of(lf, a, base)?;
-                let mut part: Vec<Expr> = Vec::new();
-                if time.is_some() {
-                    part.push(col("__t"));
-                }
-                part.extend(within.iter().map(|w| col(w.as_str())));
+                let part = self.period_partition(within);
                 let rank = ordered_window(col(cx.as_str()).cum_count(false), part, col(cx.as_str()), true)?;
                 (lf, when(col(cx.as_str()).is_null()).then(lit(NULL)).otherwise(rank).cast(DataType::Float64))
             }

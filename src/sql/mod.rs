@@ -140,12 +140,12 @@ pub fn compile_loaded(
 
 /// Runs loaded queries (each with its store) on the engine of `dialect` in
 /// one session, each result read like a polars run's (same types, warnings,
-/// hidden columns dropped), with the seconds the engine spent on it.
+/// hidden columns dropped).
 pub fn run_loaded(
     loaded: &[(&crate::lang::Loaded, &Path)],
     dialect: Dialect,
     options: &engine::EngineOptions,
-) -> Result<Vec<Result<(crate::run::Outcome, f64)>>> {
+) -> Result<Vec<Result<crate::run::Outcome>>> {
     let mut queries = Vec::new();
     let mut statements = Vec::new();
     for (l, store) in loaded {
@@ -159,9 +159,7 @@ pub fn run_loaded(
         .results
         .into_iter()
         .zip(&queries)
-        .map(|(r, q)| {
-            r.and_then(|r| Ok((crate::run::finish(&q.shape, r.frame)?, r.times.first().copied().unwrap_or(f64::NAN))))
-        })
+        .map(|(r, q)| r.and_then(|r| crate::run::finish(&q.shape, r.frame)))
         .collect())
 }
 

@@ -184,7 +184,7 @@ fn check_engine(dialect: Dialect, options: &EngineOptions) -> usize {
     let mut agreed = 0;
     for ((name, l, _), result) in loaded.iter().zip(results) {
         let want = tradeql::run::collect(&l.compiled).unwrap();
-        let (got, _) = result.unwrap_or_else(|e| panic!("{name} on {}: {e}", dialect.name()));
+        let got = result.unwrap_or_else(|e| panic!("{name} on {}: {e}", dialect.name()));
         assert_eq!(got.frame.get_column_names(), want.frame.get_column_names(), "{name}: columns");
         assert_eq!(got.frame.height(), want.frame.height(), "{name}: rows");
         assert!(want.frame.height() > 0, "{name}: the polars result is empty, so it checks nothing");
