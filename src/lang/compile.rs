@@ -14,8 +14,32 @@ use super::plan::*;
 use crate::error::{Error, Result};
 use crate::period::Frequency;
 use crate::store::Manifest;
+use crate::store::pushdown::{self, Pass, PassFile};
 use polars::prelude::*;
+use std::cell::Cell;
 use std::path::Path;
+use std::sync::Arc;
+
+thread_local! {
+    /// Whether group-bys may be answered from the Parquet pages ([`pushdown`]),
+    /// for queries compiled on this thread; None: the environment decides.
+    static PUSHDOWN: Cell<Option<bool>> = const { Cell::new(None) };
+}
+
+/// Whether this thread compiles group-bys to the aggregate pushdown: yes,
+/// unless [`with_pushdown`] says otherwise or `TRADEQL_PUSHDOWN` is `off` or `0`.
+pub fn pushdown_enabled() -> bool {
+    PUSHDOWN.get().unwrap_or_else(|| !matches!(std::env::var("TRADEQL_PUSHDOWN").as_deref(), Ok("off" | "0")))
+}
+
+/// Runs `f` with the aggregate pushdown on or off for the queries it compiles
+/// on this thread (to compare the two paths, or to time polars alone).
+pub fn with_pushdown<R>(on: bool, f: impl FnOnce() -> R) -> R {
+    let before = PUSHDOWN.replace(Some(on));
+    let out = f();
+    PUSHDOWN.set(before);
+    out
+}
 
 /// The lazy frame of a plan, and how to read the warnings it carries.
 pub struct Compiled {
@@ -67,14 +91,14 @@ pub fn plan_to_lazy_from(
     scan: LazyFrame,
     shared: Option<&mut SharedAggregates>,
 ) -> Result<Compiled> {
-    let mut c = Compiler { plan, n: 0, warnings: Vec::new(), store, shared, fx: Vec::new() };
+    let mut c = Compiler { plan, manifest, n: 0, warnings: Vec::new(), store, shared, fx: Vec::new(), pass: None };
     c.compile(manifest, scan)
 }
 
 /// For `by ytd`: the last month (1-12) of the latest stored period that
 /// passes the query's calendar filters; the year-to-date roll-up runs through it.
 pub fn ytd_through(plan: &Plan, manifest: &Manifest, store: &Path) -> Result<u32> {
-    let c = Compiler { plan, n: 0, warnings: Vec::new(), store, shared: None, fx: Vec::new() };
+    let c = Compiler { plan, manifest, n: 0, warnings: Vec::new(), store, shared: None, fx: Vec::new(), pass: None };
     let df = c.calendar_window(manifest)?.select([col("period").max()]).collect()?;
     let last = df.column("period")?.date()?.physical().get(0).ok_or_else(|| {
         Error::input(format!("`by ytd`: no stored period of {} passes the query's filters", manifest.dataset))
@@ -141,6 +165,9 @@ pub struct SharedAggregates {
     /// One cached scan per (dataset, year): every query of the batch reads a
     /// year's files through it, so each file is decoded once.
     scans: std::collections::HashMap<(String, i32), LazyFrame>,
+    /// One pushdown pass per dataset: every query's group-bys that it can
+    /// answer are answered by one read of the dataset's files.
+    passes: std::collections::HashMap<String, Arc<Pass>>,
 }
 
 impl SharedAggregates {
@@ -166,10 +193,26 @@ impl SharedAggregates {
         Ok(lf)
     }
 
+    fn pass(&mut self, store: &Path, manifest: &Manifest) -> Arc<Pass> {
+        self.passes.entry(manifest.dataset.clone()).or_insert_with(|| Arc::new(new_pass(store, manifest))).clone()
+    }
+
     fn share(&mut self, grouped: LazyFrame) -> LazyFrame {
         let key = format!("{:?}", grouped.logical_plan);
         self.frames.entry(key).or_insert_with(|| grouped.cache()).clone()
     }
+}
+
+/// A pushdown pass over the files the manifest lists.
+fn new_pass(store: &Path, manifest: &Manifest) -> Pass {
+    let dir = store.join(&manifest.dataset);
+    Pass::new(
+        manifest
+            .files
+            .iter()
+            .map(|f| PassFile { path: dir.join(&f.path), year: f.year, has_aggregate_rows: f.aggregate_rows > 0 })
+            .collect(),
+    )
 }
 
 /// The rows of a dataset: the files its manifest lists, with the Hive `year`.
@@ -205,12 +248,15 @@ fn scan_files(
 
 struct Compiler<'a> {
     plan: &'a Plan,
+    manifest: &'a Manifest,
     n: usize,
     warnings: Vec<WarningColumn>,
     store: &'a Path,
     shared: Option<&'a mut SharedAggregates>,
     /// For each currency convert() targets: its `__fx_` column and the factors by period.
     fx: Vec<(String, LazyFrame)>,
+    /// The query's own pushdown pass, when it is not compiled as part of a batch.
+    pass: Option<Arc<Pass>>,
 }
 
 fn date_lit(days: i32) -> Expr {
@@ -370,7 +416,88 @@ impl Compiler<'_> {
     /// encoding of composite keys (a quarter of Q1's time in a profile), and
     /// a year roll-up alone needs no hashing at all. In a batch the per-year
     /// scans are the shared, cached ones, and identical group-bys are shared.
+    ///
+    /// When the rows need no row stage and the keys are stored text columns,
+    /// the group-by is answered from the Parquet pages instead ([`pushdown`]),
+    /// with this plan as its fallback.
     fn group_rows(
+        &mut self,
+        lf: LazyFrame,
+        keys: Vec<Expr>,
+        row_keys: &[String],
+        aggs: Vec<Expr>,
+        manifest: &Manifest,
+    ) -> Result<LazyFrame> {
+        let polars = self.group_rows_polars(lf, keys, aggs, manifest)?;
+        if self.plan.groups.is_empty() || pre_aggregates(self.plan) {
+            let aggs: Option<Vec<pushdown::Agg>> = self.plan.aggs.iter().map(pushdown_agg).collect();
+            if let Some(aggs) = aggs
+                && let Some(lf) = self.pushed_down(manifest, self.plan.time, row_keys, aggs, polars.clone())
+            {
+                return Ok(lf);
+            }
+        }
+        Ok(polars)
+    }
+
+    /// The group-by of the dataset's rows by the calendar key `time` and the
+    /// stored text columns `row_keys`, answered from the Parquet pages, with
+    /// `fallback` (the same group-by in polars) for files it cannot read.
+    /// None when the query needs a row stage (filters, derived columns the
+    /// keys read, exchange rates, sections) or a key or aggregate it lacks.
+    fn pushed_down(
+        &mut self,
+        manifest: &Manifest,
+        time: Option<TimeKey>,
+        row_keys: &[String],
+        aggs: Vec<pushdown::Agg>,
+        fallback: LazyFrame,
+    ) -> Option<LazyFrame> {
+        use pushdown::{Key, KeySource};
+        let plan = self.plan;
+        if !pushdown_enabled()
+            || !plan.row_filters.is_empty()
+            || !self.fx.is_empty()
+            || (plan.hs_sections.is_some() && uses_section(plan))
+        {
+            return None;
+        }
+        let dtype = |name: &str| manifest.schema.iter().find(|c| c.name == name).map(|c| c.dtype.clone());
+        if plan.derives.iter().any(|(n, _)| dtype(n).is_some()) {
+            return None;
+        }
+        let mut keys: Vec<Key> = Vec::new();
+        if let Some(t) = time {
+            let (name, source) = if t.frequency() == plan.frequency {
+                ("__t", KeySource::Period { months: 1 })
+            } else if t == TimeKey::Year {
+                ("__year", KeySource::FileYear)
+            } else if t == TimeKey::Quarter && plan.frequency == Frequency::Month {
+                ("__t", KeySource::Period { months: 3 })
+            } else {
+                return None;
+            };
+            keys.push(Key { name: name.to_string(), source });
+        }
+        for k in row_keys {
+            if dtype(k).as_deref() != Some("str") {
+                return None;
+            }
+            keys.push(Key { name: k.clone(), source: KeySource::Code(k.clone()) });
+        }
+        if aggs.iter().any(|a| a.column.as_ref().is_some_and(|c| dtype(c).as_deref() != Some("f64"))) {
+            return None;
+        }
+        let spec = pushdown::Spec { keys, aggs, skip_aggregate_rows: plan.drop_aggregates, fallback };
+        let pass = match self.shared.as_deref_mut() {
+            Some(s) => s.pass(self.store, manifest),
+            None => self.pass.get_or_insert_with(|| Arc::new(new_pass(self.store, manifest))).clone(),
+        };
+        pass.register(spec)
+    }
+
+    /// [`Compiler::group_rows`] in polars.
+    fn group_rows_polars(
         &mut self,
         lf: LazyFrame,
         keys: Vec<Expr>,
@@ -539,8 +666,9 @@ impl Compiler<'_> {
             // are the same.
             let time_name = plan.time.map(|t| time_column(t, plan.frequency));
             let mut pre_keys: Vec<Expr> = plan.time.map(|t| time_group(t, plan.frequency)).into_iter().collect();
-            pre_keys.extend(row_group_keys(plan).iter().map(|n| col(n.as_str())));
-            let mut fine = self.group_rows(lf, pre_keys, aggs, manifest)?;
+            let row_keys = row_group_keys(plan);
+            pre_keys.extend(row_keys.iter().map(|n| col(n.as_str())));
+            let mut fine = self.group_rows(lf, pre_keys, &row_keys, aggs, manifest)?;
             if pre_aggregates(plan) {
                 for g in &plan.groups {
                     fine = self.map_groups(fine, g)?;
@@ -565,7 +693,7 @@ impl Compiler<'_> {
                 .collect();
             fine.group_by(final_keys).agg(combine)
         } else {
-            self.group_rows(lf, keys, aggs, manifest)?
+            self.group_rows(lf, keys, &plan.keys, aggs, manifest)?
         };
         let mut out = with_calendar_key(grouped, plan.time, plan.frequency);
         if let Some(t) = plan.time
@@ -769,12 +897,16 @@ impl Compiler<'_> {
                 let t = time.expect("resolve checked the calendar key");
                 let mut keys = vec![time_group(t, self.plan.frequency)];
                 keys.extend(within.iter().map(|w| col(w.as_str())));
-                let totals = with_calendar_key(
-                    base.clone().group_by(keys).agg([col(row_col.as_str()).sum().alias(total.as_str())]),
-                    Some(t),
-                    self.plan.frequency,
-                )
-                .with_column(col("__t").dt().offset_by(lit("12mo")));
+                let in_polars = base.clone().group_by(keys).agg([col(row_col.as_str()).sum().alias(total.as_str())]);
+                let sum = pushdown::Agg {
+                    name: total.clone(),
+                    func: pushdown::AggFunc::Sum,
+                    column: Some(row_col.to_string()),
+                };
+                let grouped =
+                    self.pushed_down(self.manifest, Some(t), within, vec![sum], in_polars.clone()).unwrap_or(in_polars);
+                let totals = with_calendar_key(grouped, Some(t), self.plan.frequency)
+                    .with_column(col("__t").dt().offset_by(lit("12mo")));
                 let mut on = vec![col("__t")];
                 on.extend(within.iter().map(|w| col(w.as_str())));
                 let lf = lf.join(totals, on.clone(), on, join_args());
@@ -1003,6 +1135,22 @@ fn time_group(t: TimeKey, data: Frequency) -> Expr {
         TimeKey::Quarter => col("period").dt().truncate(lit("1q")).alias("__t"),
         TimeKey::Month => col("period").dt().truncate(lit("1mo")).alias("__t"),
     }
+}
+
+/// An aggregate of the plan as the pushdown computes it, if it can.
+fn pushdown_agg(a: &Agg) -> Option<pushdown::Agg> {
+    use pushdown::AggFunc as P;
+    let func = match (a.func, &a.arg) {
+        (AggFunc::Sum, Some(_)) if a.name.starts_with("__uv_") => P::SumWherePositiveQuantity,
+        (AggFunc::Sum, Some(_)) => P::Sum,
+        (AggFunc::Mean, Some(_)) => P::Mean,
+        (AggFunc::Min, Some(_)) => P::Min,
+        (AggFunc::Max, Some(_)) => P::Max,
+        (AggFunc::Count, Some(_)) => P::Count,
+        (AggFunc::Count, None) => P::Rows,
+        _ => return None,
+    };
+    Some(pushdown::Agg { name: a.name.clone(), func, column: a.arg.clone() })
 }
 
 /// Whether every aggregate composes: a sum of sums, a sum of counts, a min of mins.

@@ -18,6 +18,7 @@
 //! journal, so it never deletes a file it did not create.
 
 pub mod manifest;
+pub mod pushdown;
 pub mod verify;
 
 pub use manifest::{DataFile, GroupTable, GroupsManifest, Manifest};

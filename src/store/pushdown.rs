@@ -1,0 +1,982 @@
+//! Aggregate pushdown: group sums computed straight from the store's Parquet pages.
+//!
+//! The store writes every code column (reporter, partner, flow, product,
+//! region) and `period` dictionary-encoded: each row group holds a small
+//! dictionary page and, per row, a bit-packed index into it. A group-by on
+//! such keys need not decode a string per row nor hash it: the indices of the
+//! key columns combine into one small integer per row, which addresses a
+//! dense array of running sums. Only the dictionaries (a few hundred entries
+//! per row group) are decoded as text, and only the combined cells that
+//! received rows are turned into keys and merged across row groups.
+//!
+//! Every group-by of a query (or of a whole batch) that this module can
+//! answer is registered with one [`Pass`]; the pass reads each file once, in
+//! parallel by row group, and answers all of them from the same decoded
+//! columns. It runs inside the query's polars plan (an opaque map node, so
+//! nothing runs before `collect`), and its result is cached there: every query
+//! of a batch that reads it shares the one pass.
+//!
+//! What it does not handle (a page that is not dictionary-encoded, a column of
+//! another physical type, a file written by another tool in a way it does not
+//! read) is not an error: the pass answers every group-by through its polars
+//! plan instead, which gives the same rows.
+
+use polars::prelude::*;
+use polars_buffer::Buffer;
+use polars_parquet::parquet::encoding::Encoding;
+use polars_parquet::parquet::encoding::hybrid_rle::{HybridRleChunk, HybridRleDecoder};
+use polars_parquet::parquet::metadata::{ColumnChunkMetadata, FileMetadata};
+use polars_parquet::parquet::page::{DataPage, split_buffer};
+use polars_parquet::parquet::read::{BasicDecompressor, PageReader, read_metadata};
+use polars_parquet::parquet::schema::types::PhysicalType;
+use rayon::prelude::*;
+use std::collections::HashMap;
+use std::io::Cursor;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// Where a group key comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum KeySource {
+    /// The Hive `year` of the file (Int32).
+    FileYear,
+    /// `period` (a date), truncated to the first month of a span of `months`
+    /// months (1: as stored, 3: quarters).
+    Period { months: u32 },
+    /// A text column of the store, by name.
+    Code(String),
+}
+
+/// One group key of a group-by: its output name and source.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Key {
+    pub name: String,
+    pub source: KeySource,
+}
+
+/// An aggregate over a floating-point column of the store (or over rows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AggFunc {
+    /// Sum of the non-null values; 0 for a group with none.
+    Sum,
+    /// Sum of the values of the rows whose `quantity` is positive (the
+    /// numerator and denominator of unit values).
+    SumWherePositiveQuantity,
+    /// Non-null values, as a float.
+    Count,
+    /// Rows, as a float.
+    Rows,
+    Min,
+    Max,
+    Mean,
+}
+
+/// One aggregate of a group-by: output name, function and column.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Agg {
+    pub name: String,
+    pub func: AggFunc,
+    /// None for [`AggFunc::Rows`].
+    pub column: Option<String>,
+}
+
+/// A group-by of a dataset's rows that the pass answers.
+#[derive(Clone)]
+pub struct Spec {
+    pub keys: Vec<Key>,
+    pub aggs: Vec<Agg>,
+    /// Leave out the rows flagged `aggregate` (a null flag is left out too, as
+    /// polars' `filter(not(aggregate))` does).
+    pub skip_aggregate_rows: bool,
+    /// The same group-by as a polars plan, used when the files cannot be read here.
+    pub fallback: LazyFrame,
+}
+
+impl Spec {
+    fn identity(&self) -> String {
+        format!("{:?}|{:?}|{}", self.keys, self.aggs, self.skip_aggregate_rows)
+    }
+
+    fn schema(&self) -> Vec<(String, DataType)> {
+        let mut out: Vec<(String, DataType)> = self
+            .keys
+            .iter()
+            .map(|k| {
+                let dtype = match k.source {
+                    KeySource::FileYear => DataType::Int32,
+                    KeySource::Period { .. } => DataType::Date,
+                    KeySource::Code(_) => DataType::String,
+                };
+                (k.name.clone(), dtype)
+            })
+            .collect();
+        out.extend(self.aggs.iter().map(|a| (a.name.clone(), DataType::Float64)));
+        out
+    }
+}
+
+/// One file the pass reads, with its Hive year and whether any of its rows is
+/// flagged `aggregate` (from the manifest).
+#[derive(Debug, Clone)]
+pub struct PassFile {
+    pub path: PathBuf,
+    pub year: i32,
+    pub has_aggregate_rows: bool,
+}
+
+/// The group-bys registered for one dataset's files, evaluated together.
+struct Registry {
+    files: Vec<PassFile>,
+    specs: Mutex<Vec<Spec>>,
+}
+
+/// A set of group-bys over the same files, answered by one read of them.
+///
+/// [`Pass::register`] returns, for each group-by, a lazy frame with exactly its
+/// columns; all of them read one cached node, which polars evaluates once per
+/// `collect` (or once per `collect_all` for a batch).
+pub struct Pass {
+    registry: Arc<Registry>,
+    fused: LazyFrame,
+}
+
+const SPEC_COLUMN: &str = "__pushdown_spec";
+
+impl Pass {
+    pub fn new(files: Vec<PassFile>) -> Pass {
+        let registry = Arc::new(Registry { files, specs: Mutex::new(Vec::new()) });
+        let for_schema = registry.clone();
+        let for_run = registry.clone();
+        let schema_fn = move |_: &Schema| -> PolarsResult<SchemaRef> { Ok(Arc::new(union_schema(&for_schema))) };
+        let fused = DataFrame::empty()
+            .lazy()
+            .map(
+                move |_| run(&for_run),
+                OptFlags::empty(),
+                Some(Arc::new(schema_fn)),
+                Some("TRADEQL DICTIONARY GROUP-BY (one read of the files for every group-by below)"),
+            )
+            .cache();
+        Pass { registry, fused }
+    }
+
+    /// The rows of `spec`: its keys then its aggregates, one row per group.
+    /// Returns None when the spec's columns clash in type with those of a
+    /// group-by already registered (they share one wide frame).
+    pub fn register(&self, spec: Spec) -> Option<LazyFrame> {
+        let mut specs = self.registry.specs.lock().expect("pushdown registry");
+        let identity = spec.identity();
+        let index = match specs.iter().position(|s| s.identity() == identity) {
+            Some(i) => i,
+            None => {
+                let mut columns: HashMap<String, DataType> = HashMap::new();
+                for s in specs.iter() {
+                    columns.extend(s.schema());
+                }
+                if spec.schema().iter().any(|(n, t)| columns.get(n).is_some_and(|have| have != t)) {
+                    return None;
+                }
+                specs.push(spec);
+                specs.len() - 1
+            }
+        };
+        let names: Vec<Expr> = specs[index].schema().iter().map(|(n, _)| col(n.as_str())).collect();
+        Some(self.fused.clone().filter(col(SPEC_COLUMN).eq(lit(index as u32))).select(names))
+    }
+}
+
+/// The columns of the fused frame: the spec index, then every column of every spec.
+fn union_schema(registry: &Registry) -> Schema {
+    let specs = registry.specs.lock().expect("pushdown registry");
+    let mut schema = Schema::default();
+    schema.with_column(SPEC_COLUMN.into(), DataType::UInt32);
+    for s in specs.iter() {
+        for (name, dtype) in s.schema() {
+            if !schema.contains(&name) {
+                schema.with_column(name.into(), dtype);
+            }
+        }
+    }
+    schema
+}
+
+/// Why the latest pass of this process used its polars plans instead of the pages.
+static FELL_BACK: Mutex<Option<String>> = Mutex::new(None);
+
+/// Why the latest pass that could not read the pages fell back to polars, and
+/// clears it (for tests and for `TRADEQL_PUSHDOWN=verbose`).
+pub fn take_fallback_reason() -> Option<String> {
+    FELL_BACK.lock().expect("pushdown fallback note").take()
+}
+
+/// Evaluates every registered spec, through the pages when possible, else through polars.
+fn run(registry: &Registry) -> PolarsResult<DataFrame> {
+    let specs: Vec<Spec> = registry.specs.lock().expect("pushdown registry").clone();
+    let frames: Vec<DataFrame> = match read_pass(&registry.files, &specs) {
+        Ok((groups, texts)) => {
+            groups.into_iter().zip(&specs).map(|(g, s)| g.into_frame(s, &texts)).collect::<PolarsResult<_>>()?
+        }
+        Err(Unsupported(why)) => {
+            *FELL_BACK.lock().expect("pushdown fallback note") = Some(why);
+            let mut frames = Vec::new();
+            for s in &specs {
+                frames.push(s.fallback.clone().collect_with_engine(Engine::InMemory)?.unwrap_single());
+            }
+            frames
+        }
+    };
+    fuse(registry, &specs, frames)
+}
+
+/// One wide frame of all specs' rows, tagged with the spec index; columns a
+/// spec does not have are null in its rows.
+fn fuse(registry: &Registry, specs: &[Spec], frames: Vec<DataFrame>) -> PolarsResult<DataFrame> {
+    let schema = union_schema(registry);
+    let mut parts: Vec<DataFrame> = Vec::new();
+    for (i, (frame, spec)) in frames.into_iter().zip(specs).enumerate() {
+        let n = frame.height();
+        let mut columns: Vec<Column> = Vec::new();
+        for (name, dtype) in schema.iter() {
+            if name.as_str() == SPEC_COLUMN {
+                columns.push(Column::new(name.clone(), vec![i as u32; n]));
+            } else if spec.schema().iter().any(|(s, _)| s == name.as_str()) {
+                columns.push(frame.column(name)?.cast(dtype)?.with_name(name.clone()));
+            } else {
+                columns.push(Column::full_null(name.clone(), n, dtype));
+            }
+        }
+        parts.push(DataFrame::new(n, columns)?);
+    }
+    let mut out = DataFrame::empty_with_schema(&schema);
+    for p in parts {
+        out.vstack_mut(&p)?;
+    }
+    Ok(out)
+}
+
+/// Why the pages could not be read here (the pass then uses polars).
+#[derive(Debug)]
+struct Unsupported(String);
+
+impl<E: std::fmt::Display> From<E> for Unsupported {
+    fn from(e: E) -> Self {
+        Unsupported(e.to_string())
+    }
+}
+
+type Res<T> = std::result::Result<T, Unsupported>;
+
+fn unsupported<T>(what: impl Into<String>) -> Res<T> {
+    Err(Unsupported(what.into()))
+}
+
+/// Text key values, numbered once per pass: each row group's dictionary is
+/// mapped to these numbers, so groups are merged on small integers.
+#[derive(Default)]
+struct Interner {
+    ids: PlHashMap<Arc<str>, u32>,
+    texts: Vec<Arc<str>>,
+}
+
+impl Interner {
+    fn id(&mut self, text: &str) -> u32 {
+        if let Some(&id) = self.ids.get(text) {
+            return id;
+        }
+        let text: Arc<str> = Arc::from(text);
+        let id = self.texts.len() as u32;
+        self.texts.push(text.clone());
+        self.ids.insert(text, id);
+        id
+    }
+}
+
+/// The key of a null value (a period or year is never `u32::MAX` as days or years).
+const NULL_ID: u32 = u32::MAX;
+/// Keys per group-by, at most (the calendar key and every code column fit).
+const MAX_KEYS: usize = 8;
+/// A group's key: per key, a text's number, a period's days or the year, as bits.
+type GroupKey = [u32; MAX_KEYS];
+
+/// The groups of one spec: their keys and, flat, their running aggregates
+/// (rows, then per aggregate its sum, non-null count, min and max).
+struct Groups {
+    aggs: usize,
+    index: PlHashMap<GroupKey, usize>,
+    keys: Vec<GroupKey>,
+    rows: Vec<u64>,
+    sum: Vec<f64>,
+    count: Vec<u64>,
+    min: Vec<f64>,
+    max: Vec<f64>,
+}
+
+impl Groups {
+    fn new(aggs: usize) -> Groups {
+        Groups {
+            aggs,
+            index: PlHashMap::default(),
+            keys: Vec::new(),
+            rows: Vec::new(),
+            sum: Vec::new(),
+            count: Vec::new(),
+            min: Vec::new(),
+            max: Vec::new(),
+        }
+    }
+
+    /// The slot of `key`, added with empty aggregates if new.
+    fn slot(&mut self, key: GroupKey) -> usize {
+        if let Some(&g) = self.index.get(&key) {
+            return g;
+        }
+        let g = self.keys.len();
+        self.index.insert(key, g);
+        self.keys.push(key);
+        self.rows.push(0);
+        self.sum.extend(std::iter::repeat_n(0.0, self.aggs));
+        self.count.extend(std::iter::repeat_n(0, self.aggs));
+        self.min.extend(std::iter::repeat_n(f64::INFINITY, self.aggs));
+        self.max.extend(std::iter::repeat_n(f64::NEG_INFINITY, self.aggs));
+        g
+    }
+
+    fn merge(&mut self, other: Groups) {
+        let k = self.aggs;
+        for (h, key) in other.keys.iter().enumerate() {
+            let g = self.slot(*key);
+            self.rows[g] += other.rows[h];
+            for j in 0..k {
+                self.sum[g * k + j] += other.sum[h * k + j];
+                self.count[g * k + j] += other.count[h * k + j];
+                self.min[g * k + j] = self.min[g * k + j].min(other.min[h * k + j]);
+                self.max[g * k + j] = self.max[g * k + j].max(other.max[h * k + j]);
+            }
+        }
+    }
+
+    fn into_frame(self, spec: &Spec, texts: &[Arc<str>]) -> PolarsResult<DataFrame> {
+        let n = self.keys.len();
+        let mut columns: Vec<Column> = Vec::new();
+        for (k, key) in spec.keys.iter().enumerate() {
+            let name = PlSmallStr::from(key.name.as_str());
+            let ids = self.keys.iter().map(|g| g[k]);
+            let column = match key.source {
+                KeySource::Code(_) => {
+                    let values: Vec<Option<&str>> =
+                        ids.map(|id| (id != NULL_ID).then(|| texts[id as usize].as_ref())).collect();
+                    Column::new(name, values)
+                }
+                KeySource::FileYear | KeySource::Period { .. } => {
+                    let values: Vec<Option<i32>> = ids.map(|id| (id != NULL_ID).then_some(id as i32)).collect();
+                    let c = Column::new(name, values);
+                    if matches!(key.source, KeySource::Period { .. }) { c.cast(&DataType::Date)? } else { c }
+                }
+            };
+            columns.push(column);
+        }
+        let k = self.aggs;
+        for (j, agg) in spec.aggs.iter().enumerate() {
+            let values: Vec<Option<f64>> = (0..n)
+                .map(|g| {
+                    let (sum, count) = (self.sum[g * k + j], self.count[g * k + j]);
+                    match agg.func {
+                        AggFunc::Sum | AggFunc::SumWherePositiveQuantity => Some(sum),
+                        AggFunc::Count => Some(count as f64),
+                        AggFunc::Rows => Some(self.rows[g] as f64),
+                        AggFunc::Min => (count > 0).then_some(self.min[g * k + j]),
+                        AggFunc::Max => (count > 0).then_some(self.max[g * k + j]),
+                        AggFunc::Mean => (count > 0).then(|| sum / count as f64),
+                    }
+                })
+                .collect();
+            columns.push(Column::new(agg.name.as_str().into(), values));
+        }
+        DataFrame::new(n, columns)
+    }
+}
+
+/// What the pass decodes of each row group: the key columns (by dictionary
+/// index), the value columns, and whether rows flagged `aggregate` count.
+struct Needs {
+    codes: Vec<String>,
+    values: Vec<String>,
+    skip_aggregates: bool,
+}
+
+/// Where each key and aggregate of a spec finds its decoded column.
+struct SpecColumns {
+    /// Per key: its index in `Needs::codes` (None: the file's year).
+    keys: Vec<Option<usize>>,
+    /// Per aggregate: its index in `Needs::values` (None: rows).
+    aggs: Vec<Option<usize>>,
+    /// `quantity` in `Needs::values`, for [`AggFunc::SumWherePositiveQuantity`].
+    quantity: Option<usize>,
+}
+
+impl Needs {
+    fn of(specs: &[Spec]) -> Res<(Needs, Vec<SpecColumns>)> {
+        let mut needs = Needs { codes: Vec::new(), values: Vec::new(), skip_aggregates: false };
+        fn index(list: &mut Vec<String>, name: &str) -> usize {
+            match list.iter().position(|c| c == name) {
+                Some(i) => i,
+                None => {
+                    list.push(name.to_string());
+                    list.len() - 1
+                }
+            }
+        }
+        let mut columns = Vec::new();
+        for s in specs {
+            let keys = s
+                .keys
+                .iter()
+                .map(|k| match &k.source {
+                    KeySource::FileYear => None,
+                    KeySource::Period { .. } => Some(index(&mut needs.codes, "period")),
+                    KeySource::Code(c) => Some(index(&mut needs.codes, c)),
+                })
+                .collect();
+            let aggs = s.aggs.iter().map(|a| a.column.as_deref().map(|c| index(&mut needs.values, c))).collect();
+            let quantity = s
+                .aggs
+                .iter()
+                .any(|a| a.func == AggFunc::SumWherePositiveQuantity)
+                .then(|| index(&mut needs.values, "quantity"));
+            columns.push(SpecColumns { keys, aggs, quantity });
+        }
+        needs.skip_aggregates = specs.first().is_some_and(|s| s.skip_aggregate_rows);
+        if specs.iter().any(|s| s.skip_aggregate_rows != needs.skip_aggregates) {
+            return unsupported("specs differ in whether aggregate rows count");
+        }
+        Ok((needs, columns))
+    }
+}
+
+/// The decoded columns of one row group, in buffers that each pool thread
+/// keeps from one row group to the next: fresh buffers per row group cost
+/// more in page faults than the decoding itself.
+#[derive(Default)]
+struct Work {
+    /// A column chunk's bytes, as read from the file.
+    bytes: Vec<u8>,
+    /// The decompressor's page buffer.
+    page: Vec<u8>,
+    /// Definition levels of a page with nulls.
+    flags: Vec<bool>,
+    rows: usize,
+    /// Per key column: each row's dictionary index (nulls: the dictionary's length).
+    codes: Vec<Vec<u32>>,
+    /// Per key column: the key of each dictionary entry (a text's number or
+    /// a period's days), then [`NULL_ID`] for nulls.
+    dicts: Vec<Vec<u32>>,
+    /// Per value column: each row's value (0 where null), and whether it is
+    /// non-null (empty when every row is).
+    values: Vec<Vec<f64>>,
+    valid: Vec<Vec<bool>>,
+    /// Rows to keep (empty: all).
+    keep: Vec<bool>,
+    /// The combined key index of each row.
+    cell: Vec<u32>,
+}
+
+thread_local! {
+    static WORK: std::cell::RefCell<Work> = std::cell::RefCell::new(Work::default());
+}
+
+/// Reads every file once and answers every spec; also returns the texts the keys number.
+fn read_pass(files: &[PassFile], specs: &[Spec]) -> Res<(Vec<Groups>, Vec<Arc<str>>)> {
+    let (needs, columns) = Needs::of(specs)?;
+    if specs.iter().any(|s| s.keys.len() > MAX_KEYS) {
+        return unsupported("too many keys");
+    }
+    let mut tasks: Vec<(usize, Arc<std::fs::File>, Arc<FileMetadata>, usize)> = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        let mut file = std::fs::File::open(&f.path)?;
+        let meta = Arc::new(read_metadata(&mut file)?);
+        let file = Arc::new(file);
+        for rg in 0..meta.row_groups.len() {
+            tasks.push((i, file.clone(), meta.clone(), rg));
+        }
+    }
+    let interner = Mutex::new(Interner::default());
+    let partials: Vec<Res<Vec<Groups>>> = polars_core::runtime::THREAD_POOL.install(|| {
+        tasks
+            .par_iter()
+            .map(|(i, file, meta, rg)| {
+                let f = &files[*i];
+                WORK.with_borrow_mut(|work| {
+                    read_row_group(work, file, meta, *rg, &needs, f.has_aggregate_rows, &interner)?;
+                    specs.iter().zip(&columns).map(|(s, c)| aggregate(work, s, c, f.year)).collect()
+                })
+            })
+            .collect()
+    });
+    let mut out: Vec<Groups> = specs.iter().map(|s| Groups::new(s.aggs.len())).collect();
+    for p in partials {
+        for (total, part) in out.iter_mut().zip(p?) {
+            total.merge(part);
+        }
+    }
+    let texts = interner.into_inner().expect("pushdown interner").texts;
+    Ok((out, texts))
+}
+
+/// Per cell of a row group: sums, non-null counts, mins and maxes.
+type CellAggregates = (Vec<f64>, Vec<u64>, Vec<f64>, Vec<f64>);
+
+/// The cells of a dense array of running aggregates, at most.
+const DENSE_CELLS: usize = 1 << 22;
+
+/// One spec's groups of one row group: the key columns' dictionary indices,
+/// combined in mixed radix, address dense arrays of running aggregates.
+fn aggregate(work: &mut Work, spec: &Spec, columns: &SpecColumns, year: i32) -> Res<Groups> {
+    let Work { codes, dicts, values, valid, keep, cell, rows: n, .. } = work;
+    let n = *n;
+    // (column, stride) per key read from a column.
+    let mut radix: Vec<(usize, usize)> = Vec::new();
+    let mut cells: usize = 1;
+    for c in columns.keys.iter().flatten() {
+        radix.push((*c, cells));
+        cells = cells
+            .checked_mul(dicts[*c].len() + 1)
+            .filter(|&c| c <= DENSE_CELLS)
+            .ok_or_else(|| Unsupported("too many key combinations in a row group".into()))?;
+    }
+    let cell: &[u32] = match radix.as_slice() {
+        [(c, _)] => &codes[*c],
+        _ => {
+            cell.clear();
+            cell.resize(n, 0);
+            for (c, stride) in &radix {
+                let stride = *stride as u32;
+                for (x, &code) in cell.iter_mut().zip(codes[*c].iter()) {
+                    *x += code * stride;
+                }
+            }
+            cell
+        }
+    };
+    let keep: Option<&[bool]> = if keep.is_empty() { None } else { Some(keep) };
+    let kept = |i: usize| keep.is_none_or(|k| k[i]);
+    let mut rows: Vec<u64> = vec![0; cells];
+    match keep {
+        None => cell.iter().for_each(|&c| rows[c as usize] += 1),
+        Some(k) => cell.iter().zip(k).filter(|(_, k)| **k).for_each(|(&c, _)| rows[c as usize] += 1),
+    }
+    let naggs = spec.aggs.len();
+    // Per aggregate, per cell: sum, non-null count, min and max (min and max only if asked).
+    let mut accs: Vec<CellAggregates> = Vec::with_capacity(naggs);
+    for (a, column) in spec.aggs.iter().zip(&columns.aggs) {
+        let mut sum = vec![0.0; cells];
+        let mut count = vec![0u64; cells];
+        let (mut min, mut max) = (Vec::new(), Vec::new());
+        if let Some(v) = column {
+            let (x, ok) = (&values[*v], &valid[*v]);
+            let all_valid = ok.is_empty();
+            let is_valid = |i: usize| all_valid || ok[i];
+            match a.func {
+                AggFunc::Min | AggFunc::Max => {
+                    min = vec![f64::INFINITY; cells];
+                    max = vec![f64::NEG_INFINITY; cells];
+                    for i in (0..n).filter(|&i| kept(i) && is_valid(i)) {
+                        let c = cell[i] as usize;
+                        count[c] += 1;
+                        min[c] = min[c].min(x[i]);
+                        max[c] = max[c].max(x[i]);
+                    }
+                }
+                AggFunc::SumWherePositiveQuantity => {
+                    let q = columns.quantity.expect("set with the aggregate");
+                    let (qx, qok) = (&values[q], &valid[q]);
+                    for i in (0..n).filter(|&i| kept(i) && is_valid(i)) {
+                        if (qok.is_empty() || qok[i]) && qx[i] > 0.0 {
+                            let c = cell[i] as usize;
+                            sum[c] += x[i];
+                            count[c] += 1;
+                        }
+                    }
+                }
+                _ if keep.is_none() && all_valid => {
+                    // The common case, kept tight: every row counts.
+                    for (&c, &v) in cell.iter().zip(x.iter()) {
+                        sum[c as usize] += v;
+                    }
+                    count.copy_from_slice(&rows);
+                }
+                _ => {
+                    for i in (0..n).filter(|&i| kept(i) && is_valid(i)) {
+                        let c = cell[i] as usize;
+                        sum[c] += x[i];
+                        count[c] += 1;
+                    }
+                }
+            }
+        }
+        accs.push((sum, count, min, max));
+    }
+    let mut out = Groups::new(naggs);
+    for (c, &r) in rows.iter().enumerate() {
+        if r == 0 {
+            continue;
+        }
+        let mut key: GroupKey = [NULL_ID; MAX_KEYS];
+        let mut at = 0;
+        for (slot, k) in key.iter_mut().zip(&spec.keys) {
+            if k.source == KeySource::FileYear {
+                *slot = year as u32;
+                continue;
+            }
+            let (column, stride) = radix[at];
+            at += 1;
+            let dict = &dicts[column];
+            let id = dict.get((c / stride) % (dict.len() + 1)).copied().unwrap_or(NULL_ID);
+            *slot = match k.source {
+                KeySource::Period { months } if months > 1 && id != NULL_ID => {
+                    truncate_months(id as i32, months) as u32
+                }
+                _ => id,
+            };
+        }
+        // Truncated periods (quarters) map several cells to one group.
+        let g = out.slot(key);
+        out.rows[g] += r;
+        for (j, (sum, count, min, max)) in accs.iter().enumerate() {
+            let at = g * naggs + j;
+            out.sum[at] += sum[c];
+            out.count[at] += count[c];
+            if !min.is_empty() {
+                out.min[at] = out.min[at].min(min[c]);
+                out.max[at] = out.max[at].max(max[c]);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Days since 1970-01-01 of the first day of the span of `months` months that holds `days`.
+fn truncate_months(days: i32, months: u32) -> i32 {
+    use chrono::{Datelike, NaiveDate};
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date");
+    let date = epoch + chrono::Duration::days(days as i64);
+    let month0 = (date.month0() / months) * months;
+    let first = NaiveDate::from_ymd_opt(date.year(), month0 + 1, 1).expect("valid date");
+    (first - epoch).num_days() as i32
+}
+
+fn column_chunk<'a>(meta: &'a FileMetadata, rg: usize, name: &str) -> Res<&'a ColumnChunkMetadata> {
+    let mut it =
+        meta.row_groups[rg].columns_under_root_iter(name).ok_or_else(|| Unsupported(format!("no column {name}")))?;
+    let chunk = it.next().ok_or_else(|| Unsupported(format!("no column {name}")))?;
+    if it.next().is_some() {
+        return unsupported(format!("nested column {name}"));
+    }
+    let d = &chunk.descriptor().descriptor;
+    if d.max_rep_level != 0 || d.max_def_level > 1 {
+        return unsupported(format!("nested column {name}"));
+    }
+    Ok(chunk)
+}
+
+fn read_row_group(
+    work: &mut Work,
+    file: &std::fs::File,
+    meta: &FileMetadata,
+    rg: usize,
+    needs: &Needs,
+    has_aggregate_rows: bool,
+    interner: &Mutex<Interner>,
+) -> Res<()> {
+    let rows = meta.row_groups[rg].num_rows();
+    work.rows = rows;
+    work.codes.resize_with(needs.codes.len(), Vec::new);
+    work.dicts.resize_with(needs.codes.len(), Vec::new);
+    work.values.resize_with(needs.values.len(), Vec::new);
+    work.valid.resize_with(needs.values.len(), Vec::new);
+    for (i, name) in needs.codes.iter().enumerate() {
+        let chunk = column_chunk(meta, rg, name)?;
+        read_codes(work, i, file, chunk, interner)?;
+    }
+    for (i, name) in needs.values.iter().enumerate() {
+        let chunk = column_chunk(meta, rg, name)?;
+        read_doubles(work, i, file, chunk)?;
+    }
+    work.keep.clear();
+    if needs.skip_aggregates && has_aggregate_rows {
+        let chunk = column_chunk(meta, rg, "aggregate")?;
+        read_not_flagged(work, file, chunk)?;
+    }
+    Ok(())
+}
+
+/// A page of a column chunk, handed to the reader of its values.
+enum PageRef<'a> {
+    Dict(&'a [u8]),
+    Data(&'a DataPage),
+}
+
+/// Reads a column chunk's bytes into `bytes` and calls `f` on its dictionary
+/// page, then on each data page in order, decompressed into `page_buffer`.
+fn read_chunk(
+    file: &std::fs::File,
+    chunk: &ColumnChunkMetadata,
+    bytes: &mut Vec<u8>,
+    page_buffer: &mut Vec<u8>,
+    mut f: impl FnMut(PageRef<'_>) -> Res<()>,
+) -> Res<()> {
+    use std::os::unix::fs::FileExt;
+    let range = chunk.byte_range();
+    let len = (range.end - range.start) as usize;
+    if bytes.len() < len {
+        bytes.resize(len, 0);
+    }
+    file.read_exact_at(&mut bytes[..len], range.start)?;
+    Buffer::with_slice(&bytes[..len], |buffer| {
+        let reader = PageReader::new(Cursor::new(buffer), chunk, Vec::new(), usize::MAX);
+        let mut pages = BasicDecompressor::new(reader, std::mem::take(page_buffer));
+        let mut each = || -> Res<()> {
+            if let Some(d) = pages.read_dict_page()? {
+                f(PageRef::Dict(&d.buffer))?;
+            }
+            while let Some(item) = pages.next() {
+                let page = item?.decompress(&mut pages)?;
+                f(PageRef::Data(&page))?;
+                pages.reuse_page_buffer(page);
+            }
+            Ok(())
+        };
+        let result = each();
+        *page_buffer = pages.into_inner();
+        result
+    })
+}
+
+/// A page's definition levels: whether any value is null, and if so each
+/// row's validity in `flags`.
+fn has_nulls(page: &DataPage, def: &[u8], flags: &mut Vec<bool>) -> Res<bool> {
+    flags.clear();
+    if page.descriptor.max_def_level == 0 {
+        return Ok(false);
+    }
+    let n = page.num_values();
+    let decoder = HybridRleDecoder::new(def, 1, n);
+    let mut defined = 0;
+    for chunk in decoder.clone().into_chunk_iter() {
+        match chunk? {
+            HybridRleChunk::Rle(1, len) => defined += len,
+            _ => {
+                defined = usize::MAX;
+                break;
+            }
+        }
+    }
+    if defined == n {
+        return Ok(false);
+    }
+    let levels = decoder.collect()?;
+    if levels.len() != n {
+        return unsupported("short definition levels");
+    }
+    flags.extend(levels.iter().map(|&l| l == 1));
+    Ok(true)
+}
+
+/// Decodes dictionary indices (the values of a dictionary-encoded page) into `out`.
+fn dict_indices(values: &[u8], present: usize, dict_len: usize, out: &mut Vec<u32>) -> Res<()> {
+    if present == 0 {
+        return Ok(());
+    }
+    let Some((&width, indices)) = values.split_first() else { return unsupported("empty dictionary indices") };
+    let start = out.len();
+    for chunk in HybridRleDecoder::new(indices, width as u32, present).into_chunk_iter() {
+        match chunk? {
+            HybridRleChunk::Rle(v, len) => out.resize(out.len() + len, v),
+            HybridRleChunk::Bitpacked(d) => d.collect_into(out),
+        }
+    }
+    if out.len() - start != present || out[start..].iter().any(|&i| i as usize >= dict_len) {
+        return unsupported("dictionary indices out of range");
+    }
+    Ok(())
+}
+
+/// Key column `i`: each row's dictionary index (nulls get the dictionary's length) and the dictionary.
+fn read_codes(
+    work: &mut Work,
+    i: usize,
+    file: &std::fs::File,
+    chunk: &ColumnChunkMetadata,
+    interner: &Mutex<Interner>,
+) -> Res<()> {
+    let physical = chunk.descriptor().descriptor.primitive_type.physical_type;
+    let Work { bytes, page, flags, codes, dicts, rows, .. } = work;
+    let (codes, dict) = (&mut codes[i], &mut dicts[i]);
+    codes.clear();
+    dict.clear();
+    let mut have_dict = false;
+    let mut present_codes: Vec<u32> = Vec::new();
+    read_chunk(file, chunk, bytes, page, |p| match p {
+        PageRef::Dict(buffer) => {
+            have_dict = true;
+            match physical {
+                PhysicalType::ByteArray => {
+                    let mut texts = interner.lock().expect("pushdown interner");
+                    let mut rest = buffer;
+                    while rest.len() >= 4 {
+                        let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
+                        let text = rest.get(4..4 + len).ok_or_else(|| Unsupported("short dictionary".into()))?;
+                        dict.push(texts.id(std::str::from_utf8(text)?));
+                        rest = &rest[4 + len..];
+                    }
+                }
+                PhysicalType::Int32 => dict
+                    .extend(buffer.chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().expect("4 bytes")) as u32)),
+                other => return unsupported(format!("dictionary of {other:?}")),
+            }
+            Ok(())
+        }
+        PageRef::Data(page) => {
+            if !have_dict || !matches!(page.encoding(), Encoding::RleDictionary | Encoding::PlainDictionary) {
+                return unsupported("a page that is not dictionary-encoded");
+            }
+            let split = split_buffer(page)?;
+            if !has_nulls(page, split.def, flags)? {
+                return dict_indices(split.values, page.num_values(), dict.len(), codes);
+            }
+            let present = flags.iter().filter(|&&b| b).count();
+            present_codes.clear();
+            dict_indices(split.values, present, dict.len(), &mut present_codes)?;
+            let null = dict.len() as u32;
+            let mut it = present_codes.iter();
+            codes.extend(flags.iter().map(|&ok| if ok { *it.next().unwrap_or(&null) } else { null }));
+            Ok(())
+        }
+    })?;
+    if codes.len() != *rows {
+        return unsupported("row count differs from the row group's");
+    }
+    Ok(())
+}
+
+/// DOUBLE column `i`: each row's value (0 where null) and validity.
+fn read_doubles(work: &mut Work, i: usize, file: &std::fs::File, chunk: &ColumnChunkMetadata) -> Res<()> {
+    if chunk.descriptor().descriptor.primitive_type.physical_type != PhysicalType::Double {
+        return unsupported("not a DOUBLE column");
+    }
+    let Work { bytes, page, flags, values, valid, rows, .. } = work;
+    let (values, valid) = (&mut values[i], &mut valid[i]);
+    values.clear();
+    valid.clear();
+    let mut dict: Vec<f64> = Vec::new();
+    let mut indices: Vec<u32> = Vec::new();
+    let mut present_values: Vec<f64> = Vec::new();
+    let f64_of = |b: &[u8]| f64::from_le_bytes(b.try_into().expect("8 bytes"));
+    read_chunk(file, chunk, bytes, page, |p| {
+        let page = match p {
+            PageRef::Dict(buffer) => {
+                dict.extend(buffer.chunks_exact(8).map(f64_of));
+                return Ok(());
+            }
+            PageRef::Data(page) => page,
+        };
+        let split = split_buffer(page)?;
+        let nulls = has_nulls(page, split.def, flags)?;
+        let present = if nulls { flags.iter().filter(|&&b| b).count() } else { page.num_values() };
+        let target: &mut Vec<f64> = if nulls { &mut present_values } else { values };
+        if nulls {
+            target.clear();
+        }
+        match page.encoding() {
+            Encoding::Plain => {
+                let raw = split.values.get(..present * 8).ok_or_else(|| Unsupported("short page".into()))?;
+                target.extend(raw.chunks_exact(8).map(f64_of));
+            }
+            Encoding::RleDictionary | Encoding::PlainDictionary if !dict.is_empty() => {
+                indices.clear();
+                dict_indices(split.values, present, dict.len(), &mut indices)?;
+                target.extend(indices.iter().map(|&k| dict[k as usize]));
+            }
+            other => return unsupported(format!("DOUBLE page encoded {other:?}")),
+        }
+        if !nulls {
+            if !valid.is_empty() {
+                valid.resize(values.len(), true);
+            }
+            return Ok(());
+        }
+        if valid.is_empty() {
+            valid.resize(values.len(), true);
+        }
+        let mut it = present_values.iter();
+        for &ok in flags.iter() {
+            values.push(if ok { *it.next().unwrap_or(&0.0) } else { 0.0 });
+            valid.push(ok);
+        }
+        Ok(())
+    })?;
+    if values.len() != *rows {
+        return unsupported("row count differs from the row group's");
+    }
+    Ok(())
+}
+
+/// The `aggregate` flag as rows to keep: those flagged false (a null flag is
+/// not kept, as polars' `filter(not(aggregate))` does not keep it).
+fn read_not_flagged(work: &mut Work, file: &std::fs::File, chunk: &ColumnChunkMetadata) -> Res<()> {
+    if chunk.descriptor().descriptor.primitive_type.physical_type != PhysicalType::Boolean {
+        return unsupported("aggregate is not BOOLEAN");
+    }
+    let Work { bytes, page, flags, keep, rows, .. } = work;
+    keep.clear();
+    let mut present_flags: Vec<bool> = Vec::new();
+    read_chunk(file, chunk, bytes, page, |p| {
+        let PageRef::Data(page) = p else { return unsupported("a dictionary of flags") };
+        let split = split_buffer(page)?;
+        let nulls = has_nulls(page, split.def, flags)?;
+        let present = if nulls { flags.iter().filter(|&&b| b).count() } else { page.num_values() };
+        present_flags.clear();
+        match page.encoding() {
+            Encoding::Plain => {
+                if split.values.len() * 8 < present {
+                    return unsupported("short page");
+                }
+                present_flags.extend((0..present).map(|i| split.values[i / 8] >> (i % 8) & 1 == 1));
+            }
+            Encoding::Rle => {
+                let data = split.values.get(4..).ok_or_else(|| Unsupported("short page".into()))?;
+                present_flags.extend(HybridRleDecoder::new(data, 1, present).collect()?.into_iter().map(|v| v == 1));
+            }
+            other => return unsupported(format!("BOOLEAN page encoded {other:?}")),
+        }
+        if present_flags.len() != present {
+            return unsupported("short page");
+        }
+        if nulls {
+            let mut it = present_flags.iter();
+            keep.extend(flags.iter().map(|&ok| ok && !*it.next().unwrap_or(&true)));
+        } else {
+            keep.extend(present_flags.iter().map(|f| !f));
+        }
+        Ok(())
+    })?;
+    if keep.len() != *rows {
+        return unsupported("row count differs from the row group's");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quarters_start_in_january_april_july_october() {
+        let day = |y, m, d| {
+            (chrono::NaiveDate::from_ymd_opt(y, m, d).unwrap() - chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap())
+                .num_days() as i32
+        };
+        assert_eq!(truncate_months(day(2024, 5, 1), 3), day(2024, 4, 1));
+        assert_eq!(truncate_months(day(2024, 12, 1), 3), day(2024, 10, 1));
+        assert_eq!(truncate_months(day(1969, 2, 1), 3), day(1969, 1, 1));
+    }
+}
