@@ -200,15 +200,6 @@ fn union_schema(registry: &Registry) -> Schema {
     schema
 }
 
-/// Why the latest pass of this process used its polars plans instead of the pages.
-static FELL_BACK: Mutex<Option<String>> = Mutex::new(None);
-
-/// Why the latest pass that could not read the pages fell back to polars, and
-/// clears it (for tests and for `TRADEQL_PUSHDOWN=verbose`).
-pub fn take_fallback_reason() -> Option<String> {
-    FELL_BACK.lock().expect("pushdown fallback note").take()
-}
-
 /// Evaluates every registered spec, through the pages when possible, else through polars.
 fn run(registry: &Registry) -> PolarsResult<DataFrame> {
     let specs: Vec<Spec> = registry.specs.lock().expect("pushdown registry").clone();
@@ -217,7 +208,9 @@ fn run(registry: &Registry) -> PolarsResult<DataFrame> {
             groups.into_iter().zip(&specs).map(|(g, s)| g.into_frame(s, &texts)).collect::<PolarsResult<_>>()?
         }
         Err(Unsupported(why)) => {
-            *FELL_BACK.lock().expect("pushdown fallback note") = Some(why);
+            if std::env::var("TRADEQL_PUSHDOWN").as_deref() == Ok("verbose") {
+                eprintln!("tradeql: the pushdown cannot read these files ({why}); polars reads them instead");
+            }
             let mut frames = Vec::new();
             for s in &specs {
                 frames.push(s.fallback.clone().collect_with_engine(Engine::InMemory)?.unwrap_single());
@@ -507,7 +500,7 @@ fn read_pass(files: &[PassFile], specs: &[Spec]) -> Res<(Vec<Groups>, Vec<Arc<st
                 let f = &files[*i];
                 WORK.with_borrow_mut(|work| {
                     read_row_group(work, file, meta, *rg, &needs, f.has_aggregate_rows, &interner)?;
-                    specs.iter().zip(&columns).map(|(s, c)| aggregate(work, s, c, f.year)).collect()
+                    specs.iter().zip(&columns).map(|(s, c)| aggregate(work, s, c, f.year, DENSE_CELLS)).collect()
                 })
             })
             .collect()
@@ -525,27 +518,32 @@ fn read_pass(files: &[PassFile], specs: &[Spec]) -> Res<(Vec<Groups>, Vec<Arc<st
 /// Per cell of a row group: sums, non-null counts, mins and maxes.
 type CellAggregates = (Vec<f64>, Vec<u64>, Vec<f64>, Vec<f64>);
 
-/// The cells of a dense array of running aggregates, at most.
+/// The cells of a dense array of running aggregates, at most (more
+/// combinations of key values are numbered as they are seen).
 const DENSE_CELLS: usize = 1 << 22;
 
 /// One spec's groups of one row group: the key columns' dictionary indices,
 /// combined in mixed radix, address dense arrays of running aggregates.
-fn aggregate(work: &mut Work, spec: &Spec, columns: &SpecColumns, year: i32) -> Res<Groups> {
+fn aggregate(work: &mut Work, spec: &Spec, columns: &SpecColumns, year: i32, dense_cells: usize) -> Res<Groups> {
     let Work { codes, dicts, values, valid, keep, cell, rows: n, .. } = work;
     let n = *n;
     // (column, stride) per key read from a column.
-    let mut radix: Vec<(usize, usize)> = Vec::new();
-    let mut cells: usize = 1;
+    let mut radix: Vec<(usize, u64)> = Vec::new();
+    let mut combinations: u64 = 1;
     for c in columns.keys.iter().flatten() {
-        radix.push((*c, cells));
-        cells = cells
-            .checked_mul(dicts[*c].len() + 1)
-            .filter(|&c| c <= DENSE_CELLS)
+        radix.push((*c, combinations));
+        combinations = combinations
+            .checked_mul(dicts[*c].len() as u64 + 1)
             .ok_or_else(|| Unsupported("too many key combinations in a row group".into()))?;
     }
+    // Each row's cell: its combined key index when the combinations fit a
+    // dense array; else the number of its combination among those seen (a
+    // hash of one integer per row), with `cell_keys` holding the combination.
+    let dense = combinations <= dense_cells as u64;
+    let mut cell_keys: Vec<u64> = Vec::new();
     let cell: &[u32] = match radix.as_slice() {
-        [(c, _)] => &codes[*c],
-        _ => {
+        [(c, _)] if dense => &codes[*c],
+        _ if dense => {
             cell.clear();
             cell.resize(n, 0);
             for (c, stride) in &radix {
@@ -556,7 +554,22 @@ fn aggregate(work: &mut Work, spec: &Spec, columns: &SpecColumns, year: i32) -> 
             }
             cell
         }
+        _ => {
+            let mut seen: PlHashMap<u64, u32> = PlHashMap::default();
+            cell.clear();
+            for i in 0..n {
+                let combined: u64 = radix.iter().map(|(c, stride)| codes[*c][i] as u64 * stride).sum();
+                let next = cell_keys.len() as u32;
+                let slot = *seen.entry(combined).or_insert_with(|| {
+                    cell_keys.push(combined);
+                    next
+                });
+                cell.push(slot);
+            }
+            cell
+        }
     };
+    let cells = if dense { combinations as usize } else { cell_keys.len() };
     let keep: Option<&[bool]> = if keep.is_empty() { None } else { Some(keep) };
     let kept = |i: usize| keep.is_none_or(|k| k[i]);
     let mut rows: Vec<u64> = vec![0; cells];
@@ -630,7 +643,9 @@ fn aggregate(work: &mut Work, spec: &Spec, columns: &SpecColumns, year: i32) -> 
             let (column, stride) = radix[at];
             at += 1;
             let dict = &dicts[column];
-            let id = dict.get((c / stride) % (dict.len() + 1)).copied().unwrap_or(NULL_ID);
+            let combined = if dense { c as u64 } else { cell_keys[c] };
+            let index = (combined / stride) % (dict.len() as u64 + 1);
+            let id = dict.get(index as usize).copied().unwrap_or(NULL_ID);
             *slot = match k.source {
                 KeySource::Period { months } if months > 1 && id != NULL_ID => {
                     truncate_months(id as i32, months) as u32
@@ -813,49 +828,105 @@ fn read_codes(
     let (codes, dict) = (&mut codes[i], &mut dicts[i]);
     codes.clear();
     dict.clear();
-    let mut have_dict = false;
     let mut present_codes: Vec<u32> = Vec::new();
-    read_chunk(file, chunk, bytes, page, |p| match p {
-        PageRef::Dict(buffer) => {
-            have_dict = true;
-            match physical {
-                PhysicalType::ByteArray => {
-                    let mut texts = interner.lock().expect("pushdown interner");
-                    let mut rest = buffer;
-                    while rest.len() >= 4 {
-                        let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
-                        let text = rest.get(4..4 + len).ok_or_else(|| Unsupported("short dictionary".into()))?;
-                        dict.push(texts.id(std::str::from_utf8(text)?));
-                        rest = &rest[4 + len..];
+    // Values of plain-encoded pages (a writer's fallback for columns with
+    // many distinct values) get codes as they are first seen.
+    let mut plain_texts: PlHashMap<Box<[u8]>, u32> = PlHashMap::default();
+    let mut plain_ints: PlHashMap<i32, u32> = PlHashMap::default();
+    const NULL: u32 = u32::MAX;
+    let mut nulls = false;
+    read_chunk(file, chunk, bytes, page, |p| {
+        let page = match p {
+            PageRef::Dict(buffer) => {
+                match physical {
+                    PhysicalType::ByteArray => {
+                        let mut texts = interner.lock().expect("pushdown interner");
+                        for text in byte_arrays(buffer) {
+                            dict.push(texts.id(std::str::from_utf8(text?)?));
+                        }
                     }
+                    PhysicalType::Int32 => dict.extend(
+                        buffer.chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().expect("4 bytes")) as u32),
+                    ),
+                    other => return unsupported(format!("dictionary of {other:?}")),
                 }
-                PhysicalType::Int32 => dict
-                    .extend(buffer.chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().expect("4 bytes")) as u32)),
-                other => return unsupported(format!("dictionary of {other:?}")),
+                return Ok(());
             }
-            Ok(())
+            PageRef::Data(page) => page,
+        };
+        let split = split_buffer(page)?;
+        let page_nulls = has_nulls(page, split.def, flags)?;
+        let present = if page_nulls { flags.iter().filter(|&&b| b).count() } else { page.num_values() };
+        present_codes.clear();
+        match (page.encoding(), physical) {
+            (Encoding::RleDictionary | Encoding::PlainDictionary, _) => {
+                dict_indices(split.values, present, dict.len(), &mut present_codes)?
+            }
+            (Encoding::Plain, PhysicalType::ByteArray) => {
+                let mut texts = interner.lock().expect("pushdown interner");
+                for text in byte_arrays(split.values).take(present) {
+                    let text = text?;
+                    let code = match plain_texts.get(text) {
+                        Some(&code) => code,
+                        None => {
+                            let code = dict.len() as u32;
+                            dict.push(texts.id(std::str::from_utf8(text)?));
+                            plain_texts.insert(text.into(), code);
+                            code
+                        }
+                    };
+                    present_codes.push(code);
+                }
+            }
+            (Encoding::Plain, PhysicalType::Int32) => {
+                let raw = split.values.get(..present * 4).ok_or_else(|| Unsupported("short page".into()))?;
+                for b in raw.chunks_exact(4) {
+                    let v = i32::from_le_bytes(b.try_into().expect("4 bytes"));
+                    let code = *plain_ints.entry(v).or_insert_with(|| {
+                        dict.push(v as u32);
+                        dict.len() as u32 - 1
+                    });
+                    present_codes.push(code);
+                }
+            }
+            (other, _) => return unsupported(format!("a key column page encoded {other:?}")),
         }
-        PageRef::Data(page) => {
-            if !have_dict || !matches!(page.encoding(), Encoding::RleDictionary | Encoding::PlainDictionary) {
-                return unsupported("a page that is not dictionary-encoded");
-            }
-            let split = split_buffer(page)?;
-            if !has_nulls(page, split.def, flags)? {
-                return dict_indices(split.values, page.num_values(), dict.len(), codes);
-            }
-            let present = flags.iter().filter(|&&b| b).count();
-            present_codes.clear();
-            dict_indices(split.values, present, dict.len(), &mut present_codes)?;
-            let null = dict.len() as u32;
-            let mut it = present_codes.iter();
-            codes.extend(flags.iter().map(|&ok| if ok { *it.next().unwrap_or(&null) } else { null }));
-            Ok(())
+        if present_codes.len() != present {
+            return unsupported("short page");
         }
+        if !page_nulls {
+            codes.extend_from_slice(&present_codes);
+            return Ok(());
+        }
+        nulls = true;
+        let mut it = present_codes.iter();
+        codes.extend(flags.iter().map(|&ok| if ok { *it.next().unwrap_or(&NULL) } else { NULL }));
+        Ok(())
     })?;
     if codes.len() != *rows {
         return unsupported("row count differs from the row group's");
     }
+    if nulls {
+        // Nulls take the slot after the dictionary, known only now.
+        let null = dict.len() as u32;
+        codes.iter_mut().filter(|c| **c == NULL).for_each(|c| *c = null);
+    }
     Ok(())
+}
+
+/// The values of a PLAIN-encoded BYTE_ARRAY buffer: each a 4-byte length, then the bytes.
+fn byte_arrays(mut rest: &[u8]) -> impl Iterator<Item = Res<&[u8]>> {
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let Some(len) = rest.get(..4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize) else {
+            return Some(unsupported("short byte array"));
+        };
+        let Some(text) = rest.get(4..4 + len) else { return Some(unsupported("short byte array")) };
+        rest = &rest[4 + len..];
+        Some(Ok(text))
+    })
 }
 
 /// DOUBLE column `i`: each row's value (0 where null) and validity.
@@ -978,5 +1049,66 @@ mod tests {
         assert_eq!(truncate_months(day(2024, 5, 1), 3), day(2024, 4, 1));
         assert_eq!(truncate_months(day(2024, 12, 1), 3), day(2024, 10, 1));
         assert_eq!(truncate_months(day(1969, 2, 1), 3), day(1969, 1, 1));
+    }
+
+    /// Six rows, two key columns (the second with a null), a value column with
+    /// a null, one row flagged aggregate: every aggregate, by dense array and
+    /// by numbered combinations.
+    #[test]
+    fn dense_and_numbered_cells_give_the_same_groups() {
+        let spec = Spec {
+            keys: vec![
+                Key { name: "__year".into(), source: KeySource::FileYear },
+                Key { name: "partner".into(), source: KeySource::Code("partner".into()) },
+                Key { name: "flow".into(), source: KeySource::Code("flow".into()) },
+            ],
+            aggs: [AggFunc::Sum, AggFunc::Count, AggFunc::Rows, AggFunc::Min, AggFunc::Max, AggFunc::Mean]
+                .iter()
+                .enumerate()
+                .map(|(i, f)| Agg {
+                    name: format!("a{i}"),
+                    func: *f,
+                    column: (*f != AggFunc::Rows).then(|| "value".into()),
+                })
+                .collect(),
+            skip_aggregate_rows: true,
+            fallback: DataFrame::empty().lazy(),
+        };
+        let (_, columns) = Needs::of(std::slice::from_ref(&spec)).unwrap();
+        let texts: Vec<Arc<str>> = ["P1", "P2", "export", "import"].iter().map(|t| Arc::from(*t)).collect();
+        let work = || Work {
+            rows: 6,
+            // partner: P1 P1 P2 P2 P1 P2; flow: export import export null export export
+            codes: vec![vec![0, 0, 1, 1, 0, 1], vec![0, 1, 0, 2, 0, 0]],
+            dicts: vec![vec![0, 1], vec![2, 3]],
+            values: vec![vec![1.0, 2.0, 4.0, 8.0, 16.0, 0.0]],
+            valid: vec![vec![true, true, true, true, true, false]],
+            keep: vec![true, true, true, true, false, true],
+            ..Work::default()
+        };
+        let frame = |dense_cells| {
+            let groups = aggregate(&mut work(), &spec, &columns[0], 2024, dense_cells).unwrap();
+            groups
+                .into_frame(&spec, &texts)
+                .unwrap()
+                .sort(["partner", "flow"], SortMultipleOptions::default().with_nulls_last(true))
+                .unwrap()
+        };
+        let dense = frame(DENSE_CELLS);
+        let numbered = frame(1);
+        assert!(dense.equals_missing(&numbered), "{dense}\n{numbered}");
+        let want = df![
+            "__year" => [2024, 2024, 2024, 2024],
+            "partner" => ["P1", "P1", "P2", "P2"],
+            "flow" => [Some("export"), Some("import"), Some("export"), None],
+            "a0" => [1.0, 2.0, 4.0, 8.0],
+            "a1" => [1.0, 1.0, 1.0, 1.0],
+            "a2" => [1.0, 1.0, 2.0, 1.0],
+            "a3" => [Some(1.0), Some(2.0), Some(4.0), Some(8.0)],
+            "a4" => [Some(1.0), Some(2.0), Some(4.0), Some(8.0)],
+            "a5" => [Some(1.0), Some(2.0), Some(4.0), Some(8.0)],
+        ]
+        .unwrap();
+        assert!(dense.equals_missing(&want), "{dense}\n{want}");
     }
 }

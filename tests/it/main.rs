@@ -5,11 +5,13 @@
 mod batch;
 mod charts;
 mod common;
+mod corpus;
 mod crash;
 mod fuzz_corpus;
 mod ingest_errors;
 mod measures;
 mod peers;
+mod pushdown;
 mod queries;
 mod query_errors;
 mod scaleout;
