@@ -555,10 +555,15 @@ fn aggregate(work: &mut Work, spec: &Spec, columns: &SpecColumns, year: i32, den
             cell
         }
         _ => {
+            let mut combined: Vec<u64> = vec![0; n];
+            for (c, stride) in &radix {
+                for (x, &code) in combined.iter_mut().zip(codes[*c].iter()) {
+                    *x += code as u64 * stride;
+                }
+            }
             let mut seen: PlHashMap<u64, u32> = PlHashMap::default();
             cell.clear();
-            for i in 0..n {
-                let combined: u64 = radix.iter().map(|(c, stride)| codes[*c][i] as u64 * stride).sum();
+            for combined in combined {
                 let next = cell_keys.len() as u32;
                 let slot = *seen.entry(combined).or_insert_with(|| {
                     cell_keys.push(combined);
