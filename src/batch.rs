@@ -500,7 +500,8 @@ pub fn run_job(
     } else {
         let plans: Vec<DslPlan> = runnable.iter().map(|(_, l, _)| l.compiled.lf.logical_plan.clone()).collect();
         let flags = runnable[0].1.compiled.lf.get_current_optimizations();
-        match LazyFrame::collect_all_with_engine(plans, crate::run::engine(), flags) {
+        let engine = crate::run::engine_for(runnable.iter().map(|(_, l, _)| &l.compiled));
+        match LazyFrame::collect_all_with_engine(plans, engine, flags) {
             Ok(frames) => {
                 runnable.iter().zip(frames).map(|((_, l, _), f)| crate::run::finish(&l.compiled.shape, f)).collect()
             }

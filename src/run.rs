@@ -31,7 +31,19 @@ pub struct Outcome {
 
 /// Collects a compiled query; turns the warning columns into sentences.
 pub fn collect(compiled: &Compiled) -> Result<Outcome> {
-    finish(&compiled.shape, compiled.lf.clone().collect_with_engine(engine())?.unwrap_single())
+    let engine = engine_for([compiled]);
+    finish(&compiled.shape, compiled.lf.clone().collect_with_engine(engine)?.unwrap_single())
+}
+
+/// The polars engine for `plans`: `TRADEQL_ENGINE` if set; else the in-memory
+/// engine when the aggregate pushdown reads every stored row (what is left
+/// are aggregated rows, where the streaming engine's set-up costs more than
+/// it saves); else the streaming engine.
+pub fn engine_for<'a>(plans: impl IntoIterator<Item = &'a Compiled>) -> Engine {
+    if std::env::var_os("TRADEQL_ENGINE").is_none() && plans.into_iter().all(|c| c.rows_pushed_down) {
+        return Engine::InMemory;
+    }
+    engine()
 }
 
 /// A collected result of `compiled`: the warnings read, the internal columns dropped.
@@ -60,6 +72,7 @@ pub fn finish(shape: &ResultShape, frame: DataFrame) -> Result<Outcome> {
     for w in &shape.warnings {
         let column = frame.column(&w.column)?.clone();
         let mut periods: Vec<String> = Vec::new();
+        let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
         let mut detail = String::new();
         for i in 0..frame.height() {
             let flagged = match (&w.kind, column.get(i)?) {
@@ -73,9 +86,12 @@ pub fn finish(shape: &ResultShape, frame: DataFrame) -> Result<Outcome> {
                 (_, AnyValue::Boolean(b)) => b,
                 _ => false,
             };
+            if !flagged {
+                continue;
+            }
             let with_keys = !matches!(w.kind, WarningKind::Partial { .. });
             let label = label_of(&frame, i, with_keys);
-            if flagged && !periods.contains(&label) {
+            if seen.insert(label.clone()) {
                 periods.push(label);
             }
         }

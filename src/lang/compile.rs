@@ -45,6 +45,10 @@ pub fn with_pushdown<R>(on: bool, f: impl FnOnce() -> R) -> R {
 pub struct Compiled {
     pub lf: LazyFrame,
     pub shape: ResultShape,
+    /// Whether every read of the stored rows is done by the aggregate
+    /// pushdown: the plan then handles only aggregated rows, which polars'
+    /// in-memory engine does with less overhead than its streaming engine.
+    pub rows_pushed_down: bool,
 }
 
 /// What a result frame carries besides its visible columns: the warning
@@ -91,14 +95,34 @@ pub fn plan_to_lazy_from(
     scan: LazyFrame,
     shared: Option<&mut SharedAggregates>,
 ) -> Result<Compiled> {
-    let mut c = Compiler { plan, manifest, n: 0, warnings: Vec::new(), store, shared, fx: Vec::new(), pass: None };
+    let mut c = Compiler {
+        plan,
+        manifest,
+        n: 0,
+        warnings: Vec::new(),
+        store,
+        shared,
+        fx: Vec::new(),
+        pass: None,
+        polars_rows: false,
+    };
     c.compile(manifest, scan)
 }
 
 /// For `by ytd`: the last month (1-12) of the latest stored period that
 /// passes the query's calendar filters; the year-to-date roll-up runs through it.
 pub fn ytd_through(plan: &Plan, manifest: &Manifest, store: &Path) -> Result<u32> {
-    let c = Compiler { plan, manifest, n: 0, warnings: Vec::new(), store, shared: None, fx: Vec::new(), pass: None };
+    let c = Compiler {
+        plan,
+        manifest,
+        n: 0,
+        warnings: Vec::new(),
+        store,
+        shared: None,
+        fx: Vec::new(),
+        pass: None,
+        polars_rows: false,
+    };
     let df = c.calendar_window(manifest)?.select([col("period").max()]).collect()?;
     let last = df.column("period")?.date()?.physical().get(0).ok_or_else(|| {
         Error::input(format!("`by ytd`: no stored period of {} passes the query's filters", manifest.dataset))
@@ -257,6 +281,8 @@ struct Compiler<'a> {
     fx: Vec<(String, LazyFrame)>,
     /// The query's own pushdown pass, when it is not compiled as part of a batch.
     pass: Option<Arc<Pass>>,
+    /// Whether the plan reads stored rows through polars (not only through the pushdown).
+    polars_rows: bool,
 }
 
 fn date_lit(days: i32) -> Expr {
@@ -345,6 +371,7 @@ impl Compiler<'_> {
             lf = lf.limit(n as IdxSize);
         }
         Ok(Compiled {
+            rows_pushed_down: !self.polars_rows,
             lf: lf.select(select),
             shape: ResultShape {
                 warnings: self.warnings.clone(),
@@ -437,6 +464,7 @@ impl Compiler<'_> {
                 return Ok(lf);
             }
         }
+        self.polars_rows = true;
         Ok(polars)
     }
 
@@ -586,7 +614,7 @@ impl Compiler<'_> {
         if let Some(n) = plan.limit {
             lf = lf.limit(n as IdxSize);
         }
-        Ok(Compiled { lf, shape: ResultShape::default() })
+        Ok(Compiled { lf, shape: ResultShape::default(), rows_pushed_down: false })
     }
 
     fn group_table(&self, path: &str) -> Result<LazyFrame> {
@@ -654,6 +682,7 @@ impl Compiler<'_> {
             })
             .collect();
         if keys.is_empty() {
+            self.polars_rows = true;
             return Ok(lf.select(aggs));
         }
         let code_keys = code_keys(plan);
@@ -903,8 +932,13 @@ impl Compiler<'_> {
                     func: pushdown::AggFunc::Sum,
                     column: Some(row_col.to_string()),
                 };
-                let grouped =
-                    self.pushed_down(self.manifest, Some(t), within, vec![sum], in_polars.clone()).unwrap_or(in_polars);
+                let grouped = match self.pushed_down(self.manifest, Some(t), within, vec![sum], in_polars.clone()) {
+                    Some(lf) => lf,
+                    None => {
+                        self.polars_rows = true;
+                        in_polars
+                    }
+                };
                 let totals = with_calendar_key(grouped, Some(t), self.plan.frequency)
                     .with_column(col("__t").dt().offset_by(lit("12mo")));
                 let mut on = vec![col("__t")];

@@ -142,6 +142,9 @@ pub struct Pass {
 
 const SPEC_COLUMN: &str = "__pushdown_spec";
 
+/// How the pass appears in polars' plans (`tradeql explain`).
+pub const NODE_NAME: &str = "TRADEQL PUSHDOWN: group-bys read from the Parquet dictionary pages, one read of the files";
+
 impl Pass {
     pub fn new(files: Vec<PassFile>) -> Pass {
         let registry = Arc::new(Registry { files, specs: Mutex::new(Vec::new()) });
@@ -150,12 +153,7 @@ impl Pass {
         let schema_fn = move |_: &Schema| -> PolarsResult<SchemaRef> { Ok(Arc::new(union_schema(&for_schema))) };
         let fused = DataFrame::empty()
             .lazy()
-            .map(
-                move |_| run(&for_run),
-                OptFlags::empty(),
-                Some(Arc::new(schema_fn)),
-                Some("TRADEQL DICTIONARY GROUP-BY (one read of the files for every group-by below)"),
-            )
+            .map(move |_| run(&for_run), OptFlags::empty(), Some(Arc::new(schema_fn)), Some(NODE_NAME))
             .cache();
         Pass { registry, fused }
     }

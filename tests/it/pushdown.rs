@@ -10,7 +10,7 @@ use crate::corpus::{corpus, same_value};
 use std::path::Path;
 use tradeql::lang::compile::with_pushdown;
 
-const NODE: &str = "TRADEQL DICTIONARY GROUP-BY";
+use tradeql::store::pushdown::NODE_NAME as NODE;
 
 #[test]
 fn every_corpus_query_gives_the_same_rows_with_and_without_the_pushdown() {
