@@ -229,14 +229,49 @@ impl SharedAggregates {
 
 /// A pushdown pass over the files the manifest lists.
 fn new_pass(store: &Path, manifest: &Manifest) -> Pass {
+    Pass::new(pass_files(store, manifest))
+}
+
+/// The distinct values of a stored text column of a dataset (nulls left out):
+/// when the pushdown is on, from the files' dictionary pages, or else their
+/// dictionary indices; otherwise through polars.
+pub fn distinct_values(store: &Path, manifest: &Manifest, column: &str) -> Result<Vec<String>> {
+    if pushdown_enabled()
+        && let Some(values) = pushdown::distinct_texts(&pass_files(store, manifest), column)
+    {
+        return Ok(values);
+    }
+    let fallback = scan_dataset(store, manifest)?.select([col(column).unique()]);
+    let frame = if pushdown_enabled() {
+        let key = pushdown::Key { name: column.to_string(), source: pushdown::KeySource::Code(column.to_string()) };
+        let spec = pushdown::Spec {
+            keys: vec![key],
+            aggs: Vec::new(),
+            filters: Vec::new(),
+            skip_aggregate_rows: false,
+            fallback,
+        };
+        pushdown::group_by_now(pass_files(store, manifest), spec)?
+    } else {
+        fallback.collect()?
+    };
+    let values = frame.column(column)?.str()?.clone();
+    Ok((0..values.len()).filter_map(|i| values.get(i).map(str::to_string)).collect())
+}
+
+/// The files of a dataset as a pushdown pass reads them.
+fn pass_files(store: &Path, manifest: &Manifest) -> Vec<PassFile> {
     let dir = store.join(&manifest.dataset);
-    Pass::new(
-        manifest
-            .files
-            .iter()
-            .map(|f| PassFile { path: dir.join(&f.path), year: f.year, has_aggregate_rows: f.aggregate_rows > 0 })
-            .collect(),
-    )
+    manifest
+        .files
+        .iter()
+        .map(|f| PassFile {
+            path: dir.join(&f.path),
+            year: f.year,
+            has_aggregate_rows: f.aggregate_rows > 0,
+            periods: f.periods.iter().filter_map(|p| crate::period::Period::parse(p).ok()).map(|p| p.days()).collect(),
+        })
+        .collect()
 }
 
 /// The rows of a dataset: the files its manifest lists, with the Hive `year`.
@@ -483,17 +518,19 @@ impl Compiler<'_> {
     ) -> Option<LazyFrame> {
         use pushdown::{Key, KeySource};
         let plan = self.plan;
-        if !pushdown_enabled()
-            || !plan.row_filters.is_empty()
-            || !self.fx.is_empty()
-            || (plan.hs_sections.is_some() && uses_section(plan))
-        {
+        if !pushdown_enabled() || !self.fx.is_empty() || (plan.hs_sections.is_some() && uses_section(plan)) {
             return None;
         }
         let dtype = |name: &str| manifest.schema.iter().find(|c| c.name == name).map(|c| c.dtype.clone());
-        if plan.derives.iter().any(|(n, _)| dtype(n).is_some()) {
+        if plan.derives.iter().any(|(n, _)| dtype(n).is_some() || CALENDAR_COLUMNS.contains(&n.as_str())) {
             return None;
         }
+        let mut conjuncts: Vec<&RExpr> = Vec::new();
+        for x in &plan.row_filters {
+            split_and(x, &mut conjuncts);
+        }
+        let filters: Vec<pushdown::RowFilter> =
+            conjuncts.into_iter().map(|x| self.pushdown_filter(x, manifest)).collect::<Option<_>>()?;
         let mut keys: Vec<Key> = Vec::new();
         if let Some(t) = time {
             let (name, source) = if t.frequency() == plan.frequency {
@@ -516,12 +553,42 @@ impl Compiler<'_> {
         if aggs.iter().any(|a| a.column.as_ref().is_some_and(|c| dtype(c).as_deref() != Some("f64"))) {
             return None;
         }
-        let spec = pushdown::Spec { keys, aggs, skip_aggregate_rows: plan.drop_aggregates, fallback };
+        let spec = pushdown::Spec { keys, aggs, filters, skip_aggregate_rows: plan.drop_aggregates, fallback };
         let pass = match self.shared.as_deref_mut() {
             Some(s) => s.pass(self.store, manifest),
             None => self.pass.get_or_insert_with(|| Arc::new(new_pass(self.store, manifest))).clone(),
         };
         pass.register(spec)
+    }
+
+    /// A row filter as the pushdown evaluates it: on the values of one stored
+    /// text column, or on the calendar (period, year, quarter, month). None
+    /// for a filter that reads anything else (values, derived columns, two
+    /// code columns at once, exchange rates, sections).
+    fn pushdown_filter(&self, x: &RExpr, manifest: &Manifest) -> Option<pushdown::RowFilter> {
+        if x.any(&mut |e| matches!(e, RExpr::Convert(..) | RExpr::Code(CodeFn::Section, _) | RExpr::Measure(_))) {
+            return None;
+        }
+        let mut columns: Vec<String> = Vec::new();
+        x.any(&mut |e| {
+            if let RExpr::Col(c) = e
+                && !columns.contains(c)
+            {
+                columns.push(c.clone());
+            }
+            false
+        });
+        let on = if columns.iter().all(|c| CALENDAR_COLUMNS.contains(&c.as_str())) {
+            pushdown::FilterColumn::Calendar
+        } else {
+            match columns.as_slice() {
+                [c] if manifest.schema.iter().any(|s| s.name == *c && s.dtype == "str") => {
+                    pushdown::FilterColumn::Code(c.clone())
+                }
+                _ => return None,
+            }
+        };
+        Some(pushdown::RowFilter { on, predicate: self.expr(x).ok()?, text: format!("{x:?}") })
     }
 
     /// [`Compiler::group_rows`] in polars.
@@ -1170,6 +1237,22 @@ fn time_group(t: TimeKey, data: Frequency) -> Expr {
         TimeKey::Month => col("period").dt().truncate(lit("1mo")).alias("__t"),
     }
 }
+
+/// The terms of `x` joined by `and`, in order (each filter alone is
+/// evaluated on the values of one column).
+fn split_and<'a>(x: &'a RExpr, out: &mut Vec<&'a RExpr>) {
+    match x {
+        RExpr::Bin(BinOp::And, a, b) => {
+            split_and(a, out);
+            split_and(b, out);
+        }
+        _ => out.push(x),
+    }
+}
+
+/// The calendar columns of the row stage: the stored `period`, the Hive
+/// `year`, and `quarter` and `month` of the period.
+const CALENDAR_COLUMNS: [&str; 4] = ["period", "year", "quarter", "month"];
 
 /// An aggregate of the plan as the pushdown computes it, if it can.
 fn pushdown_agg(a: &Agg) -> Option<pushdown::Agg> {

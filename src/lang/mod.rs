@@ -121,13 +121,7 @@ pub fn load_with_scan(
 
 /// The distinct values of a code column of a dataset (read from its files).
 fn distinct_codes(store: &Store, manifest: &Manifest, column: &str) -> std::result::Result<Vec<String>, String> {
-    let df = compile::scan_dataset(store.root(), manifest)
-        .map_err(|e| e.to_string())?
-        .select([col(column).unique()])
-        .collect()
-        .map_err(|e| e.to_string())?;
-    let ca = df.column(column).map_err(|e| e.to_string())?.str().map_err(|e| e.to_string())?.clone();
-    Ok((0..ca.len()).filter_map(|i| ca.get(i).map(str::to_string)).collect())
+    compile::distinct_values(store.root(), manifest, column).map_err(|e| e.to_string())
 }
 
 /// `--param k=v` pairs.

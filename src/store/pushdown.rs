@@ -80,11 +80,32 @@ pub struct Agg {
     pub column: Option<String>,
 }
 
+/// What a row filter reads: one stored text column, or the calendar
+/// (`period`, and `year`, `quarter`, `month` of it, each an Int32).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum FilterColumn {
+    Code(String),
+    Calendar,
+}
+
+/// A row filter the pass evaluates once per distinct value of what it reads
+/// (a few hundred per dataset), then applies to each row by its dictionary index.
+#[derive(Clone)]
+pub struct RowFilter {
+    pub on: FilterColumn,
+    /// The filter as polars evaluates it on the rows (null counts as false).
+    pub predicate: Expr,
+    /// The filter's text, which identifies it.
+    pub text: String,
+}
+
 /// A group-by of a dataset's rows that the pass answers.
 #[derive(Clone)]
 pub struct Spec {
     pub keys: Vec<Key>,
     pub aggs: Vec<Agg>,
+    /// Rows count only where every filter holds.
+    pub filters: Vec<RowFilter>,
     /// Leave out the rows flagged `aggregate` (a null flag is left out too, as
     /// polars' `filter(not(aggregate))` does).
     pub skip_aggregate_rows: bool,
@@ -94,7 +115,8 @@ pub struct Spec {
 
 impl Spec {
     fn identity(&self) -> String {
-        format!("{:?}|{:?}|{}", self.keys, self.aggs, self.skip_aggregate_rows)
+        let filters: Vec<(&FilterColumn, &str)> = self.filters.iter().map(|f| (&f.on, f.text.as_str())).collect();
+        format!("{:?}|{:?}|{:?}|{}", self.keys, self.aggs, filters, self.skip_aggregate_rows)
     }
 
     fn schema(&self) -> Vec<(String, DataType)> {
@@ -122,6 +144,10 @@ pub struct PassFile {
     pub path: PathBuf,
     pub year: i32,
     pub has_aggregate_rows: bool,
+    /// The periods the file holds (days of their first day), from the
+    /// manifest: a file none of whose periods passes a spec's calendar
+    /// filters is not read for it.
+    pub periods: Vec<i32>,
 }
 
 /// The group-bys registered for one dataset's files, evaluated together.
@@ -217,6 +243,55 @@ fn run(registry: &Registry) -> PolarsResult<DataFrame> {
         }
     };
     fuse(registry, &specs, frames)
+}
+
+/// The rows of one group-by, computed now (for the resolver's checks, not
+/// inside a plan): through the pages when possible, else through its polars plan.
+pub fn group_by_now(files: Vec<PassFile>, spec: Spec) -> PolarsResult<DataFrame> {
+    match read_pass(&files, std::slice::from_ref(&spec)) {
+        Ok((mut groups, texts)) => groups.remove(0).into_frame(&spec, &texts),
+        Err(_) => Ok(spec.fallback.collect_with_engine(Engine::InMemory)?.unwrap_single()),
+    }
+}
+
+/// The distinct values of a text column, read from the dictionary pages
+/// alone (no data page is decompressed); None when a data page is not
+/// dictionary-encoded, so the dictionaries may not hold every value.
+pub fn distinct_texts(files: &[PassFile], column: &str) -> Option<Vec<String>> {
+    let mut seen: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    let mut bytes: Vec<u8> = Vec::new();
+    for f in files {
+        let mut file = std::fs::File::open(&f.path).ok()?;
+        let meta = read_metadata(&mut file).ok()?;
+        for rg in 0..meta.row_groups.len() {
+            let chunk = column_chunk(&meta, rg, column).ok()?;
+            if chunk.descriptor().descriptor.primitive_type.physical_type != PhysicalType::ByteArray {
+                return None;
+            }
+            use std::os::unix::fs::FileExt;
+            let range = chunk.byte_range();
+            bytes.resize((range.end - range.start) as usize, 0);
+            file.read_exact_at(&mut bytes, range.start).ok()?;
+            let all_dictionary = Buffer::with_slice(&bytes, |buffer| -> Option<bool> {
+                let reader = PageReader::new(Cursor::new(buffer), chunk, Vec::new(), usize::MAX);
+                let mut pages = BasicDecompressor::new(reader, Vec::new());
+                let dict = pages.read_dict_page().ok()??;
+                for text in byte_arrays(&dict.buffer) {
+                    seen.insert(std::str::from_utf8(text.ok()?).ok()?.to_string());
+                }
+                for item in pages.by_ref() {
+                    if !item.ok()?.page().header().is_dictionary_encoded() {
+                        return Some(false);
+                    }
+                }
+                Some(true)
+            })?;
+            if !all_dictionary {
+                return None;
+            }
+        }
+    }
+    Some(seen.into_iter().collect())
 }
 
 /// One wide frame of all specs' rows, tagged with the spec index; columns a
@@ -387,8 +462,9 @@ impl Groups {
     }
 }
 
-/// What the pass decodes of each row group: the key columns (by dictionary
-/// index), the value columns, and whether rows flagged `aggregate` count.
+/// What the pass decodes of each row group: the key and filter columns (by
+/// dictionary index), the value columns, and the `aggregate` flag if any spec
+/// leaves flagged rows out.
 struct Needs {
     codes: Vec<String>,
     values: Vec<String>,
@@ -403,6 +479,8 @@ struct SpecColumns {
     aggs: Vec<Option<usize>>,
     /// `quantity` in `Needs::values`, for [`AggFunc::SumWherePositiveQuantity`].
     quantity: Option<usize>,
+    /// Per filter: the index in `Needs::codes` of the column it reads.
+    filters: Vec<usize>,
 }
 
 impl Needs {
@@ -434,12 +512,17 @@ impl Needs {
                 .iter()
                 .any(|a| a.func == AggFunc::SumWherePositiveQuantity)
                 .then(|| index(&mut needs.values, "quantity"));
-            columns.push(SpecColumns { keys, aggs, quantity });
+            let filters = s
+                .filters
+                .iter()
+                .map(|f| match &f.on {
+                    FilterColumn::Code(c) => index(&mut needs.codes, c),
+                    FilterColumn::Calendar => index(&mut needs.codes, "period"),
+                })
+                .collect();
+            columns.push(SpecColumns { keys, aggs, quantity, filters });
         }
-        needs.skip_aggregates = specs.first().is_some_and(|s| s.skip_aggregate_rows);
-        if specs.iter().any(|s| s.skip_aggregate_rows != needs.skip_aggregates) {
-            return unsupported("specs differ in whether aggregate rows count");
-        }
+        needs.skip_aggregates = specs.iter().any(|s| s.skip_aggregate_rows);
         Ok((needs, columns))
     }
 }
@@ -465,7 +548,9 @@ struct Work {
     /// non-null (empty when every row is).
     values: Vec<Vec<f64>>,
     valid: Vec<Vec<bool>>,
-    /// Rows to keep (empty: all).
+    /// Rows not flagged `aggregate` (empty: all, or not read).
+    unflagged: Vec<bool>,
+    /// The rows one spec counts (empty: all).
     keep: Vec<bool>,
     /// The combined key index of each row.
     cell: Vec<u32>,
@@ -475,14 +560,41 @@ thread_local! {
     static WORK: std::cell::RefCell<Work> = std::cell::RefCell::new(Work::default());
 }
 
+/// Per spec, per filter: what it gave for each value already seen (by text
+/// number, or by period days).
+type FilterCaches = Vec<Vec<Mutex<PlHashMap<u32, bool>>>>;
+
 /// Reads every file once and answers every spec; also returns the texts the keys number.
 fn read_pass(files: &[PassFile], specs: &[Spec]) -> Res<(Vec<Groups>, Vec<Arc<str>>)> {
     let (needs, columns) = Needs::of(specs)?;
     if specs.iter().any(|s| s.keys.len() > MAX_KEYS) {
         return unsupported("too many keys");
     }
+    let interner = Mutex::new(Interner::default());
+    let caches: FilterCaches =
+        specs.iter().map(|s| s.filters.iter().map(|_| Mutex::new(PlHashMap::default())).collect()).collect();
+    // Per spec, per file: whether any of the file's periods passes its calendar filters.
+    let mut wanted: Vec<Vec<bool>> = Vec::new();
+    for (s, spec) in specs.iter().enumerate() {
+        let mut per_file = Vec::new();
+        for f in files {
+            let mut any = vec![true; f.periods.len()];
+            for (k, filter) in spec.filters.iter().enumerate() {
+                if filter.on == FilterColumn::Calendar {
+                    let days: Vec<u32> = f.periods.iter().map(|&d| d as u32).collect();
+                    let mask = filter_mask(filter, &caches[s][k], &days, &interner)?;
+                    any.iter_mut().zip(mask).for_each(|(a, m)| *a &= m);
+                }
+            }
+            per_file.push(f.periods.is_empty() || any.contains(&true));
+        }
+        wanted.push(per_file);
+    }
     let mut tasks: Vec<(usize, Arc<std::fs::File>, Arc<FileMetadata>, usize)> = Vec::new();
     for (i, f) in files.iter().enumerate() {
+        if !wanted.iter().any(|w| w[i]) {
+            continue;
+        }
         let mut file = std::fs::File::open(&f.path)?;
         let meta = Arc::new(read_metadata(&mut file)?);
         let file = Arc::new(file);
@@ -490,7 +602,6 @@ fn read_pass(files: &[PassFile], specs: &[Spec]) -> Res<(Vec<Groups>, Vec<Arc<st
             tasks.push((i, file.clone(), meta.clone(), rg));
         }
     }
-    let interner = Mutex::new(Interner::default());
     let partials: Vec<Res<Vec<Groups>>> = polars_core::runtime::THREAD_POOL.install(|| {
         tasks
             .par_iter()
@@ -498,7 +609,16 @@ fn read_pass(files: &[PassFile], specs: &[Spec]) -> Res<(Vec<Groups>, Vec<Arc<st
                 let f = &files[*i];
                 WORK.with_borrow_mut(|work| {
                     read_row_group(work, file, meta, *rg, &needs, f.has_aggregate_rows, &interner)?;
-                    specs.iter().zip(&columns).map(|(s, c)| aggregate(work, s, c, f.year, DENSE_CELLS)).collect()
+                    let mut out = Vec::with_capacity(specs.len());
+                    for (s, (spec, c)) in specs.iter().zip(&columns).enumerate() {
+                        if !wanted[s][*i] {
+                            out.push(Groups::new(spec.aggs.len()));
+                            continue;
+                        }
+                        rows_counted(work, spec, c, &caches[s], &interner)?;
+                        out.push(aggregate(work, spec, c, f.year, DENSE_CELLS)?);
+                    }
+                    Ok(out)
                 })
             })
             .collect()
@@ -511,6 +631,78 @@ fn read_pass(files: &[PassFile], specs: &[Spec]) -> Res<(Vec<Groups>, Vec<Arc<st
     }
     let texts = interner.into_inner().expect("pushdown interner").texts;
     Ok((out, texts))
+}
+
+/// Sets `work.keep` to the rows `spec` counts: not flagged `aggregate` (if it
+/// leaves those out) and passing every filter (empty: every row).
+fn rows_counted(
+    work: &mut Work,
+    spec: &Spec,
+    columns: &SpecColumns,
+    caches: &[Mutex<PlHashMap<u32, bool>>],
+    interner: &Mutex<Interner>,
+) -> Res<()> {
+    let Work { codes, dicts, unflagged, keep, rows, .. } = work;
+    keep.clear();
+    let flagged = spec.skip_aggregate_rows && !unflagged.is_empty();
+    if !flagged && spec.filters.is_empty() {
+        return Ok(());
+    }
+    if flagged {
+        keep.extend_from_slice(unflagged);
+    } else {
+        keep.resize(*rows, true);
+    }
+    for ((filter, &c), cache) in spec.filters.iter().zip(&columns.filters).zip(caches) {
+        let mask = filter_mask(filter, cache, &dicts[c], interner)?;
+        for (k, &code) in keep.iter_mut().zip(codes[c].iter()) {
+            *k &= mask[code as usize];
+        }
+    }
+    Ok(())
+}
+
+/// Whether `filter` holds for each of `ids` (text numbers or period days),
+/// then for null, evaluated once per value ever seen.
+fn filter_mask(
+    filter: &RowFilter,
+    cache: &Mutex<PlHashMap<u32, bool>>,
+    ids: &[u32],
+    interner: &Mutex<Interner>,
+) -> Res<Vec<bool>> {
+    let mut known = cache.lock().expect("pushdown filter cache");
+    let mut missing: Vec<u32> = ids.iter().copied().chain([NULL_ID]).filter(|id| !known.contains_key(id)).collect();
+    missing.sort_unstable();
+    missing.dedup();
+    if !missing.is_empty() {
+        let frame = match &filter.on {
+            FilterColumn::Code(name) => {
+                let texts = interner.lock().expect("pushdown interner");
+                let values: Vec<Option<&str>> =
+                    missing.iter().map(|&id| (id != NULL_ID).then(|| texts.texts[id as usize].as_ref())).collect();
+                DataFrame::new(missing.len(), vec![Column::new(name.as_str().into(), values)])?.lazy()
+            }
+            FilterColumn::Calendar => {
+                let days: Vec<Option<i32>> = missing.iter().map(|&id| (id != NULL_ID).then_some(id as i32)).collect();
+                DataFrame::new(missing.len(), vec![Column::new("period".into(), days)])?.lazy().with_columns([
+                    col("period").cast(DataType::Date),
+                    col("period").cast(DataType::Date).dt().year().cast(DataType::Int32).alias("year"),
+                    col("period").cast(DataType::Date).dt().quarter().cast(DataType::Int32).alias("quarter"),
+                    col("period").cast(DataType::Date).dt().month().cast(DataType::Int32).alias("month"),
+                ])
+            }
+        };
+        let out = frame
+            .select([filter.predicate.clone().alias("__holds")])
+            .collect_with_engine(Engine::InMemory)?
+            .unwrap_single();
+        let holds = out.column("__holds")?.bool()?.clone();
+        for (i, id) in missing.iter().enumerate() {
+            let at = if holds.len() == 1 { 0 } else { i };
+            known.insert(*id, holds.get(at).unwrap_or(false));
+        }
+    }
+    Ok(ids.iter().chain([&NULL_ID]).map(|id| known[id]).collect())
 }
 
 /// Per cell of a row group: sums, non-null counts, mins and maxes.
@@ -719,7 +911,7 @@ fn read_row_group(
         let chunk = column_chunk(meta, rg, name)?;
         read_doubles(work, i, file, chunk)?;
     }
-    work.keep.clear();
+    work.unflagged.clear();
     if needs.skip_aggregates && has_aggregate_rows {
         let chunk = column_chunk(meta, rg, "aggregate")?;
         read_not_flagged(work, file, chunk)?;
@@ -1000,7 +1192,7 @@ fn read_not_flagged(work: &mut Work, file: &std::fs::File, chunk: &ColumnChunkMe
     if chunk.descriptor().descriptor.primitive_type.physical_type != PhysicalType::Boolean {
         return unsupported("aggregate is not BOOLEAN");
     }
-    let Work { bytes, page, flags, keep, rows, .. } = work;
+    let Work { bytes, page, flags, unflagged: keep, rows, .. } = work;
     keep.clear();
     let mut present_flags: Vec<bool> = Vec::new();
     read_chunk(file, chunk, bytes, page, |p| {
@@ -1074,6 +1266,7 @@ mod tests {
                     column: (*f != AggFunc::Rows).then(|| "value".into()),
                 })
                 .collect(),
+            filters: Vec::new(),
             skip_aggregate_rows: true,
             fallback: DataFrame::empty().lazy(),
         };
@@ -1086,11 +1279,13 @@ mod tests {
             dicts: vec![vec![0, 1], vec![2, 3]],
             values: vec![vec![1.0, 2.0, 4.0, 8.0, 16.0, 0.0]],
             valid: vec![vec![true, true, true, true, true, false]],
-            keep: vec![true, true, true, true, false, true],
+            unflagged: vec![true, true, true, true, false, true],
             ..Work::default()
         };
         let frame = |dense_cells| {
-            let groups = aggregate(&mut work(), &spec, &columns[0], 2024, dense_cells).unwrap();
+            let mut work = work();
+            rows_counted(&mut work, &spec, &columns[0], &[], &Mutex::new(Interner::default())).unwrap();
+            let groups = aggregate(&mut work, &spec, &columns[0], 2024, dense_cells).unwrap();
             groups
                 .into_frame(&spec, &texts)
                 .unwrap()

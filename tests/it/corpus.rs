@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 /// Queries on the generated panel (dataset `trade`, partner groups G_*), by name.
-const PANEL_QUERIES: [(&str, &str); 18] = [
+const PANEL_QUERIES: [(&str, &str); 19] = [
     (
         "yearly_measures",
         "from trade\nby year, partner\nsum value\nshow value, yoy(value), share(value), pp(share(value)), rank(value)",
@@ -50,6 +50,10 @@ const PANEL_QUERIES: [(&str, &str); 18] = [
         "from trade\nwhere partner in (\"PAA\", \"PAB\") and year = 2023 and month <= 3\nshow period, partner, flow, product, value, half = value / 2, q = quantity\nsort period, partner, flow, product",
     ),
     ("total", "from trade\nagg value = sum(value), rows = count()"),
+    (
+        "filters",
+        "from trade\nwhere year >= 2023 and month in (1, 2, 3) and partner in (\"PAA\", \"PAB\", \"PAC\") and not (flow = \"import\") and chapter(product) != \"01\"\nby quarter, partner\nsum value\nshow value, yoy(value)",
+    ),
     (
         "every_aggregate",
         "from trade\nby quarter, partner, region\nagg n = count(), q = sum(quantity), nq = count(quantity), avg = mean(quantity), lo = min(value), hi = max(value)\nshow n, q, nq, avg, lo, hi, pop(q)",
