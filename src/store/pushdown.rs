@@ -421,12 +421,29 @@ impl Groups {
         }
     }
 
+    /// The groups as a frame, ordered by their key values: texts are numbered
+    /// in the order threads first meet them, so an order by numbers would
+    /// change from run to run (and with it the order later sums add up in).
     fn into_frame(self, spec: &Spec, texts: &[Arc<str>]) -> PolarsResult<DataFrame> {
         let n = self.keys.len();
+        let value = |k: usize, id: u32| -> (Option<&str>, Option<i32>) {
+            match (&spec.keys[k].source, id) {
+                (_, NULL_ID) => (None, None),
+                (KeySource::Code(_), id) => (Some(texts[id as usize].as_ref()), None),
+                (_, id) => (None, Some(id as i32)),
+            }
+        };
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by(|&a, &b| {
+            (0..spec.keys.len())
+                .map(|k| value(k, self.keys[a][k]).cmp(&value(k, self.keys[b][k])))
+                .find(|o| o.is_ne())
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
         let mut columns: Vec<Column> = Vec::new();
         for (k, key) in spec.keys.iter().enumerate() {
             let name = PlSmallStr::from(key.name.as_str());
-            let ids = self.keys.iter().map(|g| g[k]);
+            let ids = order.iter().map(|&g| self.keys[g][k]);
             let column = match key.source {
                 KeySource::Code(_) => {
                     let values: Vec<Option<&str>> =
@@ -443,8 +460,9 @@ impl Groups {
         }
         let k = self.aggs;
         for (j, agg) in spec.aggs.iter().enumerate() {
-            let values: Vec<Option<f64>> = (0..n)
-                .map(|g| {
+            let values: Vec<Option<f64>> = order
+                .iter()
+                .map(|&g| {
                     let (sum, count) = (self.sum[g * k + j], self.count[g * k + j]);
                     match agg.func {
                         AggFunc::Sum | AggFunc::SumWherePositiveQuantity => Some(sum),
@@ -602,33 +620,38 @@ fn read_pass(files: &[PassFile], specs: &[Spec]) -> Res<(Vec<Groups>, Vec<Arc<st
             tasks.push((i, file.clone(), meta.clone(), rg));
         }
     }
-    let partials: Vec<Res<Vec<Groups>>> = polars_core::runtime::THREAD_POOL.install(|| {
-        tasks
-            .par_iter()
-            .map(|(i, file, meta, rg)| {
-                let f = &files[*i];
-                WORK.with_borrow_mut(|work| {
-                    read_row_group(work, file, meta, *rg, &needs, f.has_aggregate_rows, &interner)?;
-                    let mut out = Vec::with_capacity(specs.len());
-                    for (s, (spec, c)) in specs.iter().zip(&columns).enumerate() {
-                        if !wanted[s][*i] {
-                            out.push(Groups::new(spec.aggs.len()));
-                            continue;
-                        }
-                        rows_counted(work, spec, c, &caches[s], &interner)?;
-                        out.push(aggregate(work, spec, c, f.year, DENSE_CELLS)?);
-                    }
-                    Ok(out)
-                })
-            })
-            .collect()
-    });
-    let mut out: Vec<Groups> = specs.iter().map(|s| Groups::new(s.aggs.len())).collect();
-    for p in partials {
-        for (total, part) in out.iter_mut().zip(p?) {
-            total.merge(part);
+    // Row groups are read and aggregated in parallel, in fixed runs of
+    // consecutive row groups whose groups are merged in order; then the runs
+    // are merged in order. The sums are added in the same order whatever the
+    // number of threads, so every run of a query gives the same bits.
+    let one = |(i, file, meta, rg): &(usize, Arc<std::fs::File>, Arc<FileMetadata>, usize)| -> Res<Vec<Groups>> {
+        let f = &files[*i];
+        WORK.with_borrow_mut(|work| {
+            read_row_group(work, file, meta, *rg, &needs, f.has_aggregate_rows, &interner)?;
+            let mut out = Vec::with_capacity(specs.len());
+            for (s, (spec, c)) in specs.iter().zip(&columns).enumerate() {
+                if !wanted[s][*i] {
+                    out.push(Groups::new(spec.aggs.len()));
+                    continue;
+                }
+                rows_counted(work, spec, c, &caches[s], &interner)?;
+                out.push(aggregate(work, spec, c, f.year, DENSE_CELLS)?);
+            }
+            Ok(out)
+        })
+    };
+    let merge_all = |parts: &mut dyn Iterator<Item = Res<Vec<Groups>>>| -> Res<Vec<Groups>> {
+        let mut total: Vec<Groups> = specs.iter().map(|s| Groups::new(s.aggs.len())).collect();
+        for part in parts {
+            for (t, p) in total.iter_mut().zip(part?) {
+                t.merge(p);
+            }
         }
-    }
+        Ok(total)
+    };
+    let runs: Vec<Res<Vec<Groups>>> = polars_core::runtime::THREAD_POOL
+        .install(|| tasks.par_chunks(ROW_GROUPS_PER_RUN).map(|run| merge_all(&mut run.iter().map(one))).collect());
+    let out = merge_all(&mut runs.into_iter())?;
     let texts = interner.into_inner().expect("pushdown interner").texts;
     Ok((out, texts))
 }
@@ -704,6 +727,9 @@ fn filter_mask(
     }
     Ok(ids.iter().chain([&NULL_ID]).map(|id| known[id]).collect())
 }
+
+/// Row groups read and merged in order by one task (see [`read_pass`]).
+const ROW_GROUPS_PER_RUN: usize = 4;
 
 /// Per cell of a row group: sums, non-null counts, mins and maxes.
 type CellAggregates = (Vec<f64>, Vec<u64>, Vec<f64>, Vec<f64>);
