@@ -426,20 +426,28 @@ impl Groups {
     /// change from run to run (and with it the order later sums add up in).
     fn into_frame(self, spec: &Spec, texts: &[Arc<str>]) -> PolarsResult<DataFrame> {
         let n = self.keys.len();
-        let value = |k: usize, id: u32| -> (Option<&str>, Option<i32>) {
-            match (&spec.keys[k].source, id) {
-                (_, NULL_ID) => (None, None),
-                (KeySource::Code(_), id) => (Some(texts[id as usize].as_ref()), None),
-                (_, id) => (None, Some(id as i32)),
+        // Each key value as a number that sorts like the value, nulls first:
+        // texts by their rank among all texts, periods and years by value.
+        let mut by_text: Vec<u32> = (0..texts.len() as u32).collect();
+        by_text.sort_unstable_by(|&a, &b| texts[a as usize].cmp(&texts[b as usize]));
+        let mut rank = vec![0u64; texts.len()];
+        for (r, &id) in by_text.iter().enumerate() {
+            rank[id as usize] = r as u64 + 1;
+        }
+        let sort_key = |g: usize| -> [u64; MAX_KEYS] {
+            let mut out = [0u64; MAX_KEYS];
+            for (k, (o, key)) in out.iter_mut().zip(&spec.keys).enumerate() {
+                let id = self.keys[g][k];
+                *o = match (&key.source, id) {
+                    (_, NULL_ID) => 0,
+                    (KeySource::Code(_), id) => rank[id as usize],
+                    (_, id) => u64::from((id as i32 as u32) ^ 0x8000_0000) + 1,
+                };
             }
+            out
         };
         let mut order: Vec<usize> = (0..n).collect();
-        order.sort_by(|&a, &b| {
-            (0..spec.keys.len())
-                .map(|k| value(k, self.keys[a][k]).cmp(&value(k, self.keys[b][k])))
-                .find(|o| o.is_ne())
-                .unwrap_or(std::cmp::Ordering::Equal)
-        });
+        order.sort_unstable_by_key(|&g| sort_key(g));
         let mut columns: Vec<Column> = Vec::new();
         for (k, key) in spec.keys.iter().enumerate() {
             let name = PlSmallStr::from(key.name.as_str());
