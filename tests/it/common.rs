@@ -89,6 +89,13 @@ pub fn totals(store: &Path, dataset: &str) -> (u64, f64) {
     (n, v)
 }
 
+/// `tradeql gen --into STORE ARGS` (ARGS split at spaces).
+pub fn gen_into(store: &Path, args: &str) {
+    let mut all = vec!["gen", "--into", s(store)];
+    all.extend(args.split_whitespace());
+    ok(&all);
+}
+
 /// Rows of a CSV result, each as column -> text.
 pub fn csv_rows(text: &str) -> Vec<BTreeMap<String, String>> {
     let mut rdr = csv::Reader::from_reader(text.as_bytes());

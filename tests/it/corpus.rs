@@ -156,3 +156,19 @@ pub fn same_value(a: &AnyValue, b: &AnyValue) -> bool {
         _ => a == b,
     }
 }
+
+/// `got` equals `want` (a polars run of the same query): same columns, types,
+/// rows (values to 1e-9 relative) and warnings; `how` names `got`'s side.
+pub fn assert_same_outcome(name: &str, how: &str, got: &tradeql::run::Outcome, want: &tradeql::run::Outcome) {
+    assert_eq!(got.frame.get_column_names(), want.frame.get_column_names(), "{name} {how}: columns");
+    assert_eq!(got.frame.height(), want.frame.height(), "{name} {how}: rows");
+    assert!(want.frame.height() > 0, "{name}: the polars result is empty, so it checks nothing");
+    for (g, w) in got.frame.columns().iter().zip(want.frame.columns()) {
+        assert_eq!(g.dtype(), w.dtype(), "{name} {how}: type of {}", w.name());
+        for i in 0..w.len() {
+            let (a, b) = (g.get(i).unwrap(), w.get(i).unwrap());
+            assert!(same_value(&a, &b), "{name} {how}: {} row {i}: {a} against polars {b}", w.name());
+        }
+    }
+    assert_eq!(got.warnings, want.warnings, "{name} {how}: warnings");
+}

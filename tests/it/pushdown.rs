@@ -6,7 +6,7 @@
 //! read makes it hand the files to polars, with the same rows.
 
 use crate::common::*;
-use crate::corpus::{corpus, same_value};
+use crate::corpus::{assert_same_outcome, corpus};
 use std::path::Path;
 use tradeql::lang::compile::with_pushdown;
 
@@ -26,17 +26,7 @@ fn every_corpus_query_gives_the_same_rows_with_and_without_the_pushdown() {
         }
         let got = tradeql::run::collect(&on.compiled).unwrap();
         let want = tradeql::run::collect(&off.compiled).unwrap();
-        assert_eq!(got.frame.get_column_names(), want.frame.get_column_names(), "{name}: columns");
-        assert_eq!(got.frame.height(), want.frame.height(), "{name}: rows");
-        assert!(want.frame.height() > 0, "{name}: empty result, checks nothing");
-        for (g, w) in got.frame.columns().iter().zip(want.frame.columns()) {
-            assert_eq!(g.dtype(), w.dtype(), "{name}: type of {}", w.name());
-            for i in 0..w.len() {
-                let (a, b) = (g.get(i).unwrap(), w.get(i).unwrap());
-                assert!(same_value(&a, &b), "{name}: {} row {i}: {a} with the pushdown, {b} without", w.name());
-            }
-        }
-        assert_eq!(got.warnings, want.warnings, "{name}: warnings");
+        assert_same_outcome(name, "with the pushdown", &got, &want);
     }
     // Every query whose row stage is at most filters on the calendar or on
     // one code column each, and whose aggregates read stored columns, is
@@ -110,28 +100,25 @@ fn assert_same_csv(got: &str, want: &str, what: &str) {
     }
 }
 
+/// Rewrites every data file of the store's `trade` with pyarrow, `options`
+/// passed to `pq.write_table`.
+fn rewrite_with_pyarrow(python: &Path, store: &Path, options: &str) {
+    let script = format!(
+        "import glob, pyarrow.parquet as pq\n\
+         for f in glob.glob('{}/trade/year=*/*.parquet'):\n    \
+             pq.write_table(pq.ParquetFile(f).read(), f, {options})\n",
+        store.display()
+    );
+    let out = std::process::Command::new(python).args(["-c", &script]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 #[test]
 fn files_written_by_another_tool_are_read_or_handed_to_polars_with_the_same_rows() {
     let Some(python) = crate::peers::peer_python() else { return };
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
-    ok(&[
-        "gen",
-        "--into",
-        s(&store),
-        "--partners",
-        "12",
-        "--products",
-        "30",
-        "--months",
-        "24",
-        "--density",
-        "0.3",
-        "--seed",
-        "9",
-        "--start",
-        "2023-01",
-    ]);
+    gen_into(&store, "--partners 12 --products 30 --months 24 --density 0.3 --seed 9 --start 2023-01");
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut queries: Vec<std::path::PathBuf> = tql_files(&root.join("benches/queries"));
     queries.push(write(
@@ -140,35 +127,26 @@ fn files_written_by_another_tool_are_read_or_handed_to_polars_with_the_same_rows
         "from trade\nby quarter, partner, flow\nagg n = count(), q = sum(quantity), nq = count(quantity), m = mean(value), lo = min(value), hi = max(value)",
     ));
     let want: Vec<String> = queries.iter().map(|q| run_csv(q, &store, "off").0).collect();
-    // Rewrites every data file with pyarrow, as `options` say.
-    let rewrite = |options: &str| {
-        let script = format!(
-            "import glob, pyarrow.parquet as pq\n\
-             for f in glob.glob('{}/trade/year=*/*.parquet'):\n    \
-                 t = pq.ParquetFile(f).read()\n    \
-                 pq.write_table(t, f, row_group_size=1000, {options})\n",
-            store.display()
-        );
-        let out = std::process::Command::new(&python).args(["-c", &script]).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    };
-
-    // No dictionaries at all, version 2 data pages, several row groups per
-    // file: the pushdown reads the plain values.
-    rewrite("use_dictionary=False, data_page_version='2.0', compression='snappy'");
-    for (q, want) in queries.iter().zip(&want) {
-        let (got, stderr) = run_csv(q, &store, "verbose");
-        assert!(!stderr.contains("pushdown cannot read"), "{}: {stderr}", q.display());
-        assert_same_csv(&got, want, &format!("{} on plain pages", q.display()));
-    }
-
-    // Values in BYTE_STREAM_SPLIT, which the pushdown does not decode: polars
-    // reads the files instead, and says so when asked.
-    rewrite("use_dictionary=['partner', 'flow', 'product'], column_encoding={'value': 'BYTE_STREAM_SPLIT'}");
-    for (q, want) in queries.iter().zip(&want) {
-        let (got, stderr) = run_csv(q, &store, "verbose");
-        assert!(stderr.contains("pushdown cannot read these files"), "{}: {stderr}", q.display());
-        assert_same_csv(&got, want, &format!("{} handed to polars", q.display()));
+    let cases = [
+        // No dictionaries at all, version 2 data pages, several row groups
+        // per file: the pushdown reads the plain values.
+        ("row_group_size=1000, use_dictionary=False, data_page_version='2.0', compression='snappy'", false),
+        // Values in BYTE_STREAM_SPLIT, which the pushdown does not decode:
+        // polars reads the files instead, and says so when asked.
+        (
+            "row_group_size=1000, use_dictionary=['partner', 'flow', 'product'], \
+             column_encoding={'value': 'BYTE_STREAM_SPLIT'}",
+            true,
+        ),
+    ];
+    for (options, handed_to_polars) in cases {
+        rewrite_with_pyarrow(&python, &store, options);
+        for (q, want) in queries.iter().zip(&want) {
+            let (got, stderr) = run_csv(q, &store, "verbose");
+            let said = stderr.contains("pushdown cannot read these files");
+            assert_eq!(said, handed_to_polars, "{} ({options}): {stderr}", q.display());
+            assert_same_csv(&got, want, &format!("{} ({options})", q.display()));
+        }
     }
 }
 
@@ -183,15 +161,8 @@ fn a_query_gives_the_same_bits_whatever_the_number_of_threads() {
     let Some(python) = crate::peers::peer_python() else { return };
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
-    ok(&["gen", "--into", s(&store), "--partners", "20", "--products", "40", "--months", "24", "--density", "0.5"]);
-    let script = format!(
-        "import glob, pyarrow.parquet as pq\n\
-         for f in glob.glob('{}/trade/year=*/*.parquet'):\n    \
-             pq.write_table(pq.ParquetFile(f).read(), f, row_group_size=97)\n",
-        store.display()
-    );
-    let out = std::process::Command::new(&python).args(["-c", &script]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    gen_into(&store, "--partners 20 --products 40 --months 24 --density 0.5");
+    rewrite_with_pyarrow(&python, &store, "row_group_size=97");
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     for file in tql_files(&root.join("benches/queries")).iter().filter(|f| !s(f).contains("q5_")) {
         let run = |threads: &str| {

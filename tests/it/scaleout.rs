@@ -8,7 +8,7 @@
 //! missing, the tests skip on a developer's machine and fail under CI.
 
 use crate::common::*;
-use crate::corpus::{corpus, same_value};
+use crate::corpus::{assert_same_outcome, corpus, same_value};
 use polars::prelude::*;
 use std::path::{Path, PathBuf};
 use tradeql::sql::Dialect;
@@ -47,22 +47,7 @@ fn check_engine(dialect: Dialect, options: &EngineOptions) -> usize {
     for ((name, l, _), result) in loaded.iter().zip(results) {
         let want = tradeql::run::collect(&l.compiled).unwrap();
         let got = result.unwrap_or_else(|e| panic!("{name} on {}: {e}", dialect.name()));
-        assert_eq!(got.frame.get_column_names(), want.frame.get_column_names(), "{name}: columns");
-        assert_eq!(got.frame.height(), want.frame.height(), "{name}: rows");
-        assert!(want.frame.height() > 0, "{name}: the polars result is empty, so it checks nothing");
-        for (g, w) in got.frame.columns().iter().zip(want.frame.columns()) {
-            assert_eq!(g.dtype(), w.dtype(), "{name}: type of {}", w.name());
-            for i in 0..w.len() {
-                let (a, b) = (g.get(i).unwrap(), w.get(i).unwrap());
-                assert!(
-                    same_value(&a, &b),
-                    "{name} on {}: {} row {i}: {a} against polars {b}",
-                    dialect.name(),
-                    w.name()
-                );
-            }
-        }
-        assert_eq!(got.warnings, want.warnings, "{name}: warnings");
+        assert_same_outcome(name, &format!("on {}", dialect.name()), &got, &want);
         agreed += 1;
     }
     agreed
