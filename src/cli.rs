@@ -473,11 +473,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let params = crate::lang::parse_params(&params)?;
             let loaded = crate::lang::load(&crate::lang::QueryFile::read(&file)?, &store, &params)?;
             println!("tradeql plan:\n{}", loaded.plan);
-            if loaded.compiled.lf.describe_plan()?.contains(crate::store::pushdown::NODE_NAME) {
+            if !loaded.compiled.pushed_down.is_empty() {
                 println!(
-                    "pushdown: the group-bys of the stored rows are read from the Parquet dictionary pages\n  \
-                     (one read of the files; TRADEQL_PUSHDOWN=off leaves them to polars)\n"
+                    "pushdown: read from the Parquet dictionary pages in one read of the files\n  \
+                     (TRADEQL_PUSHDOWN=off leaves them to polars):"
                 );
+                for spec in &loaded.compiled.pushed_down {
+                    println!("  - {spec}");
+                }
+                println!();
             }
             println!("polars optimised plan:\n{}", loaded.compiled.lf.explain(true)?);
             Ok(ExitCode::SUCCESS)

@@ -49,6 +49,8 @@ pub struct Compiled {
     /// pushdown: the plan then handles only aggregated rows, which polars'
     /// in-memory engine does with less overhead than its streaming engine.
     pub rows_pushed_down: bool,
+    /// The group-bys the pushdown answers, described for `tradeql explain`.
+    pub pushed_down: Vec<String>,
 }
 
 /// What a result frame carries besides its visible columns: the warning
@@ -105,6 +107,7 @@ pub fn plan_to_lazy_from(
         fx: Vec::new(),
         pass: None,
         polars_rows: false,
+        pushed_down: Vec::new(),
     };
     c.compile(manifest, scan)
 }
@@ -122,6 +125,7 @@ pub fn ytd_through(plan: &Plan, manifest: &Manifest, store: &Path) -> Result<u32
         fx: Vec::new(),
         pass: None,
         polars_rows: false,
+        pushed_down: Vec::new(),
     };
     let df = c.calendar_window(manifest)?.select([col("period").max()]).collect()?;
     let last = df.column("period")?.date()?.physical().get(0).ok_or_else(|| {
@@ -318,6 +322,8 @@ struct Compiler<'a> {
     pass: Option<Arc<Pass>>,
     /// Whether the plan reads stored rows through polars (not only through the pushdown).
     polars_rows: bool,
+    /// What [`Compiled::pushed_down`] says.
+    pushed_down: Vec<String>,
 }
 
 fn date_lit(days: i32) -> Expr {
@@ -407,6 +413,7 @@ impl Compiler<'_> {
         }
         Ok(Compiled {
             rows_pushed_down: !self.polars_rows,
+            pushed_down: self.pushed_down.clone(),
             lf: lf.select(select),
             shape: ResultShape {
                 warnings: self.warnings.clone(),
@@ -558,7 +565,12 @@ impl Compiler<'_> {
             Some(s) => s.pass(self.store, manifest),
             None => self.pass.get_or_insert_with(|| Arc::new(new_pass(self.store, manifest))).clone(),
         };
-        pass.register(spec)
+        let text = spec.describe();
+        let lf = pass.register(spec)?;
+        if !self.pushed_down.contains(&text) {
+            self.pushed_down.push(text);
+        }
+        Some(lf)
     }
 
     /// A row filter as the pushdown evaluates it: on the values of one stored
@@ -588,7 +600,7 @@ impl Compiler<'_> {
                 _ => return None,
             }
         };
-        Some(pushdown::RowFilter { on, predicate: self.expr(x).ok()?, text: format!("{x:?}") })
+        Some(pushdown::RowFilter { on, predicate: self.expr(x).ok()?, text: x.to_string() })
     }
 
     /// [`Compiler::group_rows`] in polars.
@@ -681,7 +693,7 @@ impl Compiler<'_> {
         if let Some(n) = plan.limit {
             lf = lf.limit(n as IdxSize);
         }
-        Ok(Compiled { lf, shape: ResultShape::default(), rows_pushed_down: false })
+        Ok(Compiled { lf, shape: ResultShape::default(), rows_pushed_down: false, pushed_down: Vec::new() })
     }
 
     fn group_table(&self, path: &str) -> Result<LazyFrame> {

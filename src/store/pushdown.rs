@@ -114,6 +114,51 @@ pub struct Spec {
 }
 
 impl Spec {
+    /// In words, for `tradeql explain`: `group by __year, partner: value = sum(value); rows where ...`.
+    pub fn describe(&self) -> String {
+        let keys: Vec<String> = self
+            .keys
+            .iter()
+            .map(|k| match &k.source {
+                KeySource::FileYear => "year (of the file)".to_string(),
+                KeySource::Period { months: 1 } => "period".to_string(),
+                KeySource::Period { months } => format!("period in spans of {months} months"),
+                KeySource::Code(c) => c.clone(),
+            })
+            .collect();
+        let aggs: Vec<String> = self
+            .aggs
+            .iter()
+            .map(|a| {
+                let f = match a.func {
+                    AggFunc::Sum => "sum",
+                    AggFunc::SumWherePositiveQuantity => "sum where quantity > 0",
+                    AggFunc::Count => "count",
+                    AggFunc::Rows => "rows",
+                    AggFunc::Min => "min",
+                    AggFunc::Max => "max",
+                    AggFunc::Mean => "mean",
+                };
+                format!("{} = {f}({})", a.name, a.column.as_deref().unwrap_or(""))
+            })
+            .collect();
+        let mut text = format!("group by {}", if keys.is_empty() { "nothing".into() } else { keys.join(", ") });
+        if !aggs.is_empty() {
+            text.push_str(&format!(": {}", aggs.join(", ")));
+        }
+        for f in &self.filters {
+            let on = match &f.on {
+                FilterColumn::Code(c) => c.clone(),
+                FilterColumn::Calendar => "the calendar".to_string(),
+            };
+            text.push_str(&format!("\n      rows where {} (on the values of {on})", f.text));
+        }
+        if self.skip_aggregate_rows {
+            text.push_str("\n      rows flagged aggregate left out");
+        }
+        text
+    }
+
     fn identity(&self) -> String {
         let filters: Vec<(&FilterColumn, &str)> = self.filters.iter().map(|f| (&f.on, f.text.as_str())).collect();
         format!("{:?}|{:?}|{:?}|{}", self.keys, self.aggs, filters, self.skip_aggregate_rows)

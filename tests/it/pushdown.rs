@@ -179,3 +179,20 @@ fn a_query_gives_the_same_bits_whatever_the_number_of_threads() {
         assert_eq!(one, run("3"), "{}: 1 and 3 threads differ", file.display());
     }
 }
+
+#[test]
+fn explain_lists_what_the_pushdown_reads() {
+    let (_, store, file) = corpus().queries.iter().find(|(n, _, _)| n == "filters").unwrap();
+    let text = ok(&["explain", s(file), "--store", s(store)]);
+    assert!(text.contains("pushdown: read from the Parquet dictionary pages"), "{text}");
+    assert!(text.contains("  - group by period in spans of 3 months, partner: value = sum(value)"), "{text}");
+    assert!(text.contains("rows where partner in (\"PAA\", \"PAB\", \"PAC\") (on the values of partner)"), "{text}");
+    assert!(text.contains(NODE), "{text}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tradeql"))
+        .args(["explain", s(file), "--store", s(store)])
+        .env("TRADEQL_PUSHDOWN", "off")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && !text.contains("pushdown:") && !text.contains(NODE), "{text}");
+}
