@@ -9,6 +9,10 @@
 //! per row group) are decoded as text, and only the combined cells that
 //! received rows are turned into keys and merged across row groups.
 //!
+//! Row filters on the calendar or on one code column are evaluated once per
+//! distinct value and applied by dictionary index; calendar filters also skip
+//! the files none of whose periods pass.
+//!
 //! Every group-by of a query (or of a whole batch) that this module can
 //! answer is registered with one [`Pass`]; the pass reads each file once, in
 //! parallel by row group, and answers all of them from the same decoded
@@ -16,10 +20,11 @@
 //! nothing runs before `collect`), and its result is cached there: every query
 //! of a batch that reads it shares the one pass.
 //!
-//! What it does not handle (a page that is not dictionary-encoded, a column of
-//! another physical type, a file written by another tool in a way it does not
-//! read) is not an error: the pass answers every group-by through its polars
-//! plan instead, which gives the same rows.
+//! Plain-encoded key pages (a writer's choice for columns with many distinct
+//! values) are read too, their values numbered as they are first seen. What
+//! the pass does not read (another encoding, a column of another physical
+//! type, a nested column) is not an error: it answers every group-by through
+//! its polars plan instead, which gives the same rows.
 
 use polars::prelude::*;
 use polars_buffer::Buffer;
