@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 store=$(realpath "$1"); runs=${2:-5}
 work=$(mktemp -d)
 cargo build --release --quiet
-tq=target/release/tradeql
+tq=${CARGO_TARGET_DIR:-target}/release/tradeql
 cat > "$work/job.toml" <<JOB
 store = "$store"
 out_dir = "$work/out"

@@ -13,7 +13,7 @@ work=${BENCH_DIR:-/tmp/tradeql-bench}
 mkdir -p "$work"
 bash scripts/setup-peers.sh >/dev/null
 cargo build --release --quiet
-tq=target/release/tradeql
+tq=${CARGO_TARGET_DIR:-target}/release/tradeql
 py=.venv/bin/python
 csv="$work/panel-$partners-$products-$months-$density.csv"
 [ -f "$csv" ] || $tq gen --csv "$csv" --partners "$partners" --products "$products" --months "$months" --density "$density"

@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 store=${TRADEQL_STORE:-store}
 cargo build --quiet
-tq=target/debug/tradeql
+tq=${CARGO_TARGET_DIR:-target}/debug/tradeql
 $tq ingest data/gacc_monthly_2023_2024.csv --mapping data/gacc.toml --store "$store" --quiet
 $tq ingest data/critical_minerals_hs6_monthly.csv --mapping data/critical_minerals.toml --store "$store" --quiet
 $tq groups add partner_groups data/partner_groups.csv --of partner --store "$store"
