@@ -486,8 +486,9 @@ impl Compiler<'_> {
     /// a year roll-up alone needs no hashing at all. In a batch the per-year
     /// scans are the shared, cached ones, and identical group-bys are shared.
     ///
-    /// When the rows need no row stage and the keys are stored text columns,
-    /// the group-by is answered from the Parquet pages instead ([`pushdown`]),
+    /// When the row stage is at most filters on the calendar or on one code
+    /// column each, and the keys are the calendar and stored text columns, the
+    /// group-by is answered from the Parquet pages instead ([`pushdown`]),
     /// with this plan as its fallback.
     fn group_rows(
         &mut self,
@@ -513,8 +514,9 @@ impl Compiler<'_> {
     /// The group-by of the dataset's rows by the calendar key `time` and the
     /// stored text columns `row_keys`, answered from the Parquet pages, with
     /// `fallback` (the same group-by in polars) for files it cannot read.
-    /// None when the query needs a row stage (filters, derived columns the
-    /// keys read, exchange rates, sections) or a key or aggregate it lacks.
+    /// None when the query needs a row stage the pushdown does not evaluate
+    /// (a filter on values or derived columns, exchange rates, sections) or a
+    /// key or aggregate it lacks.
     fn pushed_down(
         &mut self,
         manifest: &Manifest,
