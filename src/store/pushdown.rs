@@ -274,34 +274,34 @@ fn union_schema(registry: &Registry) -> Schema {
     schema
 }
 
-/// Evaluates every registered spec, through the pages when possible, else through polars.
+/// Evaluates every registered spec, as one wide frame.
 fn run(registry: &Registry) -> PolarsResult<DataFrame> {
     let specs: Vec<Spec> = registry.specs.lock().expect("pushdown registry").clone();
-    let frames: Vec<DataFrame> = match read_pass(&registry.files, &specs) {
-        Ok((groups, texts)) => {
-            groups.into_iter().zip(&specs).map(|(g, s)| g.into_frame(s, &texts)).collect::<PolarsResult<_>>()?
-        }
+    let frames = evaluate(&registry.files, &specs)?;
+    fuse(registry, &specs, frames)
+}
+
+/// Each spec's rows: through the pages when possible, else every spec
+/// through its polars plan (`TRADEQL_PUSHDOWN=verbose` says why).
+fn evaluate(files: &[PassFile], specs: &[Spec]) -> PolarsResult<Vec<DataFrame>> {
+    match read_pass(files, specs) {
+        Ok((groups, texts)) => groups.into_iter().zip(specs).map(|(g, s)| g.into_frame(s, &texts)).collect(),
         Err(Unsupported(why)) => {
             if std::env::var("TRADEQL_PUSHDOWN").as_deref() == Ok("verbose") {
                 eprintln!("tradeql: the pushdown cannot read these files ({why}); polars reads them instead");
             }
-            let mut frames = Vec::new();
-            for s in &specs {
-                frames.push(s.fallback.clone().collect_with_engine(Engine::InMemory)?.unwrap_single());
-            }
-            frames
+            specs
+                .iter()
+                .map(|s| Ok(s.fallback.clone().collect_with_engine(Engine::InMemory)?.unwrap_single()))
+                .collect()
         }
-    };
-    fuse(registry, &specs, frames)
+    }
 }
 
 /// The rows of one group-by, computed now (for the resolver's checks, not
 /// inside a plan): through the pages when possible, else through its polars plan.
 pub fn group_by_now(files: Vec<PassFile>, spec: Spec) -> PolarsResult<DataFrame> {
-    match read_pass(&files, std::slice::from_ref(&spec)) {
-        Ok((mut groups, texts)) => groups.remove(0).into_frame(&spec, &texts),
-        Err(_) => Ok(spec.fallback.collect_with_engine(Engine::InMemory)?.unwrap_single()),
-    }
+    Ok(evaluate(&files, std::slice::from_ref(&spec))?.remove(0))
 }
 
 /// The distinct values of a text column, read from the dictionary pages
@@ -309,7 +309,7 @@ pub fn group_by_now(files: Vec<PassFile>, spec: Spec) -> PolarsResult<DataFrame>
 /// dictionary-encoded, so the dictionaries may not hold every value.
 pub fn distinct_texts(files: &[PassFile], column: &str) -> Option<Vec<String>> {
     let mut seen: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
-    let mut bytes: Vec<u8> = Vec::new();
+    let (mut bytes, mut page_buffer) = (Vec::new(), Vec::new());
     for f in files {
         let mut file = std::fs::File::open(&f.path).ok()?;
         let meta = read_metadata(&mut file).ok()?;
@@ -318,24 +318,19 @@ pub fn distinct_texts(files: &[PassFile], column: &str) -> Option<Vec<String>> {
             if chunk.descriptor().descriptor.primitive_type.physical_type != PhysicalType::ByteArray {
                 return None;
             }
-            use std::os::unix::fs::FileExt;
-            let range = chunk.byte_range();
-            bytes.resize((range.end - range.start) as usize, 0);
-            file.read_exact_at(&mut bytes, range.start).ok()?;
-            let all_dictionary = Buffer::with_slice(&bytes, |buffer| -> Option<bool> {
-                let reader = PageReader::new(Cursor::new(buffer), chunk, Vec::new(), usize::MAX);
-                let mut pages = BasicDecompressor::new(reader, Vec::new());
-                let dict = pages.read_dict_page().ok()??;
+            let all_dictionary = with_pages(&file, chunk, &mut bytes, &mut page_buffer, |pages| {
+                let Some(dict) = pages.read_dict_page()? else { return Ok(false) };
                 for text in byte_arrays(&dict.buffer) {
-                    seen.insert(std::str::from_utf8(text.ok()?).ok()?.to_string());
+                    seen.insert(std::str::from_utf8(text?)?.to_string());
                 }
                 for item in pages.by_ref() {
-                    if !item.ok()?.page().header().is_dictionary_encoded() {
-                        return Some(false);
+                    if !item?.page().header().is_dictionary_encoded() {
+                        return Ok(false);
                     }
                 }
-                Some(true)
-            })?;
+                Ok(true)
+            })
+            .ok()?;
             if !all_dictionary {
                 return None;
             }
@@ -351,11 +346,12 @@ fn fuse(registry: &Registry, specs: &[Spec], frames: Vec<DataFrame>) -> PolarsRe
     let mut parts: Vec<DataFrame> = Vec::new();
     for (i, (frame, spec)) in frames.into_iter().zip(specs).enumerate() {
         let n = frame.height();
+        let own = spec.schema();
         let mut columns: Vec<Column> = Vec::new();
         for (name, dtype) in schema.iter() {
             if name.as_str() == SPEC_COLUMN {
                 columns.push(Column::new(name.clone(), vec![i as u32; n]));
-            } else if spec.schema().iter().any(|(s, _)| s == name.as_str()) {
+            } else if own.iter().any(|(s, _)| s == name.as_str()) {
                 columns.push(frame.column(name)?.cast(dtype)?.with_name(name.clone()));
             } else {
                 columns.push(Column::full_null(name.clone(), n, dtype));
@@ -560,7 +556,7 @@ struct SpecColumns {
 }
 
 impl Needs {
-    fn of(specs: &[Spec]) -> Res<(Needs, Vec<SpecColumns>)> {
+    fn of(specs: &[Spec]) -> (Needs, Vec<SpecColumns>) {
         let mut needs = Needs { codes: Vec::new(), values: Vec::new(), skip_aggregates: false };
         fn index(list: &mut Vec<String>, name: &str) -> usize {
             match list.iter().position(|c| c == name) {
@@ -599,7 +595,7 @@ impl Needs {
             columns.push(SpecColumns { keys, aggs, quantity, filters });
         }
         needs.skip_aggregates = specs.iter().any(|s| s.skip_aggregate_rows);
-        Ok((needs, columns))
+        (needs, columns)
     }
 }
 
@@ -642,7 +638,7 @@ type FilterCaches = Vec<Vec<Mutex<PlHashMap<u32, bool>>>>;
 
 /// Reads every file once and answers every spec; also returns the texts the keys number.
 fn read_pass(files: &[PassFile], specs: &[Spec]) -> Res<(Vec<Groups>, Vec<Arc<str>>)> {
-    let (needs, columns) = Needs::of(specs)?;
+    let (needs, columns) = Needs::of(specs);
     if specs.iter().any(|s| s.keys.len() > MAX_KEYS) {
         return unsupported("too many keys");
     }
@@ -1009,15 +1005,15 @@ enum PageRef<'a> {
     Data(&'a DataPage),
 }
 
-/// Reads a column chunk's bytes into `bytes` and calls `f` on its dictionary
-/// page, then on each data page in order, decompressed into `page_buffer`.
-fn read_chunk(
+/// Reads a column chunk's bytes into `bytes` and hands `f` its pages, which
+/// decompress into `page_buffer` (both buffers are kept for the next chunk).
+fn with_pages<R>(
     file: &std::fs::File,
     chunk: &ColumnChunkMetadata,
     bytes: &mut Vec<u8>,
     page_buffer: &mut Vec<u8>,
-    mut f: impl FnMut(PageRef<'_>) -> Res<()>,
-) -> Res<()> {
+    f: impl FnOnce(&mut BasicDecompressor) -> Res<R>,
+) -> Res<R> {
     use std::os::unix::fs::FileExt;
     let range = chunk.byte_range();
     let len = (range.end - range.start) as usize;
@@ -1028,20 +1024,30 @@ fn read_chunk(
     Buffer::with_slice(&bytes[..len], |buffer| {
         let reader = PageReader::new(Cursor::new(buffer), chunk, Vec::new(), usize::MAX);
         let mut pages = BasicDecompressor::new(reader, std::mem::take(page_buffer));
-        let mut each = || -> Res<()> {
-            if let Some(d) = pages.read_dict_page()? {
-                f(PageRef::Dict(&d.buffer))?;
-            }
-            while let Some(item) = pages.next() {
-                let page = item?.decompress(&mut pages)?;
-                f(PageRef::Data(&page))?;
-                pages.reuse_page_buffer(page);
-            }
-            Ok(())
-        };
-        let result = each();
+        let result = f(&mut pages);
         *page_buffer = pages.into_inner();
         result
+    })
+}
+
+/// Calls `f` on a column chunk's dictionary page, then on each data page in order.
+fn read_chunk(
+    file: &std::fs::File,
+    chunk: &ColumnChunkMetadata,
+    bytes: &mut Vec<u8>,
+    page_buffer: &mut Vec<u8>,
+    mut f: impl FnMut(PageRef<'_>) -> Res<()>,
+) -> Res<()> {
+    with_pages(file, chunk, bytes, page_buffer, |pages| {
+        if let Some(d) = pages.read_dict_page()? {
+            f(PageRef::Dict(&d.buffer))?;
+        }
+        while let Some(item) = pages.next() {
+            let page = item?.decompress(pages)?;
+            f(PageRef::Data(&page))?;
+            pages.reuse_page_buffer(page);
+        }
+        Ok(())
     })
 }
 
@@ -1354,7 +1360,7 @@ mod tests {
             skip_aggregate_rows: true,
             fallback: DataFrame::empty().lazy(),
         };
-        let (_, columns) = Needs::of(std::slice::from_ref(&spec)).unwrap();
+        let (_, columns) = Needs::of(std::slice::from_ref(&spec));
         let texts: Vec<Arc<str>> = ["P1", "P2", "export", "import"].iter().map(|t| Arc::from(*t)).collect();
         let work = || Work {
             rows: 6,
