@@ -89,7 +89,16 @@ pub fn load_with_scan(
         err(d)
     })?;
     let groups = store.groups_manifest()?;
-    let codes = |column: &str| -> std::result::Result<Vec<String>, String> { distinct_codes(store, &manifest, column) };
+    // Each column's codes are read once, however many literals are checked against them.
+    let read: std::cell::RefCell<std::collections::HashMap<String, Vec<String>>> = Default::default();
+    let codes = |column: &str| -> std::result::Result<Vec<String>, String> {
+        if let Some(known) = read.borrow().get(column) {
+            return Ok(known.clone());
+        }
+        let known = distinct_codes(store, &manifest, column)?;
+        read.borrow_mut().insert(column.to_string(), known.clone());
+        Ok(known)
+    };
     let catalog = resolve::Catalog { manifest: &manifest, groups: &groups, codes: &codes };
     let mut plan = resolve::resolve(&query, &catalog, params).map_err(|d| {
         if d.span == diag::Span::default() && d.message.starts_with("--param") {
