@@ -113,23 +113,7 @@ pub fn corpus() -> &'static Corpus {
         let rates = write(dir.path(), "rates.csv", &csv);
         ok(&["rates", "add", s(&rates), "--store", s(&bundled)]);
         let panel = dir.path().join("panel");
-        ok(&[
-            "gen",
-            "--into",
-            s(&panel),
-            "--partners",
-            "12",
-            "--products",
-            "30",
-            "--months",
-            "30",
-            "--density",
-            "0.2",
-            "--seed",
-            "5",
-            "--start",
-            "2022-01",
-        ]);
+        gen_into(&panel, "--partners 12 --products 30 --months 30 --density 0.2 --seed 5 --start 2022-01");
         let mut queries = Vec::new();
         for f in tql_files(&root.join("queries")) {
             queries.push((f.file_stem().unwrap().to_string_lossy().to_string(), bundled.clone(), f));

@@ -29,23 +29,7 @@ fn panel() -> &'static Panel {
     PANEL.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("store");
-        ok(&[
-            "gen",
-            "--into",
-            s(&store),
-            "--partners",
-            "12",
-            "--products",
-            "6",
-            "--months",
-            "30",
-            "--density",
-            "0.15",
-            "--seed",
-            "11",
-            "--start",
-            "2022-01",
-        ]);
+        gen_into(&store, "--partners 12 --products 6 --months 30 --density 0.15 --seed 11 --start 2022-01");
         let files = format!("{}/trade/**/*.parquet", store.display());
         let df =
             LazyFrame::scan_parquet(PlRefPath::new(&files), ScanArgsParquet::default()).unwrap().collect().unwrap();
@@ -262,21 +246,7 @@ fn contributions_of_a_partition_add_up_to_total_growth() {
     for seed in ["3", "5", "8"] {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("store");
-        ok(&[
-            "gen",
-            "--into",
-            s(&store),
-            "--partners",
-            "9",
-            "--products",
-            "5",
-            "--months",
-            "36",
-            "--density",
-            "0.5",
-            "--seed",
-            seed,
-        ]);
+        gen_into(&store, &format!("--partners 9 --products 5 --months 36 --density 0.5 --seed {seed}"));
         let q = write(dir.path(), "c.tql", "from trade\nby year, partner\nsum value\nshow contribution(value)");
         let t = write(dir.path(), "t.tql", "from trade\nby year\nsum value\nshow yoy(value)");
         let parse = |path: &Path| csv_rows(&ok(&["run", s(path), "--store", s(&store), "--format", "csv"]));

@@ -59,7 +59,7 @@ fn the_five_benchmark_queries_give_the_same_rows_as_duckdb_and_hand_written_pola
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     // Missing cells make missing months; the generated groups overlap.
-    ok(&["gen", "--into", s(&store), "--partners", "25", "--products", "40", "--months", "30", "--density", "0.3"]);
+    gen_into(&store, "--partners 25 --products 40 --months 30 --density 0.3");
     let out = tradeql(&[
         "bench",
         "--store",
