@@ -93,6 +93,9 @@ pub struct TaskRecord {
     /// The query's warnings (missing comparison periods, partial periods).
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// What the query left out and why (aggregate rows of a dimension).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     /// What decides whether `--incremental` may skip the task next time.
     pub key: String,
 }
@@ -414,6 +417,7 @@ pub fn run_job(
             output: task.output.display().to_string(),
             output_sha256: None,
             warnings: Vec::new(),
+            notes: Vec::new(),
             key,
         };
         let file = match QueryFile::read(&task.query) {
@@ -517,6 +521,7 @@ pub fn run_job(
         let write_start = Instant::now();
         let outcome = outcome.and_then(|mut o| {
             record.warnings = std::mem::take(&mut o.warnings);
+            record.notes = std::mem::take(&mut o.notes);
             let rows = o.frame.height() as u64;
             write_extract(task, &mut o.frame, &job.parquet, &loaded.plan).map(|sha| (rows, sha))
         });

@@ -418,6 +418,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 let months = crate::lang::plan::months_label(m);
                 eprintln!("note: `by ytd`: each year is {months}, the months up to the last one the query covers");
             }
+            for n in &outcome.notes {
+                eprintln!("note: {n}");
+            }
             for w in &outcome.warnings {
                 eprintln!("warning: {w}");
             }
@@ -561,6 +564,9 @@ fn run_batch(
     let mut report = |r: &crate::batch::TaskRecord| match r.status.as_str() {
         "ok" => {
             eprintln!("ok      {:<32} {:>10} rows  {:>7.3} s  {}", r.name, r.rows.unwrap_or(0), r.seconds, r.output);
+            for n in &r.notes {
+                eprintln!("        note: {n}");
+            }
             for w in &r.warnings {
                 eprintln!("        warning: {w}");
             }

@@ -8,7 +8,9 @@
 
 use crate::error::Result;
 use crate::store::manifest::describe_periods;
+use crate::store::manifest::{AGGREGATE_DIMENSIONS, GroupsManifest, Manifest};
 use crate::store::{self, Problem, Recovery, Store};
+use polars::prelude::*;
 use std::fmt::Write as _;
 
 /// The text `info` prints, and what verification found.
@@ -40,6 +42,7 @@ pub fn info(store: &Store, verify: bool, wait: bool) -> Result<InfoReport> {
         let _ = writeln!(text, "  an interrupted commit is pending; the next ingest or `info --verify` recovers it");
     }
     let datasets = store.datasets()?;
+    let groups = store.groups_manifest()?;
     if datasets.is_empty() {
         let _ = writeln!(text, "  no datasets");
     }
@@ -50,16 +53,16 @@ pub fn info(store: &Store, verify: bool, wait: bool) -> Result<InfoReport> {
         let bytes: u64 = m.files.iter().map(|f| f.bytes).sum();
         let _ =
             writeln!(text, "\ndataset {name}  (version {}, {}ly, updated {})", m.version, m.frequency, m.updated_at);
-        let _ = writeln!(
-            text,
-            "  rows        {}{}",
-            m.rows,
-            if m.aggregate_rows > 0 {
-                format!(" ({} aggregate rows: world, total or bloc; flagged `aggregate`)", m.aggregate_rows)
-            } else {
-                String::new()
+        let _ = writeln!(text, "  rows        {}", m.rows);
+        match aggregate_lines(store, &m, &groups) {
+            Ok(lines) => lines.iter().for_each(|line| {
+                let _ = writeln!(text, "  {line}");
+            }),
+            // A damaged file is `--verify`'s to report; the rest still prints.
+            Err(e) => {
+                let _ = writeln!(text, "  aggregates  not counted: {}", e.to_string().lines().next().unwrap_or(""));
             }
-        );
+        }
         let range = match (periods.first(), periods.last()) {
             (Some(a), Some(b)) => format!("{a} .. {b} ({} periods)", periods.len()),
             _ => "none".into(),
@@ -80,7 +83,6 @@ pub fn info(store: &Store, verify: bool, wait: bool) -> Result<InfoReport> {
             }
         }
     }
-    let groups = store.groups_manifest()?;
     if !groups.tables.is_empty() {
         let _ = writeln!(text, "\ngroups  (version {})", groups.version);
         for t in &groups.tables {
@@ -110,4 +112,54 @@ pub fn info(store: &Store, verify: bool, wait: bool) -> Result<InfoReport> {
         }
     }
     Ok(InfoReport { text, problems })
+}
+
+/// For each dimension that holds aggregate codes: how many rows are
+/// aggregates of it, which codes, and what a query does with them.
+fn aggregate_lines(store: &Store, m: &Manifest, groups: &GroupsManifest) -> Result<Vec<String>> {
+    let mut lines = Vec::new();
+    for dim in AGGREGATE_DIMENSIONS {
+        if !m.schema.iter().any(|c| c.name == dim) || m.files.is_empty() {
+            continue;
+        }
+        let candidates = m.aggregate_candidates(dim, groups);
+        let counts = crate::lang::compile::scan_dataset(store.root(), m)?
+            .group_by([col(dim)])
+            .agg([len().alias("__rows")])
+            .collect()?;
+        let codes = counts.column(dim)?.str()?.clone();
+        let rows = counts.column("__rows")?.cast(&DataType::UInt64)?.u64()?.clone();
+        let (mut aggregate_rows, mut member_rows) = (0u64, 0u64);
+        let mut present: Vec<String> = Vec::new();
+        for i in 0..counts.height() {
+            let n = rows.get(i).unwrap_or(0);
+            match codes.get(i) {
+                Some(c) if candidates.iter().any(|a| a == c) => {
+                    aggregate_rows += n;
+                    present.push(c.to_string());
+                }
+                Some(_) => member_rows += n,
+                None => {}
+            }
+        }
+        if present.is_empty() {
+            continue;
+        }
+        present.sort();
+        let shown = if present.len() > 8 {
+            format!("{} and {} more", present[..7].join(", "), present.len() - 7)
+        } else {
+            present.join(", ")
+        };
+        let label = format!("{dim}:");
+        lines.push(if member_rows == 0 {
+            format!("{label:<11} {aggregate_rows} aggregate rows ({shown}), no member rows: nothing is added twice")
+        } else {
+            format!(
+                "{label:<11} {aggregate_rows} aggregate rows ({shown}) beside {member_rows} member rows: \
+                 left out of sums unless a `where` names {dim} codes"
+            )
+        });
+    }
+    Ok(lines)
 }

@@ -47,6 +47,9 @@ pub struct Mapping {
     /// Product codes that are totals (TOTAL is always one).
     #[serde(default)]
     pub aggregate_products: Vec<String>,
+    /// Region codes that are totals of other regions (a national row).
+    #[serde(default)]
+    pub aggregate_regions: Vec<String>,
     /// Canonical column = the name of its column in the source.
     #[serde(default)]
     pub columns: BTreeMap<String, String>,

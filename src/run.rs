@@ -27,6 +27,8 @@ pub enum OutputFormat {
 pub struct Outcome {
     pub frame: DataFrame,
     pub warnings: Vec<String>,
+    /// What the query left out and why (aggregate rows of a dimension).
+    pub notes: Vec<String>,
 }
 
 /// Collects a compiled query; turns the warning columns into sentences.
@@ -69,28 +71,25 @@ pub fn finish(shape: &ResultShape, frame: DataFrame) -> Result<Outcome> {
         parts.join(" ")
     };
     let mut warnings = Vec::new();
+    let mut notes = Vec::new();
     for w in &shape.warnings {
         let column = frame.column(&w.column)?.clone();
         let mut periods: Vec<String> = Vec::new();
         let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
-        let mut detail = String::new();
         for i in 0..frame.height() {
-            let flagged = match (&w.kind, column.get(i)?) {
-                (WarningKind::Partial { expected, .. }, AnyValue::UInt32(n)) if n < *expected => {
-                    if detail.is_empty() {
-                        detail = format!("{n}");
-                    }
-                    true
+            let (flagged, detail) = match (&w.kind, column.get(i)?) {
+                (WarningKind::Partial { expected, unit }, AnyValue::UInt32(n)) if n < *expected => {
+                    (true, format!(" ({n} of {expected} {unit})"))
                 }
-                (WarningKind::Partial { .. }, _) => false,
-                (_, AnyValue::Boolean(b)) => b,
-                _ => false,
+                (WarningKind::Partial { .. }, _) => (false, String::new()),
+                (_, AnyValue::Boolean(b)) => (b, String::new()),
+                _ => (false, String::new()),
             };
             if !flagged {
                 continue;
             }
             let with_keys = !matches!(w.kind, WarningKind::Partial { .. });
-            let label = label_of(&frame, i, with_keys);
+            let label = label_of(&frame, i, with_keys) + &detail;
             if seen.insert(label.clone()) {
                 periods.push(label);
             }
@@ -99,23 +98,49 @@ pub fn finish(shape: &ResultShape, frame: DataFrame) -> Result<Outcome> {
             continue;
         }
         let list = summarise(&periods);
-        warnings.push(match &w.kind {
+        match &w.kind {
             WarningKind::MissingBase { measure, offset } => {
-                format!("{measure} is null for {list}: the period {offset} before is missing")
+                warnings.push(format!("{measure} is null for {list}: the period {offset} before is missing"))
             }
-            WarningKind::Partial { expected, unit, compared } => format!(
-                "partial period: {list} holds fewer than {expected} {unit}{}",
-                if *compared { "; it is compared with a full one" } else { "" }
-            ),
-            WarningKind::YtdGap { measure } => format!("{measure} for {list} sums a year with a missing period"),
-        });
+            WarningKind::Partial { .. } => notes.push(format!("partial period: {list}")),
+            WarningKind::Unequal { measure, offset, unit } => warnings.push(format!(
+                "{measure} for {list} compares periods that hold different numbers of {unit}: \
+                 the period {offset} before is longer or shorter (a partial period)"
+            )),
+            WarningKind::YtdGap { measure } => {
+                warnings.push(format!("{measure} for {list} sums a year with a missing period"))
+            }
+        }
     }
     let hidden: Vec<String> =
         frame.get_column_names().iter().filter(|n| n.starts_with("__")).map(|n| n.to_string()).collect();
     for h in hidden {
         frame = frame.drop(&h)?;
     }
-    Ok(Outcome { frame, warnings })
+    for (dim, codes) in &shape.left_out {
+        notes.push(format!(
+            "left out the aggregate rows of {dim} ({}), so that no sum adds them to their members; \
+             a `where` naming {dim} codes selects them (where {dim} = \"{}\")",
+            summarise(codes),
+            codes.iter().find(|c| *c == "WLD" || *c == "TOTAL").unwrap_or(&codes[0])
+        ));
+    }
+    for (dim, codes) in &shape.summed_together {
+        notes.push(format!(
+            "the filters select aggregate rows of {dim} ({}) beside their members, and no `by` key keeps them \
+             apart: sums add them together",
+            summarise(codes)
+        ));
+    }
+    if frame.height() == 0 && !shape.left_out.is_empty() {
+        let dims: Vec<&str> = shape.left_out.iter().map(|(d, _)| d.as_str()).collect();
+        warnings.push(format!(
+            "the result is empty: every row that passed the query's filters is an aggregate row of {}, \
+             which the query left out; name the codes in a `where` to select them",
+            dims.join(" or ")
+        ));
+    }
+    Ok(Outcome { frame, warnings, notes })
 }
 
 fn summarise(items: &[String]) -> String {

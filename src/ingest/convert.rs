@@ -100,6 +100,7 @@ pub struct Layout {
     /// A handful of codes: a linear scan beats hashing every row.
     aggregate_partners: Vec<String>,
     aggregate_products: Vec<String>,
+    aggregate_regions: Vec<String>,
 }
 
 impl Layout {
@@ -181,6 +182,7 @@ impl Layout {
             recode,
             aggregate_partners,
             aggregate_products,
+            aggregate_regions: mapping.aggregate_regions.clone(),
         })
     }
 
@@ -307,7 +309,8 @@ impl Layout {
         };
         let quantity_unit = self.text(rec, QUANTITY_UNIT, wide).filter(|t| !t.is_empty());
         let aggregate = self.aggregate_partners.iter().any(|a| a == partner)
-            || self.aggregate_products.iter().any(|a| a == product);
+            || self.aggregate_products.iter().any(|a| a == product)
+            || region.is_some_and(|r| self.aggregate_regions.iter().any(|a| a == r));
         Ok(Row { period, reporter, partner, flow, product, region, value, quantity, quantity_unit, aggregate })
     }
 

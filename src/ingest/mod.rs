@@ -551,10 +551,30 @@ fn build_manifest(
         rows,
         aggregate_rows,
         periods: all_periods.iter().map(Period::to_string).collect(),
+        aggregate_codes: aggregate_codes(old, &mapping),
         files,
         ingests,
     };
     Ok((manifest, moves, removed, added, replaced))
+}
+
+/// The aggregate codes the mappings of every ingest declared, per dimension.
+fn aggregate_codes(old: Option<&Manifest>, mapping: &Mapping) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut codes = old.map(|m| m.aggregate_codes.clone()).unwrap_or_default();
+    for (dim, declared) in [
+        ("partner", &mapping.aggregate_partners),
+        ("product", &mapping.aggregate_products),
+        ("region", &mapping.aggregate_regions),
+    ] {
+        if declared.is_empty() {
+            continue;
+        }
+        let list = codes.entry(dim.to_string()).or_default();
+        list.extend(declared.iter().cloned());
+        list.sort();
+        list.dedup();
+    }
+    codes
 }
 
 /// Rows flagged `aggregate` in one Parquet file.

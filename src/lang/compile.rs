@@ -63,6 +63,11 @@ pub struct ResultShape {
     pub time_label: Option<String>,
     /// The key columns that name a row's series, for warnings.
     pub key_labels: Vec<String>,
+    /// Aggregate rows the query left out, per dimension (see [`Plan::left_out`]).
+    pub left_out: Vec<(String, Vec<String>)>,
+    /// Aggregate rows the query's filters select beside their members (see
+    /// [`Plan::summed_together`]).
+    pub summed_together: Vec<(String, Vec<String>)>,
 }
 
 /// A boolean (or count) column that flags rows to warn about.
@@ -76,8 +81,11 @@ pub struct WarningColumn {
 pub enum WarningKind {
     /// The comparison period of a measure is missing.
     MissingBase { measure: String, offset: &'static str },
-    /// A roll-up period holds fewer sub-periods than a full one.
-    Partial { expected: u32, unit: &'static str, compared: bool },
+    /// A roll-up period holds fewer sub-periods than a full one (a note).
+    Partial { expected: u32, unit: &'static str },
+    /// A measure compares two roll-up periods that hold different numbers
+    /// of the dataset's periods (a partial year against a full one).
+    Unequal { measure: String, offset: &'static str, unit: &'static str },
     /// Year-to-date that skips a missing month.
     YtdGap { measure: String },
 }
@@ -108,6 +116,7 @@ pub fn plan_to_lazy_from(
         pass: None,
         polars_rows: false,
         pushed_down: Vec::new(),
+        coverage: None,
     };
     c.compile(manifest, scan)
 }
@@ -126,6 +135,7 @@ pub fn ytd_through(plan: &Plan, manifest: &Manifest, store: &Path) -> Result<u32
         pass: None,
         polars_rows: false,
         pushed_down: Vec::new(),
+        coverage: None,
     };
     let df = c.calendar_window(manifest)?.select([col("period").max()]).collect()?;
     let last = df.column("period")?.date()?.physical().get(0).ok_or_else(|| {
@@ -133,6 +143,51 @@ pub fn ytd_through(plan: &Plan, manifest: &Manifest, store: &Path) -> Result<u32
     })?;
     let (_, month, _) = crate::period::civil_from_days(last);
     Ok(month + plan.frequency.months() - 1)
+}
+
+/// The distinct combinations of the code columns `dims` among the stored
+/// rows that pass the query's row filters (those that read stored columns
+/// and the calendar alone; the others are not applied, so more rows count).
+pub fn code_combinations(
+    plan: &Plan,
+    manifest: &Manifest,
+    store: &Path,
+    dims: &[String],
+) -> Result<Vec<Vec<Option<String>>>> {
+    let c = Compiler {
+        plan,
+        manifest,
+        n: 0,
+        warnings: Vec::new(),
+        store,
+        shared: None,
+        fx: Vec::new(),
+        pass: None,
+        polars_rows: false,
+        pushed_down: Vec::new(),
+        coverage: None,
+    };
+    let stored = |name: &str| CALENDAR_COLUMNS.contains(&name) || manifest.schema.iter().any(|s| s.name == name);
+    let derived = |name: &str| plan.derives.iter().any(|(n, _)| n == name);
+    let mut lf = scan_dataset(store, manifest)?.with_columns([
+        col("period").dt().quarter().cast(DataType::Int32).alias("quarter"),
+        col("period").dt().month().cast(DataType::Int32).alias("month"),
+    ]);
+    for x in &plan.row_filters {
+        let readable = !x.any(&mut |e| match e {
+            RExpr::Col(name) => !stored(name) || derived(name),
+            RExpr::Convert(..) | RExpr::Code(CodeFn::Section, _) | RExpr::Measure(_) => true,
+            _ => false,
+        });
+        if readable {
+            lf = lf.filter(c.expr(x)?);
+        }
+    }
+    let names: Vec<Expr> = dims.iter().map(|d| col(d.as_str())).collect();
+    let frame = lf.select(names).unique(None, UniqueKeepStrategy::Any).collect()?;
+    let columns: Vec<StringChunked> =
+        dims.iter().map(|d| Ok(frame.column(d)?.str()?.clone())).collect::<Result<_>>()?;
+    Ok((0..frame.height()).map(|i| columns.iter().map(|c| c.get(i).map(str::to_string)).collect()).collect())
 }
 
 /// The currencies convert() targets, other than the dataset's own, sorted.
@@ -160,13 +215,16 @@ pub(crate) fn partial_warning(plan: &Plan, t: TimeKey, column: String) -> Warnin
         Some(m) => m / plan.frequency.months(),
         None => t.frequency().months() / plan.frequency.months(),
     };
-    let unit = match plan.frequency {
+    WarningColumn { column, kind: WarningKind::Partial { expected, unit: sub_periods(plan) } }
+}
+
+/// What the dataset's periods are called in warnings: months, quarters, years.
+pub(crate) fn sub_periods(plan: &Plan) -> &'static str {
+    match plan.frequency {
         Frequency::Month => "months",
         Frequency::Quarter => "quarters",
         Frequency::Year => "years",
-    };
-    let compared = plan.outputs.iter().any(|o| compares_years(&o.expr));
-    WarningColumn { column, kind: WarningKind::Partial { expected, unit, compared } }
+    }
 }
 
 /// `top` sums the rest into "others", so every aggregate must be a sum or a count.
@@ -324,6 +382,9 @@ struct Compiler<'a> {
     polars_rows: bool,
     /// What [`Compiled::pushed_down`] says.
     pushed_down: Vec<String>,
+    /// The column that counts the dataset's periods in each roll-up period
+    /// (when the roll-up is coarser than the data).
+    coverage: Option<String>,
 }
 
 fn date_lit(days: i32) -> Expr {
@@ -419,6 +480,8 @@ impl Compiler<'_> {
                 warnings: self.warnings.clone(),
                 time_label: plan.time.map(|t| t.column().to_string()),
                 key_labels: plan.keys.clone(),
+                left_out: plan.left_out.clone(),
+                summed_together: plan.summed_together.clone(),
             },
         })
     }
@@ -434,9 +497,6 @@ impl Compiler<'_> {
             col("period").dt().quarter().cast(DataType::Int32).alias("quarter"),
             col("period").dt().month().cast(DataType::Int32).alias("month"),
         ]);
-        if plan.drop_aggregates {
-            lf = lf.filter(col("aggregate").not());
-        }
         if let Some(path) = &plan.hs_sections
             && uses_section(plan)
         {
@@ -562,7 +622,7 @@ impl Compiler<'_> {
         if aggs.iter().any(|a| a.column.as_ref().is_some_and(|c| dtype(c).as_deref() != Some("f64"))) {
             return None;
         }
-        let spec = pushdown::Spec { keys, aggs, filters, skip_aggregate_rows: plan.drop_aggregates, fallback };
+        let spec = pushdown::Spec { keys, aggs, filters, skip_aggregate_rows: false, fallback };
         let pass = match self.shared.as_deref_mut() {
             Some(s) => s.pass(self.store, manifest),
             None => self.pass.get_or_insert_with(|| Arc::new(new_pass(self.store, manifest))).clone(),
@@ -695,7 +755,12 @@ impl Compiler<'_> {
         if let Some(n) = plan.limit {
             lf = lf.limit(n as IdxSize);
         }
-        Ok(Compiled { lf, shape: ResultShape::default(), rows_pushed_down: false, pushed_down: Vec::new() })
+        let shape = ResultShape {
+            left_out: plan.left_out.clone(),
+            summed_together: plan.summed_together.clone(),
+            ..Default::default()
+        };
+        Ok(Compiled { lf, shape, rows_pushed_down: false, pushed_down: Vec::new() })
     }
 
     fn group_table(&self, path: &str) -> Result<LazyFrame> {
@@ -815,6 +880,7 @@ impl Compiler<'_> {
             let column = self.fresh("wpartial");
             let counts = self.coverage(manifest, t, &column)?;
             out = out.join(counts, [col("__t")], [col("__t")], join_args());
+            self.coverage = Some(column.clone());
             self.warnings.push(partial_warning(plan, t, column));
         }
         Ok(out)
@@ -890,8 +956,8 @@ impl Compiler<'_> {
             col("period").dt().month().cast(DataType::Int32).alias("month"),
         ]);
         for x in &self.plan.row_filters {
-            if calendar_only(x) {
-                lf = lf.filter(self.expr(x)?);
+            if let Some(bound) = calendar_bound(x) {
+                lf = lf.filter(self.expr(&bound)?);
             }
         }
         Ok(lf)
@@ -956,6 +1022,22 @@ impl Compiler<'_> {
         (lf.join(shifted, keys.clone(), keys, join_args()), prev)
     }
 
+    /// Flags the rows whose roll-up period holds a different number of the
+    /// dataset's periods than the one `months` earlier that `measure`
+    /// compares it with (a partial year against a full one).
+    fn unequal_periods(&mut self, lf: LazyFrame, months: i32, measure: String, offset: &'static str) -> LazyFrame {
+        let Some(coverage) = self.coverage.clone() else { return lf };
+        let (lf, before) = self.previous(lf, &coverage, months);
+        let flag = self.fresh("wunequal");
+        let lf =
+            lf.with_column(col(coverage.as_str()).neq(col(before.as_str())).fill_null(lit(false)).alias(flag.as_str()));
+        self.warnings.push(WarningColumn {
+            column: flag,
+            kind: WarningKind::Unequal { measure, offset, unit: sub_periods(self.plan) },
+        });
+        lf
+    }
+
     /// Makes `x` a column of `lf` (adding it when it is not a plain column).
     fn column_of(&mut self, lf: LazyFrame, x: &RExpr, base: &LazyFrame) -> Result<(LazyFrame, String)> {
         if let RExpr::Col(c) = x {
@@ -991,36 +1073,48 @@ impl Compiler<'_> {
                     Measure::Pp(_) => (col(cx.as_str()) - col(prev.as_str())) * lit(100.0),
                     _ => col(cx.as_str()) / col(prev.as_str()) - lit(1.0),
                 };
-                (lf, e)
+                let measure = format!("{}({})", m.name(), display_arg(a));
+                (self.unequal_periods(lf, months, measure, offset_text), e)
             }
             Measure::Share(a, within) => {
-                let (lf, cx) = self.column_of(lf, a, base)?;
+                let (agg_name, row_col) = self.plan.sum_columns(a, "share")?;
                 let part = self.period_partition(within);
-                let total = if part.is_empty() { col(cx.as_str()).sum() } else { col(cx.as_str()).sum().over(part)? };
-                (lf, col(cx.as_str()) / total)
+                if self.plan.groups.is_empty() {
+                    // Without group mapping every base row is in exactly one
+                    // aggregated row, so their sum over the period is the
+                    // base rows' total (bit for bit the same sums).
+                    let total = if part.is_empty() {
+                        col(agg_name.as_str()).sum()
+                    } else {
+                        col(agg_name.as_str()).sum().over(part)?
+                    };
+                    return Ok((lf, col(agg_name.as_str()) / total));
+                }
+                // Groups may overlap: divide by the total of the base rows.
+                let total = self.fresh("total");
+                let totals = self.base_totals(base, within, &row_col, &total)?;
+                let mut on: Vec<Expr> = time.iter().map(|_| col("__t")).collect();
+                on.extend(within.iter().map(|w| col(w.as_str())));
+                let (lf, totals, on) = if on.is_empty() {
+                    // One total: join it to every row through a constant key.
+                    (
+                        lf.with_column(lit(1).alias("__one")),
+                        totals.with_column(lit(1).alias("__one")),
+                        vec![col("__one")],
+                    )
+                } else {
+                    (lf, totals, on)
+                };
+                let lf = lf.join(totals, on.clone(), on, join_args());
+                (lf, col(agg_name.as_str()) / col(total.as_str()))
             }
             Measure::Contribution(a, within) => {
-                let (agg_name, row_col) = self.plan.contribution_columns(a)?;
+                let (agg_name, row_col) = self.plan.sum_columns(a, "contribution")?;
                 let (lf, prev) = self.previous(lf, agg_name, 12);
                 // The total of the base rows (before group mapping: never a sum of overlapping groups).
                 let total = self.fresh("total");
-                let t = time.expect("resolve checked the calendar key");
-                let mut keys = vec![time_group(t, self.plan.frequency)];
-                keys.extend(within.iter().map(|w| col(w.as_str())));
-                let in_polars = base.clone().group_by(keys).agg([col(row_col.as_str()).sum().alias(total.as_str())]);
-                let sum = pushdown::Agg {
-                    name: total.clone(),
-                    func: pushdown::AggFunc::Sum,
-                    column: Some(row_col.to_string()),
-                };
-                let grouped = match self.pushed_down(self.manifest, Some(t), within, vec![sum], in_polars.clone()) {
-                    Some(lf) => lf,
-                    None => {
-                        self.polars_rows = true;
-                        in_polars
-                    }
-                };
-                let totals = with_calendar_key(grouped, Some(t), self.plan.frequency)
+                let totals = self
+                    .base_totals(base, within, &row_col, &total)?
                     .with_column(col("__t").dt().offset_by(lit("12mo")));
                 let mut on = vec![col("__t")];
                 on.extend(within.iter().map(|w| col(w.as_str())));
@@ -1031,6 +1125,7 @@ impl Compiler<'_> {
                     column: flag,
                     kind: WarningKind::MissingBase { measure: format!("contribution({agg_name})"), offset: "a year" },
                 });
+                let lf = self.unequal_periods(lf, 12, format!("contribution({agg_name})"), "a year");
                 (lf, (col(agg_name.as_str()) - col(prev.as_str())) / col(total.as_str()) * lit(100.0))
             }
             Measure::Ytd(a) => {
@@ -1129,6 +1224,43 @@ impl Compiler<'_> {
         })
     }
 
+    /// The total of `row_col` over the base rows (filtered, before any group
+    /// mapping, so each stored row counts once) per calendar key `__t` (when
+    /// the query has one) and `within` columns, as column `total`. A `within`
+    /// column that is a group alias maps the base rows through that group
+    /// alone (each row once per group it belongs to).
+    fn base_totals(&mut self, base: &LazyFrame, within: &[String], row_col: &str, total: &str) -> Result<LazyFrame> {
+        let time = self.plan.time;
+        let mut rows = base.clone();
+        let mut mapped = false;
+        for g in self.plan.groups.iter().filter(|g| within.contains(&g.alias)) {
+            rows = self.map_groups(rows, g)?;
+            mapped = true;
+        }
+        let mut keys: Vec<Expr> = time.map(|t| time_group(t, self.plan.frequency)).into_iter().collect();
+        keys.extend(within.iter().map(|w| col(w.as_str())));
+        let sum = col(row_col).sum().alias(total);
+        let in_polars = if keys.is_empty() { rows.select([sum]) } else { rows.group_by(keys).agg([sum]) };
+        let pushed = if mapped {
+            None
+        } else {
+            let agg = pushdown::Agg {
+                name: total.to_string(),
+                func: pushdown::AggFunc::Sum,
+                column: Some(row_col.to_string()),
+            };
+            self.pushed_down(self.manifest, time, within, vec![agg], in_polars.clone())
+        };
+        let grouped = match pushed {
+            Some(lf) => lf,
+            None => {
+                self.polars_rows = true;
+                in_polars
+            }
+        };
+        Ok(with_calendar_key(grouped, time, self.plan.frequency))
+    }
+
     /// Sum, count and max of `column` over the `n` periods up to each row,
     /// matched by calendar: each row is spread to the `n` periods it belongs to.
     fn window(&mut self, lf: LazyFrame, column: &str, n: usize, t_months: i32) -> (LazyFrame, String, String, String) {
@@ -1217,6 +1349,13 @@ impl Compiler<'_> {
                     any = any.or(ea.clone().eq(self.expr(item)?));
                 }
                 any
+            }
+            RExpr::IsCode(c, codes) => {
+                let mut any = lit(false);
+                for code in codes {
+                    any = any.or(col(c.as_str()).eq(lit(code.as_str())));
+                }
+                any.fill_null(lit(false))
             }
             RExpr::Between(a, lo, hi, excl) => {
                 let ea = self.expr(a)?;
@@ -1415,6 +1554,29 @@ fn display_arg(x: &RExpr) -> String {
 }
 
 /// Whether an expression reads nothing but the calendar (period, year, quarter, month).
+/// What a row filter says about the calendar: the filter itself when it
+/// reads only the calendar; for `a and b`, the bounds of both sides (`region
+/// = "X" and period <= 2024-06` is bounded by `period <= 2024-06`); for `a or
+/// b`, either side's bound, when both have one; None when it does not bound
+/// the calendar. The periods it passes include every period the filter can
+/// pass, whatever the rows' other columns hold.
+pub(crate) fn calendar_bound(x: &RExpr) -> Option<RExpr> {
+    if calendar_only(x) {
+        return Some(x.clone());
+    }
+    match x {
+        RExpr::Bin(BinOp::And, a, b) => match (calendar_bound(a), calendar_bound(b)) {
+            (Some(a), Some(b)) => Some(RExpr::Bin(BinOp::And, Box::new(a), Box::new(b))),
+            (Some(one), None) | (None, Some(one)) => Some(one),
+            (None, None) => None,
+        },
+        RExpr::Bin(BinOp::Or, a, b) => {
+            Some(RExpr::Bin(BinOp::Or, Box::new(calendar_bound(a)?), Box::new(calendar_bound(b)?)))
+        }
+        _ => None,
+    }
+}
+
 pub(crate) fn calendar_only(x: &RExpr) -> bool {
     !x.any(&mut |e| match e {
         RExpr::Col(c) => !["period", "year", "quarter", "month"].contains(&c.as_str()),
@@ -1430,11 +1592,4 @@ fn uses_code(x: &RExpr, f: CodeFn) -> bool {
 pub(crate) fn uses_section(plan: &Plan) -> bool {
     plan.derives.iter().any(|(_, x)| uses_code(x, CodeFn::Section))
         || plan.row_filters.iter().any(|x| uses_code(x, CodeFn::Section))
-}
-
-/// Whether an output compares periods a year apart (so partial years matter).
-pub(crate) fn compares_years(x: &RExpr) -> bool {
-    x.any(&mut |e| {
-        matches!(e, RExpr::Measure(m) if matches!(m.as_ref(), Measure::Yoy(_) | Measure::Pp(_) | Measure::Contribution(..)))
-    })
 }

@@ -109,6 +109,11 @@ pub fn load_with_scan(
             err(d)
         }
     })?;
+    if !plan.mixed.is_empty() {
+        let dims: Vec<String> = plan.mixed.iter().map(|(d, _)| d.clone()).collect();
+        let combos = compile::code_combinations(&plan, &manifest, store.root(), &dims)?;
+        resolve::leave_out_aggregates(&mut plan, &combos);
+    }
     if plan.ytd {
         // The months of each year up to the last one the query covers.
         let through = compile::ytd_through(&plan, &manifest, store.root())?;
@@ -235,6 +240,7 @@ mod fuzz {
             rows: 10,
             aggregate_rows: 0,
             periods: vec!["2024-12".into()],
+            aggregate_codes: Default::default(),
             files: Vec::new(),
             ingests: Vec::new(),
         };

@@ -48,6 +48,9 @@ pub enum RExpr {
     Not(Box<RExpr>),
     Bin(BinOp, Box<RExpr>, Box<RExpr>),
     In(Box<RExpr>, Vec<RExpr>),
+    /// Whether the code column is one of the codes; false (never null) for a
+    /// null code. How the aggregate rows of a dimension are told apart.
+    IsCode(String, Vec<String>),
     /// lo <= x < hi_exclusive (a range of periods includes the whole last period).
     Between(Box<RExpr>, Box<RExpr>, Box<RExpr>, bool),
     /// chapter(product), heading(product), section(product) (through hs_sections).
@@ -76,6 +79,7 @@ impl RExpr {
             RExpr::Bin(_, a, b) => a.any(pred) || b.any(pred),
             RExpr::In(e, list) => e.any(pred) || list.iter().any(|x| x.any(pred)),
             RExpr::Between(e, a, b, _) | RExpr::If(e, a, b) => e.any(pred) || a.any(pred) || b.any(pred),
+            RExpr::IsCode(c, _) => pred(&RExpr::Col(c.clone())),
             RExpr::Num(_) | RExpr::Str(_) | RExpr::Date(_) | RExpr::Bool(_) | RExpr::Col(_) | RExpr::Measure(_) => {
                 false
             }
@@ -228,8 +232,16 @@ pub struct Output {
 pub struct Plan {
     pub dataset: String,
     pub frequency: Frequency,
-    /// Leave out rows flagged `aggregate` (the dataset mixes totals and members).
-    pub drop_aggregates: bool,
+    /// Aggregate rows left out, per dimension (the dimension holds aggregate
+    /// and member codes, and no filter names its codes): their filters are
+    /// the first `row_filters`.
+    pub left_out: Vec<(String, Vec<String>)>,
+    /// The dataset's dimensions that hold aggregate and member codes, with
+    /// their aggregate codes (empty when the query tests `aggregate` itself).
+    pub mixed: Vec<(String, Vec<String>)>,
+    /// Dimensions whose aggregate and member rows the query's filters both
+    /// select, and which no `by` key keeps apart: sums add them together.
+    pub summed_together: Vec<(String, Vec<String>)>,
     pub row_filters: Vec<RExpr>,
     pub derives: Vec<(String, RExpr)>,
     pub groups: Vec<GroupMap>,
@@ -286,15 +298,16 @@ impl Plan {
         by
     }
 
-    /// For contribution(x): the aggregate column x and the row column it sums.
-    pub fn contribution_columns<'p>(&'p self, x: &'p RExpr) -> crate::Result<(&'p String, String)> {
-        let RExpr::Col(agg_name) = x else { return Err(crate::Error::internal("contribution of a non-column")) };
+    /// For share(x) and contribution(x): the aggregate column x (a sum) and
+    /// the row column it sums, whose total over the base rows they divide by.
+    pub fn sum_columns<'p>(&'p self, x: &'p RExpr, measure: &str) -> crate::Result<(&'p String, String)> {
+        let RExpr::Col(agg_name) = x else { return Err(crate::Error::internal(format!("{measure} of a non-column"))) };
         let row_col = self
             .aggs
             .iter()
-            .find(|g| g.name == *agg_name)
+            .find(|g| g.name == *agg_name && g.func == AggFunc::Sum)
             .and_then(|g| g.arg.clone())
-            .ok_or_else(|| crate::Error::internal("contribution of an unknown aggregate"))?;
+            .ok_or_else(|| crate::Error::internal(format!("{measure} of a column that is not a sum")))?;
         Ok((agg_name, row_col))
     }
 }
@@ -316,6 +329,10 @@ impl fmt::Display for RExpr {
                     write!(f, "{}{x}", if i > 0 { ", " } else { "" })?;
                 }
                 write!(f, ")")
+            }
+            RExpr::IsCode(c, codes) => {
+                let quoted: Vec<String> = codes.iter().map(|x| format!("{x:?}")).collect();
+                write!(f, "{c} in ({})", quoted.join(", "))
             }
             RExpr::Between(e, lo, hi, excl) => write!(f, "{lo} <= {e} {} {hi}", if *excl { "<" } else { "<=" }),
             RExpr::Code(c, e) => write!(f, "{}({e})", format!("{c:?}").to_lowercase()),
@@ -349,8 +366,12 @@ impl fmt::Display for RExpr {
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "from {} ({}ly)", self.dataset, self.frequency)?;
-        if self.drop_aggregates {
-            writeln!(f, "  drop aggregate rows (world, total, bloc)")?;
+        for (dim, codes) in &self.left_out {
+            writeln!(
+                f,
+                "  leave out the aggregate rows of {dim} ({}): a `where` naming {dim} codes selects them",
+                codes.join(", ")
+            )?;
         }
         for g in &self.groups {
             let when = g.as_of.map_or("as of each period".to_string(), |d| {
@@ -358,7 +379,7 @@ impl fmt::Display for Plan {
             });
             writeln!(f, "  map {} to {} through group table {} ({when})", g.dim, g.alias, g.table)?;
         }
-        for e in &self.row_filters {
+        for e in &self.row_filters[self.left_out.len()..] {
             writeln!(f, "  filter rows: {e}")?;
         }
         for (n, e) in &self.derives {

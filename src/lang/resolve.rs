@@ -11,6 +11,7 @@ use super::ast::*;
 use super::diag::{Diag, Span};
 use super::plan::*;
 use crate::period::{Frequency, Period};
+use crate::store::manifest::AGGREGATE_DIMENSIONS;
 use crate::store::{GroupsManifest, Manifest};
 use crate::suggest::closest;
 use std::collections::BTreeMap;
@@ -98,6 +99,8 @@ pub fn resolve(query: &Query, catalog: &Catalog<'_>, overrides: &[(String, Strin
         alias_tables: BTreeMap::new(),
         row_scope: BTreeMap::new(),
         rates: None,
+        mixed: None,
+        tests_aggregate: false,
     };
     for p in &query.params {
         let value = match overrides.iter().find(|(k, _)| *k == p.name.name) {
@@ -122,7 +125,9 @@ pub fn resolve(query: &Query, catalog: &Catalog<'_>, overrides: &[(String, Strin
     let mut plan = Plan {
         dataset: manifest.dataset.clone(),
         frequency: manifest.frequency,
-        drop_aggregates: false,
+        left_out: Vec::new(),
+        mixed: Vec::new(),
+        summed_together: Vec::new(),
         row_filters: Vec::new(),
         derives: Vec::new(),
         groups: Vec::new(),
@@ -286,9 +291,67 @@ pub fn resolve(query: &Query, catalog: &Catalog<'_>, overrides: &[(String, Strin
         return Err(Diag::new(Span::default(), "the query has no `from DATASET` stage"));
     }
     plan.rates = r.rates.clone();
-    plan.drop_aggregates =
-        manifest.aggregate_rows > 0 && manifest.aggregate_rows < manifest.rows && !mentions_aggregate;
+    if !mentions_aggregate && !r.tests_aggregate {
+        plan.mixed = r.mixed_dimensions(Span::default())?;
+    }
     Ok(plan)
+}
+
+/// Decides which aggregate rows `plan` leaves out, given `combos`: the
+/// distinct combinations of the codes of `plan.mixed`'s dimensions (in that
+/// order) among the stored rows that pass the query's filters.
+///
+/// Dimension by dimension (partner, product, region): when the rows that
+/// remain hold both aggregate and member codes of it, and no filter names its
+/// codes, its aggregate rows are left out (a filter for each, the first of
+/// `row_filters`, and a note); when a filter names its codes, the rows are
+/// kept as selected, and a note says when aggregates and members are then
+/// summed together. A dimension whose remaining rows are all aggregates (the
+/// world row alone) or all members leaves nothing out.
+pub fn leave_out_aggregates(plan: &mut Plan, combos: &[Vec<Option<String>>]) {
+    let mut rows: Vec<&Vec<Option<String>>> = combos.iter().collect();
+    let mixed = plan.mixed.clone();
+    for (i, (dim, codes)) in mixed.iter().enumerate() {
+        let is_aggregate = |row: &Vec<Option<String>>| row[i].as_ref().is_some_and(|c| codes.contains(c));
+        let is_member = |row: &Vec<Option<String>>| row[i].as_ref().is_some_and(|c| !codes.contains(c));
+        let mut present: Vec<String> = rows.iter().filter(|r| is_aggregate(r)).filter_map(|r| r[i].clone()).collect();
+        present.sort();
+        present.dedup();
+        if present.is_empty() || !rows.iter().any(|r| is_member(r)) {
+            continue;
+        }
+        if plan.row_filters.iter().any(|x| selects_codes_of(x, dim, false)) {
+            if !plan.keys.contains(dim) {
+                plan.summed_together.push((dim.clone(), present));
+            }
+            continue;
+        }
+        rows.retain(|r| !is_aggregate(r));
+        plan.row_filters.insert(plan.left_out.len(), leave_out(dim, &present));
+        plan.left_out.push((dim.clone(), present));
+    }
+}
+
+/// The filter that leaves out rows whose `dim` is one of `codes` (a row with
+/// no region is kept).
+fn leave_out(dim: &str, codes: &[String]) -> RExpr {
+    RExpr::Not(Box::new(RExpr::IsCode(dim.to_string(), codes.to_vec())))
+}
+
+/// Whether `x` selects rows by naming codes of `dim` (`partner = "WLD"`,
+/// `partner in ("ASEAN", "EU")`), outside any `not`.
+fn selects_codes_of(x: &RExpr, dim: &str, negated: bool) -> bool {
+    let is_dim = |e: &RExpr| matches!(e, RExpr::Col(c) if c == dim);
+    let is_text = |e: &RExpr| matches!(e, RExpr::Str(_));
+    match x {
+        RExpr::Not(a) => selects_codes_of(a, dim, !negated),
+        RExpr::Bin(BinOp::Eq, a, b) => !negated && (is_dim(a) && is_text(b) || is_text(a) && is_dim(b)),
+        RExpr::In(a, list) => !negated && is_dim(a) && list.iter().all(is_text),
+        RExpr::Bin(BinOp::And | BinOp::Or, a, b) => {
+            selects_codes_of(a, dim, negated) || selects_codes_of(b, dim, negated)
+        }
+        _ => false,
+    }
 }
 
 fn default_sum() -> AggItem {
@@ -360,6 +423,12 @@ struct Resolver<'a> {
     row_scope: BTreeMap<String, Ty>,
     /// Set by convert(): the rates table and the dataset's currency.
     rates: Option<(String, String)>,
+    /// The dimensions that hold both aggregate and member codes, with their
+    /// aggregate codes (read from the store once, when first needed).
+    mixed: Option<Vec<(String, Vec<String>)>>,
+    /// Whether the query reads the `aggregate` column (then it decides alone
+    /// which aggregate rows it keeps).
+    tests_aggregate: bool,
 }
 
 impl Resolver<'_> {
@@ -641,6 +710,68 @@ impl Resolver<'_> {
         }
     }
 
+    /// The dimensions of the dataset that hold both aggregate codes (the
+    /// world, a continent or bloc, TOTAL, a national row) and member codes,
+    /// each with its aggregate codes present in the store. A dimension that
+    /// holds only aggregate codes (product always TOTAL) is not among them:
+    /// nothing in it is added twice.
+    fn mixed_dimensions(&mut self, span: Span) -> Result<Vec<(String, Vec<String>)>, Diag> {
+        if let Some(m) = &self.mixed {
+            return Ok(m.clone());
+        }
+        let manifest = self.catalog.manifest;
+        let mut out = Vec::new();
+        for dim in AGGREGATE_DIMENSIONS {
+            if !manifest.schema.iter().any(|c| c.name == dim) {
+                continue;
+            }
+            let candidates = manifest.aggregate_candidates(dim, self.catalog.groups);
+            if candidates.is_empty() {
+                continue;
+            }
+            let present = (self.catalog.codes)(dim)
+                .map_err(|e| Diag::new(span, format!("cannot read the codes of `{dim}`: {e}")))?;
+            let mut aggregates: Vec<String> = present.iter().filter(|c| candidates.contains(c)).cloned().collect();
+            if aggregates.is_empty() || aggregates.len() == present.len() {
+                continue;
+            }
+            aggregates.sort();
+            aggregates.dedup();
+            out.push((dim.to_string(), aggregates));
+        }
+        self.mixed = Some(out.clone());
+        Ok(out)
+    }
+
+    /// The row column `aggregate`: true for a row that is an aggregate of a
+    /// dimension that also holds member rows.
+    fn aggregate_flag(&mut self, span: Span) -> Result<RExpr, Diag> {
+        let mixed = self.mixed_dimensions(span)?;
+        self.tests_aggregate = true;
+        Ok(mixed
+            .iter()
+            .map(|(dim, codes)| RExpr::IsCode(dim.clone(), codes.clone()))
+            .reduce(|a, b| RExpr::Bin(BinOp::Or, Box::new(a), Box::new(b)))
+            .unwrap_or(RExpr::Bool(false)))
+    }
+
+    /// The argument of share() or contribution(): a column made by `sum`, so
+    /// that the measure can divide by the total of the base rows (each stored
+    /// row once), never by a sum of the aggregated (possibly overlapping) rows.
+    fn summed_column(&self, args: &[Expr], what: &str) -> Result<String, Diag> {
+        let arg = &args[0];
+        let ExprKind::Col(c) = &arg.kind else {
+            return Err(Diag::new(arg.span, format!("{what}() takes a column made by `sum`, such as value"))
+                .hint(format!("{what}() divides by the total of the stored rows; sum the column first")));
+        };
+        self.ty_of(c, arg.span)?;
+        if !self.sum_of.contains_key(c) {
+            return Err(Diag::new(arg.span, format!("{what}() needs a column made by `sum`; `{c}` is not one"))
+                .hint(format!("{what}() divides by the total of the stored rows; sum the column first")));
+        }
+        Ok(c.clone())
+    }
+
     fn call(&mut self, name: &Ident, args: &[Expr], within: &[Ident], span: Span) -> Result<(RExpr, Ty), Diag> {
         let n = name.name.as_str();
         if !within.is_empty() && !["share", "contribution", "rank"].contains(&n) {
@@ -706,24 +837,19 @@ impl Resolver<'_> {
                 if !self.aggregated {
                     return Err(Diag::new(span, format!("{n}() works on aggregated rows; it needs `by` first")));
                 }
+                if n == "share" {
+                    let c = self.summed_column(args, n)?;
+                    let w = self.within(within)?;
+                    return Ok((m(Measure::Share(RExpr::Col(c), w)), Ty::Num));
+                }
                 let x = self.num_arg(args, 0, span, &format!("{n}()"))?;
                 let w = self.within(within)?;
-                (if n == "share" { m(Measure::Share(x, w)) } else { m(Measure::Rank(x, w)) }, Ty::Num)
+                (m(Measure::Rank(x, w)), Ty::Num)
             }
             "contribution" => {
                 self.check_arity(args, 1, span, n)?;
                 measure(self, "contribution()")?;
-                let arg = &args[0];
-                let ExprKind::Col(c) = &arg.kind else {
-                    return Err(Diag::new(arg.span, "contribution() takes a summed column, such as value"));
-                };
-                self.ty_of(c, arg.span)?;
-                if !self.sum_of.contains_key(c) {
-                    return Err(Diag::new(
-                        arg.span,
-                        format!("contribution() needs a column made by `sum`; `{c}` is not one"),
-                    ));
-                }
+                let c = self.summed_column(args, n)?;
                 let w = self.within(within)?;
                 for d in &w {
                     if self.group_aliases.contains(d) {
@@ -733,7 +859,7 @@ impl Resolver<'_> {
                         ));
                     }
                 }
-                (m(Measure::Contribution(RExpr::Col(c.clone()), w)), Ty::Num)
+                (m(Measure::Contribution(RExpr::Col(c), w)), Ty::Num)
             }
             "rolling" | "rolling_mean" | "high" => {
                 self.check_arity(args, 2, span, n)?;
@@ -856,7 +982,11 @@ impl Resolver<'_> {
                 if c == "true" || c == "false" {
                     return Ok((RExpr::Bool(c == "true"), Ty::Bool));
                 }
-                (RExpr::Col(c.clone()), self.ty_of(c, e.span)?)
+                let ty = self.ty_of(c, e.span)?;
+                if c == "aggregate" && !self.aggregated && !self.row_scope.contains_key(c) {
+                    return Ok((self.aggregate_flag(e.span)?, Ty::Bool));
+                }
+                (RExpr::Col(c.clone()), ty)
             }
             ExprKind::Neg(inner) => {
                 let (x, ty) = self.expr(inner)?;

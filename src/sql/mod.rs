@@ -21,8 +21,8 @@ pub mod engine;
 use crate::error::{Error, Result};
 use crate::lang::ast::BinOp;
 use crate::lang::compile::{
-    ResultShape, WarningColumn, WarningKind, calendar_only, check_top_aggregates, convert_targets, fx_column,
-    partial_warning, uses_section,
+    ResultShape, WarningColumn, WarningKind, calendar_bound, check_top_aggregates, convert_targets, fx_column,
+    partial_warning, sub_periods, uses_section,
 };
 use crate::lang::plan::*;
 use crate::store::Manifest;
@@ -113,12 +113,15 @@ pub fn plan_to_sql(plan: &Plan, manifest: &Manifest, dialect: Dialect, uri: &str
         ctes: Vec::new(),
         n: 0,
         warnings: Vec::new(),
+        coverage: None,
     };
     let text = c.compile(manifest)?;
     let shape = ResultShape {
         warnings: c.warnings,
         time_label: plan.time.map(|t| t.column().to_string()),
         key_labels: plan.keys.clone(),
+        left_out: plan.left_out.clone(),
+        summed_together: plan.summed_together.clone(),
     };
     Ok(SqlQuery { text, shape })
 }
@@ -185,6 +188,8 @@ struct Sql<'a> {
     ctes: Vec<String>,
     n: usize,
     warnings: Vec<WarningColumn>,
+    /// The column counting the dataset's periods in each roll-up period.
+    coverage: Option<String>,
 }
 
 fn num(n: f64) -> String {
@@ -271,9 +276,6 @@ impl Sql<'_> {
     fn compile(&mut self, manifest: &Manifest) -> Result<String> {
         let plan = self.plan;
         let mut f = self.scan(manifest)?;
-        if plan.drop_aggregates {
-            f = self.filter(&f, &format!("NOT {}", self.q("aggregate")));
-        }
         if let Some(path) = &plan.hs_sections
             && uses_section(plan)
         {
@@ -563,6 +565,7 @@ impl Sql<'_> {
         {
             let column = self.fresh("wpartial");
             out = self.coverage(&out, manifest, t, &column)?;
+            self.coverage = Some(column.clone());
             self.warnings.push(partial_warning(plan, t, column));
         }
         Ok(out)
@@ -584,7 +587,7 @@ impl Sql<'_> {
             periods.join(", ")
         );
         let filters: Vec<String> =
-            self.plan.row_filters.iter().filter(|x| calendar_only(x)).map(|x| self.expr(x)).collect::<Result<_>>()?;
+            self.plan.row_filters.iter().filter_map(calendar_bound).map(|x| self.expr(&x)).collect::<Result<_>>()?;
         if !filters.is_empty() {
             window = format!("SELECT * FROM ({window}) w WHERE {}", filters.join(" AND "));
         }
@@ -655,6 +658,41 @@ impl Sql<'_> {
         on.join(" AND ")
     }
 
+    /// The total of `row_col` over the base rows (each stored row once) per
+    /// calendar key `__t` (shifted `months` later) and `within` columns; a
+    /// `within` group alias maps the base rows through that group alone.
+    fn base_totals(&mut self, base: &Frame, within: &[String], row_col: &str, total: &str, months: i32) -> String {
+        let mut rows = base.clone();
+        for g in self.plan.groups.iter().filter(|g| within.contains(&g.alias)) {
+            rows = self.map_groups(&rows, g);
+        }
+        let mut select = Vec::new();
+        let mut group = Vec::new();
+        if let Some(t) = self.plan.time {
+            let key = self.time_key(t, "");
+            let shifted = if months == 0 { key.clone() } else { self.d.add_months(&key, months) };
+            select.push(format!("{shifted} AS {}", self.q("__t")));
+            group.push(key);
+        }
+        for w in within {
+            select.push(self.q(w));
+            group.push(self.q(w));
+        }
+        select.push(format!("SUM({}) AS {}", self.q(row_col), self.q(total)));
+        let group_by = if group.is_empty() { String::new() } else { format!(" GROUP BY {}", group.join(", ")) };
+        format!("SELECT {} FROM {}{group_by}", select.join(", "), rows.name)
+    }
+
+    /// The ON condition of a join with [`Sql::base_totals`]: `__t` and the `within` columns.
+    fn on_time_within(&self, within: &[String]) -> String {
+        let mut on: Vec<String> = self.plan.time.iter().map(|_| format!("a.{t} = b.{t}", t = self.q("__t"))).collect();
+        for w in within {
+            let w = self.q(w);
+            on.push(self.d.same(&format!("a.{w}"), &format!("b.{w}")));
+        }
+        if on.is_empty() { "1 = 1".to_string() } else { on.join(" AND ") }
+    }
+
     /// Joins the value of `column` from `months` earlier onto each row.
     fn previous(&mut self, f: &Frame, column: &str, months: i32) -> (Frame, String) {
         let prev = self.fresh("prev");
@@ -664,6 +702,17 @@ impl Sql<'_> {
         let shifted = format!("SELECT {} FROM {}", shifted.join(", "), f.name);
         let on = self.on_row_keys("a", "b");
         (self.join_column(f, &shifted, &prev, &on), prev)
+    }
+
+    /// Flags the rows whose roll-up period holds a different number of the
+    /// dataset's periods than the one `months` earlier that `measure`
+    /// compares it with (as the polars backend does).
+    fn unequal_periods(&mut self, f: &Frame, months: i32, measure: String, offset: &'static str) -> Frame {
+        let Some(coverage) = self.coverage.clone() else { return f.clone() };
+        let (f, before) = self.previous(f, &coverage, months);
+        let (now, then) = (self.q(&coverage), self.q(&before));
+        let cond = format!("COALESCE({now} <> {then}, FALSE)");
+        self.warn(&f, &cond, WarningKind::Unequal { measure, offset, unit: sub_periods(self.plan) })
     }
 
     /// Makes `x` a column of the frame (adding it when it is not a plain column).
@@ -690,6 +739,7 @@ impl Sql<'_> {
             WarningKind::MissingBase { .. } => "wmiss",
             WarningKind::YtdGap { .. } => "wytd",
             WarningKind::Partial { .. } => "wpartial",
+            WarningKind::Unequal { .. } => "wunequal",
         });
         let next = self.with_column(f, cond, &column);
         self.warnings.push(WarningColumn { column, kind });
@@ -730,40 +780,36 @@ impl Sql<'_> {
                     Measure::Pp(_) => format!("(({qc} - {qp}) * 1e2)"),
                     _ => format!("({} - 1e0)", self.d.divide(&qc, &qp)),
                 };
-                (f, e)
+                let measure = format!("{}({a})", m.name());
+                (self.unequal_periods(&f, months, measure, if months == 12 { "a year" } else { "one period" }), e)
             }
             Measure::Share(a, within) => {
-                let (f, cx) = self.column_of(f, a, base)?;
-                let part = self.period_partition(within);
-                let qc = self.q(&cx);
-                let (f, total) =
-                    self.materialise(&f, &format!("SUM({qc}) OVER ({})", partition_by(&part).trim_end()), "total");
-                (f, self.d.divide(&qc, &total))
+                let (agg_name, row_col) = self.plan.sum_columns(a, "share")?;
+                let qc = self.q(agg_name);
+                if self.plan.groups.is_empty() {
+                    // Each base row is in one aggregated row: their sum is the base total.
+                    let part = self.period_partition(within);
+                    let (f, total) =
+                        self.materialise(f, &format!("SUM({qc}) OVER ({})", partition_by(&part).trim_end()), "total");
+                    return Ok((f, self.d.divide(&qc, &total)));
+                }
+                // Groups may overlap: divide by the total of the base rows.
+                let total = self.fresh("total");
+                let totals = self.base_totals(base, within, &row_col, &total, 0);
+                let f = self.join_column(f, &totals, &total, &self.on_time_within(within));
+                (f, self.d.divide(&qc, &self.q(&total)))
             }
             Measure::Contribution(a, within) => {
-                let (agg_name, row_col) = self.plan.contribution_columns(a)?;
+                let (agg_name, row_col) = self.plan.sum_columns(a, "contribution")?;
                 let (f, prev) = self.previous(f, agg_name, 12);
                 // The total of the base rows (before group mapping: never a sum of overlapping groups).
                 let total = self.fresh("total");
-                let t = time.expect("resolve checked the calendar key");
-                let key = self.time_key(t, "");
-                let mut select = vec![format!("{} AS {}", self.d.add_months(&key, 12), self.q("__t"))];
-                let mut group = vec![key];
-                for w in within {
-                    select.push(self.q(w));
-                    group.push(self.q(w));
-                }
-                select.push(format!("SUM({}) AS {}", self.q(&row_col), self.q(&total)));
-                let totals = format!("SELECT {} FROM {} GROUP BY {}", select.join(", "), base.name, group.join(", "));
-                let mut on = vec![format!("a.{t} = b.{t}", t = self.q("__t"))];
-                for w in within {
-                    let w = self.q(w);
-                    on.push(self.d.same(&format!("a.{w}"), &format!("b.{w}")));
-                }
-                let f = self.join_column(&f, &totals, &total, &on.join(" AND "));
+                let totals = self.base_totals(base, within, &row_col, &total, 12);
+                let f = self.join_column(&f, &totals, &total, &self.on_time_within(within));
                 let qp = self.q(&prev);
                 let kind = WarningKind::MissingBase { measure: format!("contribution({agg_name})"), offset: "a year" };
                 let f = self.warn(&f, &format!("({qp} IS NULL)"), kind);
+                let f = self.unequal_periods(&f, 12, format!("contribution({agg_name})"), "a year");
                 let growth = format!("({} - {qp})", self.q(agg_name));
                 (f, format!("({} * 1e2)", self.d.divide(&growth, &self.q(&total))))
             }
@@ -925,6 +971,10 @@ impl Sql<'_> {
             RExpr::In(a, list) => {
                 let items: Vec<String> = list.iter().map(|i| self.expr(i)).collect::<Result<_>>()?;
                 format!("({} IN ({}))", self.expr(a)?, items.join(", "))
+            }
+            RExpr::IsCode(c, codes) => {
+                let items: Vec<String> = codes.iter().map(|x| self.d.string(x)).collect();
+                format!("COALESCE({} IN ({}), FALSE)", self.q(c), items.join(", "))
             }
             RExpr::Between(a, lo, hi, excl) => {
                 let ea = self.expr(a)?;

@@ -7,6 +7,7 @@
 
 use crate::period::{Frequency, Period};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// Format version of manifests written by this tradeql.
 pub const MANIFEST_FORMAT: u32 = 1;
@@ -28,9 +29,37 @@ pub struct Manifest {
     pub aggregate_rows: u64,
     /// Every period present, as labels (`2024-12`), sorted.
     pub periods: Vec<String>,
+    /// Codes declared aggregates by the ingests' mappings, per dimension
+    /// (`aggregate_partners`, ...), besides WLD, TOTAL and group names.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub aggregate_codes: BTreeMap<String, Vec<String>>,
     pub files: Vec<DataFile>,
     /// Every ingest that changed this dataset, oldest first.
     pub ingests: Vec<IngestRecord>,
+}
+
+/// The dimensions that can hold aggregate rows (a total of other rows of the
+/// same dimension): the world, a continent or bloc, TOTAL, a national row.
+pub const AGGREGATE_DIMENSIONS: [&str; 3] = ["partner", "product", "region"];
+
+impl Manifest {
+    /// The codes that are aggregates of `dim` in this dataset: those its
+    /// ingests' mappings declared, WLD (partner) or TOTAL (product), and the
+    /// names of the store's group tables of `dim`.
+    pub fn aggregate_candidates(&self, dim: &str, groups: &GroupsManifest) -> Vec<String> {
+        let mut codes: Vec<String> = self.aggregate_codes.get(dim).cloned().unwrap_or_default();
+        match dim {
+            "partner" => codes.push("WLD".into()),
+            "product" => codes.push("TOTAL".into()),
+            _ => {}
+        }
+        for t in groups.tables.iter().filter(|t| t.of == dim) {
+            codes.extend(t.groups.iter().map(|(g, _)| g.clone()));
+        }
+        codes.sort();
+        codes.dedup();
+        codes
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
