@@ -107,6 +107,10 @@ pub fn finish(shape: &ResultShape, frame: DataFrame) -> Result<Outcome> {
                 "{measure} for {list} compares periods that hold different numbers of {unit}: \
                  the period {offset} before is longer or shorter (a partial period)"
             )),
+            WarningKind::Others { measures } => warnings.push(format!(
+                "for \"others\" ({list}), {measures}: null, as its members change from period to period; \
+                 each member's own figures are computed on its full series"
+            )),
             WarningKind::YtdGap { measure } => {
                 warnings.push(format!("{measure} for {list} sums a year with a missing period"))
             }

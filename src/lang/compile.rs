@@ -88,6 +88,8 @@ pub enum WarningKind {
     Unequal { measure: String, offset: &'static str, unit: &'static str },
     /// Year-to-date that skips a missing month.
     YtdGap { measure: String },
+    /// "others" of a `top`, whose non-additive measures are null.
+    Others { measures: String },
 }
 
 /// Compiles `plan` against the store at `store`.
@@ -427,9 +429,6 @@ impl Compiler<'_> {
             return self.listing(lf);
         }
         let mut lf = self.aggregate(lf, manifest)?;
-        if let Some((n, dim, by)) = &plan.top {
-            lf = self.top(lf, *n, dim, by)?;
-        }
         // Evaluate the aggregated rows once: measures join and window over them
         // several times, and a parallel sum evaluated twice may differ in its
         // last bit, which would make `high` or `record` compare unequal copies.
@@ -451,17 +450,21 @@ impl Compiler<'_> {
             };
             lf = lf.with_column(label);
         }
-        for (name, x) in &plan.post_derives {
-            let (next, e) = self.measure_expr(lf, x, &base)?;
-            lf = next.with_column(e.alias(name.as_str()));
-        }
-        for o in &plan.outputs {
-            let (next, e) = self.measure_expr(lf, &o.expr, &base)?;
-            lf = next.with_column(e.alias(o.name.as_str()));
-        }
-        for x in &plan.post_filters {
-            let (next, e) = self.measure_expr(lf, x, &base)?;
-            lf = next.filter(e);
+        if let Some((n, dim, by)) = &plan.top {
+            lf = self.top(lf, *n, dim, by, &base)?;
+        } else {
+            for (name, x) in &plan.post_derives {
+                let (next, e) = self.measure_expr(lf, x, &base)?;
+                lf = next.with_column(e.alias(name.as_str()));
+            }
+            for o in &plan.outputs {
+                let (next, e) = self.measure_expr(lf, &o.expr, &base)?;
+                lf = next.with_column(e.alias(o.name.as_str()));
+            }
+            for x in &plan.post_filters {
+                let (next, e) = self.measure_expr(lf, x, &base)?;
+                lf = next.filter(e);
+            }
         }
         // Output: period, keys, then what `show` asks for (or the aggregates).
         let mut select: Vec<Expr> = Vec::new();
@@ -972,24 +975,180 @@ impl Compiler<'_> {
         Ok(with_calendar_key(counted, Some(t), self.plan.frequency))
     }
 
-    fn top(&mut self, lf: LazyFrame, n: usize, dim: &str, by: &str) -> Result<LazyFrame> {
+    /// `top n DIM by COL`: every measure is computed on the full rows (each
+    /// member's own series, whether or not it was in the top the year
+    /// before), then the members ranked below `n` in each period (ties by
+    /// code) are summed into one row "others". In that row the aggregates and
+    /// the measures that add up (share, contribution) are the sums of its
+    /// members'; expressions without measures are computed on the sums; the
+    /// other measures (growth, rank, records, ...) are null, with a warning:
+    /// its members change from period to period. Post-filters are applied
+    /// after the fold.
+    fn top(&mut self, lf: LazyFrame, n: usize, dim: &str, by: &str, base: &LazyFrame) -> Result<LazyFrame> {
         let plan = self.plan;
         check_top_aggregates(plan)?;
+        // Measures on the full rows, each into a hidden column.
+        let mut lf = lf;
+        let mut folded = FoldedMeasures::default();
+        let mut post_derives = Vec::new();
+        for (name, x) in &plan.post_derives {
+            let (next, rx) = self.hide_measures(lf, x, base, &mut folded)?;
+            lf = next.with_column(self.expr(&rx)?.alias(name.as_str()));
+            post_derives.push((name.clone(), rx));
+        }
+        let mut outputs = Vec::new();
+        for o in &plan.outputs {
+            // Shown columns too, for the measures of later ones (yoy(unit_value)).
+            let (next, rx) = self.hide_measures(lf, &o.expr, base, &mut folded)?;
+            lf = next.with_column(self.expr(&rx)?.alias(o.name.as_str()));
+            outputs.push((o.name.clone(), rx));
+        }
+        let mut filters = Vec::new();
+        for x in &plan.post_filters {
+            let (next, rx) = self.hide_measures(lf, x, base, &mut folded)?;
+            lf = next;
+            filters.push(rx);
+        }
+        // Rank the members in each period: by `by`, ties by code.
         let mut partition: Vec<Expr> = Vec::new();
-        if plan.time.is_some() {
+        let mut keys: Vec<String> = Vec::new();
+        if let Some(t) = plan.time {
             partition.push(col("__t"));
+            keys.extend(["__t".to_string(), t.column().to_string()]);
         }
         partition.extend(plan.keys.iter().filter(|k| *k != dim).map(|k| col(k.as_str())));
-        let rank = ordered_window(col(by).cum_count(false), partition, col(by), true)?;
-        let lf = lf.with_column(when(rank.lt_eq(lit(n as u32))).then(col(dim)).otherwise(lit("others")).alias(dim));
-        let mut keys: Vec<Expr> = Vec::new();
-        if plan.time.is_some() {
-            keys.push(col("__t"));
+        keys.extend(plan.keys.iter().cloned());
+        let mut carried: Vec<String> = keys.clone();
+        carried.extend(plan.aggs.iter().map(|a| a.name.clone()));
+        carried.extend(self.warnings.iter().map(|w| w.column.clone()));
+        carried.extend(folded.summed.iter().cloned());
+        carried.extend(folded.dropped.iter().cloned());
+        let lf = lf.select(carried.iter().map(|c| col(c.as_str())).collect::<Vec<_>>());
+        let mut order: Vec<PlSmallStr> =
+            keys.iter().filter(|k| *k != dim).map(|k| PlSmallStr::from(k.as_str())).collect();
+        order.push(by.into());
+        order.push(dim.into());
+        let mut descending = vec![false; order.len()];
+        descending[order.len() - 2] = true;
+        let sorted = lf.sort(
+            order,
+            SortMultipleOptions::default()
+                .with_order_descending_multi(descending)
+                .with_nulls_last(true)
+                .with_maintain_order(true),
+        );
+        let ordinal =
+            if partition.is_empty() { col(by).cum_count(false) } else { col(by).cum_count(false).over(partition)? };
+        let ranked = sorted.with_column(ordinal.alias("__top_rank")).cache();
+        let members = ranked.clone().filter(col("__top_rank").lt_eq(lit(n as u32)));
+        let schema = members.clone().collect_schema()?;
+        let group_keys: Vec<Expr> = keys.iter().filter(|k| *k != dim).map(|k| col(k.as_str())).collect();
+        let mut sums: Vec<Expr> = plan.aggs.iter().map(|a| col(a.name.as_str()).sum()).collect();
+        sums.extend(
+            self.warnings.iter().filter(|w| !folded.silenced.contains(&w.column)).map(|w| col(w.column.as_str()).max()),
+        );
+        sums.extend(folded.summed.iter().map(|c| col(c.as_str()).sum()));
+        sums.push(len().alias("__top_members"));
+        let rest = ranked.filter(col("__top_rank").gt(lit(n as u32)));
+        let others = if group_keys.is_empty() {
+            rest.select(sums).filter(col("__top_members").gt(lit(0)))
+        } else {
+            rest.group_by(group_keys).agg(sums)
+        };
+        let mut fill: Vec<Expr> = vec![lit("others").alias(dim)];
+        fill.extend(folded.silenced.iter().map(|c| lit(false).alias(c.as_str())));
+        for c in &folded.dropped {
+            let dtype = schema.get(c.as_str()).cloned().unwrap_or(DataType::Float64);
+            fill.push(lit(NULL).cast(dtype).alias(c.as_str()));
         }
-        keys.extend(plan.keys.iter().map(|k| col(k.as_str())));
-        let mut aggs: Vec<Expr> = plan.aggs.iter().map(|a| col(a.name.as_str()).sum()).collect();
-        aggs.extend(self.warnings.iter().map(|w| col(w.column.as_str()).max()));
-        Ok(lf.group_by(keys).agg(aggs))
+        let others = others.with_columns(fill);
+        let mut shape: Vec<Expr> = carried.iter().map(|c| col(c.as_str())).collect();
+        let flag = self.fresh("wothers");
+        let members = members.select(shape.clone()).with_column(lit(false).alias(flag.as_str()));
+        let others =
+            others.select(shape.clone()).with_column(lit(!folded.dropped_names.is_empty()).alias(flag.as_str()));
+        shape.push(col(flag.as_str()));
+        let mut lf = concat([members, others], UnionArgs::default())?;
+        if !folded.dropped_names.is_empty() {
+            self.warnings.push(WarningColumn {
+                column: flag,
+                kind: WarningKind::Others { measures: folded.dropped_names.join(", ") },
+            });
+        }
+        lf = lf.with_column(col(dim).eq(lit("others")).alias("__is_others"));
+        // The shown columns, from the folded rows.
+        for (name, rx) in &post_derives {
+            lf = lf.with_column(self.expr(rx)?.alias(name.as_str()));
+        }
+        for (name, rx) in &outputs {
+            lf = lf.with_column(self.expr(rx)?.alias(name.as_str()));
+        }
+        for rx in &filters {
+            lf = lf.filter(self.expr(rx)?);
+        }
+        Ok(lf)
+    }
+
+    /// `x` with each measure in it (but unit_value, which the aggregates
+    /// give) computed into a hidden column of `lf`, and replaced by it.
+    fn hide_measures(
+        &mut self,
+        lf: LazyFrame,
+        x: &RExpr,
+        base: &LazyFrame,
+        folded: &mut FoldedMeasures,
+    ) -> Result<(LazyFrame, RExpr)> {
+        let b = |e: RExpr| Box::new(e);
+        Ok(match x {
+            RExpr::Measure(m) if !matches!(m.as_ref(), Measure::UnitValue) => {
+                let before = self.warnings.len();
+                let (lf, e) = self.measure_expr(lf, x, base)?;
+                let name = self.fresh("m");
+                let lf = lf.with_column(e.alias(name.as_str()));
+                folded.add(m, &name, x, self.warnings[before..].iter().map(|w| w.column.clone()));
+                (lf, RExpr::Col(name))
+            }
+            RExpr::Neg(a) => {
+                let (lf, a) = self.hide_measures(lf, a, base, folded)?;
+                (lf, RExpr::Neg(b(a)))
+            }
+            RExpr::Not(a) => {
+                let (lf, a) = self.hide_measures(lf, a, base, folded)?;
+                (lf, RExpr::Not(b(a)))
+            }
+            RExpr::Calendar(f, a) => {
+                let (lf, a) = self.hide_measures(lf, a, base, folded)?;
+                (lf, RExpr::Calendar(*f, b(a)))
+            }
+            RExpr::Bin(op, l, r) => {
+                let (lf, l) = self.hide_measures(lf, l, base, folded)?;
+                let (lf, r) = self.hide_measures(lf, r, base, folded)?;
+                (lf, RExpr::Bin(*op, b(l), b(r)))
+            }
+            RExpr::In(a, list) => {
+                let (mut lf, a) = self.hide_measures(lf, a, base, folded)?;
+                let mut items = Vec::new();
+                for item in list {
+                    let (next, item) = self.hide_measures(lf, item, base, folded)?;
+                    lf = next;
+                    items.push(item);
+                }
+                (lf, RExpr::In(b(a), items))
+            }
+            RExpr::Between(a, lo, hi, excl) => {
+                let (lf, a) = self.hide_measures(lf, a, base, folded)?;
+                let (lf, lo) = self.hide_measures(lf, lo, base, folded)?;
+                let (lf, hi) = self.hide_measures(lf, hi, base, folded)?;
+                (lf, RExpr::Between(b(a), b(lo), b(hi), *excl))
+            }
+            RExpr::If(c, t, e) => {
+                let (lf, c) = self.hide_measures(lf, c, base, folded)?;
+                let (lf, t) = self.hide_measures(lf, t, base, folded)?;
+                let (lf, e) = self.hide_measures(lf, e, base, folded)?;
+                (lf, RExpr::If(b(c), b(t), b(e)))
+            }
+            other => (lf, other.clone()),
+        })
     }
 
     /// `__t` plus the keys: what identifies a row of the aggregated frame.
@@ -1211,16 +1370,18 @@ impl Compiler<'_> {
             }
             Measure::Rank(a, within) => {
                 let (lf, cx) = self.column_of(lf, a, base)?;
+                // Competition ranking: equal values share the best rank
+                // (1, 2, 2, 4), whatever order the rows come in.
                 let part = self.period_partition(within);
-                let rank = ordered_window(col(cx.as_str()).cum_count(false), part, col(cx.as_str()), true)?;
+                let ordinal = ordered_window(col(cx.as_str()).cum_count(false), part.clone(), col(cx.as_str()), true)?;
+                let nth = self.fresh("ordinal");
+                let lf = lf.with_column(ordinal.alias(nth.as_str()));
+                let mut ties = part;
+                ties.push(col(cx.as_str()));
+                let rank = col(nth.as_str()).min().over(ties)?;
                 (lf, when(col(cx.as_str()).is_null()).then(lit(NULL)).otherwise(rank).cast(DataType::Float64))
             }
-            Measure::UnitValue => (
-                lf,
-                when(col("__uv_quantity").gt(lit(0.0)))
-                    .then(col("__uv_value") / col("__uv_quantity"))
-                    .otherwise(lit(NULL)),
-            ),
+            Measure::UnitValue => (lf, unit_value()),
         })
     }
 
@@ -1371,8 +1532,45 @@ impl Compiler<'_> {
                 Some((_, source)) if source == target => self.expr(a)?,
                 _ => self.expr(a)? * col(fx_column(target).as_str()),
             },
+            // unit_value is a ratio of two aggregates (after `top`, of "others"' sums too).
+            RExpr::Measure(m) if matches!(m.as_ref(), Measure::UnitValue) => unit_value(),
             RExpr::Measure(_) => return Err(Error::internal("a measure in a row expression")),
         })
+    }
+}
+
+/// value / quantity over the rows that report a quantity.
+fn unit_value() -> Expr {
+    when(col("__uv_quantity").gt(lit(0.0))).then(col("__uv_value") / col("__uv_quantity")).otherwise(lit(NULL))
+}
+
+/// The hidden measure columns of a `top` query: those whose "others" value
+/// is the sum of its members' (`summed`), and those left null for "others"
+/// (`dropped`, with the measures as the query wrote them).
+#[derive(Default)]
+pub(crate) struct FoldedMeasures {
+    pub(crate) summed: Vec<String>,
+    /// Warning columns of the dropped measures: false for "others".
+    pub(crate) silenced: Vec<String>,
+    pub(crate) dropped: Vec<String>,
+    pub(crate) dropped_names: Vec<String>,
+}
+
+impl FoldedMeasures {
+    /// Records measure `m` (written `x`), computed into column `name` with
+    /// the warning columns `warnings`.
+    pub(crate) fn add(&mut self, m: &Measure, name: &str, x: &RExpr, warnings: impl Iterator<Item = String>) {
+        if matches!(m, Measure::Share(..) | Measure::Contribution(..)) {
+            self.summed.push(name.to_string());
+            return;
+        }
+        // Its warnings do not apply to "others", where it is null.
+        self.silenced.extend(warnings);
+        self.dropped.push(name.to_string());
+        let text = x.to_string();
+        if !self.dropped_names.contains(&text) {
+            self.dropped_names.push(text);
+        }
     }
 }
 

@@ -292,6 +292,10 @@ impl Plan {
         defaults.extend(self.keys.iter().cloned());
         for d in defaults {
             if !by.iter().any(|(c, _)| *c == d) {
+                // "others" of a `top` after its members (`__is_others`).
+                if self.top.as_ref().is_some_and(|(_, dim, _)| *dim == d) {
+                    by.push(("__is_others".to_string(), false));
+                }
                 by.push((d, false));
             }
         }

@@ -21,8 +21,8 @@ pub mod engine;
 use crate::error::{Error, Result};
 use crate::lang::ast::BinOp;
 use crate::lang::compile::{
-    ResultShape, WarningColumn, WarningKind, calendar_bound, check_top_aggregates, convert_targets, fx_column,
-    partial_warning, sub_periods, uses_section,
+    FoldedMeasures, ResultShape, WarningColumn, WarningKind, calendar_bound, check_top_aggregates, convert_targets,
+    fx_column, partial_warning, sub_periods, uses_section,
 };
 use crate::lang::plan::*;
 use crate::store::Manifest;
@@ -321,9 +321,6 @@ impl Sql<'_> {
             return self.listing(&f);
         }
         f = self.aggregate(&f, manifest)?;
-        if let Some((n, dim, by)) = &plan.top {
-            f = self.top(&f, *n, dim, by)?;
-        }
         if let Some(t) = plan.time {
             let tq = self.q("__t");
             let label = match t {
@@ -335,21 +332,25 @@ impl Sql<'_> {
             };
             f = self.with_column(&f, &label, t.column());
         }
-        for (name, x) in &plan.post_derives {
-            let (next, e) = self.measure_expr(&f, x, &base)?;
-            f = self.with_column(&next, &e, name);
-        }
-        for o in &plan.outputs {
-            let (next, e) = self.measure_expr(&f, &o.expr, &base)?;
-            f = self.with_column(&next, &e, &o.name);
-        }
-        for x in &plan.post_filters {
-            // Measures may be window functions: make the condition a column first.
-            let (next, e) = self.measure_expr(&f, x, &base)?;
-            let name = self.fresh("keep");
-            let next = self.with_column(&next, &e, &name);
-            let keep = self.q(&name);
-            f = self.filter(&next, &keep);
+        if let Some((n, dim, by)) = &plan.top {
+            f = self.top(&f, *n, dim, by, &base)?;
+        } else {
+            for (name, x) in &plan.post_derives {
+                let (next, e) = self.measure_expr(&f, x, &base)?;
+                f = self.with_column(&next, &e, name);
+            }
+            for o in &plan.outputs {
+                let (next, e) = self.measure_expr(&f, &o.expr, &base)?;
+                f = self.with_column(&next, &e, &o.name);
+            }
+            for x in &plan.post_filters {
+                // Measures may be window functions: make the condition a column first.
+                let (next, e) = self.measure_expr(&f, x, &base)?;
+                let name = self.fresh("keep");
+                let next = self.with_column(&next, &e, &name);
+                let keep = self.q(&name);
+                f = self.filter(&next, &keep);
+            }
         }
         let mut names = plan.result_columns();
         names.extend(self.warnings.iter().map(|w| w.column.clone()));
@@ -601,13 +602,48 @@ impl Sql<'_> {
         Ok(self.join_column(f, &counts, column, &format!("a.{tq} = b.{tq}")))
     }
 
-    fn top(&mut self, f: &Frame, n: usize, dim: &str, by: &str) -> Result<Frame> {
+    /// `top n DIM by COL`, as the polars backend computes it: measures on
+    /// the full rows, then the members ranked below `n` in each period (ties
+    /// by code) summed into "others", whose share and contribution are its
+    /// members' sums and whose other measures are null.
+    fn top(&mut self, f: &Frame, n: usize, dim: &str, by: &str, base: &Frame) -> Result<Frame> {
         let plan = self.plan;
         check_top_aggregates(plan)?;
-        let mut partition: Vec<String> = Vec::new();
-        if plan.time.is_some() {
-            partition.push(self.q("__t"));
+        let mut f = f.clone();
+        let mut folded = FoldedMeasures::default();
+        let mut post_derives = Vec::new();
+        for (name, x) in &plan.post_derives {
+            let (next, rx) = self.hide_measures(&f, x, base, &mut folded)?;
+            let e = self.expr(&rx)?;
+            f = self.with_column(&next, &e, name);
+            post_derives.push((name.clone(), rx));
         }
+        let mut outputs = Vec::new();
+        for o in &plan.outputs {
+            // Shown columns too, for the measures of later ones (yoy(unit_value)).
+            let (next, rx) = self.hide_measures(&f, &o.expr, base, &mut folded)?;
+            let e = self.expr(&rx)?;
+            f = self.with_column(&next, &e, &o.name);
+            outputs.push((o.name.clone(), rx));
+        }
+        let mut filters = Vec::new();
+        for x in &plan.post_filters {
+            let (next, rx) = self.hide_measures(&f, x, base, &mut folded)?;
+            f = next;
+            filters.push(rx);
+        }
+        let mut keys: Vec<String> = Vec::new();
+        if let Some(t) = plan.time {
+            keys.extend(["__t".to_string(), t.column().to_string()]);
+        }
+        keys.extend(plan.keys.iter().cloned());
+        let others_keys: Vec<String> = keys.iter().filter(|k| *k != dim).cloned().collect();
+        let mut carried = keys.clone();
+        carried.extend(plan.aggs.iter().map(|a| a.name.clone()));
+        carried.extend(self.warnings.iter().map(|w| w.column.clone()));
+        carried.extend(folded.summed.iter().cloned());
+        carried.extend(folded.dropped.iter().cloned());
+        let mut partition: Vec<String> = plan.time.iter().map(|_| self.q("__t")).collect();
         partition.extend(plan.keys.iter().filter(|k| *k != dim).map(|k| self.q(k)));
         let rank = format!(
             "ROW_NUMBER() OVER ({}ORDER BY {} DESC NULLS LAST, {} ASC)",
@@ -615,25 +651,125 @@ impl Sql<'_> {
             self.q(by),
             self.q(dim)
         );
-        let named = format!("CASE WHEN {rank} <= {n} THEN {} ELSE 'others' END", self.q(dim));
-        let ranked = self.with_column(f, &named, dim);
-        let mut keys: Vec<String> = Vec::new();
-        if plan.time.is_some() {
-            keys.push("__t".into());
+        let ranked = self.with_column(&Frame { name: f.name.clone(), cols: carried.clone() }, &rank, "__top_rank");
+        let members: Vec<String> = carried.iter().map(|c| self.q(c)).collect();
+        let mut others: Vec<String> = Vec::new();
+        for c in &carried {
+            let q = self.q(c);
+            let e = if c == dim {
+                format!("{} AS {q}", self.d.string("others"))
+            } else if others_keys.contains(c) {
+                q
+            } else if plan.aggs.iter().any(|a| a.name == *c) || folded.summed.contains(c) {
+                format!("COALESCE(SUM({q}), 0e0) AS {q}")
+            } else if folded.silenced.contains(c) {
+                format!("FALSE AS {q}")
+            } else if folded.dropped.contains(c) {
+                format!("NULL AS {q}")
+            } else {
+                format!("MAX({q}) AS {q}")
+            };
+            others.push(e);
         }
-        keys.extend(plan.keys.iter().cloned());
-        let mut select: Vec<String> = keys.iter().map(|k| self.q(k)).collect();
-        let mut cols = keys.clone();
-        for a in &plan.aggs {
-            select.push(format!("COALESCE(SUM({q}), 0e0) AS {q}", q = self.q(&a.name)));
-            cols.push(a.name.clone());
+        let flag = self.fresh("wothers");
+        let dropped = if folded.dropped_names.is_empty() { "FALSE" } else { "TRUE" };
+        let group_by =
+            if others_keys.is_empty() { String::new() } else { format!(" GROUP BY {}", self.list(&others_keys)) };
+        let (r, fq) = (self.q("__top_rank"), self.q(&flag));
+        let body = format!(
+            "SELECT {}, FALSE AS {fq} FROM {t} WHERE {r} <= {n}\n\
+             UNION ALL\n\
+             SELECT {}, {dropped} AS {fq} FROM {t} WHERE {r} > {n}{group_by}",
+            members.join(", "),
+            others.join(", "),
+            t = ranked.name,
+        );
+        let mut cols = carried.clone();
+        cols.push(flag.clone());
+        let mut f = self.cte(body, cols);
+        if !folded.dropped_names.is_empty() {
+            self.warnings.push(WarningColumn {
+                column: flag,
+                kind: WarningKind::Others { measures: folded.dropped_names.join(", ") },
+            });
         }
-        for w in &self.warnings {
-            select.push(format!("MAX({q}) AS {q}", q = self.q(&w.column)));
-            cols.push(w.column.clone());
+        let is_others = format!("({} = {})", self.q(dim), self.d.string("others"));
+        f = self.with_column(&f, &is_others, "__is_others");
+        for (name, rx) in &post_derives {
+            let e = self.expr(rx)?;
+            f = self.with_column(&f, &e, name);
         }
-        let body = format!("SELECT {} FROM {} GROUP BY {}", select.join(", "), ranked.name, self.list(&keys));
-        Ok(self.cte(body, cols))
+        for (name, rx) in &outputs {
+            let e = self.expr(rx)?;
+            f = self.with_column(&f, &e, name);
+        }
+        for rx in &filters {
+            let e = self.expr(rx)?;
+            f = self.filter(&f, &e);
+        }
+        Ok(f)
+    }
+
+    /// `x` with each measure in it (but unit_value) computed into a hidden
+    /// column of `f`, and replaced by it (see the polars backend's).
+    fn hide_measures(
+        &mut self,
+        f: &Frame,
+        x: &RExpr,
+        base: &Frame,
+        folded: &mut FoldedMeasures,
+    ) -> Result<(Frame, RExpr)> {
+        let b = |e: RExpr| Box::new(e);
+        Ok(match x {
+            RExpr::Measure(m) if !matches!(m.as_ref(), Measure::UnitValue) => {
+                let before = self.warnings.len();
+                let (f, e) = self.measure_expr(f, x, base)?;
+                let name = self.fresh("m");
+                let f = self.with_column(&f, &e, &name);
+                folded.add(m, &name, x, self.warnings[before..].iter().map(|w| w.column.clone()));
+                (f, RExpr::Col(name))
+            }
+            RExpr::Neg(a) => {
+                let (f, a) = self.hide_measures(f, a, base, folded)?;
+                (f, RExpr::Neg(b(a)))
+            }
+            RExpr::Not(a) => {
+                let (f, a) = self.hide_measures(f, a, base, folded)?;
+                (f, RExpr::Not(b(a)))
+            }
+            RExpr::Calendar(c, a) => {
+                let (f, a) = self.hide_measures(f, a, base, folded)?;
+                (f, RExpr::Calendar(*c, b(a)))
+            }
+            RExpr::Bin(op, l, r) => {
+                let (f, l) = self.hide_measures(f, l, base, folded)?;
+                let (f, r) = self.hide_measures(&f, r, base, folded)?;
+                (f, RExpr::Bin(*op, b(l), b(r)))
+            }
+            RExpr::In(a, list) => {
+                let (mut f, a) = self.hide_measures(f, a, base, folded)?;
+                let mut items = Vec::new();
+                for item in list {
+                    let (next, item) = self.hide_measures(&f, item, base, folded)?;
+                    f = next;
+                    items.push(item);
+                }
+                (f, RExpr::In(b(a), items))
+            }
+            RExpr::Between(a, lo, hi, excl) => {
+                let (f, a) = self.hide_measures(f, a, base, folded)?;
+                let (f, lo) = self.hide_measures(&f, lo, base, folded)?;
+                let (f, hi) = self.hide_measures(&f, hi, base, folded)?;
+                (f, RExpr::Between(b(a), b(lo), b(hi), *excl))
+            }
+            RExpr::If(c, t, e) => {
+                let (f, c) = self.hide_measures(f, c, base, folded)?;
+                let (f, t) = self.hide_measures(&f, t, base, folded)?;
+                let (f, e) = self.hide_measures(&f, e, base, folded)?;
+                (f, RExpr::If(b(c), b(t), b(e)))
+            }
+            other => (f.clone(), other.clone()),
+        })
     }
 
     /// The period (when there is one) and the `within` columns: what a share
@@ -740,6 +876,7 @@ impl Sql<'_> {
             WarningKind::YtdGap { .. } => "wytd",
             WarningKind::Partial { .. } => "wpartial",
             WarningKind::Unequal { .. } => "wunequal",
+            WarningKind::Others { .. } => "wothers",
         });
         let next = self.with_column(f, cond, &column);
         self.warnings.push(WarningColumn { column, kind });
@@ -876,20 +1013,21 @@ impl Sql<'_> {
                 let (f, cx) = self.column_of(f, a, base)?;
                 let part = self.period_partition(within);
                 let qc = self.q(&cx);
-                let mut order = vec![format!("{qc} DESC NULLS LAST")];
-                order.extend(self.plan.keys.iter().map(|k| format!("{} ASC", self.q(k))));
+                // Competition ranking, as the polars backend: ties share the best rank.
                 let rank = format!(
-                    "CASE WHEN {qc} IS NULL THEN NULL ELSE CAST(ROW_NUMBER() OVER ({}ORDER BY {}) AS DOUBLE) END",
+                    "CASE WHEN {qc} IS NULL THEN NULL ELSE CAST(RANK() OVER ({}ORDER BY {qc} DESC NULLS LAST) AS DOUBLE) END",
                     partition_by(&part),
-                    order.join(", ")
                 );
                 self.materialise(&f, &rank, "rank")
             }
-            Measure::UnitValue => {
-                let (v, q) = (self.q("__uv_value"), self.q("__uv_quantity"));
-                (f.clone(), format!("(CASE WHEN {q} > 0 THEN {} END)", self.d.divide(&v, &q)))
-            }
+            Measure::UnitValue => (f.clone(), self.unit_value()),
         })
+    }
+
+    /// value / quantity over the rows that report a quantity.
+    fn unit_value(&self) -> String {
+        let (v, q) = (self.q("__uv_value"), self.q("__uv_quantity"));
+        format!("(CASE WHEN {q} > 0 THEN {} END)", self.d.divide(&v, &q))
     }
 
     /// Sum, count and max of `column` over the `n` periods up to each row,
@@ -991,6 +1129,8 @@ impl Sql<'_> {
                 Some((_, source)) if source == target => self.expr(a)?,
                 _ => format!("({} * {})", self.expr(a)?, self.q(&fx_column(target))),
             },
+            // A ratio of two aggregates (after `top`, of "others"' sums too).
+            RExpr::Measure(m) if matches!(m.as_ref(), Measure::UnitValue) => self.unit_value(),
             RExpr::Measure(_) => return Err(Error::internal("a measure in a row expression")),
         })
     }
