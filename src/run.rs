@@ -102,6 +102,11 @@ pub fn finish(shape: &ResultShape, frame: DataFrame) -> Result<Outcome> {
             WarningKind::MissingBase { measure, offset } => {
                 warnings.push(format!("{measure} is null for {list}: the period {offset} before is missing"))
             }
+            WarningKind::BaseFiltered { measure, offset, filter } => warnings.push(format!(
+                "{measure} is null for {list}: the period {offset} before is stored, but the filter `{filter}` \
+                 leaves it out (measures compare only the periods the filters keep; widen the filter \
+                 before `by` and filter the shown periods after it)"
+            )),
             WarningKind::Partial { .. } => notes.push(format!("partial period: {list}")),
             WarningKind::Unequal { measure, offset, unit } => warnings.push(format!(
                 "{measure} for {list} compares periods that hold different numbers of {unit}: \

@@ -551,7 +551,7 @@ fn build_manifest(
         rows,
         aggregate_rows,
         periods: all_periods.iter().map(Period::to_string).collect(),
-        aggregate_codes: aggregate_codes(old, &mapping),
+        aggregate_codes: aggregate_codes(old, mapping),
         files,
         ingests,
     };

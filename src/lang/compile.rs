@@ -81,6 +81,9 @@ pub struct WarningColumn {
 pub enum WarningKind {
     /// The comparison period of a measure is missing.
     MissingBase { measure: String, offset: &'static str },
+    /// The comparison period is stored, but the query's calendar filter
+    /// (`filter`) leaves it out.
+    BaseFiltered { measure: String, offset: &'static str, filter: String },
     /// A roll-up period holds fewer sub-periods than a full one (a note).
     Partial { expected: u32, unit: &'static str },
     /// A measure compares two roll-up periods that hold different numbers
@@ -190,6 +193,54 @@ pub fn code_combinations(
     let columns: Vec<StringChunked> =
         dims.iter().map(|d| Ok(frame.column(d)?.str()?.clone())).collect::<Result<_>>()?;
     Ok((0..frame.height()).map(|i| columns.iter().map(|c| c.get(i).map(str::to_string)).collect()).collect())
+}
+
+/// The roll-up periods (their first days) that the dataset holds but the
+/// query's calendar filters leave out entirely, and the filters' text: what
+/// names a comparison base a filter removed. None when no stored period is
+/// left out.
+pub fn cut_periods(plan: &Plan, manifest: &Manifest, store: &Path) -> Result<Option<(String, Vec<i32>)>> {
+    let Some(t) = plan.time else { return Ok(None) };
+    let bounds: Vec<String> = plan.row_filters.iter().filter_map(calendar_bound).map(|b| b.to_string()).collect();
+    if bounds.is_empty() {
+        return Ok(None);
+    }
+    let c = Compiler {
+        plan,
+        manifest,
+        n: 0,
+        warnings: Vec::new(),
+        store,
+        shared: None,
+        fx: Vec::new(),
+        pass: None,
+        polars_rows: false,
+        pushed_down: Vec::new(),
+        coverage: None,
+    };
+    let kept = c.calendar_window(manifest)?.select([col("period")]).collect()?;
+    let kept: std::collections::BTreeSet<i32> =
+        kept.column("period")?.date()?.physical().iter().flatten().map(|d| start_of(d, t)).collect();
+    let cut: Vec<i32> = manifest
+        .period_values()
+        .iter()
+        .map(|p| start_of(p.days(), t))
+        .filter(|d| !kept.contains(d))
+        .collect::<std::collections::BTreeSet<i32>>()
+        .into_iter()
+        .collect();
+    Ok(if cut.is_empty() { None } else { Some((bounds.join(" and "), cut)) })
+}
+
+/// The first day of the roll-up period `t` that holds day `days`.
+fn start_of(days: i32, t: TimeKey) -> i32 {
+    let (y, m, _) = crate::period::civil_from_days(days);
+    let first = match t {
+        TimeKey::Year => 1,
+        TimeKey::Quarter => (m - 1) / 3 * 3 + 1,
+        TimeKey::Month => m,
+    };
+    crate::period::days_from_civil(y, first, 1)
 }
 
 /// The currencies convert() targets, other than the dataset's own, sorted.
@@ -1181,6 +1232,41 @@ impl Compiler<'_> {
         (lf.join(shifted, keys.clone(), keys, join_args()), prev)
     }
 
+    /// Flags the rows whose comparison value `prev` (from `months` earlier)
+    /// is null: the period is missing, or it is stored but the query's
+    /// calendar filter leaves it out (then the warning names the filter).
+    fn missing_base(
+        &mut self,
+        lf: LazyFrame,
+        prev: &str,
+        months: i32,
+        measure: String,
+        offset: &'static str,
+    ) -> LazyFrame {
+        let missing = col(prev).is_null();
+        let flag = self.fresh("wmiss");
+        let Some((filter, cut)) = self.plan.cut.clone() else {
+            self.warnings
+                .push(WarningColumn { column: flag.clone(), kind: WarningKind::MissingBase { measure, offset } });
+            return lf.with_column(missing.alias(flag.as_str()));
+        };
+        let base = col("__t").dt().offset_by(lit(format!("{}mo", -months)));
+        let is_cut = cut.iter().fold(lit(false), |any, d| any.or(base.clone().eq(date_lit(*d))));
+        let cut_flag = self.fresh("wcut");
+        self.warnings.push(WarningColumn {
+            column: flag.clone(),
+            kind: WarningKind::MissingBase { measure: measure.clone(), offset },
+        });
+        self.warnings.push(WarningColumn {
+            column: cut_flag.clone(),
+            kind: WarningKind::BaseFiltered { measure, offset, filter },
+        });
+        lf.with_columns([
+            missing.clone().and(is_cut.clone().not()).alias(flag.as_str()),
+            missing.and(is_cut).alias(cut_flag.as_str()),
+        ])
+    }
+
     /// Flags the rows whose roll-up period holds a different number of the
     /// dataset's periods than the one `months` earlier that `measure`
     /// compares it with (a partial year against a full one).
@@ -1220,14 +1306,9 @@ impl Compiler<'_> {
                 let (lf, cx) = self.column_of(lf, a, base)?;
                 let months = if matches!(m.as_ref(), Measure::Pop(_)) { t_months } else { 12 };
                 let (lf, prev) = self.previous(lf, &cx, months);
-                let flag = self.fresh("wmiss");
-                let lf = lf.with_column(col(prev.as_str()).is_null().alias(flag.as_str()));
                 let measure = format!("{}({})", m.name(), display_arg(a));
                 let offset_text = if months == 12 { "a year" } else { "one period" };
-                self.warnings.push(WarningColumn {
-                    column: flag,
-                    kind: WarningKind::MissingBase { measure, offset: offset_text },
-                });
+                let lf = self.missing_base(lf, &prev, months, measure, offset_text);
                 let e = match m.as_ref() {
                     Measure::Pp(_) => (col(cx.as_str()) - col(prev.as_str())) * lit(100.0),
                     _ => col(cx.as_str()) / col(prev.as_str()) - lit(1.0),
@@ -1278,12 +1359,7 @@ impl Compiler<'_> {
                 let mut on = vec![col("__t")];
                 on.extend(within.iter().map(|w| col(w.as_str())));
                 let lf = lf.join(totals, on.clone(), on, join_args());
-                let flag = self.fresh("wmiss");
-                let lf = lf.with_column(col(prev.as_str()).is_null().alias(flag.as_str()));
-                self.warnings.push(WarningColumn {
-                    column: flag,
-                    kind: WarningKind::MissingBase { measure: format!("contribution({agg_name})"), offset: "a year" },
-                });
+                let lf = self.missing_base(lf, &prev, 12, format!("contribution({agg_name})"), "a year");
                 let lf = self.unequal_periods(lf, 12, format!("contribution({agg_name})"), "a year");
                 (lf, (col(agg_name.as_str()) - col(prev.as_str())) / col(total.as_str()) * lit(100.0))
             }

@@ -124,6 +124,7 @@ pub fn load_with_scan(
         ));
         plan.ytd_through = Some(through);
     }
+    plan.cut = compile::cut_periods(&plan, &manifest, store.root())?;
     // In a batch, every query reads the dataset through the shared per-year scans.
     let (scan, shared) = match shared {
         Some(s) => (s.dataset_scan(store.root(), &manifest)?, Some(s)),

@@ -242,6 +242,10 @@ pub struct Plan {
     /// Dimensions whose aggregate and member rows the query's filters both
     /// select, and which no `by` key keeps apart: sums add them together.
     pub summed_together: Vec<(String, Vec<String>)>,
+    /// The query's calendar filters, and the roll-up periods (first days)
+    /// the dataset holds that they leave out: a comparison with one of them
+    /// says that the filter removed it (set when the query is loaded).
+    pub cut: Option<(String, Vec<i32>)>,
     pub row_filters: Vec<RExpr>,
     pub derives: Vec<(String, RExpr)>,
     pub groups: Vec<GroupMap>,

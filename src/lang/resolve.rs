@@ -128,6 +128,7 @@ pub fn resolve(query: &Query, catalog: &Catalog<'_>, overrides: &[(String, Strin
         left_out: Vec::new(),
         mixed: Vec::new(),
         summed_together: Vec::new(),
+        cut: None,
         row_filters: Vec::new(),
         derives: Vec::new(),
         groups: Vec::new(),

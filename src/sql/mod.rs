@@ -840,6 +840,21 @@ impl Sql<'_> {
         (self.join_column(f, &shifted, &prev, &on), prev)
     }
 
+    /// Flags the rows whose comparison value `qp` (from `months` earlier) is
+    /// null: missing, or stored but left out by the calendar filter (as the
+    /// polars backend does).
+    fn missing_base(&mut self, f: &Frame, qp: &str, months: i32, measure: String, offset: &'static str) -> Frame {
+        let Some((filter, cut)) = self.plan.cut.clone() else {
+            return self.warn(f, &format!("({qp} IS NULL)"), WarningKind::MissingBase { measure, offset });
+        };
+        let base = self.d.add_months(&self.q("__t"), -months);
+        let dates: Vec<String> = cut.iter().map(|d| format!("DATE '{}'", date_text(*d))).collect();
+        let is_cut = format!("({base} IN ({}))", dates.join(", "));
+        let kind = WarningKind::MissingBase { measure: measure.clone(), offset };
+        let f = self.warn(f, &format!("({qp} IS NULL AND NOT {is_cut})"), kind);
+        self.warn(&f, &format!("({qp} IS NULL AND {is_cut})"), WarningKind::BaseFiltered { measure, offset, filter })
+    }
+
     /// Flags the rows whose roll-up period holds a different number of the
     /// dataset's periods than the one `months` earlier that `measure`
     /// compares it with (as the polars backend does).
@@ -873,6 +888,7 @@ impl Sql<'_> {
     fn warn(&mut self, f: &Frame, cond: &str, kind: WarningKind) -> Frame {
         let column = self.fresh(match kind {
             WarningKind::MissingBase { .. } => "wmiss",
+            WarningKind::BaseFiltered { .. } => "wcut",
             WarningKind::YtdGap { .. } => "wytd",
             WarningKind::Partial { .. } => "wpartial",
             WarningKind::Unequal { .. } => "wunequal",
@@ -908,11 +924,8 @@ impl Sql<'_> {
                 let months = if matches!(m.as_ref(), Measure::Pop(_)) { t_months } else { 12 };
                 let (f, prev) = self.previous(&f, &cx, months);
                 let (qc, qp) = (self.q(&cx), self.q(&prev));
-                let kind = WarningKind::MissingBase {
-                    measure: format!("{}({a})", m.name()),
-                    offset: if months == 12 { "a year" } else { "one period" },
-                };
-                let f = self.warn(&f, &format!("({qp} IS NULL)"), kind);
+                let offset = if months == 12 { "a year" } else { "one period" };
+                let f = self.missing_base(&f, &qp, months, format!("{}({a})", m.name()), offset);
                 let e = match m.as_ref() {
                     Measure::Pp(_) => format!("(({qc} - {qp}) * 1e2)"),
                     _ => format!("({} - 1e0)", self.d.divide(&qc, &qp)),
@@ -944,8 +957,7 @@ impl Sql<'_> {
                 let totals = self.base_totals(base, within, &row_col, &total, 12);
                 let f = self.join_column(&f, &totals, &total, &self.on_time_within(within));
                 let qp = self.q(&prev);
-                let kind = WarningKind::MissingBase { measure: format!("contribution({agg_name})"), offset: "a year" };
-                let f = self.warn(&f, &format!("({qp} IS NULL)"), kind);
+                let f = self.missing_base(&f, &qp, 12, format!("contribution({agg_name})"), "a year");
                 let f = self.unequal_periods(&f, 12, format!("contribution({agg_name})"), "a year");
                 let growth = format!("({} - {qp})", self.q(agg_name));
                 (f, format!("({} * 1e2)", self.d.divide(&growth, &self.q(&total))))
