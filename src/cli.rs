@@ -303,6 +303,11 @@ enum GroupsAction {
         store: PathBuf,
         #[arg(long)]
         wait: bool,
+        /// Refuse the table when a member is a code of no dataset of the
+        /// store (for partners: nor an ISO 3166 alpha-3 code); without it,
+        /// such members are warnings with a "did you mean".
+        #[arg(long)]
+        strict: bool,
     },
 }
 
@@ -533,8 +538,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}", crate::rates::add(&store, &file, wait)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Groups { action: GroupsAction::Add { name, file, of, store, wait } } => {
-            println!("{}", crate::groups::add(&store, &name, &of, &file, wait)?);
+        Command::Groups { action: GroupsAction::Add { name, file, of, store, wait, strict } } => {
+            let report = crate::groups::add(&store, &name, &of, &file, wait, strict)?;
+            println!("{report}");
+            for w in &report.warnings {
+                eprintln!("warning: {w}");
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -26,6 +26,9 @@ pub struct GroupsReport {
     pub rows: u64,
     pub groups: Vec<(String, u64)>,
     pub version: u64,
+    /// Members that are codes of no dataset of the store (and, for partners,
+    /// no ISO 3166 code): likely typos, each with the file line and a hint.
+    pub warnings: Vec<String>,
 }
 
 impl std::fmt::Display for GroupsReport {
@@ -215,7 +218,11 @@ pub(crate) fn commit_reference(
 }
 
 /// Stores the group table at `path` under `name`, replacing a table of that name.
-pub fn add(store_root: &Path, name: &str, of: &str, path: &Path, wait: bool) -> Result<GroupsReport> {
+///
+/// Each member is checked against the codes the store's datasets hold (and,
+/// for partners, the ISO 3166 alpha-3 codes): an unknown member is a warning
+/// with a "did you mean", or with `strict` an error and nothing is stored.
+pub fn add(store_root: &Path, name: &str, of: &str, path: &Path, wait: bool, strict: bool) -> Result<GroupsReport> {
     if !DIMENSIONS.contains(&of) {
         return Err(Error::usage(format!("groups are of partner, product or region codes, not {of:?}")));
     }
@@ -223,6 +230,24 @@ pub fn add(store_root: &Path, name: &str, of: &str, path: &Path, wait: bool) -> 
         return Err(Error::usage(format!("bad group table name {name:?}: use letters, digits, '_' and '-'")));
     }
     let rows = read_table(path)?;
+    let known = KnownCodes::of_store(&Store::at(store_root), of)?;
+    let mut warnings = Vec::new();
+    let mut reported = std::collections::BTreeSet::new();
+    for m in &rows {
+        if reported.insert(m.member.as_str())
+            && let Some(why) = known.unknown(&m.member)
+        {
+            warnings.push(format!("{}:{}: member {:?} of {}: {why}", path.display(), m.line, m.member, m.group));
+        }
+    }
+    if strict && !warnings.is_empty() {
+        return Err(Error::input(format!(
+            "{} unknown member codes; nothing was stored:\n  {}",
+            warnings.len(),
+            warnings.join("\n  ")
+        ))
+        .hint("correct the codes, or leave out --strict to store the table with a warning"));
+    }
     let date = |p: Option<Period>| p.map(Period::days);
     let frame = DataFrame::new(
         rows.len(),
@@ -266,5 +291,106 @@ pub fn add(store_root: &Path, name: &str, of: &str, path: &Path, wait: bool) -> 
         manifest.tables.sort_by(|a, b| a.name.cmp(&b.name));
         removed
     })?;
-    Ok(GroupsReport { name: name.to_string(), rows: rows.len() as u64, groups, version })
+    Ok(GroupsReport { name: name.to_string(), rows: rows.len() as u64, groups, version, warnings })
+}
+
+/// ISO 3166 alpha-3 codes with their English names (the bundled
+/// `data/country_codes.csv`), the reference a partner code is checked against.
+const COUNTRY_CODES: &str = include_str!("../data/country_codes.csv");
+
+fn iso3_names() -> impl Iterator<Item = (&'static str, &'static str)> {
+    COUNTRY_CODES.lines().skip(1).filter_map(|line| {
+        let mut fields = line.split(',');
+        let iso3 = fields.next()?;
+        let name = fields.nth(2)?.trim_matches('"');
+        Some((iso3, name))
+    })
+}
+
+/// The codes a member of a group table of one dimension may be: those the
+/// store's datasets hold, and for partners the ISO 3166 alpha-3 codes.
+pub struct KnownCodes {
+    of: String,
+    codes: std::collections::BTreeSet<String>,
+}
+
+impl KnownCodes {
+    /// The codes of `of` in every dataset of `store`.
+    pub fn of_store(store: &Store, of: &str) -> Result<KnownCodes> {
+        let mut codes = std::collections::BTreeSet::new();
+        for name in store.datasets()? {
+            let Some(m) = store.manifest(&name)? else { continue };
+            codes.extend(dataset_codes(store.root(), &m, of)?);
+        }
+        Ok(KnownCodes { of: of.to_string(), codes })
+    }
+
+    /// The codes of `of` in one dataset.
+    pub fn of_dataset(codes: Vec<String>, of: &str) -> KnownCodes {
+        KnownCodes { of: of.to_string(), codes: codes.into_iter().collect() }
+    }
+
+    /// Why `member` looks like a typo, or None when it is a known code (or,
+    /// for products and regions, when the store holds no codes to compare
+    /// with, or it is a plausible HS code).
+    pub fn unknown(&self, member: &str) -> Option<String> {
+        if self.codes.contains(member) {
+            return None;
+        }
+        match self.of.as_str() {
+            "partner" => {
+                if iso3_names().any(|(c, _)| c == member) {
+                    return None;
+                }
+                let mut candidates: Vec<String> = self.codes.iter().cloned().collect();
+                candidates.extend(iso3_names().map(|(c, _)| c.to_string()));
+                let near: Vec<String> = candidates
+                    .iter()
+                    .filter(|c| crate::suggest::edit_distance(&member.to_uppercase(), c) <= 1)
+                    .map(|c| match iso3_names().find(|(i, _)| i == c) {
+                        Some((_, name)) => format!("{c} ({name})"),
+                        None => c.clone(),
+                    })
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .take(4)
+                    .collect();
+                let hint = if near.is_empty() { String::new() } else { format!("; did you mean {}?", near.join(", ")) };
+                Some(format!("not a partner code of any dataset of the store, nor an ISO 3166 alpha-3 code{hint}"))
+            }
+            "product" => {
+                let hs = member.len() % 2 == 0
+                    && (2..=10).contains(&member.len())
+                    && member.bytes().all(|b| b.is_ascii_digit());
+                if hs || self.codes.iter().any(|c| c.starts_with(member)) {
+                    return None;
+                }
+                let hint = match crate::suggest::closest(member, self.codes.iter().map(String::as_str)) {
+                    Some(c) => format!("; did you mean {c}?"),
+                    None => String::new(),
+                };
+                Some(format!("not an HS code (2 to 10 digits) nor a product code of the store{hint}"))
+            }
+            _ => {
+                if self.codes.is_empty() {
+                    return None;
+                }
+                let hint = match crate::suggest::closest(member, self.codes.iter().map(String::as_str)) {
+                    Some(c) => format!("; did you mean {c}?"),
+                    None => String::new(),
+                };
+                Some(format!("not a {} code of any dataset of the store{hint}", self.of))
+            }
+        }
+    }
+}
+
+/// The distinct codes of column `of` in a dataset (none when it lacks the column).
+fn dataset_codes(store: &Path, m: &crate::store::Manifest, of: &str) -> Result<Vec<String>> {
+    if !m.schema.iter().any(|c| c.name == of) || m.files.is_empty() {
+        return Ok(Vec::new());
+    }
+    let frame = crate::lang::compile::scan_dataset(store, m)?.select([col(of).unique()]).collect()?;
+    let values = frame.column(of)?.str()?.clone();
+    Ok(values.iter().flatten().map(str::to_string).collect())
 }

@@ -155,7 +155,7 @@ pub fn generate(spec: &PanelSpec, csv: Option<&Path>, into: Option<(&Path, &str)
                 let file = std::fs::File::create(&csv).map_err(|e| Error::io("cannot create", &csv, e))?;
                 write_csv(spec, file)?;
                 write_groups(spec, &groups)?;
-                let g = crate::groups::add(store, "partner_groups", "partner", &groups, true)?;
+                let g = crate::groups::add(store, "partner_groups", "partner", &groups, true, false)?;
                 let report = crate::ingest::ingest(&crate::ingest::IngestOptions {
                     store: store.to_path_buf(),
                     dataset: Some(dataset.to_string()),

@@ -70,7 +70,7 @@ pub fn finish(shape: &ResultShape, frame: DataFrame) -> Result<Outcome> {
         parts.retain(|p| !p.is_empty());
         parts.join(" ")
     };
-    let mut warnings = Vec::new();
+    let mut warnings = shape.known_warnings.clone();
     let mut notes = Vec::new();
     for w in &shape.warnings {
         let column = frame.column(&w.column)?.clone();

@@ -63,6 +63,8 @@ pub struct ResultShape {
     pub time_label: Option<String>,
     /// The key columns that name a row's series, for warnings.
     pub key_labels: Vec<String>,
+    /// Warnings known before the query ran (see [`Plan::warnings`]).
+    pub known_warnings: Vec<String>,
     /// Aggregate rows the query left out, per dimension (see [`Plan::left_out`]).
     pub left_out: Vec<(String, Vec<String>)>,
     /// Aggregate rows the query's filters select beside their members (see
@@ -241,6 +243,17 @@ fn start_of(days: i32, t: TimeKey) -> i32 {
         TimeKey::Month => m,
     };
     crate::period::days_from_civil(y, first, 1)
+}
+
+/// The distinct (group, member) pairs of a stored group table.
+pub fn group_members(store: &Path, path: &str) -> Result<Vec<(String, String)>> {
+    let file = store.join(crate::store::GROUPS_DIR).join(path);
+    let frame = LazyFrame::scan_parquet(PlRefPath::new(file.to_string_lossy().as_ref()), ScanArgsParquet::default())?
+        .select([col("group"), col("member")])
+        .unique_stable(None, UniqueKeepStrategy::First)
+        .collect()?;
+    let (groups, members) = (frame.column("group")?.str()?.clone(), frame.column("member")?.str()?.clone());
+    Ok(groups.iter().zip(members.iter()).filter_map(|(g, m)| Some((g?.to_string(), m?.to_string()))).collect())
 }
 
 /// The currencies convert() targets, other than the dataset's own, sorted.
@@ -536,6 +549,7 @@ impl Compiler<'_> {
                 key_labels: plan.keys.clone(),
                 left_out: plan.left_out.clone(),
                 summed_together: plan.summed_together.clone(),
+                known_warnings: plan.warnings.clone(),
             },
         })
     }
@@ -812,6 +826,7 @@ impl Compiler<'_> {
         let shape = ResultShape {
             left_out: plan.left_out.clone(),
             summed_together: plan.summed_together.clone(),
+            known_warnings: plan.warnings.clone(),
             ..Default::default()
         };
         Ok(Compiled { lf, shape, rows_pushed_down: false, pushed_down: Vec::new() })

@@ -125,6 +125,15 @@ pub fn load_with_scan(
         plan.ytd_through = Some(through);
     }
     plan.cut = compile::cut_periods(&plan, &manifest, store.root())?;
+    for g in &plan.groups {
+        let members = compile::group_members(store.root(), &g.path)?;
+        let known = crate::groups::KnownCodes::of_dataset(codes(&g.dim).unwrap_or_default(), &g.dim);
+        for (group, member) in members {
+            if let Some(why) = known.unknown(&member) {
+                plan.warnings.push(format!("group table {}: member {member:?} of {group}: {why}", g.table));
+            }
+        }
+    }
     // In a batch, every query reads the dataset through the shared per-year scans.
     let (scan, shared) = match shared {
         Some(s) => (s.dataset_scan(store.root(), &manifest)?, Some(s)),

@@ -246,6 +246,9 @@ pub struct Plan {
     /// the dataset holds that they leave out: a comparison with one of them
     /// says that the filter removed it (set when the query is loaded).
     pub cut: Option<(String, Vec<i32>)>,
+    /// Warnings known before the query runs (a group table's member that
+    /// is no code of the dataset, nor of ISO 3166).
+    pub warnings: Vec<String>,
     pub row_filters: Vec<RExpr>,
     pub derives: Vec<(String, RExpr)>,
     pub groups: Vec<GroupMap>,

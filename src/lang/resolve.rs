@@ -129,6 +129,7 @@ pub fn resolve(query: &Query, catalog: &Catalog<'_>, overrides: &[(String, Strin
         mixed: Vec::new(),
         summed_together: Vec::new(),
         cut: None,
+        warnings: Vec::new(),
         row_filters: Vec::new(),
         derives: Vec::new(),
         groups: Vec::new(),

@@ -122,6 +122,7 @@ pub fn plan_to_sql(plan: &Plan, manifest: &Manifest, dialect: Dialect, uri: &str
         key_labels: plan.keys.clone(),
         left_out: plan.left_out.clone(),
         summed_together: plan.summed_together.clone(),
+        known_warnings: plan.warnings.clone(),
     };
     Ok(SqlQuery { text, shape })
 }
