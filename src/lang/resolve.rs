@@ -101,6 +101,7 @@ pub fn resolve(query: &Query, catalog: &Catalog<'_>, overrides: &[(String, Strin
         rates: None,
         mixed: None,
         tests_aggregate: false,
+        top_dim: None,
     };
     for p in &query.params {
         let value = match overrides.iter().find(|(k, _)| *k == p.name.name) {
@@ -217,6 +218,7 @@ pub fn resolve(query: &Query, catalog: &Catalog<'_>, overrides: &[(String, Strin
                     return Err(Diag::new(by.span, format!("`top` ranks by a number; `{}` is not one", by.name)));
                 }
                 plan.top = Some((*n, dim.name.clone(), by.name.clone()));
+                r.top_dim = Some(dim.name.clone());
             }
             Stage::Show(items) => {
                 for item in items {
@@ -431,6 +433,8 @@ struct Resolver<'a> {
     /// Whether the query reads the `aggregate` column (then it decides alone
     /// which aggregate rows it keeps).
     tests_aggregate: bool,
+    /// The dimension of a `top` stage, whose folded rows are named "others".
+    top_dim: Option<String>,
 }
 
 impl Resolver<'_> {
@@ -1098,7 +1102,7 @@ impl Resolver<'_> {
         };
         for (lit, v) in lits.iter().zip(values) {
             let RExpr::Str(s) = v else { continue };
-            if known.iter().any(|k| k == s) {
+            if known.iter().any(|k| k == s) || self.top_dim.as_deref() == Some(c.as_str()) && s == "others" {
                 continue;
             }
             let mut d = Diag::new(

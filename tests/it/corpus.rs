@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 /// Queries on the generated panel (dataset `trade`, partner groups G_*), by name.
-const PANEL_QUERIES: [(&str, &str); 19] = [
+const PANEL_QUERIES: [(&str, &str); 26] = [
     (
         "yearly_measures",
         "from trade\nby year, partner\nsum value\nshow value, yoy(value), share(value), pp(share(value)), rank(value)",
@@ -72,6 +72,28 @@ const PANEL_QUERIES: [(&str, &str); 19] = [
     ),
     ("no_period", "from trade\nby partner\nsum value\ntop 4 partner by value\nshow value, share(value), rank(value)"),
     ("ytd_rollup", "from trade\nby ytd, flow\nsum value\nshow value, yoy(value), share(value), pp(share(value))"),
+    (
+        "shares_over_blocs",
+        "from trade\ngroup partner by partner_groups as bloc\nby year, bloc, flow\nsum value\nshow value, share(value), in_bloc = share(value within bloc), in_flow = share(value within flow)",
+    ),
+    ("blocs_no_period", "from trade\ngroup partner by partner_groups as bloc\nby bloc\nsum value\nshow share(value)"),
+    (
+        "top_full_series",
+        "from trade\nby year, partner\nsum value\ntop 3 partner by value\nshow value, yoy(value), share(value), rank(value), c = contribution(value), big = value > 1e6\nwhere year >= 2023",
+    ),
+    (
+        "top_without_others",
+        "from trade\nby quarter, flow, partner\nsum value\ntop 2 partner by value\nshow value, share(value within flow), pp(share(value within flow))\nwhere partner != \"others\"",
+    ),
+    ("base_filtered", "from trade\nwhere year >= 2023\nby year, flow\nsum value\nshow yoy(value), contribution(value)"),
+    (
+        "ytd_inside_and",
+        "from trade\nwhere flow = \"export\" and period <= 2023-09\nby ytd, partner\nsum value\nshow yoy(value)",
+    ),
+    (
+        "unequal_years",
+        "from trade\nwhere period <= 2023-06 and flow = \"import\"\nby year\nsum value\nshow yoy(value), pop(value)",
+    ),
     (
         "quarter_ytd",
         "from trade\nwhere flow = \"import\"\nby quarter\nsum value\nshow ytd(value), ytd_yoy(value), record(value)",

@@ -311,6 +311,169 @@ fn top_n_with_others_and_unit_values() {
     }
 }
 
+/// value summed by (year, group) with membership as of each row's month, and
+/// by (year, group, flow); the base total by year, and by (year, flow).
+#[allow(clippy::type_complexity)]
+fn blocs_by_year() -> (
+    BTreeMap<(i32, String), f64>,
+    BTreeMap<(i32, String, String), f64>,
+    BTreeMap<i32, f64>,
+    BTreeMap<(i32, String), f64>,
+) {
+    let p = panel();
+    let member = |g: &str, partner: &str, y: i32, m: u32| {
+        p.groups.iter().any(|(gg, mm, from)| gg == g && mm == partner && from.is_none_or(|f| f <= (y, m)))
+    };
+    let names: BTreeSet<&String> = p.groups.iter().map(|(g, _, _)| g).collect();
+    let (mut bloc, mut bloc_flow, mut total, mut flow_total) =
+        (BTreeMap::new(), BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
+    for (y, mo, partner, flow, _, v, _) in &p.rows {
+        *total.entry(*y).or_insert(0.0) += v;
+        *flow_total.entry((*y, flow.clone())).or_insert(0.0) += v;
+        for g in &names {
+            if member(g, partner, *y, *mo) {
+                *bloc.entry((*y, g.to_string())).or_insert(0.0) += v;
+                *bloc_flow.entry((*y, g.to_string(), flow.clone())).or_insert(0.0) += v;
+            }
+        }
+    }
+    (bloc, bloc_flow, total, flow_total)
+}
+
+#[test]
+fn shares_over_overlapping_groups_divide_by_the_base_rows() {
+    // share: of all stored rows of the year (each once), not of the sum of
+    // the (overlapping) blocs; within bloc: of the bloc's own total; within
+    // flow: of the flow's total over all rows.
+    let rows = run(
+        "from trade\ngroup partner by partner_groups as bloc\nby year, bloc, flow\nsum value\nshow value, all = share(value), in_bloc = share(value within bloc), in_flow = share(value within flow)",
+    );
+    let (bloc, bloc_flow, total, flow_total) = blocs_by_year();
+    assert_eq!(rows.len(), bloc_flow.len());
+    let sum_of_blocs: f64 = bloc.values().sum();
+    assert!(sum_of_blocs > total.values().sum::<f64>(), "the blocs overlap, so a sum over them counts rows twice");
+    for r in &rows {
+        let y: i32 = r["year"].parse().unwrap();
+        let (g, f) = (r["bloc"].clone(), r["flow"].clone());
+        let v = bloc_flow[&(y, g.clone(), f.clone())];
+        close(&r["value"], Some(v), "value");
+        close(&r["all"], Some(v / total[&y]), "share");
+        close(&r["in_bloc"], Some(v / bloc[&(y, g.clone())]), "share within bloc");
+        close(&r["in_flow"], Some(v / flow_total[&(y, f.clone())]), "share within flow");
+    }
+    // Without a calendar key: the total of every stored row.
+    let rows = run("from trade\ngroup partner by partner_groups as bloc\nby bloc\nsum value\nshow share(value)");
+    let all: f64 = total.values().sum();
+    for r in &rows {
+        let v: f64 = bloc.iter().filter(|((_, g), _)| *g == r["bloc"]).map(|(_, v)| v).sum();
+        close(&r["value_share"], Some(v / all), "share without a period");
+    }
+}
+
+#[test]
+fn top_n_members_are_measured_on_their_own_series() {
+    // A member new in this year's top n is compared with its own value of the
+    // year before (even if it was in "others" then); its rank is among all
+    // partners; "others" has the rest's share, no growth and no rank, and
+    // comes last in its year.
+    let yearly = yearly_by_partner();
+    let years: BTreeSet<i32> = yearly.keys().map(|k| k.0).collect();
+    let mut entered = 0;
+    for n in 2..=5usize {
+        let rows = run(&format!(
+            "from trade\nby year, partner\nsum value\ntop {n} partner by value\nshow value, yoy(value), share(value), rank(value)"
+        ));
+        for &y in &years {
+            let mut ranked: Vec<(&String, f64)> =
+                yearly.iter().filter(|((yy, _), _)| *yy == y).map(|((_, p), v)| (p, *v)).collect();
+            ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
+            let total: f64 = ranked.iter().map(|x| x.1).sum();
+            let got: Vec<&BTreeMap<String, String>> = rows.iter().filter(|r| r["year"] == y.to_string()).collect();
+            assert_eq!(got.len(), n + 1, "{n} partners and others in {y}");
+            assert_eq!(got[n]["partner"], "others", "others last in {y}");
+            let before: Vec<&String> = {
+                let mut b: Vec<(&String, f64)> =
+                    yearly.iter().filter(|((yy, _), _)| *yy == y - 1).map(|((_, p), v)| (p, *v)).collect();
+                b.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
+                b.iter().take(n).map(|x| x.0).collect()
+            };
+            for (i, (p, v)) in ranked[..n].iter().enumerate() {
+                let r = got.iter().find(|r| r["partner"] == **p).unwrap_or_else(|| panic!("{p} in the top {n} of {y}"));
+                let prev = yearly.get(&(y - 1, p.to_string()));
+                if prev.is_some() && !before.contains(p) {
+                    entered += 1;
+                }
+                close(&r["value_yoy"], prev.map(|b| v / b - 1.0), "a member's own growth");
+                close(&r["value_share"], Some(v / total), "share");
+                close(&r["value_rank"], Some((i + 1) as f64), "rank among all partners");
+            }
+            let others: f64 = ranked[n..].iter().map(|x| x.1).sum();
+            close(&got[n]["value"], Some(others), "others");
+            close(&got[n]["value_share"], Some(others / total), "others' share");
+            close(&got[n]["value_yoy"], None, "others' growth");
+            close(&got[n]["value_rank"], None, "others' rank");
+        }
+    }
+    assert!(entered > 0, "some partner enters the top from others, or the test checks little");
+    // A query drops "others" with a filter after `top`.
+    let rows =
+        run("from trade\nby year, partner\nsum value\ntop 3 partner by value\nshow value\nwhere partner != \"others\"");
+    assert!(!rows.is_empty() && rows.iter().all(|r| r["partner"] != "others"));
+}
+
+#[test]
+fn shares_of_a_partition_add_up_to_one() {
+    // Property: for groups that partition the partners, the groups' shares
+    // add up to 1 in every year, and their contributions to the total's growth.
+    for seed in ["3", "5", "8"] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        gen_into(&store, &format!("--partners 9 --products 5 --months 36 --density 0.5 --seed {seed}"));
+        let partners = csv_rows(&ok(&[
+            "run",
+            s(&write(dir.path(), "p.tql", "from trade\nby partner\nsum value")),
+            "--store",
+            s(&store),
+            "-f",
+            "csv",
+        ]));
+        let mut table = String::from("group,member,valid_from,valid_to\n");
+        for (i, r) in partners.iter().enumerate() {
+            table.push_str(&format!("H{},{},,\n", i % 2, r["partner"]));
+        }
+        let t = write(dir.path(), "halves.csv", &table);
+        ok(&["groups", "add", "halves", s(&t), "--store", s(&store)]);
+        let q = write(
+            dir.path(),
+            "q.tql",
+            "from trade\ngroup partner by halves as half\nby year, half\nsum value\nshow share(value), contribution(value)",
+        );
+        let g = write(dir.path(), "g.tql", "from trade\nby year\nsum value\nshow yoy(value)");
+        let parse = |path: &Path| csv_rows(&ok(&["run", s(path), "--store", s(&store), "--format", "csv"]));
+        let (mut shares, mut contributions): (BTreeMap<String, f64>, BTreeMap<String, f64>) = Default::default();
+        for r in parse(&q) {
+            *shares.entry(r["year"].clone()).or_insert(0.0) += r["value_share"].parse::<f64>().unwrap();
+            if let Ok(c) = r["value_contribution"].parse::<f64>() {
+                *contributions.entry(r["year"].clone()).or_insert(0.0) += c;
+            }
+        }
+        assert_eq!(shares.len(), 3, "seed {seed}: three years");
+        for (y, sum) in &shares {
+            assert!((sum - 1.0).abs() < 1e-12, "seed {seed} {y}: shares add up to {sum}");
+        }
+        for r in parse(&g) {
+            let Ok(growth) = r["value_yoy"].parse::<f64>() else { continue };
+            let sum = contributions[&r["year"]];
+            assert!(
+                (sum - growth * 100.0).abs() < 1e-9 * 100.0,
+                "seed {seed} {}: {sum} vs {}",
+                r["year"],
+                growth * 100.0
+            );
+        }
+    }
+}
+
 #[test]
 fn convert_uses_each_months_rate_and_refuses_missing_ones() {
     let dir = tempfile::tempdir().unwrap();
