@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 src=${1:-../shared/data}
 for f in gacc_monthly_2023_2024.csv critical_minerals_hs6_monthly.csv partner_groups.csv \
-         hs_codes.csv hs_sections.csv country_codes.csv; do
+         hs_codes.csv hs_sections.csv country_codes.csv gacc_partners_2024.csv gacc_partner_codes.csv; do
     cp "$src/$f" "data/$f"
 done
 # HS sections as a reference-group table: group = section (I..XXI), member = HS chapter.

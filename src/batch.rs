@@ -505,7 +505,7 @@ pub fn run_job(
         let plans: Vec<DslPlan> = runnable.iter().map(|(_, l, _)| l.compiled.lf.logical_plan.clone()).collect();
         let flags = runnable[0].1.compiled.lf.get_current_optimizations();
         let engine = crate::run::engine_for(runnable.iter().map(|(_, l, _)| &l.compiled));
-        match LazyFrame::collect_all_with_engine(plans, engine, flags) {
+        match crate::run::on_big_stack(|| LazyFrame::collect_all_with_engine(plans, engine, flags)) {
             Ok(frames) => {
                 runnable.iter().zip(frames).map(|((_, l, _), f)| crate::run::finish(&l.compiled.shape, f)).collect()
             }

@@ -34,7 +34,23 @@ pub struct Outcome {
 /// Collects a compiled query; turns the warning columns into sentences.
 pub fn collect(compiled: &Compiled) -> Result<Outcome> {
     let engine = engine_for([compiled]);
-    finish(&compiled.shape, compiled.lf.clone().collect_with_engine(engine)?.unwrap_single())
+    let frame = on_big_stack(|| compiled.lf.clone().collect_with_engine(engine))?;
+    finish(&compiled.shape, frame.unwrap_single())
+}
+
+/// Runs `f` on a thread with a 256 MB stack (reserved, not committed):
+/// polars optimises a plan by recursing over it, and the plans of queries
+/// with many measures (each a join or window) are deep, deeper still in a
+/// debug build; a thread's default stack can overflow on them.
+pub fn on_big_stack<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| {
+        let worker = std::thread::Builder::new()
+            .name("tradeql-collect".into())
+            .stack_size(256 << 20)
+            .spawn_scoped(scope, f)
+            .expect("start a thread");
+        worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
 }
 
 /// The polars engine for `plans`: `TRADEQL_ENGINE` if set; else the in-memory
@@ -100,17 +116,17 @@ pub fn finish(shape: &ResultShape, frame: DataFrame) -> Result<Outcome> {
         let list = summarise(&periods);
         match &w.kind {
             WarningKind::MissingBase { measure, offset } => {
-                warnings.push(format!("{measure} is null for {list}: the period {offset} before is missing"))
+                warnings.push(format!("{measure} is null for {list}: the period {offset} is missing"))
             }
             WarningKind::BaseFiltered { measure, offset, filter } => warnings.push(format!(
-                "{measure} is null for {list}: the period {offset} before is stored, but the filter `{filter}` \
+                "{measure} is null for {list}: the period {offset} is stored, but the filter `{filter}` \
                  leaves it out (measures compare only the periods the filters keep; widen the filter \
                  before `by` and filter the shown periods after it)"
             )),
             WarningKind::Partial { .. } => notes.push(format!("partial period: {list}")),
             WarningKind::Unequal { measure, offset, unit } => warnings.push(format!(
                 "{measure} for {list} compares periods that hold different numbers of {unit}: \
-                 the period {offset} before is longer or shorter (a partial period)"
+                 the period {offset} is longer or shorter (a partial period)"
             )),
             WarningKind::Others { measures } => warnings.push(format!(
                 "for \"others\" ({list}), {measures}: null, as its members change from period to period; \

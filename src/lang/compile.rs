@@ -82,15 +82,15 @@ pub struct WarningColumn {
 #[derive(Debug, Clone)]
 pub enum WarningKind {
     /// The comparison period of a measure is missing.
-    MissingBase { measure: String, offset: &'static str },
+    MissingBase { measure: String, offset: String },
     /// The comparison period is stored, but the query's calendar filter
     /// (`filter`) leaves it out.
-    BaseFiltered { measure: String, offset: &'static str, filter: String },
+    BaseFiltered { measure: String, offset: String, filter: String },
     /// A roll-up period holds fewer sub-periods than a full one (a note).
     Partial { expected: u32, unit: &'static str },
     /// A measure compares two roll-up periods that hold different numbers
     /// of the dataset's periods (a partial year against a full one).
-    Unequal { measure: String, offset: &'static str, unit: &'static str },
+    Unequal { measure: String, offset: String, unit: &'static str },
     /// Year-to-date that skips a missing month.
     YtdGap { measure: String },
     /// "others" of a `top`, whose non-additive measures are null.
@@ -1250,14 +1250,7 @@ impl Compiler<'_> {
     /// Flags the rows whose comparison value `prev` (from `months` earlier)
     /// is null: the period is missing, or it is stored but the query's
     /// calendar filter leaves it out (then the warning names the filter).
-    fn missing_base(
-        &mut self,
-        lf: LazyFrame,
-        prev: &str,
-        months: i32,
-        measure: String,
-        offset: &'static str,
-    ) -> LazyFrame {
+    fn missing_base(&mut self, lf: LazyFrame, prev: &str, months: i32, measure: String, offset: String) -> LazyFrame {
         let missing = col(prev).is_null();
         let flag = self.fresh("wmiss");
         let Some((filter, cut)) = self.plan.cut.clone() else {
@@ -1270,7 +1263,7 @@ impl Compiler<'_> {
         let cut_flag = self.fresh("wcut");
         self.warnings.push(WarningColumn {
             column: flag.clone(),
-            kind: WarningKind::MissingBase { measure: measure.clone(), offset },
+            kind: WarningKind::MissingBase { measure: measure.clone(), offset: offset.clone() },
         });
         self.warnings.push(WarningColumn {
             column: cut_flag.clone(),
@@ -1285,7 +1278,7 @@ impl Compiler<'_> {
     /// Flags the rows whose roll-up period holds a different number of the
     /// dataset's periods than the one `months` earlier that `measure`
     /// compares it with (a partial year against a full one).
-    fn unequal_periods(&mut self, lf: LazyFrame, months: i32, measure: String, offset: &'static str) -> LazyFrame {
+    fn unequal_periods(&mut self, lf: LazyFrame, months: i32, measure: String, offset: String) -> LazyFrame {
         let Some(coverage) = self.coverage.clone() else { return lf };
         let (lf, before) = self.previous(lf, &coverage, months);
         let flag = self.fresh("wunequal");
@@ -1317,19 +1310,25 @@ impl Compiler<'_> {
         let time = self.plan.time;
         let t_months = time.map_or(12, months_of);
         Ok(match m.as_ref() {
-            Measure::Yoy(a) | Measure::Pop(a) | Measure::Pp(a) => {
-                let (lf, cx) = self.column_of(lf, a, base)?;
-                let months = if matches!(m.as_ref(), Measure::Pop(_)) { t_months } else { 12 };
-                let (lf, prev) = self.previous(lf, &cx, months);
-                let measure = format!("{}({})", m.name(), display_arg(a));
-                let offset_text = if months == 12 { "a year" } else { "one period" };
-                let lf = self.missing_base(lf, &prev, months, measure, offset_text);
-                let e = match m.as_ref() {
-                    Measure::Pp(_) => (col(cx.as_str()) - col(prev.as_str())) * lit(100.0),
-                    _ => col(cx.as_str()) / col(prev.as_str()) - lit(1.0),
+            Measure::Yoy(a) | Measure::Pop(a) | Measure::Pp(a) | Measure::Versus { x: a, .. } => {
+                let (back, how) = match m.as_ref() {
+                    Measure::Yoy(_) => (Back::Years(1), Compare::Growth),
+                    Measure::Pop(_) => (Back::Periods(1), Compare::Growth),
+                    Measure::Pp(_) => (Back::Years(1), Compare::Points),
+                    Measure::Versus { back, how, .. } => (*back, *how),
+                    _ => unreachable!("matched above"),
                 };
-                let measure = format!("{}({})", m.name(), display_arg(a));
-                (self.unequal_periods(lf, months, measure, offset_text), e)
+                let (lf, cx) = self.column_of(lf, a, base)?;
+                let months = back.months(t_months);
+                let (lf, prev) = self.previous(lf, &cx, months);
+                let measure = m_text(m, a);
+                let lf = self.missing_base(lf, &prev, months, measure.clone(), back.text());
+                let e = match how {
+                    Compare::Points => (col(cx.as_str()) - col(prev.as_str())) * lit(100.0),
+                    Compare::Change => col(cx.as_str()) - col(prev.as_str()),
+                    Compare::Growth => col(cx.as_str()) / col(prev.as_str()) - lit(1.0),
+                };
+                (self.unequal_periods(lf, months, measure, back.text()), e)
             }
             Measure::Share(a, within) => {
                 let (agg_name, row_col) = self.plan.sum_columns(a, "share")?;
@@ -1374,8 +1373,8 @@ impl Compiler<'_> {
                 let mut on = vec![col("__t")];
                 on.extend(within.iter().map(|w| col(w.as_str())));
                 let lf = lf.join(totals, on.clone(), on, join_args());
-                let lf = self.missing_base(lf, &prev, 12, format!("contribution({agg_name})"), "a year");
-                let lf = self.unequal_periods(lf, 12, format!("contribution({agg_name})"), "a year");
+                let lf = self.missing_base(lf, &prev, 12, format!("contribution({agg_name})"), "a year before".into());
+                let lf = self.unequal_periods(lf, 12, format!("contribution({agg_name})"), "a year before".into());
                 (lf, (col(agg_name.as_str()) - col(prev.as_str())) / col(total.as_str()) * lit(100.0))
             }
             Measure::Ytd(a) => {
@@ -1630,6 +1629,15 @@ impl Compiler<'_> {
     }
 }
 
+/// A comparison measure as the query wrote it, for warnings: `yoy(value)`,
+/// `change(total, 4)`, `pop(value)`.
+pub(crate) fn m_text(m: &Measure, arg: &RExpr) -> String {
+    match m {
+        Measure::Versus { back: Back::Years(n), .. } if *n > 1 => format!("{}({}, {n})", m.name(), display_arg(arg)),
+        _ => format!("{}({})", m.name(), display_arg(arg)),
+    }
+}
+
 /// value / quantity over the rows that report a quantity.
 fn unit_value() -> Expr {
     when(col("__uv_quantity").gt(lit(0.0))).then(col("__uv_value") / col("__uv_quantity")).otherwise(lit(NULL))
@@ -1842,7 +1850,6 @@ fn display_arg(x: &RExpr) -> String {
     x.to_string()
 }
 
-/// Whether an expression reads nothing but the calendar (period, year, quarter, month).
 /// What a row filter says about the calendar: the filter itself when it
 /// reads only the calendar; for `a and b`, the bounds of both sides (`region
 /// = "X" and period <= 2024-06` is bounded by `period <= 2024-06`); for `a or
@@ -1866,6 +1873,7 @@ pub(crate) fn calendar_bound(x: &RExpr) -> Option<RExpr> {
     }
 }
 
+/// Whether an expression reads nothing but the calendar (period, year, quarter, month).
 pub(crate) fn calendar_only(x: &RExpr) -> bool {
     !x.any(&mut |e| match e {
         RExpr::Col(c) => !["period", "year", "quarter", "month"].contains(&c.as_str()),

@@ -106,9 +106,56 @@ pub enum CodeFn {
     Section,
 }
 
+/// How far back a comparison looks: whole years, or periods of the roll-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Back {
+    Years(u32),
+    Periods(u32),
+}
+
+impl Back {
+    /// The offset in months, for a roll-up of `period_months` months.
+    pub fn months(self, period_months: i32) -> i32 {
+        match self {
+            Back::Years(n) => 12 * n as i32,
+            Back::Periods(n) => period_months * n as i32,
+        }
+    }
+
+    /// "a year before", "4 years before", "before": how a warning names the
+    /// period compared with ("the period a year before").
+    pub fn text(self) -> String {
+        match self {
+            Back::Years(1) => "a year before".into(),
+            Back::Years(n) => format!("{n} years before"),
+            Back::Periods(1) => "before".into(),
+            Back::Periods(n) => format!("{n} periods before"),
+        }
+    }
+}
+
+/// What a comparison with an earlier value computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compare {
+    /// x / x before − 1
+    Growth,
+    /// x − x before
+    Change,
+    /// (x − x before) × 100, for a rate
+    Points,
+}
+
 /// A trade measure (DESIGN.md), computed on the aggregated rows.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Measure {
+    /// A comparison with the value `back` earlier, keyed by calendar, named as
+    /// the query wrote it: yoy(x, 4), change(x), pop_change(x), pop_pp(s).
+    Versus {
+        x: RExpr,
+        back: Back,
+        how: Compare,
+        name: &'static str,
+    },
     Yoy(RExpr),
     Pop(RExpr),
     Share(RExpr, Vec<String>),
@@ -139,6 +186,7 @@ impl Measure {
             Measure::Record(_) => "record",
             Measure::Streak(_) => "streak",
             Measure::UnitValue => "unit_value",
+            Measure::Versus { name, .. } => name,
         }
     }
 }
@@ -366,6 +414,8 @@ impl fmt::Display for RExpr {
                         }
                     }
                     Measure::Rolling(x, n, _) | Measure::High(x, n) => write!(f, "{x}, {n}")?,
+                    Measure::Versus { x, back: Back::Years(n), .. } if *n > 1 => write!(f, "{x}, {n}")?,
+                    Measure::Versus { x, .. } => write!(f, "{x}")?,
                     Measure::UnitValue => write!(f, "value / quantity where quantity > 0")?,
                 }
                 write!(f, ")")

@@ -64,8 +64,11 @@ const ROW_COLUMNS: [(&str, Ty); 13] = [
 /// Columns whose values are codes, checked when compared with a literal.
 const CODE_COLUMNS: [&str; 5] = ["reporter", "partner", "flow", "product", "region"];
 
-const MEASURES: [&str; 14] = [
+const MEASURES: [&str; 17] = [
     "yoy",
+    "change",
+    "pop_change",
+    "pop_pp",
     "pop",
     "mom",
     "qoq",
@@ -388,12 +391,19 @@ fn default_name(x: &RExpr) -> Option<String> {
                 }
                 Measure::Share(a, _) | Measure::Contribution(a, _) | Measure::Rank(a, _) => default_name(a),
                 Measure::Rolling(a, n, _) | Measure::High(a, n) => default_name(a).map(|s| format!("{s}_{n}")),
+                Measure::Versus { x: a, back: Back::Years(n), .. } if *n > 1 => {
+                    default_name(a).map(|s| format!("{s}_{n}"))
+                }
+                Measure::Versus { x: a, .. } => default_name(a),
                 Measure::Streak(_) => return Some("streak".into()),
                 Measure::UnitValue => return Some("unit_value".into()),
             }?;
             // rolling and high put their window after the measure: value_rolling_12
             Some(match m.as_ref() {
                 Measure::Rolling(a, n, _) | Measure::High(a, n) => format!("{}_{}_{n}", default_name(a)?, m.name()),
+                Measure::Versus { x: a, back: Back::Years(n), .. } if *n > 1 => {
+                    format!("{}_{}_{n}", default_name(a)?, m.name())
+                }
                 _ => format!("{inner}_{}", m.name()),
             })
         }
@@ -811,6 +821,28 @@ impl Resolver<'_> {
                     }
                 };
                 (RExpr::Code(f, Box::new(x)), Ty::Str)
+            }
+            "yoy" | "change" if args.len() == 2 || n == "change" => {
+                if args.is_empty() || args.len() > 2 {
+                    return Err(Diag::new(span, format!("{n}() takes a column and, optionally, a number of years")));
+                }
+                measure(self, &format!("{n}()"))?;
+                let x = self.num_arg(args, 0, span, &format!("{n}()"))?;
+                let years = if args.len() == 2 { self.count_arg(args, 1, span, &format!("{n}()"))? } else { 1 };
+                if years > 100 {
+                    return Err(Diag::new(args[1].span, format!("{n}(): at most 100 years back, not {years}")));
+                }
+                let how = if n == "yoy" { Compare::Growth } else { Compare::Change };
+                let name = if n == "yoy" { "yoy" } else { "change" };
+                (m(Measure::Versus { x, back: Back::Years(years as u32), how, name }), Ty::Num)
+            }
+            "pop_change" | "pop_pp" => {
+                self.check_arity(args, 1, span, n)?;
+                measure(self, &format!("{n}()"))?;
+                let x = self.num_arg(args, 0, span, &format!("{n}()"))?;
+                let (how, name) =
+                    if n == "pop_pp" { (Compare::Points, "pop_pp") } else { (Compare::Change, "pop_change") };
+                (m(Measure::Versus { x, back: Back::Periods(1), how, name }), Ty::Num)
             }
             "yoy" | "pop" | "mom" | "qoq" | "pp" | "ytd" | "ytd_yoy" | "record" => {
                 self.check_arity(args, 1, span, n)?;

@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::lang::ast::BinOp;
 use crate::lang::compile::{
     FoldedMeasures, ResultShape, WarningColumn, WarningKind, calendar_bound, check_top_aggregates, convert_targets,
-    fx_column, partial_warning, sub_periods, uses_section,
+    fx_column, m_text, partial_warning, sub_periods, uses_section,
 };
 use crate::lang::plan::*;
 use crate::store::Manifest;
@@ -844,14 +844,14 @@ impl Sql<'_> {
     /// Flags the rows whose comparison value `qp` (from `months` earlier) is
     /// null: missing, or stored but left out by the calendar filter (as the
     /// polars backend does).
-    fn missing_base(&mut self, f: &Frame, qp: &str, months: i32, measure: String, offset: &'static str) -> Frame {
+    fn missing_base(&mut self, f: &Frame, qp: &str, months: i32, measure: String, offset: String) -> Frame {
         let Some((filter, cut)) = self.plan.cut.clone() else {
             return self.warn(f, &format!("({qp} IS NULL)"), WarningKind::MissingBase { measure, offset });
         };
         let base = self.d.add_months(&self.q("__t"), -months);
         let dates: Vec<String> = cut.iter().map(|d| format!("DATE '{}'", date_text(*d))).collect();
         let is_cut = format!("({base} IN ({}))", dates.join(", "));
-        let kind = WarningKind::MissingBase { measure: measure.clone(), offset };
+        let kind = WarningKind::MissingBase { measure: measure.clone(), offset: offset.clone() };
         let f = self.warn(f, &format!("({qp} IS NULL AND NOT {is_cut})"), kind);
         self.warn(&f, &format!("({qp} IS NULL AND {is_cut})"), WarningKind::BaseFiltered { measure, offset, filter })
     }
@@ -859,7 +859,7 @@ impl Sql<'_> {
     /// Flags the rows whose roll-up period holds a different number of the
     /// dataset's periods than the one `months` earlier that `measure`
     /// compares it with (as the polars backend does).
-    fn unequal_periods(&mut self, f: &Frame, months: i32, measure: String, offset: &'static str) -> Frame {
+    fn unequal_periods(&mut self, f: &Frame, months: i32, measure: String, offset: String) -> Frame {
         let Some(coverage) = self.coverage.clone() else { return f.clone() };
         let (f, before) = self.previous(f, &coverage, months);
         let (now, then) = (self.q(&coverage), self.q(&before));
@@ -920,19 +920,26 @@ impl Sql<'_> {
         let t_months = time.map_or(12, |t| t.frequency().months() as i32);
         let running = "ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW";
         Ok(match m.as_ref() {
-            Measure::Yoy(a) | Measure::Pop(a) | Measure::Pp(a) => {
+            Measure::Yoy(a) | Measure::Pop(a) | Measure::Pp(a) | Measure::Versus { x: a, .. } => {
+                let (back, how) = match m.as_ref() {
+                    Measure::Yoy(_) => (Back::Years(1), Compare::Growth),
+                    Measure::Pop(_) => (Back::Periods(1), Compare::Growth),
+                    Measure::Pp(_) => (Back::Years(1), Compare::Points),
+                    Measure::Versus { back, how, .. } => (*back, *how),
+                    _ => unreachable!("matched above"),
+                };
                 let (f, cx) = self.column_of(f, a, base)?;
-                let months = if matches!(m.as_ref(), Measure::Pop(_)) { t_months } else { 12 };
+                let months = back.months(t_months);
                 let (f, prev) = self.previous(&f, &cx, months);
                 let (qc, qp) = (self.q(&cx), self.q(&prev));
-                let offset = if months == 12 { "a year" } else { "one period" };
-                let f = self.missing_base(&f, &qp, months, format!("{}({a})", m.name()), offset);
-                let e = match m.as_ref() {
-                    Measure::Pp(_) => format!("(({qc} - {qp}) * 1e2)"),
-                    _ => format!("({} - 1e0)", self.d.divide(&qc, &qp)),
+                let measure = m_text(m, a);
+                let f = self.missing_base(&f, &qp, months, measure.clone(), back.text());
+                let e = match how {
+                    Compare::Points => format!("(({qc} - {qp}) * 1e2)"),
+                    Compare::Change => format!("({qc} - {qp})"),
+                    Compare::Growth => format!("({} - 1e0)", self.d.divide(&qc, &qp)),
                 };
-                let measure = format!("{}({a})", m.name());
-                (self.unequal_periods(&f, months, measure, if months == 12 { "a year" } else { "one period" }), e)
+                (self.unequal_periods(&f, months, measure, back.text()), e)
             }
             Measure::Share(a, within) => {
                 let (agg_name, row_col) = self.plan.sum_columns(a, "share")?;
@@ -958,8 +965,8 @@ impl Sql<'_> {
                 let totals = self.base_totals(base, within, &row_col, &total, 12);
                 let f = self.join_column(&f, &totals, &total, &self.on_time_within(within));
                 let qp = self.q(&prev);
-                let f = self.missing_base(&f, &qp, 12, format!("contribution({agg_name})"), "a year");
-                let f = self.unequal_periods(&f, 12, format!("contribution({agg_name})"), "a year");
+                let f = self.missing_base(&f, &qp, 12, format!("contribution({agg_name})"), "a year before".into());
+                let f = self.unequal_periods(&f, 12, format!("contribution({agg_name})"), "a year before".into());
                 let growth = format!("({} - {qp})", self.q(agg_name));
                 (f, format!("({} * 1e2)", self.d.divide(&growth, &self.q(&total))))
             }

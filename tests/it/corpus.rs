@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 /// Queries on the generated panel (dataset `trade`, partner groups G_*), by name.
-const PANEL_QUERIES: [(&str, &str); 26] = [
+const PANEL_QUERIES: [(&str, &str); 28] = [
     (
         "yearly_measures",
         "from trade\nby year, partner\nsum value\nshow value, yoy(value), share(value), pp(share(value)), rank(value)",
@@ -94,6 +94,11 @@ const PANEL_QUERIES: [(&str, &str); 26] = [
         "unequal_years",
         "from trade\nwhere period <= 2023-06 and flow = \"import\"\nby year\nsum value\nshow yoy(value), pop(value)",
     ),
+    (
+        "changes",
+        "from trade\nby quarter, flow\nsum value\nshow value, change(value), pop_change(value), g = yoy(value), pop_pp(yoy(value))",
+    ),
+    ("years_back", "from trade\nby year, partner\nsum value\nshow yoy(value, 2), change(value, 2)"),
     (
         "quarter_ytd",
         "from trade\nwhere flow = \"import\"\nby quarter\nsum value\nshow ytd(value), ytd_yoy(value), record(value)",

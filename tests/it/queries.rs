@@ -85,6 +85,8 @@ fn reference_figures_of_2024() {
     assert_eq!(format!("{:.2}", num(r, "imports") / 1e12), "18.39");
     assert_eq!(format!("{:.1}", num(r, "imports_growth") * 100.0), "2.3");
     assert_eq!(format!("{:.2}", num(r, "surplus") / 1e12), "7.06");
+    // "Foreign trade grew by 2.1 trillion yuan": 43.85 - 41.75.
+    assert_eq!(format!("{:.1}", num(r, "total_increase") / 1e12), "2.1");
     // The same query for the year before, through --param.
     let r23 = &run_csv(&query("trade_2024.tql"), &["year=2023"])[0];
     assert_eq!(r23["year"], "2023");
