@@ -491,7 +491,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 println!();
             }
-            println!("polars optimised plan:\n{}", loaded.compiled.lf.explain(true)?);
+            let optimised = crate::run::on_big_stack(|| loaded.compiled.lf.explain(true))?;
+            println!("polars optimised plan:\n{optimised}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench { store, queries, runs, peer, python, json } => {

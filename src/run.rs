@@ -214,8 +214,8 @@ fn write_to<W: Write>(
             let text = table(frame, plan)?;
             w.write_all(text.as_bytes()).map_err(io)?;
         }
-        OutputFormat::Csv => CsvWriter::new(w).include_header(true).finish(frame)?,
-        OutputFormat::Json => JsonWriter::new(w).with_json_format(JsonFormat::Json).finish(frame)?,
+        OutputFormat::Csv => CsvWriter::new(w).include_header(true).finish(&mut finite_only(frame)?)?,
+        OutputFormat::Json => JsonWriter::new(w).with_json_format(JsonFormat::Json).finish(&mut finite_only(frame)?)?,
         OutputFormat::Parquet | OutputFormat::Arrow if terminal => {
             return Err(Error::usage("parquet and arrow output is binary: give a file with --out"));
         }
@@ -225,6 +225,33 @@ fn write_to<W: Write>(
         OutputFormat::Arrow => IpcWriter::new(w).finish(frame)?,
     }
     Ok(())
+}
+
+/// `frame` with infinite and NaN numbers (a division by zero: growth from a
+/// zero base) made null, so that CSV and JSON write them alike (JSON has no
+/// infinity; polars' CSV would write `inf`); a note on stderr names the
+/// columns. Parquet, Arrow and the table keep them.
+fn finite_only(frame: &DataFrame) -> Result<DataFrame> {
+    let mut out = frame.clone();
+    let mut replaced: Vec<String> = Vec::new();
+    for c in frame.columns() {
+        let Ok(values) = c.f64() else { continue };
+        let bad = values.iter().filter(|v| v.is_some_and(|x| !x.is_finite())).count();
+        if bad == 0 {
+            continue;
+        }
+        let finite =
+            Float64Chunked::from_iter_options(c.name().clone(), values.iter().map(|v| v.filter(|x| x.is_finite())));
+        out.with_column(finite.into_column())?;
+        replaced.push(format!("{} ({bad})", c.name()));
+    }
+    if !replaced.is_empty() {
+        eprintln!(
+            "note: infinite or NaN values (a division by zero) written as null in CSV and JSON: {}",
+            replaced.join(", ")
+        );
+    }
+    Ok(out)
 }
 
 /// The display format of each output column.

@@ -124,6 +124,7 @@ pub fn plan_to_lazy_from(
         polars_rows: false,
         pushed_down: Vec::new(),
         coverage: None,
+        joined: Default::default(),
     };
     c.compile(manifest, scan)
 }
@@ -143,6 +144,7 @@ pub fn ytd_through(plan: &Plan, manifest: &Manifest, store: &Path) -> Result<u32
         polars_rows: false,
         pushed_down: Vec::new(),
         coverage: None,
+        joined: Default::default(),
     };
     let df = c.calendar_window(manifest)?.select([col("period").max()]).collect()?;
     let last = df.column("period")?.date()?.physical().get(0).ok_or_else(|| {
@@ -173,6 +175,7 @@ pub fn code_combinations(
         polars_rows: false,
         pushed_down: Vec::new(),
         coverage: None,
+        joined: Default::default(),
     };
     let stored = |name: &str| CALENDAR_COLUMNS.contains(&name) || manifest.schema.iter().any(|s| s.name == name);
     let derived = |name: &str| plan.derives.iter().any(|(n, _)| n == name);
@@ -219,6 +222,7 @@ pub fn cut_periods(plan: &Plan, manifest: &Manifest, store: &Path) -> Result<Opt
         polars_rows: false,
         pushed_down: Vec::new(),
         coverage: None,
+        joined: Default::default(),
     };
     let kept = c.calendar_window(manifest)?.select([col("period")]).collect()?;
     let kept: std::collections::BTreeSet<i32> =
@@ -232,6 +236,49 @@ pub fn cut_periods(plan: &Plan, manifest: &Manifest, store: &Path) -> Result<Opt
         .into_iter()
         .collect();
     Ok(if cut.is_empty() { None } else { Some((bounds.join(" and "), cut)) })
+}
+
+/// A warning when the query's calendar filters pass none of the dataset's
+/// stored periods (a month inside a gap, a year out of range): the result is
+/// then empty because of the calendar, not because of the data.
+pub fn empty_calendar(plan: &Plan, manifest: &Manifest, store: &Path) -> Result<Option<String>> {
+    let bounds: Vec<String> = plan.row_filters.iter().filter_map(calendar_bound).map(|b| b.to_string()).collect();
+    if bounds.is_empty() || manifest.periods.is_empty() {
+        return Ok(None);
+    }
+    let c = Compiler {
+        plan,
+        manifest,
+        n: 0,
+        warnings: Vec::new(),
+        store,
+        shared: None,
+        fx: Vec::new(),
+        pass: None,
+        polars_rows: false,
+        pushed_down: Vec::new(),
+        coverage: None,
+        joined: Default::default(),
+    };
+    if c.calendar_window(manifest)?.select([len().alias("n")]).collect()?.column("n")?.u32()?.get(0) != Some(0) {
+        return Ok(None);
+    }
+    let gaps = manifest.gaps();
+    let held = format!(
+        "{} .. {}{}",
+        manifest.periods[0],
+        manifest.periods[manifest.periods.len() - 1],
+        if gaps.is_empty() {
+            String::new()
+        } else {
+            format!(", with gaps {}", crate::store::manifest::describe_periods(&gaps))
+        }
+    );
+    Ok(Some(format!(
+        "no stored period passes the filter `{}`: {} holds {held}, so the result is empty",
+        bounds.join(" and "),
+        manifest.dataset
+    )))
 }
 
 /// The first day of the roll-up period `t` that holds day `days`.
@@ -451,6 +498,8 @@ struct Compiler<'a> {
     /// The column that counts the dataset's periods in each roll-up period
     /// (when the roll-up is coarser than the data).
     coverage: Option<String>,
+    /// The columns [`Compiler::previous`] joined, by (column, months back).
+    joined: std::collections::HashMap<(String, i32), String>,
 }
 
 fn date_lit(days: i32) -> Expr {
@@ -533,7 +582,12 @@ impl Compiler<'_> {
         // Output: period, keys, then what `show` asks for (or the aggregates).
         let mut select: Vec<Expr> = Vec::new();
         let names = plan.result_columns();
-        select.extend(names.iter().map(|n| col(n.as_str())));
+        let integers = plan.integer_columns();
+        select.extend(
+            names
+                .iter()
+                .map(|n| if integers.contains(n) { col(n.as_str()).cast(DataType::Int64) } else { col(n.as_str()) }),
+        );
         select.extend(self.warnings.iter().map(|w| col(w.column.as_str())));
         lf = self.sort(lf);
         if let Some(n) = plan.limit {
@@ -1237,8 +1291,17 @@ impl Compiler<'_> {
     }
 
     /// Joins the value of `column` from `months` earlier onto each row, as `__prevN`.
+    ///
+    /// Once per column and offset: `yoy(total)` and `change(total)`, or the
+    /// coverage counts of several measures, share one join (each join makes
+    /// the plan deeper).
     fn previous(&mut self, lf: LazyFrame, column: &str, months: i32) -> (LazyFrame, String) {
+        let key = (column.to_string(), months);
+        if let Some(prev) = self.joined.get(&key) {
+            return (lf, prev.clone());
+        }
         let prev = self.fresh("prev");
+        self.joined.insert(key, prev.clone());
         let mut select = vec![col("__t").dt().offset_by(lit(offset(months))).alias("__t")];
         select.extend(self.series_partition());
         select.push(col(column).alias(prev.as_str()));

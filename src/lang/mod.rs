@@ -125,6 +125,9 @@ pub fn load_with_scan(
         plan.ytd_through = Some(through);
     }
     plan.cut = compile::cut_periods(&plan, &manifest, store.root())?;
+    if let Some(w) = compile::empty_calendar(&plan, &manifest, store.root())? {
+        plan.warnings.push(w);
+    }
     for g in &plan.groups {
         let members = compile::group_members(store.root(), &g.path)?;
         let known = crate::groups::KnownCodes::of_dataset(codes(&g.dim).unwrap_or_default(), &g.dim);

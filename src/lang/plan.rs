@@ -339,6 +339,26 @@ impl Plan {
         names
     }
 
+    /// The result columns whose values are whole numbers (counts, ranks,
+    /// streaks): written as integers in every format and by every backend.
+    pub fn integer_columns(&self) -> Vec<String> {
+        let is_count = |name: &str| {
+            self.aggs.iter().any(|a| a.name == name && matches!(a.func, AggFunc::Count | AggFunc::CountDistinct))
+        };
+        if self.outputs.is_empty() {
+            return self.aggs.iter().filter(|a| is_count(&a.name)).map(|a| a.name.clone()).collect();
+        }
+        self.outputs
+            .iter()
+            .filter(|o| match &o.expr {
+                RExpr::Col(c) => is_count(c) && !self.post_derives.iter().any(|(n, _)| n == c),
+                RExpr::Measure(m) => matches!(m.as_ref(), Measure::Rank(..) | Measure::Streak(_)),
+                _ => false,
+            })
+            .map(|o| o.name.clone())
+            .collect()
+    }
+
     /// The order of an aggregated result: the `sort` stage's keys, then the
     /// calendar key (`__t`) and the grouping keys it does not name.
     pub fn result_order(&self) -> Vec<(String, bool)> {
@@ -474,6 +494,26 @@ impl fmt::Display for Plan {
                 o.expr,
                 o.format.map(|x| format!(" as {x:?}").to_lowercase()).unwrap_or_default()
             )?;
+            o.expr.any(&mut |e| {
+                if let RExpr::Measure(m) = e
+                    && let Measure::Share(RExpr::Col(x), within) | Measure::Contribution(RExpr::Col(x), within) =
+                        m.as_ref()
+                {
+                    let column = self.aggs.iter().find(|a| a.name == *x).and_then(|a| a.arg.clone());
+                    let per: Vec<String> =
+                        self.time.iter().map(|t| t.column().to_string()).chain(within.iter().cloned()).collect();
+                    let _ = writeln!(
+                        f,
+                        "  {}({x}) divides by the total of {} over the stored rows that pass the filters, each \
+                         counted once (never a sum of groups){}{}",
+                        m.name(),
+                        column.unwrap_or_else(|| x.clone()),
+                        if per.is_empty() { String::new() } else { format!(", per {}", per.join(" and ")) },
+                        if matches!(m.as_ref(), Measure::Contribution(..)) { ", a year before" } else { "" }
+                    );
+                }
+                false
+            });
         }
         for e in &self.post_filters {
             writeln!(f, "filter results: {e}")?;

@@ -862,7 +862,14 @@ impl Resolver<'_> {
                 let x = self.num_arg(args, 0, span, &format!("{n}()"))?;
                 let out = match n {
                     "yoy" => m(Measure::Yoy(x)),
-                    "pop" | "mom" | "qoq" => m(Measure::Pop(x)),
+                    "pop" => m(Measure::Pop(x)),
+                    // Named as written, in warnings and default names.
+                    "mom" | "qoq" => m(Measure::Versus {
+                        x,
+                        back: Back::Periods(1),
+                        how: Compare::Growth,
+                        name: if n == "mom" { "mom" } else { "qoq" },
+                    }),
                     "pp" => m(Measure::Pp(x)),
                     "ytd" => m(Measure::Ytd(x)),
                     "ytd_yoy" => m(Measure::Yoy(m(Measure::Ytd(x)))),

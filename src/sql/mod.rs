@@ -114,6 +114,7 @@ pub fn plan_to_sql(plan: &Plan, manifest: &Manifest, dialect: Dialect, uri: &str
         n: 0,
         warnings: Vec::new(),
         coverage: None,
+        joined: Default::default(),
     };
     let text = c.compile(manifest)?;
     let shape = ResultShape {
@@ -191,6 +192,8 @@ struct Sql<'a> {
     warnings: Vec<WarningColumn>,
     /// The column counting the dataset's periods in each roll-up period.
     coverage: Option<String>,
+    /// The columns `previous` joined, by (column, months back).
+    joined: std::collections::HashMap<(String, i32), String>,
 }
 
 fn num(n: f64) -> String {
@@ -365,7 +368,15 @@ impl Sql<'_> {
         if !self.ctes.is_empty() {
             let _ = writeln!(text, "WITH\n{}", self.ctes.join(",\n"));
         }
-        let _ = write!(text, "SELECT {}\nFROM {}", self.list(names), f.name);
+        let integers = self.plan.integer_columns();
+        let select: Vec<String> = names
+            .iter()
+            .map(|n| {
+                let q = self.q(n);
+                if integers.contains(n) { format!("CAST({q} AS BIGINT) AS {q}") } else { q }
+            })
+            .collect();
+        let _ = write!(text, "SELECT {}\nFROM {}", select.join(", "), f.name);
         if !by.is_empty() {
             let keys: Vec<String> = by
                 .iter()
@@ -831,8 +842,16 @@ impl Sql<'_> {
     }
 
     /// Joins the value of `column` from `months` earlier onto each row.
+    /// Once per column and offset, as the polars backend does.
     fn previous(&mut self, f: &Frame, column: &str, months: i32) -> (Frame, String) {
+        let key = (column.to_string(), months);
+        if let Some(prev) = self.joined.get(&key)
+            && f.cols.contains(prev)
+        {
+            return (f.clone(), prev.clone());
+        }
         let prev = self.fresh("prev");
+        self.joined.insert(key, prev.clone());
         let mut shifted = vec![format!("{} AS {}", self.d.add_months(&self.q("__t"), months), self.q("__t"))];
         shifted.extend(self.series_partition());
         shifted.push(format!("{} AS {}", self.q(column), self.q(&prev)));
