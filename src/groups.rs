@@ -318,7 +318,9 @@ impl KnownCodes {
     /// The codes of `of` in every dataset of `store`.
     pub fn of_store(store: &Store, of: &str) -> Result<KnownCodes> {
         let mut codes = std::collections::BTreeSet::new();
-        for name in store.datasets()? {
+        // A new store holds nothing to compare with yet.
+        let datasets = if store.root().is_dir() { store.datasets()? } else { Vec::new() };
+        for name in datasets {
             let Some(m) = store.manifest(&name)? else { continue };
             codes.extend(dataset_codes(store.root(), &m, of)?);
         }

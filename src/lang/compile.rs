@@ -967,6 +967,11 @@ impl Compiler<'_> {
             let row_keys = row_group_keys(plan);
             pre_keys.extend(row_keys.iter().map(|n| col(n.as_str())));
             let mut fine = self.group_rows(lf, pre_keys, &row_keys, aggs, manifest)?;
+            let mut fine_order: Vec<String> = time_name.iter().map(|n| n.to_string()).collect();
+            fine_order.extend(row_keys.iter().cloned());
+            if pre_aggregates(plan) {
+                fine_order.extend(plan.groups.iter().map(|g| g.alias.clone()));
+            }
             if pre_aggregates(plan) {
                 for g in &plan.groups {
                     fine = self.map_groups(fine, g)?;
@@ -989,7 +994,12 @@ impl Compiler<'_> {
                     }
                 })
                 .collect();
-            fine.group_by(final_keys).agg(combine)
+            // The finer rows in one order (that of their keys), so that the
+            // sums add them in the same order on every run: the same bytes.
+            let order: Vec<PlSmallStr> = fine_order.iter().map(|k| PlSmallStr::from(k.as_str())).collect();
+            fine.sort(order, SortMultipleOptions::default().with_nulls_last(true))
+                .group_by_stable(final_keys)
+                .agg(combine)
         } else {
             self.group_rows(lf, keys, &plan.keys, aggs, manifest)?
         };
