@@ -86,6 +86,12 @@ fn period_axis(frame: &DataFrame, t: TimeKey, data: Frequency) -> Result<Vec<(f6
                     let y = v.extract::<i32>().unwrap_or(0);
                     (f64::from(y), y.to_string())
                 }
+                (TimeKey::Half, v) => {
+                    let label = v.to_string().trim_matches('"').to_string();
+                    let (year, half) = label.split_once("-H").unwrap_or((&label, "1"));
+                    let y: f64 = year.parse().unwrap_or(0.0);
+                    (y + if half == "2" { 0.5 } else { 0.0 }, label)
+                }
                 (TimeKey::Quarter, v) => {
                     let label = match v {
                         AnyValue::String(s) => s.to_string(),

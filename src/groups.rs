@@ -361,7 +361,7 @@ impl KnownCodes {
                 Some(format!("not a partner code of any dataset of the store, nor an ISO 3166 alpha-3 code{hint}"))
             }
             "product" => {
-                let hs = member.len() % 2 == 0
+                let hs = member.len().is_multiple_of(2)
                     && (2..=10).contains(&member.len())
                     && member.bytes().all(|b| b.is_ascii_digit());
                 if hs || self.codes.iter().any(|c| c.starts_with(member)) {

@@ -286,6 +286,7 @@ fn start_of(days: i32, t: TimeKey) -> i32 {
     let (y, m, _) = crate::period::civil_from_days(days);
     let first = match t {
         TimeKey::Year => 1,
+        TimeKey::Half => (m - 1) / 6 * 6 + 1,
         TimeKey::Quarter => (m - 1) / 3 * 3 + 1,
         TimeKey::Month => m,
     };
@@ -326,7 +327,7 @@ pub(crate) fn convert_targets(plan: &Plan, source: &str) -> Vec<String> {
 pub(crate) fn partial_warning(plan: &Plan, t: TimeKey, column: String) -> WarningColumn {
     let expected = match plan.ytd_through {
         Some(m) => m / plan.frequency.months(),
-        None => t.frequency().months() / plan.frequency.months(),
+        None => t.months() / plan.frequency.months(),
     };
     WarningColumn { column, kind: WarningKind::Partial { expected, unit: sub_periods(plan) } }
 }
@@ -507,7 +508,7 @@ fn date_lit(days: i32) -> Expr {
 }
 
 fn months_of(t: TimeKey) -> i32 {
-    t.frequency().months() as i32
+    t.months() as i32
 }
 
 fn offset(months: i32) -> String {
@@ -549,6 +550,16 @@ impl Compiler<'_> {
         if let Some(t) = plan.time {
             let label = match t {
                 TimeKey::Year => col("__t").dt().year().alias("year"),
+                TimeKey::Half => concat_str(
+                    [
+                        col("__t").dt().year().cast(DataType::String),
+                        lit("-H"),
+                        when(col("__t").dt().month().lt_eq(lit(6))).then(lit("1")).otherwise(lit("2")),
+                    ],
+                    "",
+                    true,
+                )
+                .alias("half"),
                 TimeKey::Quarter => concat_str(
                     [
                         col("__t").dt().year().cast(DataType::String),
@@ -724,12 +735,12 @@ impl Compiler<'_> {
             conjuncts.into_iter().map(|x| self.pushdown_filter(x, manifest)).collect::<Option<_>>()?;
         let mut keys: Vec<Key> = Vec::new();
         if let Some(t) = time {
-            let (name, source) = if t.frequency() == plan.frequency {
+            let (name, source) = if t.is(plan.frequency) {
                 ("__t", KeySource::Period { months: 1 })
             } else if t == TimeKey::Year {
                 ("__year", KeySource::FileYear)
-            } else if t == TimeKey::Quarter && plan.frequency == Frequency::Month {
-                ("__t", KeySource::Period { months: 3 })
+            } else if matches!(t, TimeKey::Quarter | TimeKey::Half) && plan.frequency == Frequency::Month {
+                ("__t", KeySource::Period { months: t.months() })
             } else {
                 return None;
             };
@@ -1005,7 +1016,7 @@ impl Compiler<'_> {
         };
         let mut out = with_calendar_key(grouped, plan.time, plan.frequency);
         if let Some(t) = plan.time
-            && t.frequency() != plan.frequency
+            && !t.is(plan.frequency)
         {
             // A partial period is one the dataset does not fully cover
             // within the query's calendar window: count the stored periods
@@ -1751,11 +1762,12 @@ impl FoldedMeasures {
 /// `year` of the files (an integer, no date arithmetic on every row); other
 /// roll-ups truncate `period`. [`with_calendar_key`] turns the result into `__t`.
 fn time_group(t: TimeKey, data: Frequency) -> Expr {
-    if t.frequency() == data {
+    if t.is(data) {
         return col("period").alias("__t");
     }
     match t {
         TimeKey::Year => col("year").alias("__year"),
+        TimeKey::Half => col("period").dt().truncate(lit("6mo")).alias("__t"),
         TimeKey::Quarter => col("period").dt().truncate(lit("1q")).alias("__t"),
         TimeKey::Month => col("period").dt().truncate(lit("1mo")).alias("__t"),
     }

@@ -12,23 +12,33 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimeKey {
     Year,
+    /// January-June and July-December (`2024-H1`).
+    Half,
     Quarter,
     Month,
 }
 
 impl TimeKey {
-    pub fn frequency(self) -> Frequency {
+    /// Months in one period of the roll-up.
+    pub fn months(self) -> u32 {
         match self {
-            TimeKey::Year => Frequency::Year,
-            TimeKey::Quarter => Frequency::Quarter,
-            TimeKey::Month => Frequency::Month,
+            TimeKey::Year => 12,
+            TimeKey::Half => 6,
+            TimeKey::Quarter => 3,
+            TimeKey::Month => 1,
         }
+    }
+
+    /// Whether the roll-up is the data's own frequency (nothing to roll up).
+    pub fn is(self, data: Frequency) -> bool {
+        self.months() == data.months()
     }
 
     /// The output column that shows the period.
     pub fn column(self) -> &'static str {
         match self {
             TimeKey::Year => "year",
+            TimeKey::Half => "half",
             TimeKey::Quarter => "quarter",
             TimeKey::Month => "period",
         }

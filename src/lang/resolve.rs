@@ -539,6 +539,7 @@ impl Resolver<'_> {
         for k in keys {
             let time = match k.name.as_str() {
                 "year" => Some(TimeKey::Year),
+                "half" => Some(TimeKey::Half),
                 "quarter" => Some(TimeKey::Quarter),
                 "month" => Some(TimeKey::Month),
                 "ytd" => {
@@ -559,10 +560,10 @@ impl Resolver<'_> {
                 if self.time.is_some() {
                     return Err(Diag::new(
                         k.span,
-                        "only one calendar key (year, quarter, month, period or ytd) per `by`",
+                        "only one calendar key (year, half, quarter, month, period or ytd) per `by`",
                     ));
                 }
-                if t.frequency() < data {
+                if t.months() < data.months() || t == TimeKey::Half && data == Frequency::Year {
                     return Err(Diag::new(
                         k.span,
                         format!("the dataset is {data}ly; it cannot be split by {}", k.name),
@@ -592,7 +593,7 @@ impl Resolver<'_> {
         if let Some(t) = self.time {
             let ty = match t {
                 TimeKey::Year => Ty::Num,
-                TimeKey::Quarter => Ty::Str,
+                TimeKey::Quarter | TimeKey::Half => Ty::Str,
                 TimeKey::Month => Ty::Date,
             };
             self.scope.insert(t.column().to_string(), ty);
@@ -856,7 +857,7 @@ impl Resolver<'_> {
                         ),
                     ));
                 }
-                if (n == "ytd" || n == "ytd_yoy") && t == TimeKey::Year {
+                if (n == "ytd" || n == "ytd_yoy") && matches!(t, TimeKey::Year | TimeKey::Half) {
                     return Err(Diag::new(span, format!("{n}() needs months or quarters in `by`, not years")));
                 }
                 let x = self.num_arg(args, 0, span, &format!("{n}()"))?;

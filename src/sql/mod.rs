@@ -329,6 +329,10 @@ impl Sql<'_> {
             let tq = self.q("__t");
             let label = match t {
                 TimeKey::Year => format!("CAST(year({tq}) AS INT)"),
+                TimeKey::Half => format!(
+                    "concat(CAST(year({tq}) AS {s}), '-H', CASE WHEN month({tq}) <= 6 THEN '1' ELSE '2' END)",
+                    s = self.d.text_type()
+                ),
                 TimeKey::Quarter => {
                     format!("concat(CAST(year({tq}) AS {s}), '-Q', CAST(quarter({tq}) AS {s}))", s = self.d.text_type())
                 }
@@ -528,11 +532,12 @@ impl Sql<'_> {
     /// each period (`__t`), over a relation with period and year columns.
     fn time_key(&self, t: TimeKey, r: &str) -> String {
         let p = format!("{r}{}", self.q("period"));
-        if t.frequency() == self.plan.frequency {
+        if t.is(self.plan.frequency) {
             return p;
         }
         match t {
             TimeKey::Year => format!("make_date({r}{}, 1, 1)", self.q("year")),
+            TimeKey::Half => format!("make_date(year({p}), CASE WHEN month({p}) <= 6 THEN 1 ELSE 7 END, 1)"),
             TimeKey::Quarter => format!("make_date(year({p}), (quarter({p}) - 1) * 3 + 1, 1)"),
             TimeKey::Month => format!("make_date(year({p}), month({p}), 1)"),
         }
@@ -574,7 +579,7 @@ impl Sql<'_> {
         let group_by = if keys.is_empty() { String::new() } else { format!(" GROUP BY {}", keys.join(", ")) };
         let mut out = self.cte(format!("SELECT {} FROM {}{group_by}", select.join(", "), f.name), cols);
         if let Some(t) = plan.time
-            && t.frequency() != plan.frequency
+            && !t.is(plan.frequency)
         {
             let column = self.fresh("wpartial");
             out = self.coverage(&out, manifest, t, &column)?;
@@ -936,7 +941,7 @@ impl Sql<'_> {
             return self.compose(f, x, base);
         };
         let time = self.plan.time;
-        let t_months = time.map_or(12, |t| t.frequency().months() as i32);
+        let t_months = time.map_or(12, |t| t.months() as i32);
         let running = "ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW";
         Ok(match m.as_ref() {
             Measure::Yoy(a) | Measure::Pop(a) | Measure::Pp(a) | Measure::Versus { x: a, .. } => {

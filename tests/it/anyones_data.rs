@@ -16,7 +16,10 @@ fn data(name: &str) -> PathBuf {
 /// The partner table's rows as (month, partner code, flow, value in yuan):
 /// month columns only, September (in US dollars in the source) and rows
 /// without a code (Canary Islands, Ceuta, Melilla) left out; a blank cell is 0.
-fn partner_rows() -> (Vec<(u32, String, String, f64)>, BTreeSet<String>) {
+/// One row of the partner table: (month, partner code, flow, value in yuan).
+type PartnerRow = (u32, String, String, f64);
+
+fn partner_rows() -> (Vec<PartnerRow>, BTreeSet<String>) {
     let mut kinds = csv::Reader::from_path(data("gacc_partner_codes.csv")).unwrap();
     let mut code_of: BTreeMap<String, String> = BTreeMap::new();
     let mut aggregates = BTreeSet::new();
@@ -285,4 +288,30 @@ fn every_run_of_a_query_gives_the_same_bytes() {
             );
         }
     }
+}
+
+#[test]
+fn half_years_roll_up_and_compare_with_the_same_half() {
+    // "In the second half of last year, ...": H1 and H2, each against the same
+    // half a year before, and against the half before.
+    let store = tempfile::tempdir().unwrap();
+    ingest_bundled(store.path());
+    let mut halves: BTreeMap<(i32, u32), f64> = BTreeMap::new();
+    let mut rdr = csv::Reader::from_path(data("critical_minerals_hs6_monthly.csv")).unwrap();
+    for r in rdr.records() {
+        let r = r.unwrap();
+        if &r[4] == "250410" {
+            let (y, m): (i32, u32) = (r[0][..4].parse().unwrap(), r[0][5..].parse().unwrap());
+            *halves.entry((y, if m <= 6 { 1 } else { 2 })).or_insert(0.0) += r[5].parse::<f64>().unwrap();
+        }
+    }
+    let (got, _) = run_csv(
+        store.path(),
+        "from critical_minerals\nwhere product = \"250410\"\nby half\nsum value\nshow value, yoy(value), pop(value)\nwhere half >= \"2024-H1\"",
+    );
+    assert_eq!(got.iter().map(|r| r["half"].as_str()).collect::<Vec<_>>(), ["2024-H1", "2024-H2"]);
+    let h2 = &got[1];
+    assert!((num(h2, "value") - halves[&(2024, 2)]).abs() < 1e-6);
+    assert!((num(h2, "value_yoy") - (halves[&(2024, 2)] / halves[&(2023, 2)] - 1.0)).abs() < 1e-12);
+    assert!((num(h2, "value_pop") - (halves[&(2024, 2)] / halves[&(2024, 1)] - 1.0)).abs() < 1e-12);
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 /// Queries on the generated panel (dataset `trade`, partner groups G_*), by name.
-const PANEL_QUERIES: [(&str, &str); 28] = [
+const PANEL_QUERIES: [(&str, &str); 29] = [
     (
         "yearly_measures",
         "from trade\nby year, partner\nsum value\nshow value, yoy(value), share(value), pp(share(value)), rank(value)",
@@ -98,6 +98,7 @@ const PANEL_QUERIES: [(&str, &str); 28] = [
         "changes",
         "from trade\nby quarter, flow\nsum value\nshow value, change(value), pop_change(value), g = yoy(value), pop_pp(yoy(value))",
     ),
+    ("halves", "from trade\nby half, flow\nsum value\nshow value, yoy(value), pop(value), share(value), change(value)"),
     ("years_back", "from trade\nby year, partner\nsum value\nshow yoy(value, 2), change(value, 2)"),
     (
         "quarter_ytd",
