@@ -298,6 +298,11 @@ pub fn add(store_root: &Path, name: &str, of: &str, path: &Path, wait: bool, str
 /// `data/country_codes.csv`), the reference a partner code is checked against.
 const COUNTRY_CODES: &str = include_str!("../data/country_codes.csv");
 
+/// Whether `code` is an ISO 3166 alpha-3 code.
+pub fn is_iso3(code: &str) -> bool {
+    iso3_names().any(|(c, _)| c == code)
+}
+
 fn iso3_names() -> impl Iterator<Item = (&'static str, &'static str)> {
     COUNTRY_CODES.lines().skip(1).filter_map(|line| {
         let mut fields = line.split(',');

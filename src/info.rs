@@ -131,6 +131,7 @@ fn aggregate_lines(store: &Store, m: &Manifest, groups: &GroupsManifest) -> Resu
         let rows = counts.column("__rows")?.cast(&DataType::UInt64)?.u64()?.clone();
         let (mut aggregate_rows, mut member_rows) = (0u64, 0u64);
         let mut present: Vec<String> = Vec::new();
+        let mut unknown: Vec<String> = Vec::new();
         for i in 0..counts.height() {
             let n = rows.get(i).unwrap_or(0);
             match codes.get(i) {
@@ -138,9 +139,30 @@ fn aggregate_lines(store: &Store, m: &Manifest, groups: &GroupsManifest) -> Resu
                     aggregate_rows += n;
                     present.push(c.to_string());
                 }
-                Some(_) => member_rows += n,
+                Some(c) => {
+                    member_rows += n;
+                    if dim == "partner" && !crate::groups::is_iso3(c) {
+                        unknown.push(c.to_string());
+                    }
+                }
                 None => {}
             }
+        }
+        if !unknown.is_empty() {
+            // A total or continent row not declared as an aggregate would be
+            // added to its members: say which codes are not countries.
+            unknown.sort();
+            let shown = if unknown.len() > 10 {
+                format!("{} and {} more", unknown[..10].join(", "), unknown.len() - 10)
+            } else {
+                unknown.join(", ")
+            };
+            lines.push(format!(
+                "{:<11} {} partner codes are not ISO 3166 alpha-3 codes ({shown}): if any is a total, a continent \
+                 or a bloc, declare it in the mapping's aggregate_partners and ingest again",
+                "note:",
+                unknown.len()
+            ));
         }
         if present.is_empty() {
             continue;

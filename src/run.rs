@@ -87,7 +87,7 @@ pub fn finish(shape: &ResultShape, frame: DataFrame) -> Result<Outcome> {
         parts.join(" ")
     };
     let mut warnings = shape.known_warnings.clone();
-    let mut notes = Vec::new();
+    let mut notes = shape.known_notes.clone();
     for w in &shape.warnings {
         let column = frame.column(&w.column)?.clone();
         let mut periods: Vec<String> = Vec::new();
@@ -145,15 +145,15 @@ pub fn finish(shape: &ResultShape, frame: DataFrame) -> Result<Outcome> {
     for (dim, codes) in &shape.left_out {
         notes.push(format!(
             "left out the aggregate rows of {dim} ({}), so that no sum adds them to their members; \
-             a `where` naming {dim} codes selects them (where {dim} = \"{}\")",
-            summarise(codes),
+             a `where` before `by` naming {dim} codes selects them (where {dim} = \"{}\")",
+            listed(codes),
             codes.iter().find(|c| *c == "WLD" || *c == "TOTAL").unwrap_or(&codes[0])
         ));
     }
     for (dim, codes) in &shape.summed_together {
         notes.push(format!(
-            "the filters select aggregate rows of {dim} ({}) beside their members, and no `by` key keeps them \
-             apart: sums add them together",
+            "the filters select aggregate rows of {dim} ({}) beside their members or beside each other (one \
+             may contain another): a sum over {dim}, or a share's total, adds them together",
             summarise(codes)
         ));
     }
@@ -161,11 +161,19 @@ pub fn finish(shape: &ResultShape, frame: DataFrame) -> Result<Outcome> {
         let dims: Vec<&str> = shape.left_out.iter().map(|(d, _)| d.as_str()).collect();
         warnings.push(format!(
             "the result is empty: every row that passed the query's filters is an aggregate row of {}, \
-             which the query left out; name the codes in a `where` to select them",
+             which the query left out; name the codes in a `where` before `by` to select them",
             dims.join(" or ")
         ));
     }
     Ok(Outcome { frame, warnings, notes })
+}
+
+/// Codes in a note: all of them up to a dozen, the world and total first.
+fn listed(codes: &[String]) -> String {
+    let mut sorted: Vec<&String> = codes.iter().filter(|c| *c == "WLD" || *c == "TOTAL").collect();
+    sorted.extend(codes.iter().filter(|c| *c != "WLD" && *c != "TOTAL"));
+    let shown: Vec<&str> = sorted.iter().take(12).map(|c| c.as_str()).collect();
+    if sorted.len() > 12 { format!("{} and {} more", shown.join(", "), sorted.len() - 12) } else { shown.join(", ") }
 }
 
 fn summarise(items: &[String]) -> String {

@@ -65,6 +65,8 @@ pub struct ResultShape {
     pub key_labels: Vec<String>,
     /// Warnings known before the query ran (see [`Plan::warnings`]).
     pub known_warnings: Vec<String>,
+    /// Notes known before the query ran (see [`Plan::notes`]).
+    pub known_notes: Vec<String>,
     /// Aggregate rows the query left out, per dimension (see [`Plan::left_out`]).
     pub left_out: Vec<(String, Vec<String>)>,
     /// Aggregate rows the query's filters select beside their members (see
@@ -278,6 +280,48 @@ pub fn empty_calendar(plan: &Plan, manifest: &Manifest, store: &Path) -> Result<
         "no stored period passes the filter `{}`: {} holds {held}, so the result is empty",
         bounds.join(" and "),
         manifest.dataset
+    )))
+}
+
+/// A note naming the dataset's gaps (periods it does not hold) among the
+/// periods the query reads: a monthly listing skips them, a roll-up holds
+/// fewer months.
+pub fn gaps_read(plan: &Plan, manifest: &Manifest, store: &Path) -> Result<Option<String>> {
+    let gaps = manifest.gaps();
+    if gaps.is_empty() || plan.time.is_none() {
+        return Ok(None);
+    }
+    let c = Compiler {
+        plan,
+        manifest,
+        n: 0,
+        warnings: Vec::new(),
+        store,
+        shared: None,
+        fx: Vec::new(),
+        pass: None,
+        polars_rows: false,
+        pushed_down: Vec::new(),
+        coverage: None,
+        joined: Default::default(),
+    };
+    let window = c
+        .calendar_window(manifest)?
+        .select([col("period").min().alias("lo"), col("period").max().alias("hi")])
+        .collect()?;
+    let (Some(lo), Some(hi)) =
+        (window.column("lo")?.date()?.physical().get(0), window.column("hi")?.date()?.physical().get(0))
+    else {
+        return Ok(None);
+    };
+    let inside: Vec<crate::period::Period> = gaps.into_iter().filter(|p| (lo..=hi).contains(&p.days())).collect();
+    if inside.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "{} does not hold {} (gaps): no row for them, and the periods that contain them hold fewer months",
+        manifest.dataset,
+        crate::store::manifest::describe_periods(&inside)
     )))
 }
 
@@ -615,6 +659,7 @@ impl Compiler<'_> {
                 left_out: plan.left_out.clone(),
                 summed_together: plan.summed_together.clone(),
                 known_warnings: plan.warnings.clone(),
+                known_notes: plan.notes.clone(),
             },
         })
     }
@@ -892,6 +937,7 @@ impl Compiler<'_> {
             left_out: plan.left_out.clone(),
             summed_together: plan.summed_together.clone(),
             known_warnings: plan.warnings.clone(),
+            known_notes: plan.notes.clone(),
             ..Default::default()
         };
         Ok(Compiled { lf, shape, rows_pushed_down: false, pushed_down: Vec::new() })

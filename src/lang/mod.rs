@@ -127,6 +127,8 @@ pub fn load_with_scan(
     plan.cut = compile::cut_periods(&plan, &manifest, store.root())?;
     if let Some(w) = compile::empty_calendar(&plan, &manifest, store.root())? {
         plan.warnings.push(w);
+    } else if let Some(n) = compile::gaps_read(&plan, &manifest, store.root())? {
+        plan.notes.push(n);
     }
     for g in &plan.groups {
         let members = compile::group_members(store.root(), &g.path)?;

@@ -307,6 +307,8 @@ pub struct Plan {
     /// Warnings known before the query runs (a group table's member that
     /// is no code of the dataset, nor of ISO 3166).
     pub warnings: Vec<String>,
+    /// Notes known before the query runs (the gaps among the periods it reads).
+    pub notes: Vec<String>,
     pub row_filters: Vec<RExpr>,
     pub derives: Vec<(String, RExpr)>,
     pub groups: Vec<GroupMap>,
@@ -377,9 +379,14 @@ impl Plan {
         defaults.extend(self.keys.iter().cloned());
         for d in defaults {
             if !by.iter().any(|(c, _)| *c == d) {
-                // "others" of a `top` after its members (`__is_others`).
-                if self.top.as_ref().is_some_and(|(_, dim, _)| *dim == d) {
+                // A `top`'s members by size, then "others" (`__is_others`).
+                if let Some((_, dim, size)) = &self.top
+                    && *dim == d
+                {
                     by.push(("__is_others".to_string(), false));
+                    if !by.iter().any(|(c, _)| c == size) {
+                        by.push((size.clone(), true));
+                    }
                 }
                 by.push((d, false));
             }

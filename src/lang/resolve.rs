@@ -134,6 +134,7 @@ pub fn resolve(query: &Query, catalog: &Catalog<'_>, overrides: &[(String, Strin
         summed_together: Vec::new(),
         cut: None,
         warnings: Vec::new(),
+        notes: Vec::new(),
         row_filters: Vec::new(),
         derives: Vec::new(),
         groups: Vec::new(),
@@ -324,19 +325,36 @@ pub fn leave_out_aggregates(plan: &mut Plan, combos: &[Vec<Option<String>>]) {
         let mut present: Vec<String> = rows.iter().filter(|r| is_aggregate(r)).filter_map(|r| r[i].clone()).collect();
         present.sort();
         present.dedup();
-        if present.is_empty() || !rows.iter().any(|r| is_member(r)) {
-            continue;
-        }
+        let members = rows.iter().any(|r| is_member(r));
         if plan.row_filters.iter().any(|x| selects_codes_of(x, dim, false)) {
-            if !plan.keys.contains(dim) {
+            // Selected as written. Aggregates beside members, or two
+            // aggregates (ASEAN within TOTAL), add up to more than a total
+            // when summed over the dimension, or when a share divides by
+            // their sum.
+            if (members && !present.is_empty() || present.len() > 1)
+                && (!plan.keys.contains(dim) || uses_base_total(plan))
+            {
                 plan.summed_together.push((dim.clone(), present));
             }
+            continue;
+        }
+        if present.is_empty() || !members {
             continue;
         }
         rows.retain(|r| !is_aggregate(r));
         plan.row_filters.insert(plan.left_out.len(), leave_out(dim, &present));
         plan.left_out.push((dim.clone(), present));
     }
+}
+
+/// Whether a measure of `plan` divides by the total of the base rows (share, contribution).
+fn uses_base_total(plan: &Plan) -> bool {
+    let exprs = plan.outputs.iter().map(|o| &o.expr).chain(plan.post_derives.iter().map(|(_, x)| x));
+    exprs.chain(plan.post_filters.iter()).any(|x| {
+        x.any(&mut |e| {
+            matches!(e, RExpr::Measure(m) if matches!(m.as_ref(), Measure::Share(..) | Measure::Contribution(..)))
+        })
+    })
 }
 
 /// The filter that leaves out rows whose `dim` is one of `codes` (a row with

@@ -124,6 +124,7 @@ pub fn plan_to_sql(plan: &Plan, manifest: &Manifest, dialect: Dialect, uri: &str
         left_out: plan.left_out.clone(),
         summed_together: plan.summed_together.clone(),
         known_warnings: plan.warnings.clone(),
+        known_notes: plan.notes.clone(),
     };
     Ok(SqlQuery { text, shape })
 }

@@ -446,7 +446,7 @@ fn shares_of_a_partition_add_up_to_one() {
         let q = write(
             dir.path(),
             "q.tql",
-            "from trade\ngroup partner by halves as half\nby year, half\nsum value\nshow share(value), contribution(value)",
+            "from trade\ngroup partner by halves as part\nby year, part\nsum value\nshow share(value), contribution(value)",
         );
         let g = write(dir.path(), "g.tql", "from trade\nby year\nsum value\nshow yoy(value)");
         let parse = |path: &Path| csv_rows(&ok(&["run", s(path), "--store", s(&store), "--format", "csv"]));
