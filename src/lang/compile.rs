@@ -127,6 +127,7 @@ pub fn plan_to_lazy_from(
         pushed_down: Vec::new(),
         coverage: None,
         joined: Default::default(),
+        scan: None,
     };
     c.compile(manifest, scan)
 }
@@ -147,6 +148,7 @@ pub fn ytd_through(plan: &Plan, manifest: &Manifest, store: &Path) -> Result<u32
         pushed_down: Vec::new(),
         coverage: None,
         joined: Default::default(),
+        scan: None,
     };
     let df = c.calendar_window(manifest)?.select([col("period").max()]).collect()?;
     let last = df.column("period")?.date()?.physical().get(0).ok_or_else(|| {
@@ -178,6 +180,7 @@ pub fn code_combinations(
         pushed_down: Vec::new(),
         coverage: None,
         joined: Default::default(),
+        scan: None,
     };
     let stored = |name: &str| CALENDAR_COLUMNS.contains(&name) || manifest.schema.iter().any(|s| s.name == name);
     let derived = |name: &str| plan.derives.iter().any(|(n, _)| n == name);
@@ -225,6 +228,7 @@ pub fn cut_periods(plan: &Plan, manifest: &Manifest, store: &Path) -> Result<Opt
         pushed_down: Vec::new(),
         coverage: None,
         joined: Default::default(),
+        scan: None,
     };
     let kept = c.calendar_window(manifest)?.select([col("period")]).collect()?;
     let kept: std::collections::BTreeSet<i32> =
@@ -261,6 +265,7 @@ pub fn empty_calendar(plan: &Plan, manifest: &Manifest, store: &Path) -> Result<
         pushed_down: Vec::new(),
         coverage: None,
         joined: Default::default(),
+        scan: None,
     };
     if c.calendar_window(manifest)?.select([len().alias("n")]).collect()?.column("n")?.u32()?.get(0) != Some(0) {
         return Ok(None);
@@ -304,6 +309,7 @@ pub fn gaps_read(plan: &Plan, manifest: &Manifest, store: &Path) -> Result<Optio
         pushed_down: Vec::new(),
         coverage: None,
         joined: Default::default(),
+        scan: None,
     };
     let window = c
         .calendar_window(manifest)?
@@ -545,6 +551,9 @@ struct Compiler<'a> {
     coverage: Option<String>,
     /// The columns [`Compiler::previous`] joined, by (column, months back).
     joined: std::collections::HashMap<(String, i32), String>,
+    /// The dataset's rows as the query reads them, for the total of a named
+    /// aggregate row (`share(value, region = "CN")`).
+    scan: Option<LazyFrame>,
 }
 
 fn date_lit(days: i32) -> Expr {
@@ -581,6 +590,7 @@ impl Compiler<'_> {
     fn compile(&mut self, manifest: &Manifest, scan: LazyFrame) -> Result<Compiled> {
         let plan = self.plan;
         self.fx = self.rate_factors(manifest)?;
+        self.scan = Some(scan.clone());
         let (lf, base) = self.rows(scan)?;
         let aggregated = plan.time.is_some() || !plan.keys.is_empty() || !plan.aggs.is_empty();
         if !aggregated {
@@ -670,6 +680,11 @@ impl Compiler<'_> {
     /// Returns the rows, and the base rows before any group mapping (what
     /// contributions divide by).
     fn rows(&self, scan: LazyFrame) -> Result<(LazyFrame, LazyFrame)> {
+        self.rows_where(scan, &|_| true)
+    }
+
+    /// [`Compiler::rows`] with only the row filters that `keep` keeps.
+    fn rows_where(&self, scan: LazyFrame, keep: &dyn Fn(&RExpr) -> bool) -> Result<(LazyFrame, LazyFrame)> {
         let plan = self.plan;
         let mut lf = scan.with_columns([
             col("period").dt().quarter().cast(DataType::Int32).alias("quarter"),
@@ -696,7 +711,7 @@ impl Compiler<'_> {
         for (name, x) in plan.derives.iter().filter(|(_, x)| !uses_alias(x)) {
             lf = lf.with_column(self.expr(x)?.alias(name.as_str()));
         }
-        for x in plan.row_filters.iter().filter(|x| !uses_alias(x)) {
+        for x in plan.row_filters.iter().filter(|x| !uses_alias(x) && keep(x)) {
             lf = lf.filter(self.expr(x)?);
         }
         let base = lf.clone();
@@ -708,7 +723,7 @@ impl Compiler<'_> {
         for (name, x) in plan.derives.iter().filter(|(_, x)| uses_alias(x)) {
             lf = lf.with_column(self.expr(x)?.alias(name.as_str()));
         }
-        for x in plan.row_filters.iter().filter(|x| uses_alias(x)) {
+        for x in plan.row_filters.iter().filter(|x| uses_alias(x) && keep(x)) {
             lf = lf.filter(self.expr(x)?);
         }
         Ok((lf, base))
@@ -1460,10 +1475,10 @@ impl Compiler<'_> {
                 };
                 (self.unequal_periods(lf, months, measure, back.text()), e)
             }
-            Measure::Share(a, within) => {
+            Measure::Share(a, within, of) => {
                 let (agg_name, row_col) = self.plan.sum_columns(a, "share")?;
                 let part = self.period_partition(within);
-                if self.plan.groups.is_empty() {
+                if self.plan.groups.is_empty() && of.is_none() {
                     // Without group mapping every base row is in exactly one
                     // aggregated row, so their sum over the period is the
                     // base rows' total (bit for bit the same sums).
@@ -1474,9 +1489,10 @@ impl Compiler<'_> {
                     };
                     return Ok((lf, col(agg_name.as_str()) / total));
                 }
-                // Groups may overlap: divide by the total of the base rows.
+                // Groups may overlap: divide by the total of the base rows
+                // (or of the named aggregate row).
                 let total = self.fresh("total");
-                let totals = self.base_totals(base, within, &row_col, &total)?;
+                let totals = self.totals(base, within, &row_col, &total, of.as_ref())?;
                 let mut on: Vec<Expr> = time.iter().map(|_| col("__t")).collect();
                 on.extend(within.iter().map(|w| col(w.as_str())));
                 let (lf, totals, on) = if on.is_empty() {
@@ -1492,13 +1508,14 @@ impl Compiler<'_> {
                 let lf = lf.join(totals, on.clone(), on, join_args());
                 (lf, col(agg_name.as_str()) / col(total.as_str()))
             }
-            Measure::Contribution(a, within) => {
+            Measure::Contribution(a, within, of) => {
                 let (agg_name, row_col) = self.plan.sum_columns(a, "contribution")?;
                 let (lf, prev) = self.previous(lf, agg_name, 12);
-                // The total of the base rows (before group mapping: never a sum of overlapping groups).
+                // The total of the base rows (before group mapping: never a
+                // sum of overlapping groups), or of the named aggregate row.
                 let total = self.fresh("total");
                 let totals = self
-                    .base_totals(base, within, &row_col, &total)?
+                    .totals(base, within, &row_col, &total, of.as_ref())?
                     .with_column(col("__t").dt().offset_by(lit("12mo")));
                 let mut on = vec![col("__t")];
                 on.extend(within.iter().map(|w| col(w.as_str())));
@@ -1610,6 +1627,28 @@ impl Compiler<'_> {
     /// the query has one) and `within` columns, as column `total`. A `within`
     /// column that is a group alias maps the base rows through that group
     /// alone (each row once per group it belongs to).
+    fn totals(
+        &mut self,
+        base: &LazyFrame,
+        within: &[String],
+        row_col: &str,
+        total: &str,
+        of: Option<&TotalRow>,
+    ) -> Result<LazyFrame> {
+        let Some(of) = of else { return self.base_totals(base, within, row_col, total) };
+        // The named aggregate row, read with the query's filters but those on
+        // its dimension (which pick the members shown).
+        let scan = self.scan.clone().ok_or_else(|| Error::internal("no scan for a total row"))?;
+        let (_, rows) = self.rows_where(scan, &|x: &RExpr| !x.mentions(&of.dim))?;
+        let rows = rows.filter(col(of.dim.as_str()).eq(lit(of.code.as_str())));
+        let mut keys: Vec<Expr> = self.plan.time.map(|t| time_group(t, self.plan.frequency)).into_iter().collect();
+        keys.extend(within.iter().map(|w| col(w.as_str())));
+        let sum = col(row_col).sum().alias(total);
+        self.polars_rows = true;
+        let grouped = if keys.is_empty() { rows.select([sum]) } else { rows.group_by(keys).agg([sum]) };
+        Ok(with_calendar_key(grouped, self.plan.time, self.plan.frequency))
+    }
+
     fn base_totals(&mut self, base: &LazyFrame, within: &[String], row_col: &str, total: &str) -> Result<LazyFrame> {
         let time = self.plan.time;
         let mut rows = base.clone();

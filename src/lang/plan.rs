@@ -155,6 +155,15 @@ pub enum Compare {
     Points,
 }
 
+/// The aggregate row a share or contribution divides by: the stored rows
+/// whose `dim` is `code` (a national row, the world row), read with the
+/// query's filters except those on `dim` (which select the members shown).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TotalRow {
+    pub dim: String,
+    pub code: String,
+}
+
 /// A trade measure (DESIGN.md), computed on the aggregated rows.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Measure {
@@ -168,9 +177,11 @@ pub enum Measure {
     },
     Yoy(RExpr),
     Pop(RExpr),
-    Share(RExpr, Vec<String>),
+    /// x, within, and the row whose total it divides by (`share(value,
+    /// region = "CN")`: the national row), instead of the base rows'.
+    Share(RExpr, Vec<String>, Option<TotalRow>),
     Pp(RExpr),
-    Contribution(RExpr, Vec<String>),
+    Contribution(RExpr, Vec<String>, Option<TotalRow>),
     Ytd(RExpr),
     Rolling(RExpr, usize, bool),
     Rank(RExpr, Vec<String>),
@@ -444,7 +455,16 @@ impl fmt::Display for RExpr {
                     | Measure::Ytd(x)
                     | Measure::Record(x)
                     | Measure::Streak(x) => write!(f, "{x}")?,
-                    Measure::Share(x, w) | Measure::Contribution(x, w) | Measure::Rank(x, w) => {
+                    Measure::Share(x, w, of) | Measure::Contribution(x, w, of) => {
+                        write!(f, "{x}")?;
+                        if let Some(t) = of {
+                            write!(f, ", {} = {:?}", t.dim, t.code)?;
+                        }
+                        if !w.is_empty() {
+                            write!(f, " within {}", w.join(", "))?;
+                        }
+                    }
+                    Measure::Rank(x, w) => {
                         write!(f, "{x}")?;
                         if !w.is_empty() {
                             write!(f, " within {}", w.join(", "))?;
@@ -513,9 +533,22 @@ impl fmt::Display for Plan {
             )?;
             o.expr.any(&mut |e| {
                 if let RExpr::Measure(m) = e
-                    && let Measure::Share(RExpr::Col(x), within) | Measure::Contribution(RExpr::Col(x), within) =
+                    && let Measure::Share(RExpr::Col(x), within, of) | Measure::Contribution(RExpr::Col(x), within, of) =
                         m.as_ref()
                 {
+                    if let Some(t) = of {
+                        let _ = writeln!(
+                            f,
+                            "  {}({x}) divides by the total of the rows whose {} is {:?} (the query's filters on {} \
+                             left aside){}",
+                            m.name(),
+                            t.dim,
+                            t.code,
+                            t.dim,
+                            if matches!(m.as_ref(), Measure::Contribution(..)) { ", a year before" } else { "" }
+                        );
+                        return false;
+                    }
                     let column = self.aggs.iter().find(|a| a.name == *x).and_then(|a| a.arg.clone());
                     let per: Vec<String> =
                         self.time.iter().map(|t| t.column().to_string()).chain(within.iter().cloned()).collect();

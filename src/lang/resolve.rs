@@ -407,7 +407,7 @@ fn default_name(x: &RExpr) -> Option<String> {
                 Measure::Yoy(a) | Measure::Pop(a) | Measure::Pp(a) | Measure::Ytd(a) | Measure::Record(a) => {
                     default_name(a)
                 }
-                Measure::Share(a, _) | Measure::Contribution(a, _) | Measure::Rank(a, _) => default_name(a),
+                Measure::Share(a, ..) | Measure::Contribution(a, ..) | Measure::Rank(a, _) => default_name(a),
                 Measure::Rolling(a, n, _) | Measure::High(a, n) => default_name(a).map(|s| format!("{s}_{n}")),
                 Measure::Versus { x: a, back: Back::Years(n), .. } if *n > 1 => {
                     default_name(a).map(|s| format!("{s}_{n}"))
@@ -790,6 +790,48 @@ impl Resolver<'_> {
             .unwrap_or(RExpr::Bool(false)))
     }
 
+    /// The second argument of share() or contribution(), `DIM = "CODE"`: the
+    /// aggregate row (a national or world row) it divides by.
+    fn total_row(&mut self, args: &[Expr], within: &[String], what: &str) -> Result<Option<TotalRow>, Diag> {
+        let Some(arg) = args.get(1) else { return Ok(None) };
+        let bad = || {
+            Diag::new(arg.span, format!("the second argument of {what}() names the row it divides by: DIM = \"CODE\""))
+                .hint(format!("for example {what}(value, region = \"CN\") divides by the national row"))
+        };
+        let ExprKind::Binary(BinOp::Eq, a, b) = &arg.kind else { return Err(bad()) };
+        let (ExprKind::Col(dim), ExprKind::Str(code)) = (&a.kind, &b.kind) else { return Err(bad()) };
+        if !CODE_COLUMNS.contains(&dim.as_str()) {
+            return Err(Diag::new(a.span, format!("{what}(): `{dim}` is not a code column"))
+                .hint(format!("code columns: {}", CODE_COLUMNS.join(", "))));
+        }
+        if let Some(g) = within.iter().find(|w| self.group_aliases.contains(w)) {
+            return Err(Diag::new(
+                a.span,
+                format!("{what}(): a total row and `within {g}` (a group column) do not combine"),
+            )
+            .hint("divide by the total row without `within`, or within a code column"));
+        }
+        if within.contains(dim) {
+            return Err(Diag::new(
+                a.span,
+                format!("{what}(): within {dim} and {dim} = {code:?} contradict each other"),
+            ));
+        }
+        let known = (self.catalog.codes)(dim)
+            .map_err(|e| Diag::new(a.span, format!("cannot read the codes of `{dim}`: {e}")))?;
+        if !known.iter().any(|k| k == code) {
+            let mut d = Diag::new(
+                b.span,
+                format!("unknown {dim} code {code:?}: no row of {} has it", self.catalog.manifest.dataset),
+            );
+            if let Some(s) = closest(code, known.iter().map(String::as_str)) {
+                d = d.hint(format!("did you mean \"{s}\"?"));
+            }
+            return Err(d);
+        }
+        Ok(Some(TotalRow { dim: dim.clone(), code: code.clone() }))
+    }
+
     /// The argument of share() or contribution(): a column made by `sum`, so
     /// that the measure can divide by the total of the base rows (each stored
     /// row once), never by a sum of the aggregated (possibly overlapping) rows.
@@ -897,21 +939,28 @@ impl Resolver<'_> {
                 (out, if n == "record" { Ty::Bool } else { Ty::Num })
             }
             "share" | "rank" => {
-                self.check_arity(args, 1, span, n)?;
+                if n == "share" && args.len() == 2 {
+                    // share(x, DIM = "CODE"): of an aggregate row.
+                } else {
+                    self.check_arity(args, 1, span, n)?;
+                }
                 if !self.aggregated {
                     return Err(Diag::new(span, format!("{n}() works on aggregated rows; it needs `by` first")));
                 }
                 if n == "share" {
                     let c = self.summed_column(args, n)?;
                     let w = self.within(within)?;
-                    return Ok((m(Measure::Share(RExpr::Col(c), w)), Ty::Num));
+                    let of = self.total_row(args, &w, n)?;
+                    return Ok((m(Measure::Share(RExpr::Col(c), w, of)), Ty::Num));
                 }
                 let x = self.num_arg(args, 0, span, &format!("{n}()"))?;
                 let w = self.within(within)?;
                 (m(Measure::Rank(x, w)), Ty::Num)
             }
             "contribution" => {
-                self.check_arity(args, 1, span, n)?;
+                if args.len() != 2 {
+                    self.check_arity(args, 1, span, n)?;
+                }
                 measure(self, "contribution()")?;
                 let c = self.summed_column(args, n)?;
                 let w = self.within(within)?;
@@ -923,7 +972,8 @@ impl Resolver<'_> {
                         ));
                     }
                 }
-                (m(Measure::Contribution(RExpr::Col(c), w)), Ty::Num)
+                let of = self.total_row(args, &w, n)?;
+                (m(Measure::Contribution(RExpr::Col(c), w, of)), Ty::Num)
             }
             "rolling" | "rolling_mean" | "high" => {
                 self.check_arity(args, 2, span, n)?;

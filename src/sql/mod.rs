@@ -115,6 +115,7 @@ pub fn plan_to_sql(plan: &Plan, manifest: &Manifest, dialect: Dialect, uri: &str
         warnings: Vec::new(),
         coverage: None,
         joined: Default::default(),
+        unfiltered: None,
     };
     let text = c.compile(manifest)?;
     let shape = ResultShape {
@@ -193,6 +194,8 @@ struct Sql<'a> {
     warnings: Vec<WarningColumn>,
     /// The column counting the dataset's periods in each roll-up period.
     coverage: Option<String>,
+    /// The rows before the row filters, for the total of a named aggregate row.
+    unfiltered: Option<Frame>,
     /// The columns `previous` joined, by (column, months back).
     joined: std::collections::HashMap<(String, i32), String>,
 }
@@ -305,6 +308,7 @@ impl Sql<'_> {
             let e = self.expr(x)?;
             f = self.with_column(&f, &e, name);
         }
+        self.unfiltered = Some(f.clone());
         for x in plan.row_filters.iter().filter(|x| !uses_alias(x)) {
             let e = self.expr(x)?;
             f = self.filter(&f, &e);
@@ -837,6 +841,24 @@ impl Sql<'_> {
         format!("SELECT {} FROM {}{group_by}", select.join(", "), rows.name)
     }
 
+    /// The rows a share or contribution divides by: the base rows, or the
+    /// named aggregate row read with the query's filters but those on its
+    /// dimension (as the polars backend does).
+    fn total_rows(&mut self, base: &Frame, of: Option<&TotalRow>) -> Result<Frame> {
+        let Some(of) = of else { return Ok(base.clone()) };
+        let mut f = self.unfiltered.clone().ok_or_else(|| Error::internal("no rows for a total row"))?;
+        let aliases: Vec<&str> = self.plan.groups.iter().map(|g| g.alias.as_str()).collect();
+        for x in &self.plan.row_filters {
+            if aliases.iter().any(|a| x.mentions(a)) || x.mentions(&of.dim) {
+                continue;
+            }
+            let e = self.expr(x)?;
+            f = self.filter(&f, &e);
+        }
+        let cond = format!("{} = {}", self.q(&of.dim), self.d.string(&of.code));
+        Ok(self.filter(&f, &cond))
+    }
+
     /// The ON condition of a join with [`Sql::base_totals`]: `__t` and the `within` columns.
     fn on_time_within(&self, within: &[String]) -> String {
         let mut on: Vec<String> = self.plan.time.iter().map(|_| format!("a.{t} = b.{t}", t = self.q("__t"))).collect();
@@ -966,10 +988,10 @@ impl Sql<'_> {
                 };
                 (self.unequal_periods(&f, months, measure, back.text()), e)
             }
-            Measure::Share(a, within) => {
+            Measure::Share(a, within, of) => {
                 let (agg_name, row_col) = self.plan.sum_columns(a, "share")?;
                 let qc = self.q(agg_name);
-                if self.plan.groups.is_empty() {
+                if self.plan.groups.is_empty() && of.is_none() {
                     // Each base row is in one aggregated row: their sum is the base total.
                     let part = self.period_partition(within);
                     let (f, total) =
@@ -978,16 +1000,19 @@ impl Sql<'_> {
                 }
                 // Groups may overlap: divide by the total of the base rows.
                 let total = self.fresh("total");
-                let totals = self.base_totals(base, within, &row_col, &total, 0);
+                let rows = self.total_rows(base, of.as_ref())?;
+                let totals = self.base_totals(&rows, within, &row_col, &total, 0);
                 let f = self.join_column(f, &totals, &total, &self.on_time_within(within));
                 (f, self.d.divide(&qc, &self.q(&total)))
             }
-            Measure::Contribution(a, within) => {
+            Measure::Contribution(a, within, of) => {
                 let (agg_name, row_col) = self.plan.sum_columns(a, "contribution")?;
                 let (f, prev) = self.previous(f, agg_name, 12);
-                // The total of the base rows (before group mapping: never a sum of overlapping groups).
+                // The total of the base rows (before group mapping: never a
+                // sum of overlapping groups), or of the named aggregate row.
                 let total = self.fresh("total");
-                let totals = self.base_totals(base, within, &row_col, &total, 12);
+                let rows = self.total_rows(base, of.as_ref())?;
+                let totals = self.base_totals(&rows, within, &row_col, &total, 12);
                 let f = self.join_column(&f, &totals, &total, &self.on_time_within(within));
                 let qp = self.q(&prev);
                 let f = self.missing_base(&f, &qp, 12, format!("contribution({agg_name})"), "a year before".into());

@@ -315,3 +315,49 @@ fn half_years_roll_up_and_compare_with_the_same_half() {
     assert!((num(h2, "value_yoy") - (halves[&(2024, 2)] / halves[&(2023, 2)] - 1.0)).abs() < 1e-12);
     assert!((num(h2, "value_pop") - (halves[&(2024, 2)] / halves[&(2024, 1)] - 1.0)).abs() < 1e-12);
 }
+
+#[test]
+fn regions_nest_and_a_share_can_divide_by_the_national_row() {
+    // Case 9: national, provincial and city rows in one dataset. A sum over
+    // regions counts provinces and their cities twice, so a city's share of it
+    // was wrong; share(value, region = "CN") divides by the national row, with
+    // the query's own filter on region (the city) left aside for the total.
+    let dir = tempfile::tempdir().unwrap();
+    // Guangdong = Shenzhen + Guangzhou + the rest; Jiangsu = Suzhou + the rest;
+    // China = Guangdong + Jiangsu + the other provinces (100 million yuan).
+    let years = [(2023, [100.0, 50.0, 30.0, 80.0, 40.0, 300.0]), (2024, [110.0, 60.0, 28.0, 85.0, 44.0, 310.0])];
+    let mut csv = String::from("period,reporter,partner,flow,product,region,value\n");
+    let mut national = BTreeMap::new();
+    for (y, [gd_rest, sz, gz, js_rest, szh, other]) in years {
+        let (gd, js) = (gd_rest + sz + gz, js_rest + szh);
+        national.insert(y, gd + js + other);
+        for (region, v) in [("CN", gd + js + other), ("GD", gd), ("JS", js), ("SZ", sz), ("GZ", gz), ("SZH", szh)] {
+            csv.push_str(&format!("{y},CHN,WLD,export,TOTAL,{region},{}\n", v * 1e8));
+        }
+    }
+    let file = write(dir.path(), "regions.csv", &csv);
+    let mapping = write(dir.path(), "regions.toml", "dataset = \"regions\"\naggregate_regions = [\"CN\"]\n");
+    let store = dir.path().join("store");
+    ok(&["ingest", s(&file), "-m", s(&mapping), "--store", s(&store), "-q"]);
+    let query = "from regions\nwhere region = \"SZ\"\nby year, region\nsum value\n\
+                 show share(value, region = \"CN\"), contribution(value, region = \"CN\")";
+    let (got, _) = run_csv(&store, query);
+    assert_eq!(got.len(), 2);
+    assert!((num(&got[1], "value_share") - 60.0 / national[&2024]).abs() < 1e-12, "{:?}", got[1]);
+    assert!((num(&got[1], "value_contribution") - (60.0 - 50.0) / national[&2023] * 100.0).abs() < 1e-9);
+    // The same on DuckDB.
+    if let Some(python) = crate::peers::peer_python() {
+        let q = write(dir.path(), "q.tql", query);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tradeql"))
+            .args(["run", s(&q), "--store", s(&store), "-f", "csv", "--engine", "duckdb"])
+            .env("TRADEQL_PYTHON", &python)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let duck = csv_rows(&String::from_utf8_lossy(&out.stdout));
+        assert!((num(&duck[1], "value_share") - 60.0 / national[&2024]).abs() < 1e-12);
+    }
+    // A share of all regions says which rows it adds: the national row is left out.
+    let (_, stderr) = run_csv(&store, "from regions\nby year, region\nsum value\nshow share(value)");
+    assert!(stderr.contains("left out the aggregate rows of region (CN)"), "{stderr}");
+}

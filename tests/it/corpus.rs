@@ -107,10 +107,14 @@ const PANEL_QUERIES: [(&str, &str); 29] = [
 ];
 
 /// Queries on the bundled data beside queries/ (dataset gacc with rates; minerals).
-const BUNDLED_QUERIES: [(&str, &str); 2] = [
+const BUNDLED_QUERIES: [(&str, &str); 3] = [
     (
         "convert",
         "from gacc\nwhere year = 2024\nderive usd = convert(value, \"USD\"), eur = convert(value, \"EUR\")\nby month, flow\nagg usd = sum(usd), eur = sum(eur)\nshow usd, eur, yoy(usd)",
+    ),
+    (
+        "share_of_world",
+        "from gacc\nby year, flow\nsum value\nshow share(value, partner = \"WLD\"), contribution(value, partner = \"WLD\")",
     ),
     (
         "sections",
