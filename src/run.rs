@@ -150,6 +150,11 @@ pub fn finish(shape: &ResultShape, frame: DataFrame) -> Result<Outcome> {
             codes.iter().find(|c| *c == "WLD" || *c == "TOTAL").unwrap_or(&codes[0])
         ));
     }
+    if let Some(time) = &shape.time_label {
+        for alias in &shape.group_keys {
+            notes.extend(groups_missing(&frame, time, alias, &text)?);
+        }
+    }
     for (dim, codes) in &shape.summed_together {
         notes.push(format!(
             "the filters select aggregate rows of {dim} ({}) beside their members or beside each other (one \
@@ -166,6 +171,36 @@ pub fn finish(shape: &ResultShape, frame: DataFrame) -> Result<Outcome> {
         ));
     }
     Ok(Outcome { frame, warnings, notes })
+}
+
+/// Notes on the groups of column `alias` that have no row in some periods of
+/// the result that other groups have: none of their members has data then
+/// (or none was a member yet).
+fn groups_missing(
+    frame: &DataFrame,
+    time: &str,
+    alias: &str,
+    text: &dyn Fn(AnyValue) -> String,
+) -> Result<Vec<String>> {
+    let (periods, groups) = (frame.column(time)?, frame.column(alias)?);
+    let mut all: std::collections::BTreeSet<String> = Default::default();
+    let mut by_group: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = Default::default();
+    for i in 0..frame.height() {
+        let (p, g) = (text(periods.get(i)?), text(groups.get(i)?));
+        all.insert(p.clone());
+        by_group.entry(g).or_default().insert(p);
+    }
+    Ok(by_group
+        .iter()
+        .filter(|(g, seen)| seen.len() < all.len() && g.as_str() != "others")
+        .map(|(g, seen)| {
+            let missing: Vec<String> = all.difference(seen).cloned().collect();
+            format!(
+                "group {g} ({alias}) has no row for {}: none of its members has data then, or none was a member",
+                summarise(&missing)
+            )
+        })
+        .collect())
 }
 
 /// Codes in a note: all of them up to a dozen, the world and total first.

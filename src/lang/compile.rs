@@ -67,6 +67,9 @@ pub struct ResultShape {
     pub known_warnings: Vec<String>,
     /// Notes known before the query ran (see [`Plan::notes`]).
     pub known_notes: Vec<String>,
+    /// The key columns that are group aliases (`bloc`): a group missing
+    /// from some periods is named.
+    pub group_keys: Vec<String>,
     /// Aggregate rows the query left out, per dimension (see [`Plan::left_out`]).
     pub left_out: Vec<(String, Vec<String>)>,
     /// Aggregate rows the query's filters select beside their members (see
@@ -670,6 +673,7 @@ impl Compiler<'_> {
                 summed_together: plan.summed_together.clone(),
                 known_warnings: plan.warnings.clone(),
                 known_notes: plan.notes.clone(),
+                group_keys: plan.groups.iter().map(|g| g.alias.clone()).filter(|a| plan.keys.contains(a)).collect(),
             },
         })
     }

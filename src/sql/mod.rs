@@ -126,6 +126,7 @@ pub fn plan_to_sql(plan: &Plan, manifest: &Manifest, dialect: Dialect, uri: &str
         summed_together: plan.summed_together.clone(),
         known_warnings: plan.warnings.clone(),
         known_notes: plan.notes.clone(),
+        group_keys: plan.groups.iter().map(|g| g.alias.clone()).filter(|a| plan.keys.contains(a)).collect(),
     };
     Ok(SqlQuery { text, shape })
 }

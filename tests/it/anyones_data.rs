@@ -361,3 +361,15 @@ fn regions_nest_and_a_share_can_divide_by_the_national_row() {
     let (_, stderr) = run_csv(&store, "from regions\nby year, region\nsum value\nshow share(value)");
     assert!(stderr.contains("left out the aggregate rows of region (CN)"), "{stderr}");
 }
+
+#[test]
+fn a_group_with_no_member_in_a_period_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = partners_store(dir.path());
+    let table = write(dir.path(), "late.csv", "group,member,valid_from,valid_to\nLATE,USA,2024-06,\nEARLY,JPN,,\n");
+    ok(&["groups", "add", "late", s(&table), "--store", s(&store)]);
+    let (got, stderr) = run_csv(&store, "from partners\ngroup partner by late as bloc\nby month, bloc\nsum value");
+    assert!(got.iter().any(|r| r["bloc"] == "LATE") && got.iter().any(|r| r["bloc"] == "EARLY"));
+    assert!(stderr.contains("group LATE (bloc) has no row for 2024-01, 2024-02, 2024-04, 2024-05"), "{stderr}");
+    assert!(!stderr.contains("group EARLY"), "{stderr}");
+}
