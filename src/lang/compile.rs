@@ -191,18 +191,38 @@ pub fn code_combinations(
         col("period").dt().quarter().cast(DataType::Int32).alias("quarter"),
         col("period").dt().month().cast(DataType::Int32).alias("month"),
     ]);
+    let mut readable: Vec<&RExpr> = Vec::new();
     for x in &plan.row_filters {
-        let readable = !x.any(&mut |e| match e {
+        let reads_rows = !x.any(&mut |e| match e {
             RExpr::Col(name) => !stored(name) || derived(name),
             RExpr::Convert(..) | RExpr::Code(CodeFn::Section, _) | RExpr::Measure(_) => true,
             _ => false,
         });
-        if readable {
+        if reads_rows {
             lf = lf.filter(c.expr(x)?);
+            readable.push(x);
         }
     }
     let names: Vec<Expr> = dims.iter().map(|d| col(d.as_str())).collect();
-    let frame = lf.select(names).unique(None, UniqueKeepStrategy::Any).collect()?;
+    let fallback = lf.select(names).unique(None, UniqueKeepStrategy::Any);
+    // Read off the dictionary pages when every filter is one the pushdown evaluates.
+    let mut conjuncts: Vec<&RExpr> = Vec::new();
+    for x in readable {
+        split_and(x, &mut conjuncts);
+    }
+    let filters: Option<Vec<pushdown::RowFilter>> =
+        conjuncts.into_iter().map(|x| c.pushdown_filter(x, manifest)).collect();
+    let frame = match filters {
+        Some(filters) if pushdown_enabled() => {
+            let keys = dims
+                .iter()
+                .map(|d| pushdown::Key { name: d.clone(), source: pushdown::KeySource::Code(d.clone()) })
+                .collect();
+            let spec = pushdown::Spec { keys, aggs: Vec::new(), filters, skip_aggregate_rows: false, fallback };
+            pushdown::group_by_now(pass_files(store, manifest), spec)?
+        }
+        _ => fallback.collect()?,
+    };
     let columns: Vec<StringChunked> =
         dims.iter().map(|d| Ok(frame.column(d)?.str()?.clone())).collect::<Result<_>>()?;
     Ok((0..frame.height()).map(|i| columns.iter().map(|c| c.get(i).map(str::to_string)).collect()).collect())
