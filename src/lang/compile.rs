@@ -117,42 +117,15 @@ pub fn plan_to_lazy_from(
     scan: LazyFrame,
     shared: Option<&mut SharedAggregates>,
 ) -> Result<Compiled> {
-    let mut c = Compiler {
-        plan,
-        manifest,
-        n: 0,
-        warnings: Vec::new(),
-        store,
-        shared,
-        fx: Vec::new(),
-        pass: None,
-        polars_rows: false,
-        pushed_down: Vec::new(),
-        coverage: None,
-        joined: Default::default(),
-        scan: None,
-    };
+    let mut c = Compiler::new(plan, manifest, store);
+    c.shared = shared;
     c.compile(manifest, scan)
 }
 
 /// For `by ytd`: the last month (1-12) of the latest stored period that
 /// passes the query's calendar filters; the year-to-date roll-up runs through it.
 pub fn ytd_through(plan: &Plan, manifest: &Manifest, store: &Path) -> Result<u32> {
-    let c = Compiler {
-        plan,
-        manifest,
-        n: 0,
-        warnings: Vec::new(),
-        store,
-        shared: None,
-        fx: Vec::new(),
-        pass: None,
-        polars_rows: false,
-        pushed_down: Vec::new(),
-        coverage: None,
-        joined: Default::default(),
-        scan: None,
-    };
+    let c = Compiler::new(plan, manifest, store);
     let df = c.calendar_window(manifest)?.select([col("period").max()]).collect()?;
     let last = df.column("period")?.date()?.physical().get(0).ok_or_else(|| {
         Error::input(format!("`by ytd`: no stored period of {} passes the query's filters", manifest.dataset))
@@ -170,21 +143,7 @@ pub fn code_combinations(
     store: &Path,
     dims: &[String],
 ) -> Result<Vec<Vec<Option<String>>>> {
-    let c = Compiler {
-        plan,
-        manifest,
-        n: 0,
-        warnings: Vec::new(),
-        store,
-        shared: None,
-        fx: Vec::new(),
-        pass: None,
-        polars_rows: false,
-        pushed_down: Vec::new(),
-        coverage: None,
-        joined: Default::default(),
-        scan: None,
-    };
+    let c = Compiler::new(plan, manifest, store);
     let stored = |name: &str| CALENDAR_COLUMNS.contains(&name) || manifest.schema.iter().any(|s| s.name == name);
     let derived = |name: &str| plan.derives.iter().any(|(n, _)| n == name);
     let mut lf = scan_dataset(store, manifest)?.with_columns([
@@ -238,21 +197,7 @@ pub fn cut_periods(plan: &Plan, manifest: &Manifest, store: &Path) -> Result<Opt
     if bounds.is_empty() {
         return Ok(None);
     }
-    let c = Compiler {
-        plan,
-        manifest,
-        n: 0,
-        warnings: Vec::new(),
-        store,
-        shared: None,
-        fx: Vec::new(),
-        pass: None,
-        polars_rows: false,
-        pushed_down: Vec::new(),
-        coverage: None,
-        joined: Default::default(),
-        scan: None,
-    };
+    let c = Compiler::new(plan, manifest, store);
     let kept = c.calendar_window(manifest)?.select([col("period")]).collect()?;
     let kept: std::collections::BTreeSet<i32> =
         kept.column("period")?.date()?.physical().iter().flatten().map(|d| start_of(d, t)).collect();
@@ -275,21 +220,7 @@ pub fn empty_calendar(plan: &Plan, manifest: &Manifest, store: &Path) -> Result<
     if bounds.is_empty() || manifest.periods.is_empty() {
         return Ok(None);
     }
-    let c = Compiler {
-        plan,
-        manifest,
-        n: 0,
-        warnings: Vec::new(),
-        store,
-        shared: None,
-        fx: Vec::new(),
-        pass: None,
-        polars_rows: false,
-        pushed_down: Vec::new(),
-        coverage: None,
-        joined: Default::default(),
-        scan: None,
-    };
+    let c = Compiler::new(plan, manifest, store);
     if c.calendar_window(manifest)?.select([len().alias("n")]).collect()?.column("n")?.u32()?.get(0) != Some(0) {
         return Ok(None);
     }
@@ -319,21 +250,7 @@ pub fn gaps_read(plan: &Plan, manifest: &Manifest, store: &Path) -> Result<Optio
     if gaps.is_empty() || plan.time.is_none() {
         return Ok(None);
     }
-    let c = Compiler {
-        plan,
-        manifest,
-        n: 0,
-        warnings: Vec::new(),
-        store,
-        shared: None,
-        fx: Vec::new(),
-        pass: None,
-        polars_rows: false,
-        pushed_down: Vec::new(),
-        coverage: None,
-        joined: Default::default(),
-        scan: None,
-    };
+    let c = Compiler::new(plan, manifest, store);
     let window = c
         .calendar_window(manifest)?
         .select([col("period").min().alias("lo"), col("period").max().alias("hi")])
@@ -577,6 +494,26 @@ struct Compiler<'a> {
     /// The dataset's rows as the query reads them, for the total of a named
     /// aggregate row (`share(value, region = "CN")`).
     scan: Option<LazyFrame>,
+}
+
+impl<'a> Compiler<'a> {
+    fn new(plan: &'a Plan, manifest: &'a Manifest, store: &'a Path) -> Compiler<'a> {
+        Compiler {
+            plan,
+            manifest,
+            n: 0,
+            warnings: Vec::new(),
+            store,
+            shared: None,
+            fx: Vec::new(),
+            pass: None,
+            polars_rows: false,
+            pushed_down: Vec::new(),
+            coverage: None,
+            joined: Default::default(),
+            scan: None,
+        }
+    }
 }
 
 fn date_lit(days: i32) -> Expr {
@@ -1324,57 +1261,16 @@ impl Compiler<'_> {
         base: &LazyFrame,
         folded: &mut FoldedMeasures,
     ) -> Result<(LazyFrame, RExpr)> {
-        let b = |e: RExpr| Box::new(e);
-        Ok(match x {
-            RExpr::Measure(m) if !matches!(m.as_ref(), Measure::UnitValue) => {
-                let before = self.warnings.len();
-                let (lf, e) = self.measure_expr(lf, x, base)?;
-                let name = self.fresh("m");
-                let lf = lf.with_column(e.alias(name.as_str()));
-                folded.add(m, &name, x, self.warnings[before..].iter().map(|w| w.column.clone()));
-                (lf, RExpr::Col(name))
-            }
-            RExpr::Neg(a) => {
-                let (lf, a) = self.hide_measures(lf, a, base, folded)?;
-                (lf, RExpr::Neg(b(a)))
-            }
-            RExpr::Not(a) => {
-                let (lf, a) = self.hide_measures(lf, a, base, folded)?;
-                (lf, RExpr::Not(b(a)))
-            }
-            RExpr::Calendar(f, a) => {
-                let (lf, a) = self.hide_measures(lf, a, base, folded)?;
-                (lf, RExpr::Calendar(*f, b(a)))
-            }
-            RExpr::Bin(op, l, r) => {
-                let (lf, l) = self.hide_measures(lf, l, base, folded)?;
-                let (lf, r) = self.hide_measures(lf, r, base, folded)?;
-                (lf, RExpr::Bin(*op, b(l), b(r)))
-            }
-            RExpr::In(a, list) => {
-                let (mut lf, a) = self.hide_measures(lf, a, base, folded)?;
-                let mut items = Vec::new();
-                for item in list {
-                    let (next, item) = self.hide_measures(lf, item, base, folded)?;
-                    lf = next;
-                    items.push(item);
-                }
-                (lf, RExpr::In(b(a), items))
-            }
-            RExpr::Between(a, lo, hi, excl) => {
-                let (lf, a) = self.hide_measures(lf, a, base, folded)?;
-                let (lf, lo) = self.hide_measures(lf, lo, base, folded)?;
-                let (lf, hi) = self.hide_measures(lf, hi, base, folded)?;
-                (lf, RExpr::Between(b(a), b(lo), b(hi), *excl))
-            }
-            RExpr::If(c, t, e) => {
-                let (lf, c) = self.hide_measures(lf, c, base, folded)?;
-                let (lf, t) = self.hide_measures(lf, t, base, folded)?;
-                let (lf, e) = self.hide_measures(lf, e, base, folded)?;
-                (lf, RExpr::If(b(c), b(t), b(e)))
-            }
-            other => (lf, other.clone()),
-        })
+        let mut lf = lf;
+        let rx = x.replace_measures(&mut |node, m| {
+            let before = self.warnings.len();
+            let (next, e) = self.measure_expr(lf.clone(), node, base)?;
+            let name = self.fresh("m");
+            lf = next.with_column(e.alias(name.as_str()));
+            folded.add(m, &name, node, self.warnings[before..].iter().map(|w| w.column.clone()));
+            Ok::<RExpr, Error>(RExpr::Col(name))
+        })?;
+        Ok((lf, rx))
     }
 
     /// `__t` plus the keys: what identifies a row of the aggregated frame.
@@ -1479,14 +1375,8 @@ impl Compiler<'_> {
         let time = self.plan.time;
         let t_months = time.map_or(12, months_of);
         Ok(match m.as_ref() {
-            Measure::Yoy(a) | Measure::Pop(a) | Measure::Pp(a) | Measure::Versus { x: a, .. } => {
-                let (back, how) = match m.as_ref() {
-                    Measure::Yoy(_) => (Back::Years(1), Compare::Growth),
-                    Measure::Pop(_) => (Back::Periods(1), Compare::Growth),
-                    Measure::Pp(_) => (Back::Years(1), Compare::Points),
-                    Measure::Versus { back, how, .. } => (*back, *how),
-                    _ => unreachable!("matched above"),
-                };
+            Measure::Yoy(_) | Measure::Pop(_) | Measure::Pp(_) | Measure::Versus { .. } => {
+                let (a, back, how) = m.comparison().ok_or_else(|| Error::internal("not a comparison"))?;
                 let (lf, cx) = self.column_of(lf, a, base)?;
                 let months = back.months(t_months);
                 let (lf, prev) = self.previous(lf, &cx, months);

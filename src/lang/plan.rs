@@ -96,6 +96,35 @@ impl RExpr {
         }
     }
 
+    /// This expression with each outermost measure (but unit_value, a ratio
+    /// of aggregates) replaced by what `f` makes of it, left to right.
+    pub fn replace_measures<E>(&self, f: &mut impl FnMut(&RExpr, &Measure) -> Result<RExpr, E>) -> Result<RExpr, E> {
+        let mut go = |e: &RExpr| e.replace_measures(f).map(Box::new);
+        Ok(match self {
+            RExpr::Measure(m) if !matches!(m.as_ref(), Measure::UnitValue) => return f(self, m),
+            RExpr::Neg(a) => RExpr::Neg(go(a)?),
+            RExpr::Not(a) => RExpr::Not(go(a)?),
+            RExpr::Calendar(c, a) => RExpr::Calendar(*c, go(a)?),
+            RExpr::Bin(op, l, r) => {
+                let l = go(l)?;
+                RExpr::Bin(*op, l, go(r)?)
+            }
+            RExpr::In(a, list) => {
+                let a = go(a)?;
+                RExpr::In(a, list.iter().map(|x| go(x).map(|b| *b)).collect::<Result<_, E>>()?)
+            }
+            RExpr::Between(a, lo, hi, excl) => {
+                let (a, lo) = (go(a)?, go(lo)?);
+                RExpr::Between(a, lo, go(hi)?, *excl)
+            }
+            RExpr::If(c, t, e) => {
+                let (c, t) = (go(c)?, go(t)?);
+                RExpr::If(c, t, go(e)?)
+            }
+            other => other.clone(),
+        })
+    }
+
     /// Whether the expression reads column `name`.
     pub fn mentions(&self, name: &str) -> bool {
         self.any(&mut |e| matches!(e, RExpr::Col(c) if c == name))
@@ -192,6 +221,18 @@ pub enum Measure {
 }
 
 impl Measure {
+    /// For a measure that compares a value with an earlier one: the value,
+    /// how far back, and what it computes.
+    pub fn comparison(&self) -> Option<(&RExpr, Back, Compare)> {
+        Some(match self {
+            Measure::Yoy(x) => (x, Back::Years(1), Compare::Growth),
+            Measure::Pop(x) => (x, Back::Periods(1), Compare::Growth),
+            Measure::Pp(x) => (x, Back::Years(1), Compare::Points),
+            Measure::Versus { x, back, how, .. } => (x, *back, *how),
+            _ => return None,
+        })
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Measure::Yoy(_) => "yoy",

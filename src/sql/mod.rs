@@ -742,57 +742,16 @@ impl Sql<'_> {
         base: &Frame,
         folded: &mut FoldedMeasures,
     ) -> Result<(Frame, RExpr)> {
-        let b = |e: RExpr| Box::new(e);
-        Ok(match x {
-            RExpr::Measure(m) if !matches!(m.as_ref(), Measure::UnitValue) => {
-                let before = self.warnings.len();
-                let (f, e) = self.measure_expr(f, x, base)?;
-                let name = self.fresh("m");
-                let f = self.with_column(&f, &e, &name);
-                folded.add(m, &name, x, self.warnings[before..].iter().map(|w| w.column.clone()));
-                (f, RExpr::Col(name))
-            }
-            RExpr::Neg(a) => {
-                let (f, a) = self.hide_measures(f, a, base, folded)?;
-                (f, RExpr::Neg(b(a)))
-            }
-            RExpr::Not(a) => {
-                let (f, a) = self.hide_measures(f, a, base, folded)?;
-                (f, RExpr::Not(b(a)))
-            }
-            RExpr::Calendar(c, a) => {
-                let (f, a) = self.hide_measures(f, a, base, folded)?;
-                (f, RExpr::Calendar(*c, b(a)))
-            }
-            RExpr::Bin(op, l, r) => {
-                let (f, l) = self.hide_measures(f, l, base, folded)?;
-                let (f, r) = self.hide_measures(&f, r, base, folded)?;
-                (f, RExpr::Bin(*op, b(l), b(r)))
-            }
-            RExpr::In(a, list) => {
-                let (mut f, a) = self.hide_measures(f, a, base, folded)?;
-                let mut items = Vec::new();
-                for item in list {
-                    let (next, item) = self.hide_measures(&f, item, base, folded)?;
-                    f = next;
-                    items.push(item);
-                }
-                (f, RExpr::In(b(a), items))
-            }
-            RExpr::Between(a, lo, hi, excl) => {
-                let (f, a) = self.hide_measures(f, a, base, folded)?;
-                let (f, lo) = self.hide_measures(&f, lo, base, folded)?;
-                let (f, hi) = self.hide_measures(&f, hi, base, folded)?;
-                (f, RExpr::Between(b(a), b(lo), b(hi), *excl))
-            }
-            RExpr::If(c, t, e) => {
-                let (f, c) = self.hide_measures(f, c, base, folded)?;
-                let (f, t) = self.hide_measures(&f, t, base, folded)?;
-                let (f, e) = self.hide_measures(&f, e, base, folded)?;
-                (f, RExpr::If(b(c), b(t), b(e)))
-            }
-            other => (f.clone(), other.clone()),
-        })
+        let mut f = f.clone();
+        let rx = x.replace_measures(&mut |node, m| {
+            let before = self.warnings.len();
+            let (next, e) = self.measure_expr(&f, node, base)?;
+            let name = self.fresh("m");
+            f = self.with_column(&next, &e, &name);
+            folded.add(m, &name, node, self.warnings[before..].iter().map(|w| w.column.clone()));
+            Ok::<RExpr, Error>(RExpr::Col(name))
+        })?;
+        Ok((f, rx))
     }
 
     /// The period (when there is one) and the `within` columns: what a share
@@ -968,14 +927,8 @@ impl Sql<'_> {
         let t_months = time.map_or(12, |t| t.months() as i32);
         let running = "ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW";
         Ok(match m.as_ref() {
-            Measure::Yoy(a) | Measure::Pop(a) | Measure::Pp(a) | Measure::Versus { x: a, .. } => {
-                let (back, how) = match m.as_ref() {
-                    Measure::Yoy(_) => (Back::Years(1), Compare::Growth),
-                    Measure::Pop(_) => (Back::Periods(1), Compare::Growth),
-                    Measure::Pp(_) => (Back::Years(1), Compare::Points),
-                    Measure::Versus { back, how, .. } => (*back, *how),
-                    _ => unreachable!("matched above"),
-                };
+            Measure::Yoy(_) | Measure::Pop(_) | Measure::Pp(_) | Measure::Versus { .. } => {
+                let (a, back, how) = m.comparison().ok_or_else(|| Error::internal("not a comparison"))?;
                 let (f, cx) = self.column_of(f, a, base)?;
                 let months = back.months(t_months);
                 let (f, prev) = self.previous(&f, &cx, months);
