@@ -495,6 +495,7 @@ fn build_manifest(
             bytes,
             sha256,
             periods: periods.into_iter().collect(),
+            codes: file_codes(&path)?,
         });
         moves.push((path, format!("{dataset}/{rel}")));
     }
@@ -556,6 +557,29 @@ fn build_manifest(
         ingests,
     };
     Ok((manifest, moves, removed, added, replaced))
+}
+
+/// The distinct codes of each code column of a staged file, for the columns
+/// with at most `CODES_KEPT` of them (read off the dictionary pages).
+fn file_codes(path: &Path) -> Result<BTreeMap<String, Vec<String>>> {
+    let file =
+        store::pushdown::PassFile { path: path.to_path_buf(), year: 0, has_aggregate_rows: false, periods: Vec::new() };
+    let mut codes = BTreeMap::new();
+    for column in ["reporter", "partner", "flow", "product", "region"] {
+        let values = match store::pushdown::distinct_texts(std::slice::from_ref(&file), column) {
+            Some(v) => v,
+            None => {
+                let frame = scan(path)?.select([col(column).unique()]).collect()?;
+                frame.column(column)?.str()?.iter().flatten().map(str::to_string).collect()
+            }
+        };
+        if values.len() <= store::manifest::CODES_KEPT {
+            let mut values = values;
+            values.sort();
+            codes.insert(column.to_string(), values);
+        }
+    }
+    Ok(codes)
 }
 
 /// The aggregate codes the mappings of every ingest declared, per dimension.

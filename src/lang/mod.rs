@@ -150,6 +150,9 @@ pub fn load_with_scan(
 
 /// The distinct values of a code column of a dataset (read from its files).
 fn distinct_codes(store: &Store, manifest: &Manifest, column: &str) -> std::result::Result<Vec<String>, String> {
+    if let Some(listed) = manifest.listed_codes(column) {
+        return Ok(listed);
+    }
     compile::distinct_values(store.root(), manifest, column).map_err(|e| e.to_string())
 }
 

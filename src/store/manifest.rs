@@ -9,6 +9,9 @@ use crate::period::{Frequency, Period};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// The most distinct codes of a column a file's manifest entry lists.
+pub const CODES_KEPT: usize = 2000;
+
 /// Format version of manifests written by this tradeql.
 pub const MANIFEST_FORMAT: u32 = 1;
 
@@ -43,6 +46,16 @@ pub struct Manifest {
 pub const AGGREGATE_DIMENSIONS: [&str; 3] = ["partner", "product", "region"];
 
 impl Manifest {
+    /// The distinct codes of `column` over the dataset, when every file's
+    /// entry lists them (None: read them from the files).
+    pub fn listed_codes(&self, column: &str) -> Option<Vec<String>> {
+        let mut all = std::collections::BTreeSet::new();
+        for f in &self.files {
+            all.extend(f.codes.get(column)?.iter().cloned());
+        }
+        Some(all.into_iter().collect())
+    }
+
     /// The codes that are aggregates of `dim` in this dataset: those its
     /// ingests' mappings declared, WLD (partner) or TOTAL (product), and the
     /// names of the store's group tables of `dim`.
@@ -82,6 +95,11 @@ pub struct DataFile {
     pub sha256: String,
     /// Periods this file holds, as labels.
     pub periods: Vec<String>,
+    /// The distinct codes of each code column the file holds, sorted, for
+    /// columns with at most [`CODES_KEPT`] of them: a query checks its code
+    /// literals and finds the aggregate rows without reading the file.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub codes: BTreeMap<String, Vec<String>>,
 }
 
 /// What one ingest did.

@@ -373,3 +373,95 @@ fn a_group_with_no_member_in_a_period_is_named() {
     assert!(stderr.contains("group LATE (bloc) has no row for 2024-01, 2024-02, 2024-04, 2024-05"), "{stderr}");
     assert!(!stderr.contains("group EARLY"), "{stderr}");
 }
+
+/// A generated panel with aggregate rows added on two dimensions, as a
+/// customs table has them: WLD (all partners) per product, TOTAL (all
+/// products) per partner, and WLD x TOTAL. Returns the store and the member
+/// rows as (year, partner, product, value).
+fn panel_with_aggregates(dir: &Path) -> (PathBuf, Vec<(i32, String, String, f64)>) {
+    let members = dir.join("members.csv");
+    ok(&[
+        "gen",
+        "--csv",
+        s(&members),
+        "--partners",
+        "6",
+        "--products",
+        "5",
+        "--months",
+        "30",
+        "--density",
+        "0.5",
+        "--seed",
+        "4",
+    ]);
+    let mut rdr = csv::Reader::from_path(&members).unwrap();
+    let mut rows = Vec::new();
+    let mut sums: BTreeMap<(String, String, String, String), f64> = BTreeMap::new();
+    for r in rdr.records() {
+        let r = r.unwrap();
+        let (period, partner, flow, product) = (r[0].to_string(), r[2].to_string(), r[3].to_string(), r[4].to_string());
+        let v: f64 = r[5].parse().unwrap();
+        rows.push((period[..4].parse().unwrap(), partner.clone(), product.clone(), v));
+        for (p, c) in [("WLD", product.as_str()), (partner.as_str(), "TOTAL"), ("WLD", "TOTAL")] {
+            *sums.entry((period.clone(), p.to_string(), flow.clone(), c.to_string())).or_insert(0.0) += v;
+        }
+    }
+    let mut text = std::fs::read_to_string(&members).unwrap();
+    for ((period, partner, flow, product), v) in &sums {
+        text.push_str(&format!("{period},CHN,{partner},{flow},{product},{v},,\n"));
+    }
+    let all = write(dir, "all.csv", &text);
+    let store = dir.join("store");
+    ok(&["ingest", s(&all), "--store", s(&store), "--dataset", "trade", "-q"]);
+    (store, rows)
+}
+
+#[test]
+fn aggregate_rows_on_two_dimensions_are_never_added_to_their_members() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, rows) = panel_with_aggregates(dir.path());
+    let sum_by = |key: &dyn Fn(&(i32, String, String, f64)) -> String| {
+        let mut m: BTreeMap<String, f64> = BTreeMap::new();
+        for r in &rows {
+            *m.entry(key(r)).or_insert(0.0) += r.3;
+        }
+        m
+    };
+    let close =
+        |got: f64, want: f64, what: &str| assert!((got - want).abs() <= 1e-6 * want.abs(), "{what}: {got} vs {want}");
+    // A sum over both dimensions: the members alone.
+    let by_year = sum_by(&|r| r.0.to_string());
+    let (got, stderr) = run_csv(&store, "from trade\nby year\nsum value");
+    for r in &got {
+        close(num(r, "value"), by_year[&r["year"]], "year total");
+    }
+    assert!(stderr.contains("aggregate rows of partner (WLD)") && stderr.contains("aggregate rows of product (TOTAL)"));
+    // The world rows, by product: named, so kept; their TOTAL product rows left out.
+    let by_product = sum_by(&|r| format!("{} {}", r.0, r.2));
+    let (got, _) = run_csv(&store, "from trade\nwhere partner = \"WLD\"\nby year, product\nsum value");
+    assert_eq!(got.len(), by_product.len());
+    for r in &got {
+        close(num(r, "value"), by_product[&format!("{} {}", r["year"], r["product"])], "world by product");
+    }
+    // Each partner's product total, and its share of all partners.
+    let by_partner = sum_by(&|r| format!("{} {}", r.0, r.1));
+    let (got, _) =
+        run_csv(&store, "from trade\nwhere product = \"TOTAL\"\nby year, partner\nsum value\nshow value, share(value)");
+    assert_eq!(got.len(), by_partner.len());
+    for r in &got {
+        let v = by_partner[&format!("{} {}", r["year"], r["partner"])];
+        close(num(r, "value"), v, "partner total");
+        close(num(r, "value_share"), v / by_year[&r["year"]], "partner share");
+    }
+    // The grand total row, named on both dimensions, and a share of it.
+    let (got, _) = run_csv(&store, "from trade\nwhere partner = \"WLD\" and product = \"TOTAL\"\nby year\nsum value");
+    for r in &got {
+        close(num(r, "value"), by_year[&r["year"]], "grand total row");
+    }
+    let (got, _) = run_csv(&store, "from trade\nby year, partner\nsum value\nshow share(value, partner = \"WLD\")");
+    for r in &got {
+        let v = by_partner[&format!("{} {}", r["year"], r["partner"])];
+        close(num(r, "value_share"), v / by_year[&r["year"]], "share of the world row");
+    }
+}
