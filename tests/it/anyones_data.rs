@@ -374,11 +374,14 @@ fn a_group_with_no_member_in_a_period_is_named() {
     assert!(!stderr.contains("group EARLY"), "{stderr}");
 }
 
+/// A member row of a generated panel: (year, partner, product, value).
+type MemberRow = (i32, String, String, f64);
+
 /// A generated panel with aggregate rows added on two dimensions, as a
 /// customs table has them: WLD (all partners) per product, TOTAL (all
 /// products) per partner, and WLD x TOTAL. Returns the store and the member
 /// rows as (year, partner, product, value).
-fn panel_with_aggregates(dir: &Path) -> (PathBuf, Vec<(i32, String, String, f64)>) {
+fn panel_with_aggregates(dir: &Path) -> (PathBuf, Vec<MemberRow>) {
     let members = dir.join("members.csv");
     ok(&[
         "gen",
@@ -421,7 +424,7 @@ fn panel_with_aggregates(dir: &Path) -> (PathBuf, Vec<(i32, String, String, f64)
 fn aggregate_rows_on_two_dimensions_are_never_added_to_their_members() {
     let dir = tempfile::tempdir().unwrap();
     let (store, rows) = panel_with_aggregates(dir.path());
-    let sum_by = |key: &dyn Fn(&(i32, String, String, f64)) -> String| {
+    let sum_by = |key: &dyn Fn(&MemberRow) -> String| {
         let mut m: BTreeMap<String, f64> = BTreeMap::new();
         for r in &rows {
             *m.entry(key(r)).or_insert(0.0) += r.3;
