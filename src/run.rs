@@ -128,6 +128,9 @@ pub fn finish(shape: &ResultShape, frame: DataFrame) -> Result<Outcome> {
                 "{measure} for {list} compares periods that hold different numbers of {unit}: \
                  the period {offset} is longer or shorter (a partial period)"
             )),
+            WarningKind::NoTotalRow { measure, row } => {
+                warnings.push(format!("{measure} is null for {list}: no stored row has {row} in that period"))
+            }
             WarningKind::Others { measures } => warnings.push(format!(
                 "for \"others\" ({list}), {measures}: null, as its members change from period to period; \
                  each member's own figures are computed on its full series"
@@ -170,6 +173,11 @@ pub fn finish(shape: &ResultShape, frame: DataFrame) -> Result<Outcome> {
             dims.join(" or ")
         ));
     }
+    // The same measure computed twice (inside another) warns once.
+    let mut seen = std::collections::HashSet::new();
+    warnings.retain(|w| seen.insert(w.clone()));
+    let mut seen = std::collections::HashSet::new();
+    notes.retain(|n| seen.insert(n.clone()));
     Ok(Outcome { frame, warnings, notes })
 }
 

@@ -100,6 +100,9 @@ pub enum WarningKind {
     YtdGap { measure: String },
     /// "others" of a `top`, whose non-additive measures are null.
     Others { measures: String },
+    /// The named total row of a share (`share(value, region = "CN")`) has no
+    /// row in the period.
+    NoTotalRow { measure: String, row: String },
 }
 
 /// Compiles `plan` against the store at `store`.
@@ -641,11 +644,12 @@ impl Compiler<'_> {
     /// Returns the rows, and the base rows before any group mapping (what
     /// contributions divide by).
     fn rows(&self, scan: LazyFrame) -> Result<(LazyFrame, LazyFrame)> {
-        self.rows_where(scan, &|_| true)
+        self.rows_where(scan, &|x| Some(x.clone()))
     }
 
-    /// [`Compiler::rows`] with only the row filters that `keep` keeps.
-    fn rows_where(&self, scan: LazyFrame, keep: &dyn Fn(&RExpr) -> bool) -> Result<(LazyFrame, LazyFrame)> {
+    /// [`Compiler::rows`] with each row filter replaced by what `filter`
+    /// makes of it (None: left out).
+    fn rows_where(&self, scan: LazyFrame, filter: &dyn Fn(&RExpr) -> Option<RExpr>) -> Result<(LazyFrame, LazyFrame)> {
         let plan = self.plan;
         let mut lf = scan.with_columns([
             col("period").dt().quarter().cast(DataType::Int32).alias("quarter"),
@@ -672,8 +676,8 @@ impl Compiler<'_> {
         for (name, x) in plan.derives.iter().filter(|(_, x)| !uses_alias(x)) {
             lf = lf.with_column(self.expr(x)?.alias(name.as_str()));
         }
-        for x in plan.row_filters.iter().filter(|x| !uses_alias(x) && keep(x)) {
-            lf = lf.filter(self.expr(x)?);
+        for x in plan.row_filters.iter().filter(|x| !uses_alias(x)).filter_map(|x| filter(x)) {
+            lf = lf.filter(self.expr(&x)?);
         }
         let base = lf.clone();
         if !pre_aggregates(plan) {
@@ -684,8 +688,8 @@ impl Compiler<'_> {
         for (name, x) in plan.derives.iter().filter(|(_, x)| uses_alias(x)) {
             lf = lf.with_column(self.expr(x)?.alias(name.as_str()));
         }
-        for x in plan.row_filters.iter().filter(|x| uses_alias(x) && keep(x)) {
-            lf = lf.filter(self.expr(x)?);
+        for x in plan.row_filters.iter().filter(|x| uses_alias(x)).filter_map(|x| filter(x)) {
+            lf = lf.filter(self.expr(&x)?);
         }
         Ok((lf, base))
     }
@@ -1210,7 +1214,10 @@ impl Compiler<'_> {
         sums.extend(
             self.warnings.iter().filter(|w| !folded.silenced.contains(&w.column)).map(|w| col(w.column.as_str()).max()),
         );
-        sums.extend(folded.summed.iter().map(|c| col(c.as_str()).sum()));
+        // A sum of no values is null here (no member has the measure), not 0.
+        sums.extend(folded.summed.iter().map(|c| {
+            when(col(c.as_str()).count().gt(lit(0))).then(col(c.as_str()).sum()).otherwise(lit(NULL)).alias(c.as_str())
+        }));
         sums.push(len().alias("__top_members"));
         let rest = ranked.filter(col("__top_rank").gt(lit(n as u32)));
         let others = if group_keys.is_empty() {
@@ -1267,7 +1274,8 @@ impl Compiler<'_> {
             let (next, e) = self.measure_expr(lf.clone(), node, base)?;
             let name = self.fresh("m");
             lf = next.with_column(e.alias(name.as_str()));
-            folded.add(m, &name, node, self.warnings[before..].iter().map(|w| w.column.clone()));
+            let dim = self.plan.top.as_ref().map_or("", |(_, d, _)| d.as_str());
+            folded.add(m, &name, node, self.warnings[before..].iter().map(|w| w.column.clone()), dim);
             Ok::<RExpr, Error>(RExpr::Col(name))
         })?;
         Ok((lf, rx))
@@ -1338,6 +1346,25 @@ impl Compiler<'_> {
             missing.clone().and(is_cut.clone().not()).alias(flag.as_str()),
             missing.and(is_cut).alias(cut_flag.as_str()),
         ])
+    }
+
+    /// Flags the rows of a share with a named total row that has no row in
+    /// their period (the share is null there).
+    fn total_row_present(
+        &mut self,
+        lf: LazyFrame,
+        total: &str,
+        m: &Measure,
+        a: &RExpr,
+        of: Option<&TotalRow>,
+    ) -> LazyFrame {
+        let Some(of) = of else { return lf };
+        let flag = self.fresh("wnototal");
+        self.warnings.push(WarningColumn {
+            column: flag.clone(),
+            kind: WarningKind::NoTotalRow { measure: m_text(m, a), row: format!("{} = {:?}", of.dim, of.code) },
+        });
+        lf.with_column(col(total).is_null().alias(flag.as_str()))
     }
 
     /// Flags the rows whose roll-up period holds a different number of the
@@ -1420,6 +1447,7 @@ impl Compiler<'_> {
                     (lf, totals, on)
                 };
                 let lf = lf.join(totals, on.clone(), on, join_args());
+                let lf = self.total_row_present(lf, &total, m, a, of.as_ref());
                 (lf, col(agg_name.as_str()) / col(total.as_str()))
             }
             Measure::Contribution(a, within, of) => {
@@ -1553,7 +1581,7 @@ impl Compiler<'_> {
         // The named aggregate row, read with the query's filters but those on
         // its dimension (which pick the members shown).
         let scan = self.scan.clone().ok_or_else(|| Error::internal("no scan for a total row"))?;
-        let (_, rows) = self.rows_where(scan, &|x: &RExpr| !x.mentions(&of.dim))?;
+        let (_, rows) = self.rows_where(scan, &|x: &RExpr| without_terms_on(x, &of.dim))?;
         let rows = rows.filter(col(of.dim.as_str()).eq(lit(of.code.as_str())));
         let mut keys: Vec<Expr> = self.plan.time.map(|t| time_group(t, self.plan.frequency)).into_iter().collect();
         keys.extend(within.iter().map(|w| col(w.as_str())));
@@ -1741,8 +1769,20 @@ pub(crate) struct FoldedMeasures {
 impl FoldedMeasures {
     /// Records measure `m` (written `x`), computed into column `name` with
     /// the warning columns `warnings`.
-    pub(crate) fn add(&mut self, m: &Measure, name: &str, x: &RExpr, warnings: impl Iterator<Item = String>) {
-        if matches!(m, Measure::Share(..) | Measure::Contribution(..)) {
+    pub(crate) fn add(
+        &mut self,
+        m: &Measure,
+        name: &str,
+        x: &RExpr,
+        warnings: impl Iterator<Item = String>,
+        dim: &str,
+    ) {
+        // A share within the folded dimension is each member's own (1): not additive.
+        let additive = match m {
+            Measure::Share(_, within, _) | Measure::Contribution(_, within, _) => !within.iter().any(|w| w == dim),
+            _ => false,
+        };
+        if additive {
             self.summed.push(name.to_string());
             return;
         }
@@ -1770,6 +1810,19 @@ fn time_group(t: TimeKey, data: Frequency) -> Expr {
         TimeKey::Quarter => col("period").dt().truncate(lit("1q")).alias("__t"),
         TimeKey::Month => col("period").dt().truncate(lit("1mo")).alias("__t"),
     }
+}
+
+/// Filter `x` without its `and` terms that read column `dim` (None when
+/// nothing is left): the filters of a total row (`share(value, region =
+/// "CN")`) are the query's but those that pick the members of `dim` shown.
+pub(crate) fn without_terms_on(x: &RExpr, dim: &str) -> Option<RExpr> {
+    let mut terms = Vec::new();
+    split_and(x, &mut terms);
+    terms
+        .into_iter()
+        .filter(|t| !t.mentions(dim))
+        .cloned()
+        .reduce(|a, b| RExpr::Bin(BinOp::And, Box::new(a), Box::new(b)))
 }
 
 /// The terms of `x` joined by `and`, in order (each filter alone is

@@ -218,8 +218,41 @@ pub fn resolve(query: &Query, catalog: &Catalog<'_>, overrides: &[(String, Strin
                 if !r.keys.contains(&dim.name) {
                     return Err(Diag::new(dim.span, format!("`top` needs `{}` among the `by` keys", dim.name)));
                 }
-                if r.ty_of(&by.name, by.span)? != Ty::Num {
-                    return Err(Diag::new(by.span, format!("`top` ranks by a number; `{}` is not one", by.name)));
+                if plan.top.is_some() {
+                    return Err(Diag::new(*span, "a second `top`: keep one"));
+                }
+                if !plan.outputs.is_empty() || !plan.post_derives.is_empty() {
+                    return Err(Diag::new(
+                        *span,
+                        "`top` folds the aggregated rows, so it comes before `derive` and `show`",
+                    ));
+                }
+                if r.group_aliases.contains(&dim.name) {
+                    return Err(Diag::new(
+                        dim.span,
+                        format!(
+                            "`top` over `{}`, a group column: groups overlap, so \"others\" would count members twice",
+                            dim.name
+                        ),
+                    )
+                    .hint("rank the groups instead: show rank(value), then `where rank(value) <= N`"));
+                }
+                if r.ty_of(&by.name, by.span)? != Ty::Num || !plan.aggs.iter().any(|a| a.name == by.name) {
+                    return Err(Diag::new(
+                        by.span,
+                        format!("`top` ranks by an aggregate (a `sum` or `agg` column); `{}` is not one", by.name),
+                    ));
+                }
+                if let Some(a) = plan.aggs.iter().find(|a| !matches!(a.func, AggFunc::Sum | AggFunc::Count)) {
+                    return Err(Diag::new(
+                        *span,
+                        format!(
+                            "`top` sums the rest into \"others\", which {}({}) cannot be",
+                            a.func.name(),
+                            a.arg.as_deref().unwrap_or("")
+                        ),
+                    )
+                    .hint("use sum or count"));
                 }
                 plan.top = Some((*n, dim.name.clone(), by.name.clone()));
                 r.top_dim = Some(dim.name.clone());
@@ -725,12 +758,14 @@ impl Resolver<'_> {
     }
 
     fn count_arg(&self, args: &[Expr], i: usize, call: Span, what: &str) -> Result<usize, Diag> {
+        self.whole_arg(args, i, call, &format!("{what} needs a window length, a whole number such as 12"))
+    }
+
+    /// A whole number of at least 1 at argument `i`, or the error `message`.
+    fn whole_arg(&self, args: &[Expr], i: usize, call: Span, message: &str) -> Result<usize, Diag> {
         match args.get(i).map(|e| &e.kind) {
             Some(ExprKind::Number(n)) if *n >= 1.0 && n.fract() == 0.0 => Ok(*n as usize),
-            _ => Err(Diag::new(
-                args.get(i).map_or(call, |e| e.span),
-                format!("{what} needs a window length, a whole number such as 12"),
-            )),
+            _ => Err(Diag::new(args.get(i).map_or(call, |e| e.span), message.to_string())),
         }
     }
 
@@ -889,7 +924,16 @@ impl Resolver<'_> {
                 }
                 measure(self, &format!("{n}()"))?;
                 let x = self.num_arg(args, 0, span, &format!("{n}()"))?;
-                let years = if args.len() == 2 { self.count_arg(args, 1, span, &format!("{n}()"))? } else { 1 };
+                let years = if args.len() == 2 {
+                    self.whole_arg(
+                        args,
+                        1,
+                        span,
+                        &format!("{n}() needs a number of years back, a whole number such as 4"),
+                    )?
+                } else {
+                    1
+                };
                 if years > 100 {
                     return Err(Diag::new(args[1].span, format!("{n}(): at most 100 years back, not {years}")));
                 }

@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::lang::ast::BinOp;
 use crate::lang::compile::{
     FoldedMeasures, ResultShape, WarningColumn, WarningKind, calendar_bound, check_top_aggregates, convert_targets,
-    fx_column, m_text, partial_warning, sub_periods, uses_section,
+    fx_column, m_text, partial_warning, sub_periods, uses_section, without_terms_on,
 };
 use crate::lang::plan::*;
 use crate::store::Manifest;
@@ -683,8 +683,11 @@ impl Sql<'_> {
                 format!("{} AS {q}", self.d.string("others"))
             } else if others_keys.contains(c) {
                 q
-            } else if plan.aggs.iter().any(|a| a.name == *c) || folded.summed.contains(c) {
+            } else if plan.aggs.iter().any(|a| a.name == *c) {
                 format!("COALESCE(SUM({q}), 0e0) AS {q}")
+            } else if folded.summed.contains(c) {
+                // No member with the measure: null, as in polars.
+                format!("SUM({q}) AS {q}")
             } else if folded.silenced.contains(c) {
                 format!("FALSE AS {q}")
             } else if folded.dropped.contains(c) {
@@ -748,7 +751,8 @@ impl Sql<'_> {
             let (next, e) = self.measure_expr(&f, node, base)?;
             let name = self.fresh("m");
             f = self.with_column(&next, &e, &name);
-            folded.add(m, &name, node, self.warnings[before..].iter().map(|w| w.column.clone()));
+            let dim = self.plan.top.as_ref().map_or("", |(_, d, _)| d.as_str());
+            folded.add(m, &name, node, self.warnings[before..].iter().map(|w| w.column.clone()), dim);
             Ok::<RExpr, Error>(RExpr::Col(name))
         })?;
         Ok((f, rx))
@@ -809,10 +813,11 @@ impl Sql<'_> {
         let mut f = self.unfiltered.clone().ok_or_else(|| Error::internal("no rows for a total row"))?;
         let aliases: Vec<&str> = self.plan.groups.iter().map(|g| g.alias.as_str()).collect();
         for x in &self.plan.row_filters {
-            if aliases.iter().any(|a| x.mentions(a)) || x.mentions(&of.dim) {
+            if aliases.iter().any(|a| x.mentions(a)) {
                 continue;
             }
-            let e = self.expr(x)?;
+            let Some(kept) = without_terms_on(x, &of.dim) else { continue };
+            let e = self.expr(&kept)?;
             f = self.filter(&f, &e);
         }
         let cond = format!("{} = {}", self.q(&of.dim), self.d.string(&of.code));
@@ -901,6 +906,7 @@ impl Sql<'_> {
             WarningKind::Partial { .. } => "wpartial",
             WarningKind::Unequal { .. } => "wunequal",
             WarningKind::Others { .. } => "wothers",
+            WarningKind::NoTotalRow { .. } => "wnototal",
         });
         let next = self.with_column(f, cond, &column);
         self.warnings.push(WarningColumn { column, kind });
@@ -957,6 +963,16 @@ impl Sql<'_> {
                 let rows = self.total_rows(base, of.as_ref())?;
                 let totals = self.base_totals(&rows, within, &row_col, &total, 0);
                 let f = self.join_column(f, &totals, &total, &self.on_time_within(within));
+                let f = match of {
+                    Some(of) => {
+                        let kind = WarningKind::NoTotalRow {
+                            measure: m_text(m, a),
+                            row: format!("{} = {:?}", of.dim, of.code),
+                        };
+                        self.warn(&f, &format!("({} IS NULL)", self.q(&total)), kind)
+                    }
+                    None => f,
+                };
                 (f, self.d.divide(&qc, &self.q(&total)))
             }
             Measure::Contribution(a, within, of) => {

@@ -375,13 +375,14 @@ fn a_group_with_no_member_in_a_period_is_named() {
 }
 
 /// A member row of a generated panel: (year, partner, product, value).
-type MemberRow = (i32, String, String, f64);
+pub type MemberRow = (i32, String, String, f64);
 
 /// A generated panel with aggregate rows added on two dimensions, as a
 /// customs table has them: WLD (all partners) per product, TOTAL (all
 /// products) per partner, and WLD x TOTAL. Returns the store and the member
 /// rows as (year, partner, product, value).
-fn panel_with_aggregates(dir: &Path) -> (PathBuf, Vec<MemberRow>) {
+pub fn panel_with_aggregates(dir: &Path) -> (PathBuf, Vec<MemberRow>) {
+    std::fs::create_dir_all(dir).unwrap();
     let members = dir.join("members.csv");
     ok(&[
         "gen",
@@ -467,4 +468,57 @@ fn aggregate_rows_on_two_dimensions_are_never_added_to_their_members() {
         let v = by_partner[&format!("{} {}", r["year"], r["partner"])];
         close(num(r, "value_share"), v / by_year[&r["year"]], "share of the world row");
     }
+}
+
+#[test]
+fn what_a_tester_found_in_top_and_total_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, rows) = panel_with_aggregates(&dir.path().join("p"));
+    // A total row keeps the query's other filters in the same `where`.
+    let (got, _) = run_csv(
+        &store,
+        "from trade\nwhere partner = \"PAA\" and flow = \"export\"\nby year\nsum value\nshow share(value, partner = \"WLD\")",
+    );
+    let generated = std::fs::read_to_string(dir.path().join("p/members.csv")).unwrap();
+    let (mut paa, mut all): (BTreeMap<String, f64>, BTreeMap<String, f64>) = Default::default();
+    for line in generated.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        if f[3] == "export" {
+            *all.entry(f[0][..4].to_string()).or_insert(0.0) += f[5].parse::<f64>().unwrap();
+            if f[2] == "PAA" {
+                *paa.entry(f[0][..4].to_string()).or_insert(0.0) += f[5].parse::<f64>().unwrap();
+            }
+        }
+    }
+    assert!(!rows.is_empty() && !got.is_empty());
+    for r in &got {
+        let want = paa[&r["year"]] / all[&r["year"]];
+        assert!((num(r, "value_share") - want).abs() < 1e-9, "{} {} vs {want}", r["year"], r["value_share"]);
+    }
+    // "others" of a share within the folded dimension is null, not a sum of 1s.
+    let (got, _) = run_csv(
+        &store,
+        "from trade\nwhere product = \"TOTAL\"\nby year, partner\nsum value\ntop 2 partner by value\nshow share(value within partner)",
+    );
+    let others: Vec<_> = got.iter().filter(|r| r["partner"] == "others").collect();
+    assert!(!others.is_empty() && others.iter().all(|r| r["value_share"].is_empty()), "{others:?}");
+    // Stages `top` cannot take, refused with the place at fault.
+    for (text, message) in [
+        ("from trade\nby year, partner\nsum value\ntop 2 partner by value\ntop 3 partner by value", "a second `top`"),
+        ("from trade\nby year, partner\nsum value\nshow value, g = yoy(value)\ntop 3 partner by g", "comes before"),
+        ("from trade\nby year, partner\nagg v = mean(value)\ntop 3 partner by v", "mean(value) cannot be"),
+    ] {
+        let q = write(dir.path(), "bad.tql", text);
+        let err = fails(&["run", s(&q), "--store", s(&store)]);
+        assert!(err.contains(message) && err.contains("bad.tql:"), "{text}\n{err}");
+    }
+    let panel = dir.path().join("panel");
+    gen_into(&panel, "--partners 8 --products 4 --months 24 --density 0.5 --seed 2");
+    let q = write(
+        dir.path(),
+        "groups.tql",
+        "from trade\ngroup partner by partner_groups as bloc\nby year, bloc\nsum value\ntop 2 bloc by value",
+    );
+    let err = fails(&["run", s(&q), "--store", s(&panel)]);
+    assert!(err.contains("groups overlap") && err.contains("rank(value)"), "{err}");
 }

@@ -106,6 +106,25 @@ const PANEL_QUERIES: [(&str, &str); 29] = [
     ),
 ];
 
+/// Queries on a generated panel with aggregate rows on two dimensions (WLD per
+/// product, TOTAL per partner, WLD x TOTAL): the rules on aggregate rows hold
+/// on every backend.
+const AGGREGATE_QUERIES: [(&str, &str); 4] = [
+    ("aggregates_left_out", "from trade\nby year, flow\nsum value\nshow value, yoy(value), share(value)"),
+    (
+        "world_by_product",
+        "from trade\nwhere partner = \"WLD\"\nby year, product\nsum value\nshow value, share(value), rank(value)",
+    ),
+    (
+        "partner_totals",
+        "from trade\nwhere product = \"TOTAL\"\nby year, partner\nsum value\nshow share(value), contribution(value)",
+    ),
+    (
+        "share_of_world_row",
+        "from trade\nby year, partner\nsum value\nshow share(value, partner = \"WLD\"), c = contribution(value, partner = \"WLD\")",
+    ),
+];
+
 /// Queries on the bundled data beside queries/ (dataset gacc with rates; minerals).
 const BUNDLED_QUERIES: [(&str, &str); 3] = [
     (
@@ -158,6 +177,10 @@ pub fn corpus() -> &'static Corpus {
         }
         for (name, text) in PANEL_QUERIES {
             queries.push((name.to_string(), panel.clone(), write(dir.path(), &format!("{name}.tql"), text)));
+        }
+        let aggregates = crate::anyones_data::panel_with_aggregates(&dir.path().join("aggregates")).0;
+        for (name, text) in AGGREGATE_QUERIES {
+            queries.push((name.to_string(), aggregates.clone(), write(dir.path(), &format!("{name}.tql"), text)));
         }
         Corpus { _dir: dir, queries }
     })
