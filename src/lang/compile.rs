@@ -676,7 +676,7 @@ impl Compiler<'_> {
         for (name, x) in plan.derives.iter().filter(|(_, x)| !uses_alias(x)) {
             lf = lf.with_column(self.expr(x)?.alias(name.as_str()));
         }
-        for x in plan.row_filters.iter().filter(|x| !uses_alias(x)).filter_map(|x| filter(x)) {
+        for x in plan.row_filters.iter().filter(|x| !uses_alias(x)).filter_map(filter) {
             lf = lf.filter(self.expr(&x)?);
         }
         let base = lf.clone();
@@ -688,7 +688,7 @@ impl Compiler<'_> {
         for (name, x) in plan.derives.iter().filter(|(_, x)| uses_alias(x)) {
             lf = lf.with_column(self.expr(x)?.alias(name.as_str()));
         }
-        for x in plan.row_filters.iter().filter(|x| uses_alias(x)).filter_map(|x| filter(x)) {
+        for x in plan.row_filters.iter().filter(|x| uses_alias(x)).filter_map(filter) {
             lf = lf.filter(self.expr(&x)?);
         }
         Ok((lf, base))
