@@ -77,6 +77,23 @@ pub struct ResultShape {
     pub summed_together: Vec<(String, Vec<String>)>,
 }
 
+impl ResultShape {
+    /// The shape of `plan`'s result, with its warning columns `warnings`
+    /// (the same for the polars and the SQL backends).
+    pub fn of(plan: &Plan, warnings: Vec<WarningColumn>) -> ResultShape {
+        ResultShape {
+            warnings,
+            time_label: plan.time.map(|t| t.column().to_string()),
+            key_labels: plan.keys.clone(),
+            known_warnings: plan.warnings.clone(),
+            known_notes: plan.notes.clone(),
+            group_keys: plan.groups.iter().map(|g| g.alias.clone()).filter(|a| plan.keys.contains(a)).collect(),
+            left_out: plan.left_out.clone(),
+            summed_together: plan.summed_together.clone(),
+        }
+    }
+}
+
 /// A boolean (or count) column that flags rows to warn about.
 #[derive(Debug, Clone)]
 pub struct WarningColumn {
@@ -190,42 +207,45 @@ pub fn code_combinations(
     Ok((0..frame.height()).map(|i| columns.iter().map(|c| c.get(i).map(str::to_string)).collect()).collect())
 }
 
+/// What the query's calendar filters make of the dataset's stored periods,
+/// read once per query: the filters' text (None without any), and the stored
+/// periods (days) that pass them.
+pub struct CalendarReach {
+    pub filter: Option<String>,
+    pub kept: Vec<i32>,
+}
+
+/// The [`CalendarReach`] of `plan` on `manifest`'s periods.
+pub fn calendar_reach(plan: &Plan, manifest: &Manifest, store: &Path) -> Result<CalendarReach> {
+    let bounds: Vec<String> = plan.row_filters.iter().filter_map(calendar_bound).map(|b| b.to_string()).collect();
+    if bounds.is_empty() {
+        let kept = manifest.period_values().iter().map(|p| p.days()).collect();
+        return Ok(CalendarReach { filter: None, kept });
+    }
+    let window = Compiler::new(plan, manifest, store).calendar_window(manifest)?.select([col("period")]).collect()?;
+    let kept = window.column("period")?.date()?.physical().iter().flatten().collect();
+    Ok(CalendarReach { filter: Some(bounds.join(" and ")), kept })
+}
+
 /// The roll-up periods (their first days) that the dataset holds but the
 /// query's calendar filters leave out entirely, and the filters' text: what
 /// names a comparison base a filter removed. None when no stored period is
 /// left out.
-pub fn cut_periods(plan: &Plan, manifest: &Manifest, store: &Path) -> Result<Option<(String, Vec<i32>)>> {
-    let Some(t) = plan.time else { return Ok(None) };
-    let bounds: Vec<String> = plan.row_filters.iter().filter_map(calendar_bound).map(|b| b.to_string()).collect();
-    if bounds.is_empty() {
-        return Ok(None);
-    }
-    let c = Compiler::new(plan, manifest, store);
-    let kept = c.calendar_window(manifest)?.select([col("period")]).collect()?;
-    let kept: std::collections::BTreeSet<i32> =
-        kept.column("period")?.date()?.physical().iter().flatten().map(|d| start_of(d, t)).collect();
-    let cut: Vec<i32> = manifest
-        .period_values()
-        .iter()
-        .map(|p| start_of(p.days(), t))
-        .filter(|d| !kept.contains(d))
-        .collect::<std::collections::BTreeSet<i32>>()
-        .into_iter()
-        .collect();
-    Ok(if cut.is_empty() { None } else { Some((bounds.join(" and "), cut)) })
+pub fn cut_periods(plan: &Plan, manifest: &Manifest, reach: &CalendarReach) -> Option<(String, Vec<i32>)> {
+    let (Some(t), Some(filter)) = (plan.time, &reach.filter) else { return None };
+    let kept: std::collections::BTreeSet<i32> = reach.kept.iter().map(|d| start_of(*d, t)).collect();
+    let cut: std::collections::BTreeSet<i32> =
+        manifest.period_values().iter().map(|p| start_of(p.days(), t)).filter(|d| !kept.contains(d)).collect();
+    (!cut.is_empty()).then(|| (filter.clone(), cut.into_iter().collect()))
 }
 
 /// A warning when the query's calendar filters pass none of the dataset's
 /// stored periods (a month inside a gap, a year out of range): the result is
 /// then empty because of the calendar, not because of the data.
-pub fn empty_calendar(plan: &Plan, manifest: &Manifest, store: &Path) -> Result<Option<String>> {
-    let bounds: Vec<String> = plan.row_filters.iter().filter_map(calendar_bound).map(|b| b.to_string()).collect();
-    if bounds.is_empty() || manifest.periods.is_empty() {
-        return Ok(None);
-    }
-    let c = Compiler::new(plan, manifest, store);
-    if c.calendar_window(manifest)?.select([len().alias("n")]).collect()?.column("n")?.u32()?.get(0) != Some(0) {
-        return Ok(None);
+pub fn empty_calendar(manifest: &Manifest, reach: &CalendarReach) -> Option<String> {
+    let filter = reach.filter.as_ref()?;
+    if manifest.periods.is_empty() || !reach.kept.is_empty() {
+        return None;
     }
     let gaps = manifest.gaps();
     let held = format!(
@@ -238,40 +258,29 @@ pub fn empty_calendar(plan: &Plan, manifest: &Manifest, store: &Path) -> Result<
             format!(", with gaps {}", crate::store::manifest::describe_periods(&gaps))
         }
     );
-    Ok(Some(format!(
-        "no stored period passes the filter `{}`: {} holds {held}, so the result is empty",
-        bounds.join(" and "),
+    Some(format!(
+        "no stored period passes the filter `{filter}`: {} holds {held}, so the result is empty",
         manifest.dataset
-    )))
+    ))
 }
 
 /// A note naming the dataset's gaps (periods it does not hold) among the
 /// periods the query reads: a monthly listing skips them, a roll-up holds
 /// fewer months.
-pub fn gaps_read(plan: &Plan, manifest: &Manifest, store: &Path) -> Result<Option<String>> {
+pub fn gaps_read(plan: &Plan, manifest: &Manifest, reach: &CalendarReach) -> Option<String> {
     let gaps = manifest.gaps();
+    let (Some(lo), Some(hi)) = (reach.kept.iter().min(), reach.kept.iter().max()) else { return None };
     if gaps.is_empty() || plan.time.is_none() {
-        return Ok(None);
+        return None;
     }
-    let c = Compiler::new(plan, manifest, store);
-    let window = c
-        .calendar_window(manifest)?
-        .select([col("period").min().alias("lo"), col("period").max().alias("hi")])
-        .collect()?;
-    let (Some(lo), Some(hi)) =
-        (window.column("lo")?.date()?.physical().get(0), window.column("hi")?.date()?.physical().get(0))
-    else {
-        return Ok(None);
-    };
-    let inside: Vec<crate::period::Period> = gaps.into_iter().filter(|p| (lo..=hi).contains(&p.days())).collect();
-    if inside.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(format!(
-        "{} does not hold {} (gaps): no row for them, and the periods that contain them hold fewer months",
-        manifest.dataset,
-        crate::store::manifest::describe_periods(&inside)
-    )))
+    let inside: Vec<crate::period::Period> = gaps.into_iter().filter(|p| (*lo..=*hi).contains(&p.days())).collect();
+    (!inside.is_empty()).then(|| {
+        format!(
+            "{} does not hold {} (gaps): no row for them, and the periods that contain them hold fewer months",
+            manifest.dataset,
+            crate::store::manifest::describe_periods(&inside)
+        )
+    })
 }
 
 /// The first day of the roll-up period `t` that holds day `days`.
@@ -625,16 +634,7 @@ impl Compiler<'_> {
             rows_pushed_down: !self.polars_rows,
             pushed_down: self.pushed_down.clone(),
             lf: lf.select(select),
-            shape: ResultShape {
-                warnings: self.warnings.clone(),
-                time_label: plan.time.map(|t| t.column().to_string()),
-                key_labels: plan.keys.clone(),
-                left_out: plan.left_out.clone(),
-                summed_together: plan.summed_together.clone(),
-                known_warnings: plan.warnings.clone(),
-                known_notes: plan.notes.clone(),
-                group_keys: plan.groups.iter().map(|g| g.alias.clone()).filter(|a| plan.keys.contains(a)).collect(),
-            },
+            shape: ResultShape::of(plan, self.warnings.clone()),
         })
     }
 
@@ -913,13 +913,7 @@ impl Compiler<'_> {
         if let Some(n) = plan.limit {
             lf = lf.limit(n as IdxSize);
         }
-        let shape = ResultShape {
-            left_out: plan.left_out.clone(),
-            summed_together: plan.summed_together.clone(),
-            known_warnings: plan.warnings.clone(),
-            known_notes: plan.notes.clone(),
-            ..Default::default()
-        };
+        let shape = ResultShape::of(plan, Vec::new());
         Ok(Compiled { lf, shape, rows_pushed_down: false, pushed_down: Vec::new() })
     }
 
@@ -1583,12 +1577,17 @@ impl Compiler<'_> {
         let scan = self.scan.clone().ok_or_else(|| Error::internal("no scan for a total row"))?;
         let (_, rows) = self.rows_where(scan, &|x: &RExpr| without_terms_on(x, &of.dim))?;
         let rows = rows.filter(col(of.dim.as_str()).eq(lit(of.code.as_str())));
+        self.polars_rows = true;
+        Ok(with_calendar_key(self.sum_by_period(rows, within, row_col, total), self.plan.time, self.plan.frequency))
+    }
+
+    /// `row_col` of `rows` summed into `total` per roll-up period (when the
+    /// query has one) and `within` columns.
+    fn sum_by_period(&self, rows: LazyFrame, within: &[String], row_col: &str, total: &str) -> LazyFrame {
         let mut keys: Vec<Expr> = self.plan.time.map(|t| time_group(t, self.plan.frequency)).into_iter().collect();
         keys.extend(within.iter().map(|w| col(w.as_str())));
         let sum = col(row_col).sum().alias(total);
-        self.polars_rows = true;
-        let grouped = if keys.is_empty() { rows.select([sum]) } else { rows.group_by(keys).agg([sum]) };
-        Ok(with_calendar_key(grouped, self.plan.time, self.plan.frequency))
+        if keys.is_empty() { rows.select([sum]) } else { rows.group_by(keys).agg([sum]) }
     }
 
     fn base_totals(&mut self, base: &LazyFrame, within: &[String], row_col: &str, total: &str) -> Result<LazyFrame> {
@@ -1599,10 +1598,7 @@ impl Compiler<'_> {
             rows = self.map_groups(rows, g)?;
             mapped = true;
         }
-        let mut keys: Vec<Expr> = time.map(|t| time_group(t, self.plan.frequency)).into_iter().collect();
-        keys.extend(within.iter().map(|w| col(w.as_str())));
-        let sum = col(row_col).sum().alias(total);
-        let in_polars = if keys.is_empty() { rows.select([sum]) } else { rows.group_by(keys).agg([sum]) };
+        let in_polars = self.sum_by_period(rows, within, row_col, total);
         let pushed = if mapped {
             None
         } else {

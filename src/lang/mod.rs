@@ -124,10 +124,11 @@ pub fn load_with_scan(
         ));
         plan.ytd_through = Some(through);
     }
-    plan.cut = compile::cut_periods(&plan, &manifest, store.root())?;
-    if let Some(w) = compile::empty_calendar(&plan, &manifest, store.root())? {
+    let reach = compile::calendar_reach(&plan, &manifest, store.root())?;
+    plan.cut = compile::cut_periods(&plan, &manifest, &reach);
+    if let Some(w) = compile::empty_calendar(&manifest, &reach) {
         plan.warnings.push(w);
-    } else if let Some(n) = compile::gaps_read(&plan, &manifest, store.root())? {
+    } else if let Some(n) = compile::gaps_read(&plan, &manifest, &reach) {
         plan.notes.push(n);
     }
     for g in &plan.groups {

@@ -118,16 +118,7 @@ pub fn plan_to_sql(plan: &Plan, manifest: &Manifest, dialect: Dialect, uri: &str
         unfiltered: None,
     };
     let text = c.compile(manifest)?;
-    let shape = ResultShape {
-        warnings: c.warnings,
-        time_label: plan.time.map(|t| t.column().to_string()),
-        key_labels: plan.keys.clone(),
-        left_out: plan.left_out.clone(),
-        summed_together: plan.summed_together.clone(),
-        known_warnings: plan.warnings.clone(),
-        known_notes: plan.notes.clone(),
-        group_keys: plan.groups.iter().map(|g| g.alias.clone()).filter(|a| plan.keys.contains(a)).collect(),
-    };
+    let shape = ResultShape::of(plan, c.warnings);
     Ok(SqlQuery { text, shape })
 }
 
