@@ -3,7 +3,7 @@
 # benchmarks compare tradeql against into ./.venv, from PyPI: DuckDB, pyarrow,
 # and pyspark (Spark in local mode, for the scale-out tests). Spark needs Java
 # 17 or newer: when no java is on the PATH, it is installed from Debian's
-# packages (openjdk-17-jre-headless). Idempotent: a second run with everything
+# packages (openjdk-17-jre-headless), and strace likewise. Idempotent: a second run with everything
 # present does nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +20,14 @@ if ! command -v java >/dev/null 2>&1; then
     if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq openjdk-17-jre-headless >/dev/null
+fi
+# strace injects faults (a kill or an I/O error at one system call) in the
+# durability tests.
+if ! command -v strace >/dev/null 2>&1; then
+    sudo=""
+    if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq strace >/dev/null
 fi
 "$venv/bin/python" -c 'import duckdb, pyarrow, pyspark; print("peers: duckdb", duckdb.__version__, "pyarrow", pyarrow.__version__, "pyspark", pyspark.__version__)'
 java -version 2>&1 | head -1

@@ -200,14 +200,30 @@ impl JobFile {
                             .collect::<Vec<_>>()
                             .join("-"),
                     };
-                    if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
-                        return Err(Error::usage(format!("bad extract name {name:?} for {}", file.display())));
+                    if !store::is_plain_name(&name)
+                        || name.starts_with('.')
+                        || name.ends_with(".tmp")
+                        || name.ends_with(".old")
+                    {
+                        return Err(Error::usage(format!(
+                            "bad extract name {:?} for {}: a name is one file name, not starting with a dot \
+                             nor ending in .tmp or .old",
+                            crate::error::shown(&name),
+                            file.display()
+                        )));
                     }
                     let output = if q.partition_by.is_some() {
                         out_dir.join(&name)
                     } else {
                         out_dir.join(format!("{name}.{}", extension(format)))
                     };
+                    if output.file_name().is_some_and(|n| n == RUN_MANIFEST) {
+                        return Err(Error::usage(format!(
+                            "the extract of {} would be {RUN_MANIFEST}, the name of the job's run manifest; \
+                             give it another `output` name",
+                            file.display()
+                        )));
+                    }
                     if tasks.iter().any(|t| t.output == output) {
                         return Err(Error::usage(format!(
                             "two tasks would write {}; give each its own `output` name (with {{param}} placeholders)",
@@ -275,6 +291,40 @@ fn clean(path: &Path) -> PathBuf {
     if out.is_empty() { PathBuf::from(".") } else { out.iter().collect() }
 }
 
+/// The run manifest's file name in the extracts folder.
+const RUN_MANIFEST: &str = "run.json";
+
+/// `path` with `suffix` appended to its name (`a.b` → `a.b.tmp`).
+fn beside(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(suffix);
+    path.with_file_name(name)
+}
+
+/// A value as a Hive partition folder names it (`partner=<value>`): the
+/// characters Hive escapes, and control characters, as `%XX`, so that no
+/// value (`a/../../x`) names a folder outside the extract; readers with Hive
+/// partitioning (pyarrow, polars, Spark) decode it back. A null is Hive's
+/// default partition.
+fn hive_value(value: Option<&str>) -> String {
+    let Some(value) = value else { return "__HIVE_DEFAULT_PARTITION__".into() };
+    if value.is_empty() {
+        return "__HIVE_DEFAULT_PARTITION__".into();
+    }
+    let mut out = String::with_capacity(value.len());
+    for ch in value.chars() {
+        if ch.is_control() || "\"#%'*/:=?\\{[]^".contains(ch) {
+            let mut buf = [0u8; 4];
+            for b in ch.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            out.push(ch);
+        }
+    }
+    if out == "." || out == ".." { out.replace('.', "%2E") } else { out }
+}
+
 fn sha256_text(text: &str) -> String {
     use sha2::{Digest, Sha256};
     store::hex(&Sha256::digest(text.as_bytes()))
@@ -292,11 +342,16 @@ fn write_extract(
         if frame.column(column).is_err() {
             return Err(Error::usage(format!("partition_by {column:?}: the result has no such column")));
         }
-        let tmp = task.output.with_extension("tmp");
+        let tmp = beside(&task.output, ".tmp");
         let _ = std::fs::remove_dir_all(&tmp);
         for part in frame.partition_by([column.as_str()], true)? {
-            let value = part.column(column)?.get(0)?.to_string().trim_matches('"').to_string();
-            let dir = tmp.join(format!("{column}={value}"));
+            let value = match part.column(column)?.get(0)? {
+                AnyValue::Null => None,
+                AnyValue::String(s) => Some(s.to_string()),
+                AnyValue::StringOwned(s) => Some(s.to_string()),
+                other => Some(other.to_string()),
+            };
+            let dir = tmp.join(format!("{column}={}", hive_value(value.as_deref())));
             std::fs::create_dir_all(&dir).map_err(|e| Error::io("cannot create", &dir, e))?;
             let mut part = part.drop(column)?;
             let file = dir.join("part-0.parquet");
@@ -304,15 +359,16 @@ fn write_extract(
             parquet_writer(f, parquet)?.finish(&mut part)?;
         }
         crate::failpoint("batch:extract-staged");
-        let old = task.output.with_extension("old");
+        let old = beside(&task.output, ".old");
         if task.output.exists() {
             std::fs::rename(&task.output, &old).map_err(|e| Error::io("cannot replace", &task.output, e))?;
+            crate::failpoint("batch:previous-kept");
         }
         std::fs::rename(&tmp, &task.output).map_err(|e| Error::io("cannot replace", &task.output, e))?;
         let _ = std::fs::remove_dir_all(&old);
         return Ok(None);
     }
-    let tmp = task.output.with_extension(format!("{}.tmp", extension(task.format)));
+    let tmp = beside(&task.output, ".tmp");
     let result = (|| -> Result<()> {
         let mut file = std::fs::File::create(&tmp).map_err(|e| Error::io("cannot create", &tmp, e))?;
         match task.format {
@@ -364,16 +420,51 @@ fn progress(running: usize, failed: usize) -> indicatif::ProgressBar {
     bar
 }
 
-/// Removes temporary files a killed run left in the extracts folder.
-fn clean_stale(out_dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(out_dir) else { return };
+/// Finishes what a killed run left in the extracts folder (the caller holds
+/// the folder's lock): a temporary extract is removed; a kept previous
+/// extract (`X.old`) is put back where its replacement never arrived, and
+/// removed where it did.
+fn clean_stale(out_dir: &Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(out_dir) else { return Ok(()) };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
-        if name.ends_with(".tmp") || name.ends_with(".old") {
-            let p = e.path();
-            let _ = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+        let p = e.path();
+        let remove = |p: &Path| if p.is_dir() { std::fs::remove_dir_all(p) } else { std::fs::remove_file(p) };
+        if name.ends_with(".tmp") {
+            remove(&p).map_err(|err| Error::io("cannot remove", &p, err))?;
+        } else if let Some(kept) = name.strip_suffix(".old") {
+            let current = out_dir.join(kept);
+            if current.exists() {
+                remove(&p).map_err(|err| Error::io("cannot remove", &p, err))?;
+            } else {
+                std::fs::rename(&p, &current).map_err(|err| Error::io("cannot restore", &current, err))?;
+            }
         }
     }
+    Ok(())
+}
+
+/// Holds the extracts folder for one job at a time (an `flock` on the
+/// folder itself): two jobs writing one folder would replace each other's
+/// extracts and run manifest.
+fn lock_out_dir(out_dir: &Path, wait: bool) -> Result<std::fs::File> {
+    let dir = std::fs::File::open(out_dir).map_err(|e| Error::io("cannot open", out_dir, e))?;
+    if wait {
+        dir.lock().map_err(|e| Error::io("cannot lock", out_dir, e))?;
+    } else {
+        match dir.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::new(
+                    crate::ErrorKind::Locked,
+                    format!("another batch is writing extracts into {}", out_dir.display()),
+                )
+                .hint("wait for it to finish, or pass --wait to queue behind it"));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io("cannot lock", out_dir, e)),
+        }
+    }
+    Ok(dir)
 }
 
 /// Runs a job; returns its run manifest (also written as `run.json`).
@@ -387,19 +478,24 @@ pub fn run_job(
     let tasks = job.tasks(&base)?;
     let out_dir = clean(&base.join(&job.out_dir));
     std::fs::create_dir_all(&out_dir).map_err(|e| Error::io("cannot create", &out_dir, e))?;
-    clean_stale(&out_dir);
+    let _out_lock = lock_out_dir(&out_dir, opts.wait)?;
+    clean_stale(&out_dir)?;
     let store = Store::open_existing(clean(&base.join(&job.store)))?;
     // Writers wait for the batch (and the batch for a running ingest): the
     // files a query reads stay in place until it is done.
     let _lock = store.lock(opts.wait, &format!("batch {}", job_path.display()))?;
     store.recover(&_lock)?;
     let previous: Option<RunManifest> =
-        std::fs::read_to_string(out_dir.join("run.json")).ok().and_then(|t| serde_json::from_str(&t).ok());
+        std::fs::read_to_string(out_dir.join(RUN_MANIFEST)).ok().and_then(|t| serde_json::from_str(&t).ok());
     let started = Instant::now();
     let started_at = store::now();
     let mut records: Vec<Option<TaskRecord>> = vec![None; tasks.len()];
     let mut runnable: Vec<(usize, lang::Loaded, String)> = Vec::new();
     let parquet_key = serde_json::to_string(&job.parquet)?;
+    // Group tables and rates are read by queries too: a new version of them
+    // (or a store made anew) makes every extract stale.
+    let groups = store.groups_manifest()?;
+    let groups_key = format!("groups {} {}", groups.version, groups.updated_at);
     let mut shared_groups = lang::compile::SharedAggregates::default();
     for (i, task) in tasks.iter().enumerate() {
         let start = Instant::now();
@@ -445,8 +541,13 @@ pub fn run_job(
             }
             Ok(loaded) => {
                 let key = sha256_text(&format!(
-                    "{query_sha}|{:?}|{}|{}|{:?}|{:?}|{parquet_key}",
-                    task.params, loaded.manifest.dataset, loaded.manifest.version, task.format, task.partition_by
+                    "{query_sha}|{:?}|{}|{}|{}|{:?}|{:?}|{parquet_key}|{groups_key}",
+                    task.params,
+                    loaded.manifest.dataset,
+                    loaded.manifest.id,
+                    loaded.manifest.version,
+                    task.format,
+                    task.partition_by
                 ));
                 let unchanged = previous
                     .as_ref()
@@ -548,6 +649,6 @@ pub fn run_job(
         engine: opts.engine.as_ref().map_or("polars", |(d, _)| d.name()).to_string(),
         tasks: records.into_iter().flatten().collect(),
     };
-    store::write_atomic(&out_dir.join("run.json"), serde_json::to_string_pretty(&manifest)?.as_bytes())?;
+    store::write_atomic(&out_dir.join(RUN_MANIFEST), serde_json::to_string_pretty(&manifest)?.as_bytes())?;
     Ok(manifest)
 }

@@ -12,6 +12,32 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// `println!` that fails with an error (exit 2) instead of a panic when
+/// standard output cannot be written: a full disk (`> /dev/full`), an I/O error.
+macro_rules! outln {
+    () => {
+        stdout_write("\n")?
+    };
+    ($($t:tt)*) => {
+        stdout_write(&format!("{}\n", format_args!($($t)*)))?
+    };
+}
+
+/// `print!` with the same error handling as `outln!`.
+macro_rules! out {
+    ($($t:tt)*) => {
+        stdout_write(&format!($($t)*))?
+    };
+}
+
+/// Writes `text` to standard output and flushes it, so that a failure is
+/// seen here and not lost when the process exits.
+fn stdout_write(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes()).and_then(|()| out.flush()).map_err(crate::run::stdout_error)
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "tradeql",
@@ -356,7 +382,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if report.recovery.rolled_back || report.recovery.rolled_forward {
                 eprintln!("note: recovered an interrupted commit before ingesting");
             }
-            println!("{report}");
+            outln!("{report}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { files, out_dir, store, params, format, out, chart, engine, master } => {
@@ -399,14 +425,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let file = files.into_iter().next().expect("one file");
             let store = Store::open_existing(store)?;
             let params = crate::lang::parse_params(&params)?;
-            let loaded = crate::lang::load(&crate::lang::QueryFile::read(&file)?, &store, &params)?;
-            let mut outcome = match on_engine {
-                None => crate::run::collect(&loaded.compiled)?,
-                Some((d, options)) => {
-                    let mut results = crate::sql::run_loaded(&[(&loaded, store.root())], d, &options)?;
-                    results.remove(0)?
-                }
-            };
+            let query = crate::lang::QueryFile::read(&file)?;
+            // One committed version, even while a writer replaces it.
+            let (loaded, mut outcome) = store.read_consistent(|| {
+                let loaded = crate::lang::load(&query, &store, &params)?;
+                let outcome = match &on_engine {
+                    None => crate::run::collect(&loaded.compiled)?,
+                    Some((d, options)) => {
+                        let mut results = crate::sql::run_loaded(&[(&loaded, store.root())], *d, options)?;
+                        results.remove(0)?
+                    }
+                };
+                Ok((loaded, outcome))
+            })?;
             if let Some(path) = &chart {
                 let options = loaded.plan.chart.clone().unwrap_or_default();
                 let drawn = crate::chart::draw(
@@ -447,7 +478,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let mut failed = 0;
             for file in &files {
                 match crate::lang::QueryFile::read(file).and_then(|q| crate::lang::load(&q, &store, &params)) {
-                    Ok(_) => println!("ok  {}", file.display()),
+                    Ok(_) => outln!("ok  {}", file.display()),
                     Err(e) => {
                         failed += 1;
                         eprintln!("error: {e}");
@@ -465,7 +496,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let params = crate::lang::parse_params(&params)?;
             let loaded = crate::lang::load(&crate::lang::QueryFile::read(&file)?, &store, &params)?;
             let q = crate::sql::compile_loaded(&loaded, store.root(), dialect, store_uri.as_deref())?;
-            println!(
+            outln!(
                 "-- {} compiled by tradeql {} for {} (dataset {} version {})",
                 file.display(),
                 env!("CARGO_PKG_VERSION"),
@@ -473,26 +504,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 loaded.manifest.dataset,
                 loaded.manifest.version
             );
-            print!("{}", q.text);
+            out!("{}", q.text);
             Ok(ExitCode::SUCCESS)
         }
         Command::Explain { file, store, params } => {
             let store = Store::open_existing(store)?;
             let params = crate::lang::parse_params(&params)?;
             let loaded = crate::lang::load(&crate::lang::QueryFile::read(&file)?, &store, &params)?;
-            println!("tradeql plan:\n{}", loaded.plan);
+            outln!("tradeql plan:\n{}", loaded.plan);
             if !loaded.compiled.pushed_down.is_empty() {
-                println!(
+                outln!(
                     "pushdown: read from the Parquet dictionary pages in one read of the files\n  \
                      (TRADEQL_PUSHDOWN=off leaves them to polars):"
                 );
                 for spec in &loaded.compiled.pushed_down {
-                    println!("  - {spec}");
+                    outln!("  - {spec}");
                 }
-                println!();
+                outln!();
             }
             let optimised = crate::run::on_big_stack(|| loaded.compiled.lf.explain(true))?;
-            println!("polars optimised plan:\n{optimised}");
+            outln!("polars optimised plan:\n{optimised}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench { store, queries, runs, peer, python, json } => {
@@ -508,9 +539,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 eprint!("\r{:<40}\r", "");
             }
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                outln!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                print!("{report}");
+                out!("{report}");
             }
             let differ = report.queries.iter().any(|q| q.peers.iter().any(|p| !p.same_rows));
             Ok(if differ { ExitCode::from(1) } else { ExitCode::SUCCESS })
@@ -518,7 +549,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Info { store, verify, wait } => {
             let store = Store::open_existing(store)?;
             let report = crate::info::info(&store, verify, wait)?;
-            print!("{}", report.text);
+            out!("{}", report.text);
             let bad = report.problems.is_some_and(|p| !p.is_empty());
             Ok(if bad { ExitCode::from(1) } else { ExitCode::SUCCESS })
         }
@@ -532,16 +563,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let spec =
                 crate::panel::PanelSpec { partners, products, months, density, seed, start: (first.year, first.month) };
             let into = into.as_deref().map(|p| (p, dataset.as_str()));
-            println!("{}", crate::panel::generate(&spec, csv.as_deref(), into)?);
+            outln!("{}", crate::panel::generate(&spec, csv.as_deref(), into)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Rates { action: RatesAction::Add { file, store, wait } } => {
-            println!("{}", crate::rates::add(&store, &file, wait)?);
+            outln!("{}", crate::rates::add(&store, &file, wait)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Groups { action: GroupsAction::Add { name, file, of, store, wait, strict } } => {
             let report = crate::groups::add(&store, &name, &of, &file, wait, strict)?;
-            println!("{report}");
+            outln!("{report}");
             for w in &report.warnings {
                 eprintln!("warning: {w}");
             }
@@ -587,7 +618,7 @@ fn run_batch(
     let manifest = crate::batch::run_job(path, job, opts, &mut report)?;
     let count = |s: &str| manifest.tasks.iter().filter(|t| t.status == s).count();
     let failed = count("failed");
-    println!(
+    outln!(
         "{} ok, {} skipped, {} failed in {:.2} s; run manifest {}",
         count("ok"),
         count("skipped"),

@@ -53,6 +53,32 @@ pub struct Snippet {
     pub text: String,
 }
 
+impl Snippet {
+    /// The line as shown: a long line is cut to [`SHOWN_CHARS`] characters
+    /// around the marked span, with `…` where it was cut; with the marked
+    /// column and width in what is shown.
+    pub fn window(&self) -> (String, usize, usize) {
+        let chars: Vec<char> = self.text.chars().collect();
+        if chars.len() <= SHOWN_CHARS {
+            return (self.text.clone(), self.col.max(1), self.width.max(1));
+        }
+        let start = self.col.saturating_sub(1).min(chars.len());
+        let from = start.saturating_sub(SHOWN_CHARS / 3);
+        let to = (from + SHOWN_CHARS).min(chars.len());
+        let mut text = String::new();
+        let mut col = start - from + 1;
+        if from > 0 {
+            text.push('…');
+            col += 1;
+        }
+        text.extend(&chars[from..to]);
+        if to < chars.len() {
+            text.push('…');
+        }
+        (text, col, self.width.clamp(1, (to - start).max(1)))
+    }
+}
+
 /// A tradeql error: a kind, a lowercase message, where, and hints.
 #[derive(Debug, Clone)]
 pub struct Error {
@@ -112,8 +138,9 @@ impl Error {
         self
     }
 
+    /// The value at fault; a long one is shown by its start and its length.
     pub fn with_value(mut self, value: impl Into<String>) -> Self {
-        self.location.value = Some(value.into());
+        self.location.value = Some(shown(&value.into()));
         self
     }
 
@@ -153,6 +180,44 @@ impl Error {
     }
 }
 
+/// The most characters of a value an error message echoes.
+pub const SHOWN_CHARS: usize = 120;
+
+/// `text` as an error message shows it: whole when short, else its first
+/// [`SHOWN_CHARS`] characters and how long it is (a 10 MB value is not echoed).
+pub fn shown(text: &str) -> String {
+    match text.char_indices().nth(SHOWN_CHARS) {
+        None => text.to_string(),
+        Some((end, _)) => format!("{}… ({} bytes in all)", &text[..end], text.len()),
+    }
+}
+
+/// A failure to write `path`: says so plainly when the disk is full, which
+/// the Parquet writer otherwise reports as a transport error.
+pub fn writing(path: &Path, err: impl fmt::Display) -> Error {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let full = free_bytes(dir).is_some_and(|free| free < 1 << 20);
+    let text = err.to_string();
+    let first = text.lines().next().unwrap_or_default();
+    if full || text.contains("No space left") {
+        Error::new(ErrorKind::Io, format!("cannot write {}: the disk is full", path.display()))
+            .in_file(path)
+            .hint("free some space and run the command again; nothing was half-written")
+    } else {
+        Error::new(ErrorKind::Io, format!("cannot write {}: {first}", path.display())).in_file(path)
+    }
+}
+
+/// Bytes free to an unprivileged writer on the file system holding `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid C string and `st` a writable statvfs.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    (rc == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}{}", self.place(), self.message)?;
@@ -161,13 +226,8 @@ impl fmt::Display for Error {
         }
         if let (Some(snippet), Some(line)) = (&self.location.snippet, self.location.line) {
             let gutter = " ".repeat(line.to_string().len());
-            write!(
-                f,
-                "\n{gutter} |\n{line} | {}\n{gutter} | {}{}",
-                snippet.text,
-                " ".repeat(snippet.col - 1),
-                "^".repeat(snippet.width)
-            )?;
+            let (text, col, width) = snippet.window();
+            write!(f, "\n{gutter} |\n{line} | {text}\n{gutter} | {}{}", " ".repeat(col - 1), "^".repeat(width))?;
         }
         for hint in &self.hints {
             write!(f, "\n  help: {hint}")?;

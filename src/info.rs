@@ -42,12 +42,19 @@ pub fn info(store: &Store, verify: bool, wait: bool) -> Result<InfoReport> {
         let _ = writeln!(text, "  an interrupted commit is pending; the next ingest or `info --verify` recovers it");
     }
     let datasets = store.datasets()?;
-    let groups = store.groups_manifest()?;
+    let groups = store.groups_manifest().unwrap_or_default();
     if datasets.is_empty() {
         let _ = writeln!(text, "  no datasets");
     }
     for name in &datasets {
-        let Some(m) = store.manifest(name)? else { continue };
+        let m = match store.manifest(name) {
+            Ok(Some(m)) => m,
+            Ok(None) => continue,
+            Err(e) => {
+                let _ = writeln!(text, "\ndataset {name}: {e}");
+                continue;
+            }
+        };
         let periods = m.period_values();
         let gaps = m.gaps();
         let bytes: u64 = m.files.iter().map(|f| f.bytes).sum();

@@ -142,6 +142,17 @@ impl Mapping {
         {
             return Err(Error::mapping(format!("decimal must be \".\" or \",\", not {d:?}")));
         }
+        let decimal = self.decimal.as_deref().unwrap_or(".");
+        if self.thousands.as_deref() == Some(decimal) {
+            return Err(Error::mapping(format!(
+                "thousands and decimal are both {decimal:?}: a number like 1{decimal}234 would be read two ways"
+            ))
+            .hint(if decimal == "." {
+                "for 1.234.567,89 write thousands = \".\" and decimal = \",\""
+            } else {
+                "for 1,234,567.89 write thousands = \",\" (the decimal mark is \".\" by default)"
+            }));
+        }
         if let Some(w) = &self.wide {
             if !["period", "month", "flow"].contains(&w.names_to.as_str()) {
                 return Err(Error::mapping(format!(

@@ -5,7 +5,7 @@
 //! computed, to CSV, JSON, Parquet or Arrow IPC. A file output is written to a
 //! temporary name and renamed, so a failure never leaves half a file.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::lang::compile::{Compiled, ResultShape, WarningKind};
 use crate::lang::plan::{Format, Plan, TimeKey};
 use crate::period::{Frequency, Period};
@@ -223,28 +223,95 @@ fn summarise(items: &[String]) -> String {
     if items.len() <= 6 { items.join(", ") } else { format!("{} and {} more", items[..5].join(", "), items.len() - 5) }
 }
 
-/// Writes `frame` to `out` (or stdout) in `format`.
-pub fn write(frame: &mut DataFrame, plan: &Plan, format: OutputFormat, out: Option<&Path>) -> Result<()> {
-    match out {
-        None => {
-            let mut stdout = std::io::stdout().lock();
-            write_to(frame, plan, format, &mut stdout, true)
-        }
-        Some(path) => {
-            let tmp =
-                path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or("out")));
-            let result = (|| -> Result<()> {
-                let mut file = std::fs::File::create(&tmp).map_err(|e| Error::io("cannot create", &tmp, e))?;
-                write_to(frame, plan, format, &mut file, false)?;
-                file.sync_all().map_err(|e| Error::io("cannot write", &tmp, e))?;
-                std::fs::rename(&tmp, path).map_err(|e| Error::io("cannot write", path, e))
-            })();
-            if result.is_err() {
-                let _ = std::fs::remove_file(&tmp);
-            }
-            result
-        }
+/// A failure to write standard output, as an error (a broken pipe ends the
+/// process quietly before this: SIGPIPE keeps its default action).
+pub fn stdout_error(e: std::io::Error) -> Error {
+    if e.raw_os_error() == Some(libc::ENOSPC) {
+        Error::new(ErrorKind::Io, "cannot write to standard output: the disk is full")
+    } else {
+        Error::new(ErrorKind::Io, format!("cannot write to standard output: {e}"))
     }
+}
+
+/// Where `--out` writes, once its path is looked at.
+enum Destination {
+    /// A regular file (or none yet): written beside it, then renamed over it.
+    File(std::path::PathBuf),
+    /// A device, pipe or socket (`/dev/null`, a FIFO): written to as it is,
+    /// never replaced.
+    Stream(std::path::PathBuf),
+}
+
+/// Looks at `path` without changing it: a link is followed to its target (the
+/// target is replaced, not the link); a folder is refused.
+fn destination(path: &Path) -> Result<Destination> {
+    use std::os::unix::fs::FileTypeExt;
+    let target = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(path)
+            .map_err(|e| Error::io("cannot follow the link", path, e).hint("the link points to nothing"))?,
+        _ => path.to_path_buf(),
+    };
+    match std::fs::metadata(&target) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Destination::File(target)),
+        Err(e) => Err(Error::io("cannot write", path, e)),
+        Ok(m) if m.is_file() => Ok(Destination::File(target)),
+        Ok(m) if m.is_dir() => Err(Error::usage(format!("--out {} is a folder: give a file name", path.display()))),
+        Ok(m) if m.file_type().is_char_device() || m.file_type().is_fifo() || m.file_type().is_socket() => {
+            Ok(Destination::Stream(target))
+        }
+        Ok(_) => Err(Error::usage(format!("--out {} is neither a file nor a stream", path.display()))),
+    }
+}
+
+/// Writes `frame` to `out` (or stdout, also for `--out -`) in `format`.
+/// A regular file is written to a temporary name and renamed; a device or
+/// pipe is written to directly. Every write is flushed and checked.
+pub fn write(frame: &mut DataFrame, plan: &Plan, format: OutputFormat, out: Option<&Path>) -> Result<()> {
+    use std::io::IsTerminal;
+    match out {
+        None => write_stdout(frame, plan, format, std::io::stdout().is_terminal()),
+        Some(p) if p.as_os_str() == "-" => write_stdout(frame, plan, format, std::io::stdout().is_terminal()),
+        Some(path) => match destination(path)? {
+            Destination::Stream(target) => {
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&target)
+                    .map_err(|e| Error::io("cannot open", &target, e))?;
+                write_to(frame, plan, format, &mut file, false).map_err(|e| match e.kind {
+                    ErrorKind::Usage | ErrorKind::Query => e,
+                    _ => crate::error::writing(&target, e),
+                })?;
+                file.flush().map_err(|e| crate::error::writing(&target, e))
+            }
+            Destination::File(target) => {
+                let mut tmp_name = target.file_name().unwrap_or_default().to_os_string();
+                tmp_name.push(".tmp");
+                let tmp = target.with_file_name(tmp_name);
+                let result = (|| -> Result<()> {
+                    let mut file = std::fs::File::create(&tmp).map_err(|e| Error::io("cannot create", &tmp, e))?;
+                    write_to(frame, plan, format, &mut file, false).map_err(|e| match e.kind {
+                        ErrorKind::Usage | ErrorKind::Query => e,
+                        _ => crate::error::writing(&target, e),
+                    })?;
+                    file.sync_all().map_err(|e| crate::error::writing(&target, e))?;
+                    std::fs::rename(&tmp, &target).map_err(|e| Error::io("cannot write", &target, e))
+                })();
+                if result.is_err() {
+                    let _ = std::fs::remove_file(&tmp);
+                }
+                result
+            }
+        },
+    }
+}
+
+fn write_stdout(frame: &mut DataFrame, plan: &Plan, format: OutputFormat, terminal: bool) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    write_to(frame, plan, format, &mut stdout, terminal).map_err(|e| match e.kind {
+        ErrorKind::Usage | ErrorKind::Query => e,
+        _ => Error::new(ErrorKind::Io, format!("cannot write to standard output: {}", e.message)),
+    })?;
+    stdout.flush().map_err(stdout_error)
 }
 
 /// Writes `frame` in a machine format (or the table) to `w`.
@@ -259,7 +326,7 @@ fn write_to<W: Write>(
     w: &mut W,
     terminal: bool,
 ) -> Result<()> {
-    let io = |e: std::io::Error| Error::internal(format!("cannot write the result: {e}"));
+    let io = |e: std::io::Error| Error::new(ErrorKind::Io, format!("cannot write the result: {e}"));
     match format {
         OutputFormat::Table => {
             let text = table(frame, plan)?;
@@ -268,7 +335,9 @@ fn write_to<W: Write>(
         OutputFormat::Csv => CsvWriter::new(w).include_header(true).finish(&mut finite_only(frame)?)?,
         OutputFormat::Json => JsonWriter::new(w).with_json_format(JsonFormat::Json).finish(&mut finite_only(frame)?)?,
         OutputFormat::Parquet | OutputFormat::Arrow if terminal => {
-            return Err(Error::usage("parquet and arrow output is binary: give a file with --out"));
+            return Err(Error::usage(
+                "parquet and arrow output is binary: give a file with --out, or pipe standard output",
+            ));
         }
         OutputFormat::Parquet => {
             ParquetWriter::new(w).finish(frame)?;

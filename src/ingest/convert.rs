@@ -31,6 +31,10 @@ pub fn store_schema() -> Schema {
     ])
 }
 
+/// The longest code (reporter, partner, product, region) a store keeps: a
+/// longer one is an error naming its line, never truncated.
+pub const MAX_CODE_BYTES: usize = 256;
+
 const PERIOD: usize = 0;
 const REPORTER: usize = 1;
 const PARTNER: usize = 2;
@@ -278,8 +282,19 @@ impl Layout {
         } else {
             Period::parse(period_text).map_err(|e| fail(PERIOD, period_text, format!("bad period: {}", e.0), None))?
         };
-        let reporter = required(REPORTER)?;
-        let partner = required(PARTNER)?;
+        let code = |i: usize, t: &'a str| -> Result<&'a str, Box<RowError>> {
+            if t.len() > MAX_CODE_BYTES {
+                return Err(fail(
+                    i,
+                    t,
+                    format!("a code of {} bytes; a code has at most {MAX_CODE_BYTES}", t.len()),
+                    Some("is the column right? codes are short (ISO3, HS codes, region names)".into()),
+                ));
+            }
+            Ok(t)
+        };
+        let reporter = code(REPORTER, required(REPORTER)?)?;
+        let partner = code(PARTNER, required(PARTNER)?)?;
         let flow_text = required(FLOW)?;
         let flow = parse_flow(flow_text).ok_or_else(|| {
             fail(
@@ -289,11 +304,17 @@ impl Layout {
                 Some("map other spellings with [recode.flow] in a mapping".into()),
             )
         })?;
-        let product = required(PRODUCT)?;
+        let product = code(PRODUCT, required(PRODUCT)?)?;
         let region = self.text(rec, REGION, wide).filter(|t| !t.is_empty());
+        if let Some(r) = region {
+            code(REGION, r)?;
+        }
         let value_text = required(VALUE)?;
         let value =
             self.number(value_text).map_err(|(reason, hint)| fail(VALUE, value_text, reason, hint))? * self.value_scale;
+        if !value.is_finite() {
+            return Err(fail(VALUE, value_text, "the value times value_scale is too large for a number".into(), None));
+        }
         if value < 0.0 {
             return Err(fail(VALUE, value_text, "negative trade value".into(), None));
         }
@@ -304,7 +325,16 @@ impl Layout {
                 if n < 0.0 {
                     return Err(fail(QUANTITY, q, "negative quantity".into(), None));
                 }
-                Some(n * self.quantity_scale)
+                let scaled = n * self.quantity_scale;
+                if !scaled.is_finite() {
+                    return Err(fail(
+                        QUANTITY,
+                        q,
+                        "the quantity times quantity_scale is too large for a number".into(),
+                        None,
+                    ));
+                }
+                Some(scaled)
             }
         };
         let quantity_unit = self.text(rec, QUANTITY_UNIT, wide).filter(|t| !t.is_empty());
@@ -314,13 +344,25 @@ impl Layout {
         Ok(Row { period, reporter, partner, flow, product, region, value, quantity, quantity_unit, aggregate })
     }
 
-    /// Parses a number, honouring the declared thousands separator and decimal mark.
+    /// Parses a number, honouring the declared thousands separator and decimal
+    /// mark. A thousands separator must sit between groups of three digits
+    /// (`1.234.567`, `1.234`), so that no number of a file is read one way and
+    /// its neighbour another.
     fn number(&self, text: &str) -> Result<f64, (String, Option<String>)> {
+        let has_separator = self.thousands.is_some_and(|t| text.as_bytes().contains(&t));
         if !self.decimal_comma
+            && !has_separator
             && let Ok(n) = text.parse::<f64>()
             && n.is_finite()
         {
             return Ok(n);
+        }
+        if has_separator && !grouped_by_three(text, self.thousands.unwrap_or(b','), self.decimal_comma) {
+            let sep = self.thousands.map(char::from).unwrap_or(',');
+            return Err((
+                format!("the thousands separator {sep:?} is not between groups of three digits"),
+                Some("check the mapping's thousands and decimal settings against the file".into()),
+            ));
         }
         let mut cleaned = String::with_capacity(text.len());
         for b in text.bytes() {
@@ -331,6 +373,7 @@ impl Layout {
         }
         match cleaned.parse::<f64>() {
             Ok(n) if n.is_finite() && text.is_ascii() => Ok(n),
+            Ok(n) if !n.is_finite() && text.is_ascii() => Err(("the number is too large".into(), None)),
             _ => {
                 let hint = (self.thousands.is_none()
                     && text.contains(',')
@@ -342,6 +385,23 @@ impl Layout {
             }
         }
     }
+}
+
+/// True when every `sep` in the integer part of `text` closes a group of one
+/// to three digits and opens groups of exactly three: `-1,234,567.5`.
+fn grouped_by_three(text: &str, sep: u8, decimal_comma: bool) -> bool {
+    let decimal = if decimal_comma { b',' } else { b'.' };
+    let body = text.strip_prefix(['-', '+']).unwrap_or(text).as_bytes();
+    let int_part = match body.iter().position(|&b| b == decimal && b != sep) {
+        Some(i) => &body[..i],
+        None => body,
+    };
+    let groups: Vec<&[u8]> = int_part.split(|&b| b == sep).collect();
+    groups.len() > 1
+        && (1..=3).contains(&groups[0].len())
+        && groups[1..].iter().all(|g| g.len() == 3)
+        && groups.iter().all(|g| g.iter().all(u8::is_ascii_digit))
+        && body[int_part.len()..].iter().all(|&b| b != sep)
 }
 
 fn join_record<R: Record>(rec: &R) -> String {

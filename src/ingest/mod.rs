@@ -105,6 +105,9 @@ pub fn ingest(opts: &IngestOptions) -> Result<IngestReport> {
     if opts.sources.is_empty() {
         return Err(Error::usage("no source files given"));
     }
+    if let Some(rejects) = &opts.rejects {
+        check_rejects_path(rejects, opts)?;
+    }
     std::fs::create_dir_all(&opts.store).map_err(|e| Error::io("cannot create store", &opts.store, e))?;
     let store = Store::at(&opts.store);
     let lock = store.lock(opts.wait, &format!("ingest into {dataset}"))?;
@@ -117,6 +120,42 @@ pub fn ingest(opts: &IngestOptions) -> Result<IngestReport> {
     let mut report = result?;
     report.recovery = recovery;
     Ok(report)
+}
+
+/// The rejects file is written over whatever is at its path: it must not be
+/// a source, the mapping, anything inside the store, or a device or folder.
+fn check_rejects_path(rejects: &Path, opts: &IngestOptions) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let identity = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    if let Ok(m) = std::fs::metadata(rejects)
+        && !m.is_file()
+    {
+        return Err(Error::usage(format!("--rejects {} is not a regular file", rejects.display())));
+    }
+    let own = identity(rejects);
+    let inputs = opts.sources.iter().chain(opts.mapping.iter());
+    for input in inputs {
+        if own.is_some() && own == identity(input) {
+            return Err(Error::usage(format!(
+                "--rejects {} is an input of this ingest: it would be overwritten",
+                rejects.display()
+            )));
+        }
+    }
+    let absolute = |p: &Path| {
+        let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        std::fs::canonicalize(dir).ok().map(|d| d.join(p.file_name().unwrap_or_default()))
+    };
+    if let (Some(file), Ok(store)) = (absolute(rejects), std::fs::canonicalize(&opts.store))
+        && file.starts_with(&store)
+    {
+        return Err(Error::usage(format!(
+            "--rejects {} is inside the store {}: write it elsewhere",
+            rejects.display(),
+            opts.store.display()
+        )));
+    }
+    Ok(())
 }
 
 fn check_dataset_name(name: &str) -> Result<()> {
@@ -277,7 +316,14 @@ fn ingest_locked(
         },
     )?;
     if let (Some(tmp), Some(path)) = (rejects_tmp, &opts.rejects) {
-        std::fs::rename(&tmp, path).map_err(|e| Error::io("cannot write rejects", path, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            Error::io(
+                &format!("version {} of {dataset} is committed, but cannot write rejects", manifest.version),
+                path,
+                e,
+            )
+        })?;
     }
     clock.mark("commit (fsync, rename)");
     Ok(report)
@@ -539,6 +585,10 @@ fn build_manifest(
     let manifest = Manifest {
         format: store::manifest::MANIFEST_FORMAT,
         dataset: dataset.to_string(),
+        id: old
+            .map(|m| m.id.clone())
+            .filter(|id| !id.is_empty())
+            .unwrap_or_else(|| store::manifest::new_dataset_id(dataset)),
         version,
         updated_at: store::now(),
         frequency,

@@ -676,8 +676,9 @@ impl Compiler<'_> {
         for (name, x) in plan.derives.iter().filter(|(_, x)| !uses_alias(x)) {
             lf = lf.with_column(self.expr(x)?.alias(name.as_str()));
         }
-        for x in plan.row_filters.iter().filter(|x| !uses_alias(x)).filter_map(filter) {
-            lf = lf.filter(self.expr(&x)?);
+        let before: Vec<RExpr> = plan.row_filters.iter().filter(|x| !uses_alias(x)).filter_map(filter).collect();
+        if let Some(all) = all_of(before.iter().map(|x| self.expr(x)).collect::<Result<_>>()?) {
+            lf = lf.filter(all);
         }
         let base = lf.clone();
         if !pre_aggregates(plan) {
@@ -688,8 +689,9 @@ impl Compiler<'_> {
         for (name, x) in plan.derives.iter().filter(|(_, x)| uses_alias(x)) {
             lf = lf.with_column(self.expr(x)?.alias(name.as_str()));
         }
-        for x in plan.row_filters.iter().filter(|x| uses_alias(x)).filter_map(filter) {
-            lf = lf.filter(self.expr(&x)?);
+        let after: Vec<RExpr> = plan.row_filters.iter().filter(|x| uses_alias(x)).filter_map(filter).collect();
+        if let Some(all) = all_of(after.iter().map(|x| self.expr(x)).collect::<Result<_>>()?) {
+            lf = lf.filter(all);
         }
         Ok((lf, base))
     }
@@ -1478,6 +1480,10 @@ impl Compiler<'_> {
                 });
                 (lf, ytd)
             }
+            // A window longer than the stored calendar is never complete:
+            // null throughout, without spreading the rows over it.
+            Measure::Rolling(_, n, _) if *n > self.stored_span(t_months) => (lf, lit(NULL).cast(DataType::Float64)),
+            Measure::High(_, n) if *n > self.stored_span(t_months) => (lf, lit(NULL).cast(DataType::Boolean)),
             Measure::Rolling(a, n, mean) => {
                 let (lf, cx) = self.column_of(lf, a, base)?;
                 let (lf, sum, count, _) = self.window(lf, &cx, *n, t_months);
@@ -1621,6 +1627,16 @@ impl Compiler<'_> {
 
     /// Sum, count and max of `column` over the `n` periods up to each row,
     /// matched by calendar: each row is spread to the `n` periods it belongs to.
+    /// How many periods of `t_months` months the stored calendar spans,
+    /// first to last stored period (at least 1).
+    fn stored_span(&self, t_months: i32) -> usize {
+        let periods = self.manifest.period_values();
+        let (Some(first), Some(last)) = (periods.first(), periods.last()) else { return 1 };
+        let month = |p: &crate::period::Period| i64::from(p.year) * 12 + i64::from(p.month) - 1;
+        let months = month(last) - month(first) + i64::from(self.manifest.frequency.months());
+        (months / i64::from(t_months.max(1)) + 1).max(1) as usize
+    }
+
     fn window(&mut self, lf: LazyFrame, column: &str, n: usize, t_months: i32) -> (LazyFrame, String, String, String) {
         let (sum, count, max) = (self.fresh("wsum"), self.fresh("wcount"), self.fresh("wmax"));
         let parts: Vec<LazyFrame> = (0..n as i32)
@@ -1660,13 +1676,13 @@ impl Compiler<'_> {
             }
             RExpr::In(a, list) => {
                 let (mut lf, ea) = self.compose(lf, a, base)?;
-                let mut any = lit(false);
+                let mut items = Vec::with_capacity(list.len());
                 for item in list {
                     let (next, e) = self.compose(lf, item, base)?;
                     lf = next;
-                    any = any.or(ea.clone().eq(e));
+                    items.push(e);
                 }
-                (lf, any)
+                (lf, in_list(ea, items, text_items(list)))
             }
             RExpr::Between(a, lo, hi, excl) => {
                 let (lf, ea) = self.compose(lf, a, base)?;
@@ -1701,19 +1717,12 @@ impl Compiler<'_> {
             RExpr::Not(a) => self.expr(a)?.not(),
             RExpr::Bin(op, a, b) => binary(*op, self.expr(a)?, self.expr(b)?),
             RExpr::In(a, list) => {
-                let ea = self.expr(a)?;
-                let mut any = lit(false);
-                for item in list {
-                    any = any.or(ea.clone().eq(self.expr(item)?));
-                }
-                any
+                let items = list.iter().map(|x| self.expr(x)).collect::<Result<Vec<_>>>()?;
+                in_list(self.expr(a)?, items, text_items(list))
             }
             RExpr::IsCode(c, codes) => {
-                let mut any = lit(false);
-                for code in codes {
-                    any = any.or(col(c.as_str()).eq(lit(code.as_str())));
-                }
-                any.fill_null(lit(false))
+                let texts: Vec<&str> = codes.iter().map(String::as_str).collect();
+                in_list(col(c.as_str()), Vec::new(), Literals::Texts(texts)).fill_null(lit(false))
             }
             RExpr::Between(a, lo, hi, excl) => {
                 let ea = self.expr(a)?;
@@ -2022,4 +2031,60 @@ fn uses_code(x: &RExpr, f: CodeFn) -> bool {
 pub(crate) fn uses_section(plan: &Plan) -> bool {
     plan.derives.iter().any(|(_, x)| uses_code(x, CodeFn::Section))
         || plan.row_filters.iter().any(|x| uses_code(x, CodeFn::Section))
+}
+
+/// The conjunction of `exprs` as one balanced tree (None for none): one
+/// filter node however many `where` lines a query has, and an expression
+/// whose depth grows with the logarithm of their number, not the number.
+fn all_of(exprs: Vec<Expr>) -> Option<Expr> {
+    balanced(exprs, Expr::and)
+}
+
+/// `exprs` joined pairwise by `join`, level by level: a tree of depth
+/// log2(n) where a fold would be n deep (polars recurses over expressions).
+fn balanced(mut exprs: Vec<Expr>, join: fn(Expr, Expr) -> Expr) -> Option<Expr> {
+    while exprs.len() > 1 {
+        let mut next = Vec::with_capacity(exprs.len().div_ceil(2));
+        let mut it = exprs.into_iter();
+        while let Some(a) = it.next() {
+            next.push(match it.next() {
+                Some(b) => join(a, b),
+                None => a,
+            });
+        }
+        exprs = next;
+    }
+    exprs.pop()
+}
+
+/// The literals of an `in (...)` list, when all are texts or all numbers.
+enum Literals<'a> {
+    Texts(Vec<&'a str>),
+    Numbers(Vec<f64>),
+    Other,
+}
+
+/// `x in (items)`: a set lookup when every item is a literal (codes,
+/// numbers), else the items' equalities as one balanced `or`.
+fn in_list(x: Expr, items: Vec<Expr>, literals: Literals) -> Expr {
+    match literals {
+        Literals::Texts(texts) if !texts.is_empty() => {
+            x.is_in(lit(Series::new("".into(), texts)).implode(false), false)
+        }
+        Literals::Numbers(numbers) if !numbers.is_empty() => {
+            x.cast(DataType::Float64).is_in(lit(Series::new("".into(), numbers)).implode(false), false)
+        }
+        _ => balanced(items.into_iter().map(|e| x.clone().eq(e)).collect(), Expr::or).unwrap_or(lit(false)),
+    }
+}
+
+/// What kind of literals a list holds.
+fn text_items(list: &[RExpr]) -> Literals<'_> {
+    if let Some(texts) = list.iter().map(|x| if let RExpr::Str(s) = x { Some(s.as_str()) } else { None }).collect() {
+        return Literals::Texts(texts);
+    }
+    match list.iter().map(|x| if let RExpr::Num(n) = x { Some(*n) } else { None }).collect() {
+        Some(numbers) => Literals::Numbers(numbers),
+        None => Literals::Other,
+    }
 }

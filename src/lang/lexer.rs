@@ -7,6 +7,13 @@
 
 use super::diag::{Diag, Span};
 
+/// The longest name (column, measure, parameter) a query may use.
+pub const MAX_NAME_BYTES: usize = 128;
+
+/// The longest text literal a query may hold: a stored code is at most
+/// [`crate::ingest::convert::MAX_CODE_BYTES`], and a title or label needs no more.
+pub const MAX_STRING_BYTES: usize = 1024;
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Tok {
     Ident(String),
@@ -72,6 +79,15 @@ pub fn lex(text: &str) -> Result<Vec<Token>, Diag> {
                         }
                     }
                 }
+                if s.len() > MAX_STRING_BYTES {
+                    return Err(Diag::new(
+                        Span::new(start, (start + 1).min(i)),
+                        format!(
+                            "this text is {} bytes; at most {MAX_STRING_BYTES} (longer than any stored code can be)",
+                            s.len()
+                        ),
+                    ));
+                }
                 out.push(Token { tok: Tok::Str(s), span: Span::new(start, i) });
             }
             b'$' => {
@@ -82,6 +98,12 @@ pub fn lex(text: &str) -> Result<Vec<Token>, Diag> {
                 }
                 if i == name_start {
                     return Err(Diag::new(Span::new(start, i), "`$` must be followed by a parameter name"));
+                }
+                if i - name_start > MAX_NAME_BYTES {
+                    return Err(Diag::new(
+                        Span::new(start, start + MAX_NAME_BYTES),
+                        format!("this name is {} characters; a name has at most {MAX_NAME_BYTES}", i - name_start),
+                    ));
                 }
                 out.push(Token { tok: Tok::Param(text[name_start..i].to_string()), span: Span::new(start, i) });
             }
@@ -128,6 +150,12 @@ pub fn lex(text: &str) -> Result<Vec<Token>, Diag> {
             c if c.is_ascii_alphabetic() || c == b'_' => {
                 while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
                     i += 1;
+                }
+                if i - start > MAX_NAME_BYTES {
+                    return Err(Diag::new(
+                        Span::new(start, start + MAX_NAME_BYTES),
+                        format!("this name is {} characters; a name has at most {MAX_NAME_BYTES}", i - start),
+                    ));
                 }
                 out.push(Token { tok: Tok::Ident(text[start..i].to_string()), span: Span::new(start, i) });
             }

@@ -32,11 +32,43 @@ pub struct QueryFile {
 }
 
 impl QueryFile {
+    /// Reads a query file: UTF-8 text of at most [`MAX_QUERY_BYTES`].
     pub fn read(path: &Path) -> Result<QueryFile> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io("cannot read query", path, e))?;
-        Ok(QueryFile { path: path.to_path_buf(), text })
+        let bytes = std::fs::read(path).map_err(|e| Error::io("cannot read query", path, e))?;
+        QueryFile::from_bytes(path, bytes)
+    }
+
+    /// A query from its bytes; errors name the line and column of the first
+    /// byte that is not UTF-8.
+    pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<QueryFile> {
+        if bytes.len() > MAX_QUERY_BYTES {
+            return Err(Error::new(
+                crate::ErrorKind::Query,
+                format!("the query is {} bytes; a query file holds at most {} KiB", bytes.len(), MAX_QUERY_BYTES >> 10),
+            )
+            .in_file(path));
+        }
+        match String::from_utf8(bytes) {
+            Ok(text) => Ok(QueryFile { path: path.to_path_buf(), text }),
+            Err(e) => {
+                let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+                let line = good.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
+                let line_start = good.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+                let col = String::from_utf8_lossy(&good[line_start..]).chars().count() + 1;
+                Err(Error::new(
+                    crate::ErrorKind::Query,
+                    format!("column {col}: the query is not UTF-8 text (byte 0x{:02x})", e.as_bytes()[good.len()]),
+                )
+                .in_file(path)
+                .at_line(line)
+                .hint("save the file as UTF-8"))
+            }
+        }
     }
 }
+
+/// The largest query file tradeql reads (a query of the corpus is under 2 KiB).
+pub const MAX_QUERY_BYTES: usize = 256 << 10;
 
 /// A query compiled against a store, ready to collect.
 pub struct Loaded {
@@ -116,7 +148,19 @@ pub fn load_with_scan(
     }
     if plan.ytd {
         // The months of each year up to the last one the query covers.
-        let through = compile::ytd_through(&plan, &manifest, store.root())?;
+        let through = compile::ytd_through(&plan, &manifest, store.root()).map_err(|e| {
+            // At the `ytd` key of `by`: what the message is about.
+            let at = query.stages.iter().find_map(|st| match st {
+                ast::Stage::By(keys) => keys.iter().find(|k| k.name == "ytd").map(|k| k.span),
+                _ => None,
+            });
+            match at {
+                Some(span) => err(diag::Diag::new(span, e.message.clone()).hint(
+                    "the filters leave no period to run the year to date through; widen them or check the dataset",
+                )),
+                None => e,
+            }
+        })?;
         plan.row_filters.push(plan::RExpr::Bin(
             ast::BinOp::Le,
             Box::new(plan::RExpr::Col("month".into())),
@@ -250,6 +294,7 @@ mod fuzz {
         let manifest = Manifest {
             format: 1,
             dataset: "gacc".into(),
+            id: String::new(),
             version: 1,
             updated_at: String::new(),
             frequency: Frequency::Month,

@@ -38,9 +38,16 @@ pub fn parse(tokens: &[Token], text_len: usize) -> Result<Query, Diag> {
     if !current.is_empty() {
         lines.push((current, starts));
     }
+    if let Some((extra, _)) = lines.get(MAX_STAGES) {
+        return Err(Diag::new(
+            extra[0].span,
+            format!("a query has at most {MAX_STAGES} stages (lines such as `where`); this one has {}", lines.len()),
+        )
+        .hint("join conditions on one code with `in (...)`: `where partner in (\"DEU\", \"FRA\")`"));
+    }
     let mut query = Query { params: Vec::new(), stages: Vec::new() };
     for (line, line_starts) in lines {
-        let mut p = Parser { toks: &line, pos: 0, end: text_len, line_starts: &line_starts };
+        let mut p = Parser { toks: &line, pos: 0, end: text_len, line_starts: &line_starts, depth: 0 };
         let head = p.ident("a stage (from, where, by, sum, show, ...)")?;
         match head.name.as_str() {
             "param" => {
@@ -185,6 +192,36 @@ struct Parser<'a> {
     end: usize,
     /// Positions of tokens that begin a line of the file.
     line_starts: &'a [usize],
+    /// Parentheses, calls, signs and `not`s open around the current token.
+    depth: usize,
+}
+
+/// Parentheses, calls, signs and `not`s an expression may nest: deeper
+/// input is refused with its position, never a stack overflow.
+pub const MAX_NESTING: usize = 64;
+
+/// The most stages (`from`, `where`, `by`, ... lines) a query may have.
+pub const MAX_STAGES: usize = 256;
+
+/// The deepest expression tree a query may hold; a sum of n terms is n deep.
+pub const MAX_DEPTH: usize = 256;
+
+/// The depth of an expression tree, counted without recursion.
+fn tree_depth(e: &Expr) -> usize {
+    let mut deepest = 0;
+    let mut todo = vec![(e, 1usize)];
+    while let Some((e, d)) = todo.pop() {
+        deepest = deepest.max(d);
+        match &e.kind {
+            ExprKind::Neg(x) | ExprKind::Not(x) => todo.push((x, d + 1)),
+            ExprKind::Binary(_, a, b) => todo.extend([(&**a, d + 1), (&**b, d + 1)]),
+            ExprKind::Call { args, .. } => todo.extend(args.iter().map(|a| (a, d + 1))),
+            ExprKind::In(x, items) => todo.extend(std::iter::once(&**x).chain(items).map(|a| (a, d + 1))),
+            ExprKind::Range(a, b, c) => todo.extend([(&**a, d + 1), (&**b, d + 1), (&**c, d + 1)]),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 fn describe(t: &Tok) -> String {
@@ -314,12 +351,49 @@ impl<'a> Parser<'a> {
     }
 
     pub fn expr(&mut self) -> Result<Expr, Diag> {
-        self.or()
+        let e = self.or()?;
+        if self.depth == 0 && tree_depth(&e) > MAX_DEPTH {
+            return Err(Diag::new(
+                e.span,
+                format!(
+                    "this expression is {} levels deep; at most {MAX_DEPTH} (a sum of at most {MAX_DEPTH} terms)",
+                    tree_depth(&e)
+                ),
+            )
+            .hint("split it across several `show` columns and add those"));
+        }
+        Ok(e)
+    }
+
+    /// Runs `f` one nesting level deeper, refusing more than [`MAX_NESTING`].
+    fn nested<T>(&mut self, at: Span, f: impl FnOnce(&mut Self) -> Result<T, Diag>) -> Result<T, Diag> {
+        if self.depth >= MAX_NESTING {
+            return Err(Diag::new(
+                at,
+                format!("the expression nests more than {MAX_NESTING} parentheses, calls, signs or `not`s"),
+            ));
+        }
+        self.depth += 1;
+        let out = f(self);
+        self.depth -= 1;
+        out
+    }
+
+    /// Refuses a chain of more than [`MAX_DEPTH`] operands (`a + b + ...`).
+    fn chain_limit(&self, terms: usize, at: Span) -> Result<(), Diag> {
+        if terms > MAX_DEPTH {
+            return Err(Diag::new(at, format!("more than {MAX_DEPTH} terms in one expression"))
+                .hint("split it across several `show` columns and add those"));
+        }
+        Ok(())
     }
 
     fn or(&mut self) -> Result<Expr, Diag> {
         let mut left = self.and()?;
+        let mut terms = 1;
         while self.eat_word("or") {
+            terms += 1;
+            self.chain_limit(terms, self.last_span())?;
             let right = self.and()?;
             left = bin(BinOp::Or, left, right);
         }
@@ -328,7 +402,10 @@ impl<'a> Parser<'a> {
 
     fn and(&mut self) -> Result<Expr, Diag> {
         let mut left = self.not()?;
+        let mut terms = 1;
         while self.eat_word("and") {
+            terms += 1;
+            self.chain_limit(terms, self.last_span())?;
             let right = self.not()?;
             left = bin(BinOp::And, left, right);
         }
@@ -338,7 +415,7 @@ impl<'a> Parser<'a> {
     fn not(&mut self) -> Result<Expr, Diag> {
         let start = self.peek_span();
         if self.eat_word("not") {
-            let inner = self.not()?;
+            let inner = self.nested(start, |p| p.not())?;
             let span = start.to(inner.span);
             return Ok(Expr { kind: ExprKind::Not(Box::new(inner)), span });
         }
@@ -378,6 +455,7 @@ impl<'a> Parser<'a> {
 
     fn additive(&mut self) -> Result<Expr, Diag> {
         let mut left = self.multiplicative()?;
+        let mut terms = 1;
         loop {
             let op = match self.peek() {
                 Some(Tok::Sym("+")) => BinOp::Add,
@@ -385,6 +463,8 @@ impl<'a> Parser<'a> {
                 _ => return Ok(left),
             };
             self.pos += 1;
+            terms += 1;
+            self.chain_limit(terms, self.last_span())?;
             let right = self.multiplicative()?;
             left = bin(op, left, right);
         }
@@ -392,6 +472,7 @@ impl<'a> Parser<'a> {
 
     fn multiplicative(&mut self) -> Result<Expr, Diag> {
         let mut left = self.unary()?;
+        let mut terms = 1;
         loop {
             let op = match self.peek() {
                 Some(Tok::Sym("*")) => BinOp::Mul,
@@ -399,6 +480,8 @@ impl<'a> Parser<'a> {
                 _ => return Ok(left),
             };
             self.pos += 1;
+            terms += 1;
+            self.chain_limit(terms, self.last_span())?;
             let right = self.unary()?;
             left = bin(op, left, right);
         }
@@ -407,7 +490,7 @@ impl<'a> Parser<'a> {
     fn unary(&mut self) -> Result<Expr, Diag> {
         let start = self.peek_span();
         if self.eat("-") {
-            let inner = self.unary()?;
+            let inner = self.nested(start, |p| p.unary())?;
             let span = start.to(inner.span);
             return Ok(Expr { kind: ExprKind::Neg(Box::new(inner)), span });
         }
@@ -426,7 +509,7 @@ impl<'a> Parser<'a> {
             Tok::Period(p) => ExprKind::Period(p.clone()),
             Tok::Param(p) => ExprKind::Param(p.clone()),
             Tok::Sym("(") => {
-                let inner = self.expr()?;
+                let inner = self.nested(span, |p| p.expr())?;
                 self.expect(")")?;
                 return Ok(Expr { kind: inner.kind, span: span.to(self.last_span()) });
             }
@@ -435,7 +518,7 @@ impl<'a> Parser<'a> {
                 let mut args = Vec::new();
                 let mut within = Vec::new();
                 if !self.peek_is(")") {
-                    args = self.list(|p| p.expr())?;
+                    args = self.nested(span, |p| p.list(|p| p.expr()))?;
                     if self.eat_word("within") {
                         within = self.list(|p| p.ident("a grouping column"))?;
                     }

@@ -25,6 +25,24 @@ pub struct Catalog<'a> {
     pub codes: &'a dyn Fn(&str) -> Result<Vec<String>, String>,
 }
 
+/// A sum over periods (`ytd`, `rolling`) of unit values is no unit value:
+/// refused, with the ratio of sums to write instead.
+fn refuse_sum_of_ratios(x: &RExpr, span: Span, n: &str) -> Result<(), Diag> {
+    if x.any(&mut |e| matches!(e, RExpr::Measure(m) if matches!(**m, Measure::UnitValue))) {
+        let what =
+            if n == "rolling" { "rolling(value, N) / rolling(quantity, N)" } else { "ytd(value) / ytd(quantity)" };
+        return Err(Diag::new(span, format!("{n}() would add up unit values, which is no unit value"))
+            .hint(format!("the {} unit value is {what}", if n == "rolling" { "rolling" } else { "year-to-date" })));
+    }
+    Ok(())
+}
+
+/// How deep measures may nest inside measures.
+pub const MAX_MEASURE_NESTING: usize = 4;
+
+/// The longest window or step back a measure may take, in periods.
+pub const MAX_PERIODS_BACK: usize = 1200;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ty {
     Num,
@@ -104,6 +122,8 @@ pub fn resolve(query: &Query, catalog: &Catalog<'_>, overrides: &[(String, Strin
         rates: None,
         mixed: None,
         tests_aggregate: false,
+        uses_unit_value: false,
+        measure_depth: 0,
         top_dim: None,
     };
     for p in &query.params {
@@ -292,8 +312,12 @@ pub fn resolve(query: &Query, catalog: &Catalog<'_>, overrides: &[(String, Strin
                     if !matches!(&x, RExpr::Col(c) if *c == name) {
                         r.define(&ident, ty)?;
                     }
-                    if x == RExpr::Measure(Box::new(Measure::UnitValue)) {
+                    if std::mem::take(&mut r.uses_unit_value) {
                         r.need_unit_value(&mut plan);
+                    }
+                    if plan.outputs.iter().any(|o| o.name == name) {
+                        return Err(Diag::new(ident.span, format!("`{name}` is shown twice"))
+                            .hint("show it once, or name the second one: `show ..., other_name = ...`"));
                     }
                     plan.outputs.push(Output { name, expr: x, format });
                 }
@@ -494,6 +518,11 @@ struct Resolver<'a> {
     /// Whether the query reads the `aggregate` column (then it decides alone
     /// which aggregate rows it keeps).
     tests_aggregate: bool,
+    /// Whether unit_value() appears, alone or inside a measure: it needs the
+    /// sums of value and quantity.
+    uses_unit_value: bool,
+    /// Measures open around the expression being resolved.
+    measure_depth: usize,
     /// The dimension of a `top` stage, whose folded rows are named "others".
     top_dim: Option<String>,
 }
@@ -761,9 +790,16 @@ impl Resolver<'_> {
         self.whole_arg(args, i, call, &format!("{what} needs a window length, a whole number such as 12"))
     }
 
-    /// A whole number of at least 1 at argument `i`, or the error `message`.
+    /// A whole number of at least 1 at argument `i`, or the error `message`;
+    /// at most [`MAX_PERIODS_BACK`]: no series is longer.
     fn whole_arg(&self, args: &[Expr], i: usize, call: Span, message: &str) -> Result<usize, Diag> {
         match args.get(i).map(|e| &e.kind) {
+            Some(ExprKind::Number(n)) if *n > MAX_PERIODS_BACK as f64 && n.fract() == 0.0 => Err(Diag::new(
+                args[i].span,
+                format!(
+                    "{n} periods is longer than any series: at most {MAX_PERIODS_BACK} (a hundred years of months)"
+                ),
+            )),
             Some(ExprKind::Number(n)) if *n >= 1.0 && n.fract() == 0.0 => Ok(*n as usize),
             _ => Err(Diag::new(args.get(i).map_or(call, |e| e.span), message.to_string())),
         }
@@ -884,7 +920,27 @@ impl Resolver<'_> {
         Ok(c.clone())
     }
 
+    /// A call; a measure inside measures at most [`MAX_MEASURE_NESTING`] deep
+    /// (each level compares periods of the one inside: the plan grows with it).
     fn call(&mut self, name: &Ident, args: &[Expr], within: &[Ident], span: Span) -> Result<(RExpr, Ty), Diag> {
+        let is_measure = MEASURES.contains(&name.name.as_str()) || name.name == "streak";
+        if is_measure {
+            if self.measure_depth >= MAX_MEASURE_NESTING {
+                return Err(Diag::new(
+                    name.span,
+                    format!("measures nest at most {MAX_MEASURE_NESTING} deep (as in pp(share(ytd(value))))"),
+                ));
+            }
+            self.measure_depth += 1;
+        }
+        let out = self.call_inner(name, args, within, span);
+        if is_measure {
+            self.measure_depth -= 1;
+        }
+        out
+    }
+
+    fn call_inner(&mut self, name: &Ident, args: &[Expr], within: &[Ident], span: Span) -> Result<(RExpr, Ty), Diag> {
         let n = name.name.as_str();
         if !within.is_empty() && !["share", "contribution", "rank"].contains(&n) {
             return Err(Diag::new(within[0].span, format!("{n}() takes no `within`")));
@@ -965,6 +1021,9 @@ impl Resolver<'_> {
                     return Err(Diag::new(span, format!("{n}() needs months or quarters in `by`, not years")));
                 }
                 let x = self.num_arg(args, 0, span, &format!("{n}()"))?;
+                if n.starts_with("ytd") {
+                    refuse_sum_of_ratios(&x, args[0].span, n)?;
+                }
                 let out = match n {
                     "yoy" => m(Measure::Yoy(x)),
                     "pop" => m(Measure::Pop(x)),
@@ -1024,6 +1083,9 @@ impl Resolver<'_> {
                 measure(self, &format!("{n}()"))?;
                 let x = self.num_arg(args, 0, span, &format!("{n}()"))?;
                 let k = self.count_arg(args, 1, span, &format!("{n}()"))?;
+                if n == "rolling" {
+                    refuse_sum_of_ratios(&x, args[0].span, n)?;
+                }
                 match n {
                     "high" => (m(Measure::High(x, k)), Ty::Bool),
                     _ => (m(Measure::Rolling(x, k, n == "rolling_mean")), Ty::Num),
@@ -1041,6 +1103,7 @@ impl Resolver<'_> {
                 if !self.aggregated {
                     return Err(Diag::new(span, "unit_value() works on aggregated rows; it needs `by` first"));
                 }
+                self.uses_unit_value = true;
                 (m(Measure::UnitValue), Ty::Num)
             }
             "year" | "quarter" | "month" => {

@@ -19,6 +19,11 @@ pub const MANIFEST_FORMAT: u32 = 1;
 pub struct Manifest {
     pub format: u32,
     pub dataset: String,
+    /// Drawn when the dataset is created and kept by every revision: a
+    /// dataset deleted and created again (its version back at 1) is another
+    /// dataset to whoever remembers what it read (`batch --incremental`).
+    #[serde(default)]
+    pub id: String,
     /// Grows by one with every committed change.
     pub version: u64,
     pub updated_at: String,
@@ -44,6 +49,16 @@ pub struct Manifest {
 /// The dimensions that can hold aggregate rows (a total of other rows of the
 /// same dimension): the world, a continent or bloc, TOTAL, a national row.
 pub const AGGREGATE_DIMENSIONS: [&str; 3] = ["partner", "product", "region"];
+
+/// A new dataset identity: 16 hex digits from the clock, the process and a
+/// counter; unique across the creations of a dataset in practice.
+pub fn new_dataset_id(dataset: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let seed = format!("{dataset}|{nanos}|{}|{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(seed.as_bytes()))
+}
 
 impl Manifest {
     /// The distinct codes of `column` over the dataset, when every file's

@@ -27,7 +27,7 @@ pub use verify::{Problem, verify};
 use crate::error::{Error, ErrorKind, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -57,6 +57,53 @@ struct Journal {
     added: Vec<String>,
     /// Files to delete once the manifest is replaced.
     removed: Vec<String>,
+}
+
+impl Journal {
+    /// Every path a journal names is a file of the store: a manifest of a
+    /// dataset or of `_groups/`, or a data file inside one. Recovery deletes
+    /// the files a journal lists, so a journal that names anything else
+    /// (`../x`, an absolute path) is refused, not followed.
+    fn check(&self) -> Result<()> {
+        let manifest_ok = match self.manifest.split_once('/') {
+            Some((folder, "manifest.json")) => is_plain_name(folder),
+            _ => false,
+        };
+        let bad = if manifest_ok { None } else { Some(&self.manifest) };
+        let bad = bad.or_else(|| {
+            self.added.iter().chain(&self.removed).find(|p| match p.split_once('/') {
+                Some((GROUPS_DIR, rest)) => !is_plain_name(rest) || !rest.ends_with(".parquet"),
+                Some((folder, rest)) => !is_plain_name(folder) || folder.starts_with('.') || !is_data_path(rest),
+                None => true,
+            })
+        });
+        match bad {
+            None => Ok(()),
+            Some(p) => Err(Error::store(format!(
+                "damaged journal: it names {:?}, which is not a file of the store; nothing was deleted",
+                crate::error::shown(p)
+            ))
+            .hint("look at .tradeql/journal.json, and remove it by hand once the store is as it should be")),
+        }
+    }
+}
+
+/// One plain file or folder name: no separator, not `.`/`..`, not empty.
+pub(crate) fn is_plain_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0'])
+}
+
+/// A data file's path inside its dataset: `year=YYYY/<name>.parquet`.
+pub(crate) fn is_data_path(path: &str) -> bool {
+    match path.split_once('/') {
+        Some((year, file)) => {
+            year.strip_prefix("year=")
+                .is_some_and(|y| !y.is_empty() && y.bytes().all(|b| b.is_ascii_digit() || b == b'-'))
+                && is_plain_name(file)
+                && file.ends_with(".parquet")
+        }
+        None => false,
+    }
 }
 
 /// A change ready to commit: staged files and where they go, the manifest text.
@@ -114,29 +161,28 @@ impl Store {
 
     /// Takes the write lock. With `wait`, blocks until the holder is done;
     /// otherwise fails at once, naming the holder.
+    ///
+    /// The lock is an `flock` on the store's own directory, which cannot be
+    /// deleted away while the store has files (a lock *file* can: a second
+    /// writer would then lock a new file beside the first). `.tradeql/lock`
+    /// only tells who holds it. Commits also check that the manifest they
+    /// replace is still the one they read ([`Store::commit`]).
     pub fn lock(&self, wait: bool, what: &str) -> Result<StoreLock> {
         let dir = self.internal();
         fs::create_dir_all(&dir).map_err(|e| Error::io("cannot create", &dir, e))?;
-        let path = dir.join("lock");
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| Error::io("cannot open lock file", &path, e))?;
+        let root = File::open(&self.root).map_err(|e| Error::io("cannot open the store", &self.root, e))?;
         let locked = if wait {
-            file.lock().map(|_| true).map_err(|e| Error::io("cannot lock", &path, e))?
+            root.lock().map(|_| true).map_err(|e| Error::io("cannot lock", &self.root, e))?
         } else {
-            match file.try_lock() {
+            match root.try_lock() {
                 Ok(()) => true,
                 Err(fs::TryLockError::WouldBlock) => false,
-                Err(fs::TryLockError::Error(e)) => return Err(Error::io("cannot lock", &path, e)),
+                Err(fs::TryLockError::Error(e)) => return Err(Error::io("cannot lock", &self.root, e)),
             }
         };
+        let path = dir.join("lock");
         if !locked {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
+            let holder = fs::read_to_string(&path).unwrap_or_default();
             let holder = holder.trim();
             return Err(Error::new(
                 ErrorKind::Locked,
@@ -148,19 +194,85 @@ impl Store {
             )
             .hint("wait for it to finish, or pass --wait to queue behind it"));
         }
-        file.set_len(0).map_err(|e| Error::io("cannot write", &path, e))?;
-        let _ = write!(file, "pid {} {} since {}", std::process::id(), what, now());
-        Ok(StoreLock { _file: file })
+        // Who holds it, for the message above; losing this file loses nothing.
+        let _ = fs::write(&path, format!("pid {} {} since {}", std::process::id(), what, now()));
+        Ok(StoreLock { _file: root })
     }
 
     /// The manifest of `dataset`, or `None` if the dataset does not exist.
+    /// Errors if the manifest lists a file outside the dataset's folder.
     pub fn manifest(&self, dataset: &str) -> Result<Option<Manifest>> {
-        read_json(&self.manifest_path(dataset))
+        let path = self.manifest_path(dataset);
+        let manifest: Option<Manifest> = read_json(&path)?;
+        if let Some(m) = &manifest {
+            for f in &m.files {
+                if !is_data_path(&f.path) {
+                    return Err(Error::store(format!(
+                        "damaged manifest: it lists {:?}, which is not a data file of the dataset \
+                         (year=YYYY/part-vNNNNNN.parquet)",
+                        crate::error::shown(&f.path)
+                    ))
+                    .in_file(&path));
+                }
+            }
+        }
+        Ok(manifest)
     }
 
-    /// The groups manifest, or an empty one.
+    /// The groups manifest, or an empty one. Errors if it lists a file
+    /// outside `_groups/`.
     pub fn groups_manifest(&self) -> Result<GroupsManifest> {
-        Ok(read_json(&self.root.join(GROUPS_DIR).join("manifest.json"))?.unwrap_or_default())
+        let path = self.root.join(GROUPS_DIR).join("manifest.json");
+        let manifest: GroupsManifest = read_json(&path)?.unwrap_or_default();
+        let paths = manifest.tables.iter().map(|t| &t.path).chain(manifest.rates.iter().map(|r| &r.path));
+        for p in paths {
+            if !is_plain_name(p) || !p.ends_with(".parquet") {
+                return Err(Error::store(format!(
+                    "damaged groups manifest: it lists {:?}, which is not a file of _groups/",
+                    crate::error::shown(p)
+                ))
+                .in_file(&path));
+            }
+        }
+        Ok(manifest)
+    }
+
+    /// What a reader's view of the store depends on: each manifest file's
+    /// identity (a commit replaces it by a new file). A reader that failed
+    /// while this changed read files a writer was replacing, and tries again.
+    pub fn snapshot(&self) -> Vec<(String, u64, i64)> {
+        use std::os::unix::fs::MetadataExt;
+        let mut out = Vec::new();
+        let mut note = |name: String, path: PathBuf| {
+            if let Ok(m) = fs::metadata(&path) {
+                out.push((name, m.ino(), m.mtime_nsec()));
+            }
+        };
+        note(GROUPS_DIR.into(), self.root.join(GROUPS_DIR).join("manifest.json"));
+        for dataset in self.datasets().unwrap_or_default() {
+            let path = self.manifest_path(&dataset);
+            note(dataset, path);
+        }
+        out
+    }
+
+    /// Runs a read (`f`) so that it sees one committed version: a read that
+    /// fails while a writer commits (the files it listed were replaced under
+    /// it) is run again on the new version, up to 50 times.
+    pub fn read_consistent<T>(&self, mut f: impl FnMut() -> Result<T>) -> Result<T> {
+        let mut tries = 0;
+        loop {
+            let before = self.snapshot();
+            match f() {
+                Ok(v) => return Ok(v),
+                Err(e) if tries < 50 && self.snapshot() != before => {
+                    tries += 1;
+                    let _ = e;
+                    std::thread::sleep(std::time::Duration::from_millis(5 * tries));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Names of all datasets (directories with a manifest), sorted.
@@ -197,13 +309,34 @@ impl Store {
     }
 
     /// Commits a change: journal, moves, manifest (the commit point), deletes.
+    ///
+    /// Refuses (before anything moves) when the manifest on disk is not the
+    /// version this change was built on: another writer committed meanwhile.
+    /// An error after the commit point says that the new version committed.
     pub fn commit(&self, _lock: &StoreLock, change: Commit) -> Result<()> {
+        let manifest_path = self.root.join(&change.manifest_path);
+        let on_disk = read_json::<serde_json::Value>(&manifest_path)?
+            .and_then(|m| m.get("version").and_then(serde_json::Value::as_u64))
+            .unwrap_or(0);
+        if on_disk + 1 != change.version {
+            return Err(Error::new(
+                ErrorKind::Locked,
+                format!(
+                    "{} changed while this change was prepared (version {on_disk} on disk, {} expected): \
+                     nothing was written",
+                    change.manifest_path,
+                    change.version - 1
+                ),
+            )
+            .hint("run the command again"));
+        }
         let journal = Journal {
             manifest: change.manifest_path.clone(),
             to_version: change.version,
             added: change.moves.iter().map(|(_, to)| to.clone()).collect(),
             removed: change.removed.clone(),
         };
+        journal.check()?;
         for (from, _) in &change.moves {
             sync_file(from)?;
         }
@@ -220,9 +353,22 @@ impl Store {
             }
         }
         crate::failpoint("commit:files-moved");
-        write_atomic(&self.root.join(&change.manifest_path), change.manifest_json.as_bytes())?;
+        let tmp = write_temporary(&manifest_path, change.manifest_json.as_bytes())?;
+        fs::rename(&tmp, &manifest_path).map_err(|e| Error::io("cannot replace", &manifest_path, e))?;
+        // The commit point is behind us: what fails now fails after the commit.
+        let committed = |e: Error| {
+            Error::new(
+                e.kind,
+                format!(
+                    "version {} of {} is committed, but what follows the commit failed: {e}",
+                    change.version, change.manifest_path
+                ),
+            )
+            .hint("the data is stored; the next writer (or `tradeql info --verify`) finishes the clean-up")
+        };
+        sync_dir(manifest_path.parent().expect("manifest has a folder")).map_err(committed)?;
         crate::failpoint("commit:manifest-replaced");
-        self.finish_journal(&journal)?;
+        self.finish_journal(&journal).map_err(committed)?;
         Ok(())
     }
 
@@ -243,6 +389,7 @@ impl Store {
         let mut report = Recovery::default();
         let journal_path = self.internal().join("journal.json");
         if let Some(journal) = read_json::<Journal>(&journal_path)? {
+            journal.check().map_err(|e| e.in_file(&journal_path))?;
             let version = read_json::<serde_json::Value>(&self.root.join(&journal.manifest))?
                 .and_then(|m| m.get("version").and_then(serde_json::Value::as_u64));
             if version == Some(journal.to_version) {
@@ -311,18 +458,27 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
 /// Writes `bytes` to `path` so that readers see the old or the new content,
 /// never a mix: temporary file, fsync, rename, fsync of the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = write_temporary(path, bytes)?;
+    fs::rename(&tmp, path).map_err(|e| Error::io("cannot replace", path, e))?;
+    sync_dir(path.parent().expect("file has a parent directory"))
+}
+
+/// Writes and syncs `bytes` to `<path>.tmp`, beside `path`; returns that name.
+fn write_temporary(path: &Path, bytes: &[u8]) -> Result<PathBuf> {
     let dir = path.parent().expect("file has a parent directory");
     fs::create_dir_all(dir).map_err(|e| Error::io("cannot create", dir, e))?;
     let mut tmp_name = path.file_name().expect("file name").to_os_string();
     tmp_name.push(".tmp");
     let tmp = dir.join(tmp_name);
-    {
+    let result = (|| {
         let mut f = File::create(&tmp).map_err(|e| Error::io("cannot write", &tmp, e))?;
         f.write_all(bytes).map_err(|e| Error::io("cannot write", &tmp, e))?;
-        f.sync_all().map_err(|e| Error::io("cannot sync", &tmp, e))?;
+        f.sync_all().map_err(|e| Error::io("cannot sync", &tmp, e))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
     }
-    fs::rename(&tmp, path).map_err(|e| Error::io("cannot replace", path, e))?;
-    sync_dir(dir)
+    result.map(|()| tmp)
 }
 
 fn sync_file(path: &Path) -> Result<()> {

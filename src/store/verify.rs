@@ -21,20 +21,61 @@ pub fn verify(store: &Store) -> Result<Vec<Problem>> {
     if store.has_pending_journal() {
         problems.push(Problem("an interrupted commit has not been recovered".into()));
     }
+    for folder in folders_without_manifest(store) {
+        problems.push(Problem(format!(
+            "{}: a dataset folder without its manifest.json (tradeql does not see its data; glob readers do)",
+            folder.display()
+        )));
+    }
     for dataset in store.datasets()? {
-        let Some(manifest) = store.manifest(&dataset)? else { continue };
+        let manifest = match store.manifest(&dataset) {
+            Ok(Some(m)) => m,
+            Ok(None) => continue,
+            Err(e) => {
+                problems.push(Problem(format!("{dataset}: {e}")));
+                continue;
+            }
+        };
         let dir = store.dataset_dir(&dataset);
         let mut listed = std::collections::HashSet::new();
         let mut total = 0u64;
+        let mut all_periods = std::collections::BTreeSet::new();
         for file in &manifest.files {
-            listed.insert(dir.join(&file.path));
+            if !listed.insert(dir.join(&file.path)) {
+                problems.push(Problem(format!("{dataset}: {} is listed twice in the manifest", file.path)));
+                continue;
+            }
             total += file.rows;
-            check_file(&dir.join(&file.path), file.bytes, &file.sha256, Some(file.rows), &mut problems);
+            all_periods.extend(file.periods.iter().cloned());
+            let path = dir.join(&file.path);
+            if !file.path.starts_with(&format!("year={}/", file.year)) {
+                problems.push(Problem(format!("{}: listed as year {} in the manifest", path.display(), file.year)));
+            }
+            if check_file(&path, file.bytes, &file.sha256, Some(file.rows), &mut problems) {
+                match file_periods(&path, manifest.frequency) {
+                    Ok(found) if found == file.periods => {}
+                    Ok(found) => problems.push(Problem(format!(
+                        "{}: holds the periods {}, the manifest says {}",
+                        path.display(),
+                        found.join(", "),
+                        file.periods.join(", ")
+                    ))),
+                    Err(e) => problems.push(Problem(format!("{}: periods not readable: {e}", path.display()))),
+                }
+            }
         }
         if total != manifest.rows {
             problems.push(Problem(format!(
                 "{dataset}: the files hold {total} rows but the manifest says {}",
                 manifest.rows
+            )));
+        }
+        let said: std::collections::BTreeSet<String> = manifest.periods.iter().cloned().collect();
+        if said != all_periods {
+            problems.push(Problem(format!(
+                "{dataset}: the manifest's periods ({}) are not those of its files ({})",
+                summary(&said),
+                summary(&all_periods)
             )));
         }
         for path in parquet_files_under(&dir) {
@@ -43,19 +84,77 @@ pub fn verify(store: &Store) -> Result<Vec<Problem>> {
             }
         }
     }
-    let groups = store.groups_manifest()?;
+    let groups = match store.groups_manifest() {
+        Ok(g) => g,
+        Err(e) => {
+            problems.push(Problem(format!("{GROUPS_DIR}: {e}")));
+            return Ok(problems);
+        }
+    };
     let dir = store.root().join(GROUPS_DIR);
+    let mut listed = std::collections::HashSet::new();
     for table in &groups.tables {
+        if !listed.insert(table.path.clone()) {
+            problems.push(Problem(format!("{GROUPS_DIR}: {} is listed twice", table.path)));
+            continue;
+        }
         check_file(&dir.join(&table.path), table.bytes, &table.sha256, Some(table.rows), &mut problems);
     }
     if let Some(rates) = &groups.rates {
+        listed.insert(rates.path.clone());
         check_file(&dir.join(&rates.path), rates.bytes, &rates.sha256, Some(rates.rows), &mut problems);
+    }
+    for path in parquet_files_under(&dir) {
+        let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        if !listed.contains(&name) {
+            problems.push(Problem(format!("{}: not listed in the groups manifest", path.display())));
+        }
     }
     Ok(problems)
 }
 
-fn check_file(path: &Path, bytes: u64, sha256: &str, rows: Option<u64>, problems: &mut Vec<Problem>) {
+/// `a, b, c` or `a .. z (N periods)`.
+fn summary(periods: &std::collections::BTreeSet<String>) -> String {
+    match (periods.first(), periods.last()) {
+        (Some(a), Some(b)) if periods.len() > 3 => format!("{a} .. {b}, {} periods", periods.len()),
+        _ => periods.iter().cloned().collect::<Vec<_>>().join(", "),
+    }
+}
+
+/// Folders of the store that hold files but no manifest: a dataset whose
+/// manifest was deleted (`.`- and `_`-prefixed folders are tradeql's own).
+fn folders_without_manifest(store: &Store) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(store.root()) else { return Vec::new() };
+    let mut out: Vec<std::path::PathBuf> = entries
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            !name.starts_with(['.', '_']) && e.path().is_dir() && !e.path().join("manifest.json").is_file()
+        })
+        .map(|e| e.path())
+        .filter(|p| !parquet_files_under(p).is_empty())
+        .collect();
+    out.sort();
+    out
+}
+
+/// The period labels a data file holds, sorted.
+fn file_periods(path: &Path, frequency: crate::period::Frequency) -> Result<Vec<String>> {
+    let args = ScanArgsParquet { hive_options: HiveOptions::new_disabled(), ..Default::default() };
+    let scan = LazyFrame::scan_parquet(PlRefPath::new(path.to_string_lossy().as_ref()), args)?;
+    let frame = scan.select([col("period").unique()]).collect()?;
+    let days = frame.column("period")?.cast(&DataType::Int32)?;
+    let mut labels: Vec<String> =
+        days.i32()?.iter().flatten().map(|d| crate::period::Period::from_days(d, frequency).to_string()).collect();
+    labels.sort();
+    labels.dedup();
+    Ok(labels)
+}
+
+/// Checks one file against its manifest entry; true when it matches.
+fn check_file(path: &Path, bytes: u64, sha256: &str, rows: Option<u64>, problems: &mut Vec<Problem>) -> bool {
     let shown = path.display();
+    let before = problems.len();
     match sha256_file(path) {
         Err(_) => problems.push(Problem(format!("{shown}: missing or unreadable"))),
         Ok((hash, size)) => {
@@ -72,6 +171,7 @@ fn check_file(path: &Path, bytes: u64, sha256: &str, rows: Option<u64>, problems
             }
         }
     }
+    problems.len() == before
 }
 
 /// Rows of a Parquet file, from its footer.

@@ -9,6 +9,7 @@ pub fn tradeql(args: &[&str]) -> Output {
         .args(args)
         .env_remove("TRADEQL_STORE")
         .env_remove("TRADEQL_CRASH_AT")
+        .env_remove("TRADEQL_PAUSE_AT")
         .output()
         .expect("run tradeql")
 }
@@ -132,4 +133,18 @@ pub fn ingest_bundled(store: &Path) {
     ok(&["ingest", &minerals, "-m", &data_file("critical_minerals.toml"), "--store", s(store), "-q"]);
     ok(&["groups", "add", "partner_groups", &data_file("partner_groups.csv"), "--of", "partner", "--store", s(store)]);
     ok(&["groups", "add", "hs_sections", &data_file("hs_section_groups.csv"), "--of", "product", "--store", s(store)]);
+}
+
+/// Whether the command-line tool `name` (strace, mkfifo) is installed; a test
+/// that needs it skips without it, except under CI, where it must be there.
+pub fn tool_present(name: &str) -> bool {
+    let found = std::process::Command::new(name).arg("--version").output().is_ok();
+    assert!(
+        found || std::env::var("CI").as_deref() != Ok("true"),
+        "{name} is missing under CI: run scripts/setup-peers.sh"
+    );
+    if !found {
+        eprintln!("skipped: {name} is not installed (run scripts/setup-peers.sh)");
+    }
+    found
 }

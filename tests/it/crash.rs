@@ -109,3 +109,44 @@ fn kill_9_in_the_middle_of_a_large_ingest() {
     }
     assert!(killed_before_commit > 0, "no kill landed before the commit point (a full ingest took {full:?})");
 }
+
+/// kill -9 at each rename, unlink and fsync an ingest makes (strace injects
+/// the signal at the Nth call of one system call): every time, the store is
+/// one version's, and verify passes.
+#[test]
+fn kill_9_at_every_rename_unlink_and_fsync_of_an_ingest() {
+    if !tool_present("strace") {
+        return;
+    }
+    let setup = setup("10");
+    let small = setup.store.parent().unwrap().join("small.csv");
+    let mut trials = 0;
+    for syscall in ["rename", "unlink", "fsync"] {
+        for n in 1.. {
+            assert!(n < 64, "{syscall}: the ingest was still killed at call {n}");
+            let status = Command::new("strace")
+                .args(["-f", "-o", "/dev/null", "-e", &format!("trace={syscall}")])
+                .arg("-e")
+                .arg(format!("inject={syscall}:signal=KILL:when={n}"))
+                .arg(env!("CARGO_BIN_EXE_tradeql"))
+                .args(["ingest", s(&setup.big), "--store", s(&setup.store), "-d", "trade", "-q"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .unwrap();
+            let is_new = assert_consistent(&setup, None);
+            if status.success() {
+                // Fewer than n such calls: every one of them was tried.
+                assert!(is_new);
+                assert!(n > 1, "{syscall}: the ingest makes no such call");
+                ok(&["ingest", s(&small), "--store", s(&setup.store), "-d", "trade", "-q"]);
+                break;
+            }
+            trials += 1;
+            if is_new {
+                ok(&["ingest", s(&small), "--store", s(&setup.store), "-d", "trade", "-q"]);
+            }
+        }
+    }
+    assert!(trials >= 10, "only {trials} kills");
+}

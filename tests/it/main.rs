@@ -8,6 +8,8 @@ mod charts;
 mod common;
 mod corpus;
 mod crash;
+mod faults;
+mod fuzz;
 mod fuzz_corpus;
 mod ingest_errors;
 mod measures;

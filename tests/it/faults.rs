@@ -1,0 +1,538 @@
+//! Nothing lost, nothing escapes: one test per class of what an attack on
+//! the store, batch and CLI found (files outside the store touched, data lost,
+//! readers failing during a commit, silently wrong numbers, damage verify
+//! missed, panics, hangs, unclear errors). Each failed on the tradeql before
+//! the fixes; each states what a user is promised.
+
+use crate::common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn cmd(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tradeql"));
+    c.args(args).env_remove("TRADEQL_STORE").env_remove("TRADEQL_CRASH_AT").env_remove("TRADEQL_PAUSE_AT");
+    c
+}
+
+fn query(dir: &Path, text: &str) -> PathBuf {
+    write(dir, "q.tql", text)
+}
+
+/// Runs a query on `store`; (exit code, stdout, stderr).
+fn run_query(store: &Path, q: &Path, extra: &[&str]) -> (Option<i32>, String, String) {
+    let mut args = vec!["run", s(q), "--store", s(store)];
+    args.extend(extra);
+    let out = tradeql(&args);
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+const SUM_BY_PERIOD: &str = "from trade\nby period\nsum value\nshow value\n";
+
+// ---------------------------------------------------------------- class 1
+
+#[test]
+fn output_to_a_device_a_pipe_or_a_link_is_written_through_never_replaced() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = tempfile::tempdir().unwrap();
+    let store = good_store(dir.path());
+    let q = query(dir.path(), SUM_BY_PERIOD);
+    // A device: written to, still a device afterwards.
+    ok(&["run", s(&q), "--store", s(&store), "--out", "/dev/null", "-f", "csv"]);
+    assert!(std::fs::metadata("/dev/null").unwrap().file_type().is_char_device());
+    // A FIFO: its reader gets the rows; the FIFO stays a FIFO.
+    let fifo = dir.path().join("fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read_to_string(fifo).unwrap())
+    };
+    ok(&["run", s(&q), "--store", s(&store), "--out", s(&fifo), "-f", "csv"]);
+    let got = reader.join().unwrap();
+    assert!(got.starts_with("period,value\n") && got.contains("140.0"), "{got}");
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    // A link: its target is replaced, the link kept.
+    let target = write(dir.path(), "target.csv", "old");
+    let link = dir.path().join("link.csv");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    ok(&["run", s(&q), "--store", s(&store), "--out", s(&link), "-f", "csv"]);
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert!(std::fs::read_to_string(&target).unwrap().starts_with("period,value"));
+    // `--out -` is standard output, not a file named `-`.
+    let out = ok(&["run", s(&q), "--store", s(&store), "--out", "-", "-f", "csv"]);
+    assert!(out.starts_with("period,value"), "{out}");
+    assert!(!Path::new("-").exists());
+    // A folder is refused.
+    let err = fails(&["run", s(&q), "--store", s(&store), "--out", s(dir.path())]);
+    assert!(err.contains("is a folder"), "{err}");
+}
+
+#[test]
+fn partition_values_from_the_data_never_name_folders_outside_the_extract() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = write(
+        dir.path(),
+        "evil.csv",
+        "period,reporter,partner,flow,product,value\n\
+         2024-01,CHN,a/../../../escaped,export,850110,100\n\
+         2024-01,CHN,..,export,850110,5\n\
+         2024-01,CHN,USA,export,850110,40\n",
+    );
+    let store = dir.path().join("store");
+    ok(&["ingest", s(&src), "--store", s(&store), "-d", "trade", "-q"]);
+    write(dir.path(), "by_partner.tql", "from trade\nby partner\nsum value\nshow value\n");
+    let job = write(
+        dir.path(),
+        "job.toml",
+        &format!(
+            "store = {:?}\nout_dir = \"out\"\n[[query]]\nfile = \"by_partner.tql\"\npartition_by = \"partner\"\n",
+            s(&store)
+        ),
+    );
+    ok(&["batch", s(&job)]);
+    let extract = dir.path().join("out/by_partner");
+    let mut folders: Vec<String> =
+        std::fs::read_dir(&extract).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
+    folders.sort();
+    assert_eq!(folders, ["partner=%2E%2E", "partner=USA", "partner=a%2F..%2F..%2F..%2Fescaped"]);
+    // Nothing was written beside the extracts folder or above it.
+    let mut top: Vec<String> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
+    top.sort();
+    assert_eq!(top, ["by_partner.tql", "evil.csv", "job.toml", "out", "store"]);
+}
+
+#[test]
+fn a_crafted_journal_deletes_nothing_outside_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = good_store(dir.path());
+    let victim = write(dir.path(), "victim.txt", "keep me");
+    for named in [s(&victim).to_string(), "../victim.txt".to_string(), "trade/../../victim.txt".to_string()] {
+        let journal = serde_json::json!({
+            "manifest": "trade/manifest.json", "to_version": 99, "added": [named], "removed": []
+        });
+        std::fs::write(store.join(".tradeql/journal.json"), journal.to_string()).unwrap();
+        let err = fails(&["info", s(&store), "--verify"]);
+        assert!(err.contains("damaged journal"), "{err}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me", "{named}");
+        // Nor does a writer follow it.
+        let err = fails(&["ingest", s(&dir.path().join("good.csv")), "--store", s(&store), "-d", "trade", "-q"]);
+        assert!(err.contains("damaged journal"), "{err}");
+        assert!(victim.exists());
+    }
+}
+
+#[test]
+fn rejects_never_overwrite_an_input_or_a_file_of_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = good_store(dir.path());
+    let src = write(dir.path(), "bad.csv", &format!("{GOOD}2024-03,CHN,USA,export,850110,oops\n"));
+    let before = std::fs::read(&src).unwrap();
+    let manifest = store.join("trade/manifest.json");
+    let manifest_before = std::fs::read(&manifest).unwrap();
+    let err = fails(&["ingest", s(&src), "--store", s(&store), "-d", "trade", "--rejects", s(&src), "-q"]);
+    assert!(err.contains("is an input of this ingest"), "{err}");
+    let err = fails(&["ingest", s(&src), "--store", s(&store), "-d", "trade", "--rejects", s(&manifest), "-q"]);
+    assert!(err.contains("inside the store"), "{err}");
+    let err = fails(&["ingest", s(&src), "--store", s(&store), "-d", "trade", "--rejects", "/dev/null", "-q"]);
+    assert!(err.contains("not a regular file"), "{err}");
+    assert_eq!(std::fs::read(&src).unwrap(), before);
+    assert_eq!(std::fs::read(&manifest).unwrap(), manifest_before);
+}
+
+// ---------------------------------------------------------------- class 2
+
+#[test]
+fn deleting_the_lock_file_lets_no_second_writer_in_and_loses_no_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.csv");
+    let b = dir.path().join("b.csv");
+    ok(&["gen", "--csv", s(&a), "--partners", "4", "--products", "5", "--months", "12", "--start", "2020-01"]);
+    ok(&["gen", "--csv", s(&b), "--partners", "4", "--products", "5", "--months", "12", "--start", "2022-01"]);
+    let store = dir.path().join("store");
+    ok(&["ingest", s(&a), "--store", s(&store), "-d", "other", "-q"]);
+    // Writer A pauses before its commit, holding the lock.
+    let mut first = cmd(&["ingest", s(&a), "--store", s(&store), "-d", "trade", "-q"])
+        .env("TRADEQL_PAUSE_AT", "ingest:converted")
+        .env("TRADEQL_PAUSE_MS", "3000")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !std::fs::read_to_string(store.join(".tradeql/lock")).unwrap_or_default().contains("ingest into trade") {
+        assert!(started.elapsed() < Duration::from_secs(60), "the first ingest never took the lock");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::remove_file(store.join(".tradeql/lock")).unwrap();
+    // Writer B: refused at once without --wait ...
+    let err = fails(&["ingest", s(&b), "--store", s(&store), "-d", "trade", "-q"]);
+    assert!(err.contains("being written by another process"), "{err}");
+    // ... and queued behind A with it; both writes are kept.
+    ok(&["ingest", s(&b), "--store", s(&store), "-d", "trade", "-q", "--wait"]);
+    assert!(first.wait().unwrap().success());
+    let info = ok(&["info", s(&store), "--verify"]);
+    assert!(info.contains("periods     2020-01 .. 2022-12 (24 periods)"), "{info}");
+    let (rows_a, _) = totals(&store, "other");
+    let (rows, _) = totals(&store, "trade");
+    assert_eq!(rows, 2 * rows_a, "one ingest's rows are missing");
+}
+
+#[test]
+fn a_batch_killed_between_its_renames_keeps_the_previous_extract() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = good_store(dir.path());
+    write(dir.path(), "by_partner.tql", "from trade\nby partner\nsum value\nshow value\n");
+    write(dir.path(), "broken.tql", "from nowhere\n");
+    let job = |name: &str, file: &str| {
+        write(
+            dir.path(),
+            name,
+            &format!(
+                "store = {:?}\nout_dir = \"out\"\n[[query]]\nfile = {file:?}\noutput = \"by_partner\"\n\
+                 partition_by = \"partner\"\n",
+                s(&store)
+            ),
+        )
+    };
+    let good = job("good.toml", "by_partner.tql");
+    ok(&["batch", s(&good)]);
+    let extract = dir.path().join("out/by_partner");
+    let before = snapshot(&extract);
+    // Killed after the previous extract was set aside, before the new one took its place.
+    let status = cmd(&["batch", s(&good)]).env("TRADEQL_CRASH_AT", "batch:previous-kept").status().unwrap();
+    assert!(!status.success());
+    assert!(!extract.exists() && dir.path().join("out/by_partner.old").exists());
+    // The next job over the folder, even one that writes nothing, puts it back.
+    let broken = job("broken.toml", "broken.tql");
+    let _ = tradeql(&["batch", s(&broken)]);
+    assert_eq!(snapshot(&extract), before);
+    assert!(!dir.path().join("out/by_partner.old").exists());
+}
+
+#[test]
+fn an_extract_may_not_take_the_run_manifests_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = good_store(dir.path());
+    write(dir.path(), "run.tql", SUM_BY_PERIOD);
+    let job = write(
+        dir.path(),
+        "job.toml",
+        &format!("store = {:?}\nout_dir = \"out\"\nformat = \"json\"\n[[query]]\nfile = \"run.tql\"\n", s(&store)),
+    );
+    let err = fails(&["batch", s(&job)]);
+    assert!(err.contains("run manifest"), "{err}");
+}
+
+#[test]
+fn incremental_runs_again_when_a_dataset_is_deleted_and_created_anew() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = good_store(dir.path());
+    write(dir.path(), "total.tql", SUM_BY_PERIOD);
+    let job = write(
+        dir.path(),
+        "job.toml",
+        &format!("store = {:?}\nout_dir = \"out\"\nformat = \"csv\"\n[[query]]\nfile = \"total.tql\"\n", s(&store)),
+    );
+    ok(&["batch", s(&job)]);
+    std::fs::remove_dir_all(store.join("trade")).unwrap();
+    let other = write(dir.path(), "other.csv", &GOOD.replace(",100\n", ",1000\n"));
+    ok(&["ingest", s(&other), "--store", s(&store), "-d", "trade", "-q"]);
+    // Version 1 again, but another dataset: not skipped.
+    let out = ok(&["batch", s(&job), "--incremental"]);
+    assert!(out.starts_with("1 ok, 0 skipped"), "{out}");
+    let extract = std::fs::read_to_string(dir.path().join("out/total.csv")).unwrap();
+    assert!(extract.contains("1040.0"), "{extract}");
+}
+
+// ---------------------------------------------------------------- class 3
+
+#[test]
+fn readers_see_one_version_while_revisions_and_group_tables_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let v1 = dir.path().join("v1.csv");
+    let v2 = dir.path().join("v2.csv");
+    ok(&["gen", "--csv", s(&v1), "--partners", "8", "--products", "30", "--months", "24", "--seed", "1"]);
+    ok(&["gen", "--csv", s(&v2), "--partners", "8", "--products", "30", "--months", "24", "--seed", "2"]);
+    let groups_a = write(dir.path(), "ga.csv", "group,member,valid_from,valid_to\nBLOC,PAA,,\nBLOC,PAB,,\n");
+    let groups_b = write(dir.path(), "gb.csv", "group,member,valid_from,valid_to\nBLOC,PAA,,\nBLOC,PAC,,\n");
+    let store = dir.path().join("store");
+    ok(&["ingest", s(&v1), "--store", s(&store), "-d", "trade", "-q"]);
+    ok(&["groups", "add", "blocs", s(&groups_a), "--of", "partner", "--store", s(&store)]);
+    let q = write(
+        dir.path(),
+        "q.tql",
+        "from trade\ngroup partner by blocs as bloc\nwhere bloc = \"BLOC\"\nby year\nsum value\nshow value\n",
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (store, stop) = (store.clone(), stop.clone());
+        let files = [v2, v1, groups_b, groups_a];
+        std::thread::spawn(move || {
+            let mut commits = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && commits < 40 {
+                let f = &files[commits % 4];
+                if commits % 4 < 2 {
+                    ok(&["ingest", s(f), "--store", s(&store), "-d", "trade", "-q", "--wait"]);
+                } else {
+                    ok(&["groups", "add", "blocs", s(f), "--of", "partner", "--store", s(&store), "--wait"]);
+                }
+                commits += 1;
+            }
+            commits
+        })
+    };
+    let started = Instant::now();
+    let mut reads = 0;
+    while !writer.is_finished() {
+        let (code, _, err) = run_query(&store, &q, &["-f", "csv"]);
+        assert_eq!(code, Some(0), "a read during a commit failed: {err}");
+        reads += 1;
+        assert!(started.elapsed() < Duration::from_secs(600), "the commits did not end");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let commits = writer.join().unwrap();
+    assert!(commits >= 8 && reads >= 8, "{commits} commits, {reads} reads");
+}
+
+// ---------------------------------------------------------------- class 4
+
+#[test]
+fn numbers_are_checked_not_bent() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = write(dir.path(), "t.csv", &GOOD.replace(",100\n", ",33312000000\n"));
+    let huge = write(dir.path(), "huge.toml", "value_scale = 1e300\n");
+    let err = fails(&["ingest", s(&src), "-m", s(&huge), "--store", s(&dir.path().join("s1")), "-d", "t", "-q"]);
+    assert!(err.contains("too large"), "{err}");
+    // A thousands separator that is also the decimal mark is refused ...
+    let both = write(dir.path(), "both.toml", "thousands = \".\"\n");
+    let err = fails(&["ingest", s(&src), "-m", s(&both), "--store", s(&dir.path().join("s2")), "-d", "t", "-q"]);
+    assert!(err.contains("thousands and decimal are both"), "{err}");
+    // ... and with thousands = "." and decimal = ",", 1.234 is 1234 like 1.234.567 is 1234567.
+    let euro = write(dir.path(), "euro.toml", "thousands = \".\"\ndecimal = \",\"\ndelimiter = \";\"\n");
+    let text = "period;reporter;partner;flow;product;value\n\
+                2024-01;CHN;USA;export;850110;1.234\n\
+                2024-01;CHN;DEU;export;850110;1.234.567\n\
+                2024-01;CHN;FRA;export;850110;12,5\n";
+    let eu = write(dir.path(), "eu.csv", text);
+    let store = dir.path().join("s3");
+    ok(&["ingest", s(&eu), "-m", s(&euro), "--store", s(&store), "-d", "trade", "-q"]);
+    assert_eq!(totals(&store, "trade"), (3, 1234.0 + 1234567.0 + 12.5));
+    let bad = write(dir.path(), "bad.csv", &text.replace("1.234.567", "12.34"));
+    let err = fails(&["ingest", s(&bad), "-m", s(&euro), "--store", s(&store), "-d", "trade", "-q"]);
+    assert!(err.contains("bad.csv:3") && err.contains("groups of three digits"), "{err}");
+    // A window longer than any series is an error, not a window of another length.
+    let good = good_store(dir.path());
+    let q = query(dir.path(), "from trade\nby month\nsum value\nshow rolling(value, 4294967298)\n");
+    let (code, _, err) = run_query(&good, &q, &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("longer than any series"), "{err}");
+    // A full standard output is an error.
+    let q = query(dir.path(), SUM_BY_PERIOD);
+    for format in ["json", "csv", "table"] {
+        let status = cmd(&["run", s(&q), "--store", s(&good), "-f", format])
+            .stdout(std::fs::File::create("/dev/full").unwrap())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(2), "{format} to /dev/full");
+    }
+}
+
+// ---------------------------------------------------------------- class 5
+
+#[test]
+fn verify_finds_every_damage_the_manifest_could_hide() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = good_store(dir.path());
+    let src = dir.path().join("good.csv");
+    ok(&["ingest", s(&src), "--store", s(&store), "-d", "second", "-q"]);
+    let manifest_path = store.join("trade/manifest.json");
+    let original = std::fs::read_to_string(&manifest_path).unwrap();
+    let edit = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut m: serde_json::Value = serde_json::from_str(&original).unwrap();
+        f(&mut m);
+        std::fs::write(&manifest_path, serde_json::to_string_pretty(&m).unwrap()).unwrap();
+        let out = tradeql(&["info", s(&store), "--verify"]);
+        assert!(!out.status.success(), "verify passed a damaged store");
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    };
+    let report = edit(&|m| {
+        let first = m["files"][0].clone();
+        m["files"].as_array_mut().unwrap().push(first);
+    });
+    assert!(report.contains("listed twice"), "{report}");
+    let report = edit(&|m| m["files"][0]["path"] = "../second/year=2024/x.parquet".into());
+    assert!(report.contains("not a data file of the dataset"), "{report}");
+    let report = edit(&|m| m["files"][0]["periods"] = serde_json::json!(["2024-01"]));
+    assert!(report.contains("holds the periods 2024-01, 2024-02"), "{report}");
+    let report = edit(&|m| m["periods"] = serde_json::json!(["2024-01", "2024-02", "2024-03"]));
+    assert!(report.contains("periods"), "{report}");
+    // A path outside the dataset is refused by readers too.
+    edit(&|m| m["files"][0]["path"] = "/etc/passwd".into());
+    let q = query(dir.path(), SUM_BY_PERIOD);
+    let (code, _, err) = run_query(&store, &q, &[]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("damaged manifest"), "{err}");
+    std::fs::write(&manifest_path, &original).unwrap();
+    ok(&["info", s(&store), "--verify"]);
+    // A dataset whose manifest was deleted.
+    std::fs::remove_file(store.join("second/manifest.json")).unwrap();
+    let out = tradeql(&["info", s(&store), "--verify"]);
+    assert!(!out.status.success());
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("second: a dataset folder without its manifest.json"), "{report}");
+}
+
+#[test]
+fn an_error_after_the_commit_point_says_that_the_data_committed() {
+    if !tool_present("strace") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = good_store(dir.path());
+    let revised = write(dir.path(), "revised.csv", &GOOD.replace(",100\n", ",500\n"));
+    // The second unlink (the first clears a stale temporary manifest) deletes
+    // the replaced file, after the commit point: make it fail.
+    let out = Command::new("strace")
+        .args(["-f", "-o", "/dev/null", "-e", "trace=unlink", "-e", "inject=unlink:error=EIO:when=2"])
+        .arg(env!("CARGO_BIN_EXE_tradeql"))
+        .args(["ingest", s(&revised), "--store", s(&store), "-d", "trade", "-q"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("version 2 of trade/manifest.json is committed"), "{err}");
+    // It did commit: the next verify finishes the clean-up.
+    ok(&["info", s(&store), "--verify"]);
+    assert_eq!(totals(&store, "trade"), (3, 610.0));
+}
+
+// ---------------------------------------------------------------- classes 6 and 7
+
+/// The query `text` on a small store: refused (exit 2) within seconds, with
+/// `message` in the error and no panic.
+fn refused_quickly(text: &str, message: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = good_store(dir.path());
+    let q = query(dir.path(), text);
+    let start = Instant::now();
+    for command in ["check", "run"] {
+        let out = tradeql(&[command, s(&q), "--store", s(&store)]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{command}: {}", &err[..err.len().min(2000)]);
+        assert!(err.contains(message), "{command}: {}", &err[..err.len().min(2000)]);
+        assert!(err.len() < 4000, "{command}: the error echoes the input ({} bytes)", err.len());
+    }
+    assert!(start.elapsed() < Duration::from_secs(20), "took {:?}", start.elapsed());
+}
+
+#[test]
+fn deep_long_and_huge_queries_are_refused_with_a_reason() {
+    let head = "from trade\nby month\nsum value\nshow ";
+    refused_quickly(&format!("{head}rolling(value, 2147483648)\n"), "longer than any series");
+    refused_quickly(&format!("{head}rolling(value, 1000000)\n"), "longer than any series");
+    refused_quickly(&format!("{head}{}value{}\n", "(".repeat(2600), ")".repeat(2600)), "nests more than 64");
+    refused_quickly(&format!("{head}{}value\n", "-".repeat(1600)), "nests more than 64");
+    refused_quickly(&format!("{head}{}\n", vec!["value"; 1638].join(" + ")), "more than 256 terms");
+    refused_quickly(&format!("{head}x = {}\n", vec!["(value + 1)"; 300].join(" * ")), "more than 256 terms");
+    refused_quickly(&format!("{head}value as {}\n", "a".repeat(1_000_000)), "at most 256 KiB");
+    refused_quickly(&format!("{head}{} = value\n", "a".repeat(200)), "a name has at most 128");
+    let yoy17 = (0..17).fold("value".to_string(), |e, _| format!("yoy({e})"));
+    refused_quickly(&format!("{head}{yoy17}\n"), "measures nest at most 4 deep");
+    let wheres: String = (0..20_000).map(|i| format!("where value != {i}\n")).collect();
+    refused_quickly(&format!("from trade\n{wheres}by month\nsum value\nshow value\n"), "at most 256 KiB");
+    let wheres: String = (0..300).map(|i| format!("where value != {i}\n")).collect();
+    refused_quickly(&format!("from trade\n{wheres}by month\nsum value\nshow value\n"), "at most 256 stages");
+}
+
+#[test]
+fn a_long_list_of_codes_or_numbers_is_one_set_lookup() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = good_store(dir.path());
+    let numbers: Vec<String> = (0..20_000).map(|i| i.to_string()).collect();
+    let q = query(
+        dir.path(),
+        &format!("from trade\nwhere value in ({})\nby period\nsum value\nshow value\n", numbers.join(", ")),
+    );
+    let start = Instant::now();
+    let (code, out, err) = run_query(&store, &q, &["-f", "csv"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, "period,value\n2024-01-01,140.0\n2024-02-01,70.0\n");
+    assert!(start.elapsed() < Duration::from_secs(20), "took {:?}", start.elapsed());
+}
+
+#[test]
+fn a_full_standard_output_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = good_store(dir.path());
+    let q = query(dir.path(), SUM_BY_PERIOD);
+    for args in [vec!["info", s(&store)], vec!["explain", s(&q), "--store", s(&store)]] {
+        let out = cmd(&args).stdout(std::fs::File::create("/dev/full").unwrap()).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    }
+    let out = cmd(&["info", s(&store)]).stdout(std::fs::File::create("/dev/full").unwrap()).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the disk is full"));
+}
+
+#[test]
+fn an_overlong_code_is_refused_at_ingest_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = "X".repeat(65_536);
+    let src = write(dir.path(), "long.csv", &format!("{GOOD}2024-03,CHN,{long},export,850110,7\n"));
+    let err = fails(&["ingest", s(&src), "--store", s(&dir.path().join("store")), "-d", "trade", "-q"]);
+    assert!(err.contains("long.csv:5") && err.contains("a code has at most 256"), "{}", &err[..err.len().min(2000)]);
+    assert!(err.len() < 2000, "the error echoes the whole code ({} bytes)", err.len());
+}
+
+// ---------------------------------------------------------------- class 8
+
+#[test]
+fn what_run_would_fail_on_check_refuses_first() {
+    for (text, message) in [
+        ("from trade\nby year\nsum value\nshow value, value\n", "`value` is shown twice"),
+        ("from trade\nby month\nsum value, quantity\nshow ytd(unit_value())\n", "would add up unit values"),
+        ("from trade\nby month\nsum value, quantity\nshow rolling(unit_value(), 3)\n", "would add up unit values"),
+    ] {
+        refused_quickly(text, message);
+    }
+    // unit_value() inside the measures that do make sense runs.
+    let dir = tempfile::tempdir().unwrap();
+    let store = good_store(dir.path());
+    for m in ["rolling_mean(unit_value(), 2)", "high(unit_value(), 2)", "streak(unit_value() > 0)", "yoy(unit_value())"]
+    {
+        let q = query(dir.path(), &format!("from trade\nby month\nsum value, quantity\nshow x = {m}\n"));
+        let (code, _, err) = run_query(&store, &q, &[]);
+        assert_eq!(code, Some(0), "{m}: {err}");
+    }
+}
+
+#[test]
+fn errors_show_where_and_never_echo_a_huge_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let huge = "9".repeat(100).to_string() + &"x".repeat(10 << 20);
+    let src = write(dir.path(), "huge.csv", &format!("{GOOD}2024-03,CHN,USA,export,850110,{huge}\n"));
+    let err = fails(&["ingest", s(&src), "--store", s(&dir.path().join("store")), "-d", "trade", "-q"]);
+    assert!(err.contains("huge.csv:5") && err.contains("bytes in all"), "{}", &err[..err.len().min(2000)]);
+    assert!(err.len() < 2000, "{} bytes of error", err.len());
+    // A query that is not UTF-8: the line and column of the first bad byte.
+    let store = good_store(dir.path());
+    let q = dir.path().join("latin1.tql");
+    std::fs::write(&q, b"from trade\nwhere partner = \"C\xf4te\"\n").unwrap();
+    let err = fails(&["check", s(&q), "--store", s(&store)]);
+    assert!(err.contains("latin1.tql:2: column 19: the query is not UTF-8"), "{err}");
+    // A long line is cut around the mark.
+    let wide = format!("from trade\nby year\nsum value\nshow {} + nope\n", vec!["value"; 100].join(" + "));
+    let q = query(dir.path(), &wide);
+    let err = fails(&["check", s(&q), "--store", s(&store)]);
+    let marked = err.lines().find(|l| l.starts_with("4 | ")).unwrap();
+    assert!(marked.chars().count() < 140 && marked.contains("nope") && marked.contains('…'), "{err}");
+    let caret = err.lines().find(|l| l.contains('^')).unwrap();
+    let column = |line: &str, part: &str| line[..line.find(part).unwrap()].chars().count();
+    assert_eq!(column(caret, "^"), column(marked, "nope"), "{err}");
+    // A full disk is said as such (here /dev/full as the output).
+    let q = query(dir.path(), SUM_BY_PERIOD);
+    let err = fails(&["run", s(&q), "--store", s(&store), "--out", "/dev/full", "-f", "parquet"]);
+    assert!(err.contains("the disk is full"), "{err}");
+}
