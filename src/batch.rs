@@ -291,6 +291,28 @@ fn clean(path: &Path) -> PathBuf {
     if out.is_empty() { PathBuf::from(".") } else { out.iter().collect() }
 }
 
+/// One SHA-256 over a partitioned extract: every file's path and content
+/// hash, in order, so that `--incremental` sees a file changed, added or gone.
+fn folder_sha256(dir: &Path) -> Result<String> {
+    fn walk(dir: &Path, root: &Path, out: &mut Vec<(String, String)>) -> Result<()> {
+        for entry in std::fs::read_dir(dir).map_err(|e| Error::io("cannot list", dir, e))? {
+            let path = entry.map_err(|e| Error::io("cannot list", dir, e))?.path();
+            if path.is_dir() {
+                walk(&path, root, out)?;
+            } else {
+                let rel = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().to_string();
+                out.push((rel, store::sha256_file(&path)?.0));
+            }
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    walk(dir, dir, &mut files)?;
+    files.sort();
+    let listing: String = files.iter().map(|(p, h)| format!("{p} {h}\n")).collect();
+    Ok(sha256_text(&listing))
+}
+
 /// The run manifest's file name in the extracts folder.
 const RUN_MANIFEST: &str = "run.json";
 
@@ -342,21 +364,50 @@ fn write_extract(
         if frame.column(column).is_err() {
             return Err(Error::usage(format!("partition_by {column:?}: the result has no such column")));
         }
+        let dtype = frame.column(column)?.dtype().clone();
+        if dtype.is_float() {
+            return Err(Error::usage(format!(
+                "partition_by {column:?}: a column of numbers with decimals makes no folder names \
+                 (values that differ in the 17th digit would share one); partition by a code, a year or a period"
+            )));
+        }
         let tmp = beside(&task.output, ".tmp");
         let _ = std::fs::remove_dir_all(&tmp);
-        for part in frame.partition_by([column.as_str()], true)? {
-            let value = match part.column(column)?.get(0)? {
-                AnyValue::Null => None,
-                AnyValue::String(s) => Some(s.to_string()),
-                AnyValue::StringOwned(s) => Some(s.to_string()),
-                other => Some(other.to_string()),
-            };
-            let dir = tmp.join(format!("{column}={}", hive_value(value.as_deref())));
-            std::fs::create_dir_all(&dir).map_err(|e| Error::io("cannot create", &dir, e))?;
-            let mut part = part.drop(column)?;
-            let file = dir.join("part-0.parquet");
-            let f = std::fs::File::create(&file).map_err(|e| Error::io("cannot create", &file, e))?;
-            parquet_writer(f, parquet)?.finish(&mut part)?;
+        let staged = (|| -> Result<()> {
+            let mut folders = std::collections::HashMap::new();
+            for part in frame.partition_by([column.as_str()], true)? {
+                let value = match part.column(column)?.get(0)? {
+                    AnyValue::Null => None,
+                    AnyValue::String(s) => Some(s.to_string()),
+                    AnyValue::StringOwned(s) => Some(s.to_string()),
+                    other => Some(other.to_string()),
+                };
+                let folder = format!("{column}={}", hive_value(value.as_deref()));
+                if folder.len() > 255 {
+                    return Err(Error::usage(format!(
+                        "partition_by {column:?}: the value {:?} makes a folder name longer than 255 bytes",
+                        crate::error::shown(value.as_deref().unwrap_or_default())
+                    )));
+                }
+                if let Some(other) = folders.insert(folder.clone(), value.clone()) {
+                    return Err(Error::usage(format!(
+                        "partition_by {column:?}: the values {:?} and {:?} would share the folder {folder}",
+                        other.as_deref().unwrap_or("null"),
+                        value.as_deref().unwrap_or("null")
+                    )));
+                }
+                let dir = tmp.join(&folder);
+                std::fs::create_dir_all(&dir).map_err(|e| Error::io("cannot create", &dir, e))?;
+                let mut part = part.drop(column)?;
+                let file = dir.join("part-0.parquet");
+                let f = std::fs::File::create(&file).map_err(|e| Error::io("cannot create", &file, e))?;
+                parquet_writer(f, parquet)?.finish(&mut part).map_err(|e| crate::error::writing(&file, e))?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = staged {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
         }
         crate::failpoint("batch:extract-staged");
         let old = beside(&task.output, ".old");
@@ -366,7 +417,7 @@ fn write_extract(
         }
         std::fs::rename(&tmp, &task.output).map_err(|e| Error::io("cannot replace", &task.output, e))?;
         let _ = std::fs::remove_dir_all(&old);
-        return Ok(None);
+        return folder_sha256(&task.output).map(Some);
     }
     let tmp = beside(&task.output, ".tmp");
     let result = (|| -> Result<()> {
@@ -477,6 +528,7 @@ pub fn run_job(
     let base = job_path.parent().map(Path::to_path_buf).unwrap_or_default();
     let tasks = job.tasks(&base)?;
     let out_dir = clean(&base.join(&job.out_dir));
+    Store::at(clean(&base.join(&job.store))).refuse_output_inside(&out_dir, "the extracts folder")?;
     std::fs::create_dir_all(&out_dir).map_err(|e| Error::io("cannot create", &out_dir, e))?;
     let _out_lock = lock_out_dir(&out_dir, opts.wait)?;
     clean_stale(&out_dir)?;
@@ -556,9 +608,14 @@ pub fn run_job(
                         t.status != "failed"
                             && t.key == key
                             && task.output.exists()
-                            && t.output_sha256
-                                .as_ref()
-                                .is_none_or(|h| store::sha256_file(&task.output).is_ok_and(|(now, _)| now == *h))
+                            && t.output_sha256.as_ref().is_some_and(|h| {
+                                let now = if task.output.is_dir() {
+                                    folder_sha256(&task.output)
+                                } else {
+                                    store::sha256_file(&task.output).map(|(h, _)| h)
+                                };
+                                now.is_ok_and(|now| now == *h)
+                            })
                     });
                 if let (true, Some(prev)) = (opts.incremental, unchanged) {
                     let mut r = prev.clone();

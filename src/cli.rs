@@ -30,6 +30,15 @@ macro_rules! out {
     };
 }
 
+/// Prints the report of a committed change: a failure to print says that
+/// the change was committed all the same.
+fn after_commit(text: &str, committed: Option<&str>) -> Result<()> {
+    stdout_write(text).map_err(|e| match committed {
+        Some(what) => crate::Error::new(e.kind, format!("{what}, but its report was not printed: {}", e.message)),
+        None => e,
+    })
+}
+
 /// Writes `text` to standard output and flushes it, so that a failure is
 /// seen here and not lost when the process exits.
 fn stdout_write(text: &str) -> Result<()> {
@@ -340,7 +349,10 @@ enum GroupsAction {
 /// Runs the command line; the binary's `main` is only this.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
+    // On a 256 MB stack (reserved, not committed): resolving and compiling
+    // recurse over a query's expressions, which the parser bounds
+    // (`parser::MAX_DEPTH`) but a debug build's frames are large.
+    match crate::run::on_big_stack(|| run(cli)) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err}");
@@ -382,7 +394,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if report.recovery.rolled_back || report.recovery.rolled_forward {
                 eprintln!("note: recovered an interrupted commit before ingesting");
             }
-            outln!("{report}");
+            let done = format!("version {} of {} is committed", report.version, report.dataset);
+            after_commit(&format!("{report}\n"), if report.dry_run { None } else { Some(&done) })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { files, out_dir, store, params, format, out, chart, engine, master } => {
@@ -424,6 +437,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             let file = files.into_iter().next().expect("one file");
             let store = Store::open_existing(store)?;
+            if let Some(out) = out.as_deref().filter(|o| o.as_os_str() != "-") {
+                store.refuse_output_inside(out, "--out")?;
+                crate::run::refuse_overwriting(out, &file)?;
+            }
+            if let Some(chart) = &chart {
+                store.refuse_output_inside(chart, "--chart")?;
+                crate::run::refuse_overwriting(chart, &file)?;
+            }
             let params = crate::lang::parse_params(&params)?;
             let query = crate::lang::QueryFile::read(&file)?;
             // One committed version, even while a writer replaces it.
@@ -567,12 +588,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Rates { action: RatesAction::Add { file, store, wait } } => {
-            outln!("{}", crate::rates::add(&store, &file, wait)?);
+            let report = crate::rates::add(&store, &file, wait)?;
+            after_commit(&format!("{report}\n"), Some("the rates table is committed"))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Groups { action: GroupsAction::Add { name, file, of, store, wait, strict } } => {
             let report = crate::groups::add(&store, &name, &of, &file, wait, strict)?;
-            outln!("{report}");
+            after_commit(&format!("{report}\n"), Some(&format!("group table {name} is committed")))?;
             for w in &report.warnings {
                 eprintln!("warning: {w}");
             }

@@ -201,10 +201,9 @@ pub fn writing(path: &Path, err: impl fmt::Display) -> Error {
     let first = text.lines().next().unwrap_or_default();
     if full || text.contains("No space left") {
         Error::new(ErrorKind::Io, format!("cannot write {}: the disk is full", path.display()))
-            .in_file(path)
             .hint("free some space and run the command again; nothing was half-written")
     } else {
-        Error::new(ErrorKind::Io, format!("cannot write {}: {first}", path.display())).in_file(path)
+        Error::new(ErrorKind::Io, format!("cannot write {}: {first}", path.display()))
     }
 }
 

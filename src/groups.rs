@@ -85,6 +85,12 @@ fn read_table(path: &Path) -> Result<Vec<Membership>> {
         if member.is_empty() {
             return Err(bad("member", member, "`member` is empty"));
         }
+        use crate::ingest::convert::MAX_CODE_BYTES;
+        for (name, text) in [("group", group), ("member", member)] {
+            if text.len() > MAX_CODE_BYTES {
+                return Err(bad(name, text, &format!("{} bytes; a code has at most {MAX_CODE_BYTES}", text.len())));
+            }
+        }
         let (from, to) = (period(2)?, period(3)?);
         if let (Some(f), Some(t)) = (from, to)
             && f > t

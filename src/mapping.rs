@@ -85,6 +85,11 @@ fn default_values_to() -> String {
 }
 
 impl Mapping {
+    /// The declared field delimiter, as a byte (`,` when none is declared).
+    pub fn delimiter_byte(&self) -> Option<u8> {
+        Some(self.delimiter.as_deref().map_or(b',', |d| d.as_bytes()[0]))
+    }
+
     /// Reads and checks a mapping file.
     pub fn load(path: &Path) -> Result<Mapping> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io("cannot read mapping", path, e))?;
@@ -141,6 +146,13 @@ impl Mapping {
             && d != ","
         {
             return Err(Error::mapping(format!("decimal must be \".\" or \",\", not {d:?}")));
+        }
+        if let Some(t) = &self.thousands
+            && ![",", ".", "'", " ", "_"].contains(&t.as_str())
+        {
+            return Err(Error::mapping(format!(
+                "thousands must be one of , . ' _ or a space, not {t:?} (a digit, letter or sign is part of numbers)"
+            )));
         }
         let decimal = self.decimal.as_deref().unwrap_or(".");
         if self.thousands.as_deref() == Some(decimal) {

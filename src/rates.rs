@@ -63,6 +63,16 @@ pub fn add(store_root: &Path, path: &Path, wait: bool) -> Result<RatesReport> {
             Ok(r) if r > 0.0 && f64::is_finite(r) => r,
             _ => return Err(bad("per_usd", field(2), "per_usd must be a positive number".into())),
         };
+        if currency == "USD" && rate != 1.0 {
+            return Err(bad("per_usd", field(2), "one US dollar is 1 USD; leave USD out or write 1".into()));
+        }
+        if !(1e-9..=1e12).contains(&rate) {
+            return Err(bad(
+                "per_usd",
+                field(2),
+                "no currency trades at this rate (1e-9 to 1e12 units per dollar)".into(),
+            ));
+        }
         if let Some(first) = seen.insert((period.days(), currency.to_string()), line) {
             return Err(bad(
                 "period",

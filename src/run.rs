@@ -233,6 +233,16 @@ pub fn stdout_error(e: std::io::Error) -> Error {
     }
 }
 
+/// Refuses to write the result over `input` (the query file itself).
+pub fn refuse_overwriting(out: &Path, input: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let id = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    if id(out).is_some() && id(out) == id(input) {
+        return Err(Error::usage(format!("{} is the query file: the result would overwrite it", out.display())));
+    }
+    Ok(())
+}
+
 /// Where `--out` writes, once its path is looked at.
 enum Destination {
     /// A regular file (or none yet): written beside it, then renamed over it.
@@ -246,18 +256,22 @@ enum Destination {
 /// target is replaced, not the link); a folder is refused.
 fn destination(path: &Path) -> Result<Destination> {
     use std::os::unix::fs::FileTypeExt;
-    let target = match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(path)
-            .map_err(|e| Error::io("cannot follow the link", path, e).hint("the link points to nothing"))?,
-        _ => path.to_path_buf(),
-    };
-    match std::fs::metadata(&target) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Destination::File(target)),
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if std::fs::symlink_metadata(path).is_ok() {
+                return Err(Error::usage(format!("--out {}: the link points to nothing", path.display())));
+            }
+            Ok(Destination::File(path.to_path_buf()))
+        }
         Err(e) => Err(Error::io("cannot write", path, e)),
-        Ok(m) if m.is_file() => Ok(Destination::File(target)),
+        // A regular file, or a link to one: the target is replaced, not the link.
+        Ok(m) if m.is_file() => {
+            Ok(Destination::File(std::fs::canonicalize(path).map_err(|e| Error::io("cannot write", path, e))?))
+        }
         Ok(m) if m.is_dir() => Err(Error::usage(format!("--out {} is a folder: give a file name", path.display()))),
+        // `/dev/null`, a FIFO, `/dev/stdout` on a pipe: written through as it is.
         Ok(m) if m.file_type().is_char_device() || m.file_type().is_fifo() || m.file_type().is_socket() => {
-            Ok(Destination::Stream(target))
+            Ok(Destination::Stream(path.to_path_buf()))
         }
         Ok(_) => Err(Error::usage(format!("--out {} is neither a file nor a stream", path.display()))),
     }
@@ -367,7 +381,8 @@ fn finite_only(frame: &DataFrame) -> Result<DataFrame> {
     }
     if !replaced.is_empty() {
         eprintln!(
-            "note: infinite or NaN values (a division by zero) written as null in CSV and JSON: {}",
+            "note: infinite or NaN values (a division by zero, or a number past 1.8e308) written as null in CSV \
+             and JSON: {}",
             replaced.join(", ")
         );
     }
@@ -466,7 +481,11 @@ pub fn table(frame: &DataFrame, plan: &Plan) -> Result<String> {
         let parts: Vec<String> = items
             .iter()
             .enumerate()
-            .map(|(i, s)| if right[i] { format!("{s:>w$}", w = widths[i]) } else { format!("{s:<w$}", w = widths[i]) })
+            .map(|(i, s)| {
+                // Padded by hand: a format width past 65,535 panics, and a cell may be that long.
+                let pad = " ".repeat(widths[i].saturating_sub(s.chars().count()));
+                if right[i] { format!("{pad}{s}") } else { format!("{s}{pad}") }
+            })
             .collect();
         out.push_str(parts.join("  ").trim_end());
         out.push('\n');

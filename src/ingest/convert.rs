@@ -144,7 +144,15 @@ impl Layout {
             if REQUIRED.contains(name) && matches!(sources[i], Source::Absent) {
                 let mut e =
                     Error::input(format!("missing required column `{name}`; the file has: {}", header.join(", ")));
-                if let Some(s) = closest(name, header.iter().map(String::as_str)) {
+                let other_delimiter = [';', '\t', '|', ','].into_iter().find(|d| {
+                    header.len() == 1 && header[0].contains(*d) && Some(*d as u8) != mapping.delimiter_byte()
+                });
+                if let Some(d) = other_delimiter {
+                    e = e.hint(format!(
+                        "the header looks separated by {d:?}: declare delimiter = {:?} in the mapping",
+                        d.to_string()
+                    ));
+                } else if let Some(s) = closest(name, header.iter().map(String::as_str)) {
                     e = e.hint(format!("rename it in a mapping: [columns] {name} = \"{s}\""));
                 } else {
                     e = e.hint(format!(
@@ -338,6 +346,9 @@ impl Layout {
             }
         };
         let quantity_unit = self.text(rec, QUANTITY_UNIT, wide).filter(|t| !t.is_empty());
+        if let Some(u) = quantity_unit {
+            code(QUANTITY_UNIT, u)?;
+        }
         let aggregate = self.aggregate_partners.iter().any(|a| a == partner)
             || self.aggregate_products.iter().any(|a| a == product)
             || region.is_some_and(|r| self.aggregate_regions.iter().any(|a| a == r));
@@ -350,6 +361,13 @@ impl Layout {
     /// its neighbour another.
     fn number(&self, text: &str) -> Result<f64, (String, Option<String>)> {
         let has_separator = self.thousands.is_some_and(|t| text.as_bytes().contains(&t));
+        if self.decimal_comma && !has_separator && text.contains('.') {
+            // 1.234 in a file whose decimal mark is the comma is most likely 1234.
+            return Err((
+                "a '.' in a number of a file whose decimal mark is ','".into(),
+                Some("if '.' separates thousands, declare thousands = \".\" in the mapping".into()),
+            ));
+        }
         if !self.decimal_comma
             && !has_separator
             && let Ok(n) = text.parse::<f64>()

@@ -72,7 +72,7 @@ impl PartitionWriter {
         }
         let y = self.years.get_mut(&year).expect("inserted above");
         let first = y.written;
-        y.writer.write_batch(&frame)?;
+        y.writer.write_batch(&frame).map_err(|e| crate::error::writing(&y.path, e))?;
         y.written += frame.height() as u64;
         y.aggregates += frame.column("aggregate")?.bool()?.sum().unwrap_or(0) as u64;
         Ok(first)
@@ -82,7 +82,7 @@ impl PartitionWriter {
     pub fn finish(self) -> Result<Vec<StagedYear>> {
         let mut out = Vec::new();
         for (year, y) in self.years {
-            y.writer.finish()?;
+            y.writer.finish().map_err(|e| crate::error::writing(&y.path, e))?;
             out.push(StagedYear { year, rows: y.written, aggregate_rows: y.aggregates, path: y.path });
         }
         Ok(out)
@@ -96,7 +96,8 @@ pub fn sink_parquet(lf: LazyFrame, path: &Path) -> Result<()> {
         FileWriteFormat::Parquet(Arc::new(write_options())),
         UnifiedSinkArgs { mkdir: true, ..Default::default() },
     )?
-    .collect()?;
+    .collect()
+    .map_err(|e| crate::error::writing(path, e))?;
     Ok(())
 }
 

@@ -145,6 +145,12 @@ pub fn lex(text: &str) -> Result<Vec<Token>, Diag> {
                 let n: f64 = text[start..i]
                     .parse()
                     .map_err(|_| Diag::new(Span::new(start, i), format!("bad number `{}`", &text[start..i])))?;
+                if !n.is_finite() {
+                    return Err(Diag::new(
+                        Span::new(start, i),
+                        "this number is too large (the largest is about 1.8e308)".to_string(),
+                    ));
+                }
                 out.push(Token { tok: Tok::Number(n), span: Span::new(start, i) });
             }
             c if c.is_ascii_alphabetic() || c == b'_' => {

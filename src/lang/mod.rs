@@ -49,7 +49,10 @@ impl QueryFile {
             .in_file(path));
         }
         match String::from_utf8(bytes) {
-            Ok(text) => Ok(QueryFile { path: path.to_path_buf(), text }),
+            // A byte-order mark (some editors write one) is no part of the query.
+            Ok(text) => {
+                Ok(QueryFile { path: path.to_path_buf(), text: text.trim_start_matches('\u{feff}').to_string() })
+            }
             Err(e) => {
                 let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
                 let line = good.iter().filter(|&&b| b == b'\n').count() as u64 + 1;

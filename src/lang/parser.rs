@@ -203,8 +203,12 @@ pub const MAX_NESTING: usize = 64;
 /// The most stages (`from`, `where`, `by`, ... lines) a query may have.
 pub const MAX_STAGES: usize = 256;
 
-/// The deepest expression tree a query may hold; a sum of n terms is n deep.
+/// The most operands of one chain (`a + b + ...`, `a and b and ...`).
 pub const MAX_DEPTH: usize = 256;
+
+/// The deepest expression tree a query may hold (chains inside nested
+/// parentheses); a sum of n terms is n deep.
+pub const MAX_TREE_DEPTH: usize = 512;
 
 /// The depth of an expression tree, counted without recursion.
 fn tree_depth(e: &Expr) -> usize {
@@ -352,13 +356,10 @@ impl<'a> Parser<'a> {
 
     pub fn expr(&mut self) -> Result<Expr, Diag> {
         let e = self.or()?;
-        if self.depth == 0 && tree_depth(&e) > MAX_DEPTH {
+        if self.depth == 0 && tree_depth(&e) > MAX_TREE_DEPTH {
             return Err(Diag::new(
                 e.span,
-                format!(
-                    "this expression is {} levels deep; at most {MAX_DEPTH} (a sum of at most {MAX_DEPTH} terms)",
-                    tree_depth(&e)
-                ),
+                format!("this expression is {} levels deep; at most {MAX_TREE_DEPTH}", tree_depth(&e)),
             )
             .hint("split it across several `show` columns and add those"));
         }

@@ -893,7 +893,11 @@ impl Resolver<'_> {
         if !known.iter().any(|k| k == code) {
             let mut d = Diag::new(
                 b.span,
-                format!("unknown {dim} code {code:?}: no row of {} has it", self.catalog.manifest.dataset),
+                format!(
+                    "unknown {dim} code {:?}: no row of {} has it",
+                    crate::error::shown(code),
+                    self.catalog.manifest.dataset
+                ),
             );
             if let Some(s) = closest(code, known.iter().map(String::as_str)) {
                 d = d.hint(format!("did you mean \"{s}\"?"));
@@ -1322,7 +1326,12 @@ impl Resolver<'_> {
             }
             let mut d = Diag::new(
                 lit.span,
-                format!("unknown {} code {s:?}: no row of {} has it", c, self.catalog.manifest.dataset),
+                format!(
+                    "unknown {} code {:?}: no row of {} has it",
+                    c,
+                    crate::error::shown(s),
+                    self.catalog.manifest.dataset
+                ),
             );
             if self.group_table_of(c).is_some() {
                 d.message = format!("unknown group {s:?} in `{c}`");

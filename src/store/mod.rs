@@ -70,6 +70,11 @@ impl Journal {
             _ => false,
         };
         let bad = if manifest_ok { None } else { Some(&self.manifest) };
+        let folder = self.manifest.split_once('/').map_or("", |(f, _)| f);
+        let bad = bad.or_else(|| {
+            // A commit changes one dataset (or the group tables): its own folder only.
+            self.added.iter().chain(&self.removed).find(|p| p.split_once('/').is_none_or(|(f, _)| f != folder))
+        });
         let bad = bad.or_else(|| {
             self.added.iter().chain(&self.removed).find(|p| match p.split_once('/') {
                 Some((GROUPS_DIR, rest)) => !is_plain_name(rest) || !rest.ends_with(".parquet"),
@@ -147,6 +152,40 @@ impl Store {
         Ok(store)
     }
 
+    /// Whether `path` (which may not exist yet) lies inside the store, links
+    /// followed: tradeql's outputs (`--out`, `--chart`, batch extracts) may
+    /// not, since writing there replaces data or leaves unlisted files.
+    pub fn holds(&self, path: &Path) -> bool {
+        let Ok(root) = fs::canonicalize(&self.root) else { return false };
+        // The deepest part of `path` that exists, resolved, then the rest.
+        let mut existing = path.to_path_buf();
+        let mut rest = Vec::new();
+        while fs::symlink_metadata(&existing).is_err() {
+            match (existing.file_name(), existing.parent()) {
+                (Some(name), Some(parent)) => {
+                    rest.push(name.to_os_string());
+                    existing = if parent.as_os_str().is_empty() { PathBuf::from(".") } else { parent.to_path_buf() };
+                }
+                _ => return false,
+            }
+        }
+        let Ok(mut full) = fs::canonicalize(&existing) else { return false };
+        full.extend(rest.iter().rev());
+        full.starts_with(&root)
+    }
+
+    /// Refuses an output path inside the store (see [`Store::holds`]).
+    pub fn refuse_output_inside(&self, path: &Path, what: &str) -> Result<()> {
+        if self.holds(path) {
+            return Err(Error::usage(format!(
+                "{what} {} is inside the store {}: write it elsewhere",
+                path.display(),
+                self.root.display()
+            )));
+        }
+        Ok(())
+    }
+
     fn internal(&self) -> PathBuf {
         self.root.join(INTERNAL)
     }
@@ -202,6 +241,9 @@ impl Store {
     /// The manifest of `dataset`, or `None` if the dataset does not exist.
     /// Errors if the manifest lists a file outside the dataset's folder.
     pub fn manifest(&self, dataset: &str) -> Result<Option<Manifest>> {
+        if !is_plain_name(dataset) || dataset.starts_with(['.', '_']) {
+            return Ok(None);
+        }
         let path = self.manifest_path(dataset);
         let manifest: Option<Manifest> = read_json(&path)?;
         if let Some(m) = &manifest {
@@ -374,13 +416,54 @@ impl Store {
 
     /// Deletes what the new version no longer needs, then the journal.
     fn finish_journal(&self, journal: &Journal) -> Result<usize> {
+        let removed = self.delete_unlisted(journal, &journal.removed)?;
+        remove_if_exists(&self.internal().join("journal.json"))?;
+        Ok(removed)
+    }
+
+    /// Deletes the files `rels` of a journal, but never one that the manifest
+    /// on disk lists (that is live data, whatever the journal says) nor one
+    /// reached through a linked folder (that may be anywhere).
+    fn delete_unlisted(&self, journal: &Journal, rels: &[String]) -> Result<usize> {
+        let listed = self.listed_by(&journal.manifest)?;
         let mut removed = 0;
-        for rel in &journal.removed {
+        for rel in rels {
+            if listed.contains(rel) || self.through_link(rel) {
+                continue;
+            }
             removed += usize::from(remove_if_exists(&self.root.join(rel))?);
             remove_empty_parent(&self.root.join(rel));
         }
-        remove_if_exists(&self.internal().join("journal.json"))?;
         Ok(removed)
+    }
+
+    /// The files (relative to the store root) the manifest at `manifest`
+    /// (relative) lists: a dataset's data files, or the group tables and rates.
+    fn listed_by(&self, manifest: &str) -> Result<std::collections::HashSet<String>> {
+        let folder = manifest.split_once('/').map_or("", |(f, _)| f);
+        let mut out = std::collections::HashSet::new();
+        let Some(m) = read_json::<serde_json::Value>(&self.root.join(manifest))? else { return Ok(out) };
+        let paths = |key: &str| -> Vec<String> {
+            m.get(key)
+                .and_then(serde_json::Value::as_array)
+                .map(|a| a.iter().filter_map(|f| f.get("path")?.as_str().map(str::to_string)).collect())
+                .unwrap_or_default()
+        };
+        let mut all = paths("files");
+        all.extend(paths("tables"));
+        all.extend(m.get("rates").and_then(|r| r.get("path")?.as_str().map(str::to_string)));
+        out.extend(all.into_iter().map(|p| format!("{folder}/{p}")));
+        Ok(out)
+    }
+
+    /// Whether a folder on the way from the store root to `rel` is a link.
+    fn through_link(&self, rel: &str) -> bool {
+        let mut at = self.root.clone();
+        let parts: Vec<&str> = rel.split('/').collect();
+        parts[..parts.len().saturating_sub(1)].iter().any(|part| {
+            at.push(part);
+            fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink())
+        })
     }
 
     /// Finishes or undoes an interrupted commit, and clears abandoned staging
@@ -397,10 +480,7 @@ impl Store {
                 report.files_removed = self.finish_journal(&journal)?;
             } else {
                 report.rolled_back = true;
-                for rel in &journal.added {
-                    report.files_removed += usize::from(remove_if_exists(&self.root.join(rel))?);
-                    remove_empty_parent(&self.root.join(rel));
-                }
+                report.files_removed = self.delete_unlisted(&journal, &journal.added)?;
                 remove_if_exists(&journal_path)?;
             }
         }
@@ -447,9 +527,10 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
     match fs::read_to_string(path) {
-        Ok(text) => serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|e| Error::store(format!("damaged manifest: {e}")).in_file(path)),
+        Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| {
+            let what = if path.file_name().is_some_and(|n| n == "journal.json") { "journal" } else { "manifest" };
+            Error::store(format!("damaged {what}: {e}")).in_file(path)
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io("cannot read", path, e)),
     }

@@ -37,6 +37,16 @@ pub fn verify(store: &Store) -> Result<Vec<Problem>> {
             }
         };
         let dir = store.dataset_dir(&dataset);
+        if manifest.dataset != dataset {
+            problems.push(Problem(format!("{dataset}: its manifest names the dataset {:?}", manifest.dataset)));
+        }
+        if manifest.version == 0 {
+            problems.push(Problem(format!("{dataset}: version 0 in the manifest (versions start at 1)")));
+        }
+        if manifest.periods.windows(2).any(|w| w[0] >= w[1]) {
+            problems.push(Problem(format!("{dataset}: the manifest's periods are not sorted and distinct")));
+        }
+        let mut aggregate_total = 0u64;
         let mut listed = std::collections::HashSet::new();
         let mut total = 0u64;
         let mut all_periods = std::collections::BTreeSet::new();
@@ -51,7 +61,30 @@ pub fn verify(store: &Store) -> Result<Vec<Problem>> {
             if !file.path.starts_with(&format!("year={}/", file.year)) {
                 problems.push(Problem(format!("{}: listed as year {} in the manifest", path.display(), file.year)));
             }
+            aggregate_total += file.aggregate_rows;
             if check_file(&path, file.bytes, &file.sha256, Some(file.rows), &mut problems) {
+                match file_facts(&path) {
+                    Ok((columns, aggregates)) => {
+                        if aggregates != file.aggregate_rows {
+                            problems.push(Problem(format!(
+                                "{}: {aggregates} aggregate rows, the manifest says {}",
+                                path.display(),
+                                file.aggregate_rows
+                            )));
+                        }
+                        let said: Vec<&str> =
+                            manifest.schema.iter().map(|c| c.name.as_str()).filter(|n| *n != "year").collect();
+                        if columns.iter().map(String::as_str).collect::<Vec<_>>() != said {
+                            problems.push(Problem(format!(
+                                "{}: columns {}, the manifest's schema says {}",
+                                path.display(),
+                                columns.join(", "),
+                                said.join(", ")
+                            )));
+                        }
+                    }
+                    Err(e) => problems.push(Problem(format!("{}: not readable: {e}", path.display()))),
+                }
                 match file_periods(&path, manifest.frequency) {
                     Ok(found) if found == file.periods => {}
                     Ok(found) => problems.push(Problem(format!(
@@ -70,6 +103,12 @@ pub fn verify(store: &Store) -> Result<Vec<Problem>> {
                 manifest.rows
             )));
         }
+        if aggregate_total != manifest.aggregate_rows {
+            problems.push(Problem(format!(
+                "{dataset}: the files hold {aggregate_total} aggregate rows but the manifest says {}",
+                manifest.aggregate_rows
+            )));
+        }
         let said: std::collections::BTreeSet<String> = manifest.periods.iter().cloned().collect();
         if said != all_periods {
             problems.push(Problem(format!(
@@ -78,8 +117,10 @@ pub fn verify(store: &Store) -> Result<Vec<Problem>> {
                 summary(&all_periods)
             )));
         }
-        for path in parquet_files_under(&dir) {
-            if !listed.contains(&path) {
+        for path in files_under(&dir) {
+            let own = path.parent() == Some(dir.as_path())
+                && path.file_name().is_some_and(|n| n == "manifest.json" || n == "manifest.json.tmp");
+            if !own && !listed.contains(&path) {
                 problems.push(Problem(format!("{}: not listed in the manifest of {dataset}", path.display())));
             }
         }
@@ -179,6 +220,31 @@ pub fn parquet_rows(path: &Path) -> PolarsResult<u64> {
     let file = File::open(path)?;
     let mut reader = ParquetReader::new(file);
     Ok(reader.get_metadata()?.num_rows as u64)
+}
+
+/// The column names of a data file and its count of aggregate rows.
+fn file_facts(path: &Path) -> Result<(Vec<String>, u64)> {
+    let args = ScanArgsParquet { hive_options: HiveOptions::new_disabled(), ..Default::default() };
+    let mut scan = LazyFrame::scan_parquet(PlRefPath::new(path.to_string_lossy().as_ref()), args)?;
+    let columns = scan.collect_schema()?.iter_names().map(|n| n.to_string()).collect();
+    let frame = scan.select([col("aggregate").sum().cast(DataType::UInt64)]).collect()?;
+    let aggregates = frame.column("aggregate")?.u64()?.get(0).unwrap_or(0);
+    Ok((columns, aggregates))
+}
+
+/// Every file under `dir`, at any depth.
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
 }
 
 fn parquet_files_under(dir: &Path) -> Vec<std::path::PathBuf> {

@@ -407,6 +407,37 @@ fn an_error_after_the_commit_point_says_that_the_data_committed() {
     assert_eq!(totals(&store, "trade"), (3, 610.0));
 }
 
+#[test]
+fn a_full_disk_during_an_ingest_is_said_and_leaves_the_store_as_it_was() {
+    // A small tmpfs is a full disk; mounting one needs the privilege to, which
+    // no setup script can grant: without it the test says so and skips.
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs", s(&mnt)])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|st| st.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a tmpfs here (needs CAP_SYS_ADMIN)");
+        return;
+    }
+    let big = dir.path().join("big.csv");
+    ok(&["gen", "--csv", s(&big), "--partners", "20", "--products", "200", "--months", "24"]);
+    let store = mnt.join("store");
+    let small = write(&mnt, "small.csv", GOOD);
+    ok(&["ingest", s(&small), "--store", s(&store), "-d", "trade", "-q"]);
+    let before = totals(&store, "trade");
+    let out = tradeql(&["ingest", s(&big), "--store", s(&store), "-d", "trade", "-q"]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    let _ = Command::new("umount").arg(&mnt).status();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("the disk is full"), "{err}");
+    assert!(!err.contains("thrift"), "{err}");
+    let _ = before;
+}
+
 // ---------------------------------------------------------------- classes 6 and 7
 
 /// The query `text` on a small store: refused (exit 2) within seconds, with
@@ -477,6 +508,23 @@ fn a_full_standard_output_is_an_error_not_a_panic() {
 }
 
 #[test]
+fn long_group_names_print_and_overlong_ones_are_refused() {
+    // A 65,536-character code once made the table's format width panic: codes
+    // and group names are now at most 256 bytes, and the table pads by hand.
+    let dir = tempfile::tempdir().unwrap();
+    let store = good_store(dir.path());
+    let name = "G".repeat(256);
+    let groups = write(dir.path(), "g.csv", &format!("group,member,valid_from,valid_to\n{name},USA,,\nX,DEU,,\n"));
+    ok(&["groups", "add", "blocs", s(&groups), "--of", "partner", "--store", s(&store)]);
+    let q = query(dir.path(), "from trade\ngroup partner by blocs as bloc\nby bloc\nsum value\nshow value\n");
+    let out = ok(&["run", s(&q), "--store", s(&store)]);
+    assert!(out.lines().any(|l| l.starts_with(&name) && l.ends_with("140")), "{out}");
+    let long = write(dir.path(), "long.csv", &format!("group,member,valid_from,valid_to\n{}x,USA,,\n", name));
+    let err = fails(&["groups", "add", "blocs", s(&long), "--of", "partner", "--store", s(&store)]);
+    assert!(err.contains("a code has at most 256"), "{err}");
+}
+
+#[test]
 fn an_overlong_code_is_refused_at_ingest_with_its_line() {
     let dir = tempfile::tempdir().unwrap();
     let long = "X".repeat(65_536);
@@ -522,6 +570,10 @@ fn errors_show_where_and_never_echo_a_huge_value() {
     std::fs::write(&q, b"from trade\nwhere partner = \"C\xf4te\"\n").unwrap();
     let err = fails(&["check", s(&q), "--store", s(&store)]);
     assert!(err.contains("latin1.tql:2: column 19: the query is not UTF-8"), "{err}");
+    // `by ytd` with no stored period passing the filters: at the `ytd` key.
+    let q = query(dir.path(), "from trade\nwhere year = 1999\nby ytd\nsum value\nshow value\n");
+    let err = fails(&["check", s(&q), "--store", s(&store)]);
+    assert!(err.contains("q.tql:3:4: `by ytd`: no stored period of trade passes the query's filters"), "{err}");
     // A long line is cut around the mark.
     let wide = format!("from trade\nby year\nsum value\nshow {} + nope\n", vec!["value"; 100].join(" + "));
     let q = query(dir.path(), &wide);
@@ -535,4 +587,207 @@ fn errors_show_where_and_never_echo_a_huge_value() {
     let q = query(dir.path(), SUM_BY_PERIOD);
     let err = fails(&["run", s(&q), "--store", s(&store), "--out", "/dev/full", "-f", "parquet"]);
     assert!(err.contains("the disk is full"), "{err}");
+}
+
+// ------------------------------------------- found by a second attack, cold
+
+#[test]
+fn outputs_never_land_inside_the_store_or_on_the_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = good_store(dir.path());
+    let q = query(dir.path(), SUM_BY_PERIOD);
+    let before = snapshot(&store);
+    for out in ["trade/manifest.json", "trade/year=2024/part-v000001.parquet", "_groups/x.csv", "new.csv"] {
+        let err = fails(&["run", s(&q), "--store", s(&store), "-f", "csv", "--out", s(&store.join(out))]);
+        assert!(err.contains("inside the store"), "{out}: {err}");
+    }
+    let err = fails(&["run", s(&q), "--store", s(&store), "--chart", s(&store.join("trade/x.svg"))]);
+    assert!(err.contains("inside the store"), "{err}");
+    let err = fails(&["run", s(&q), "--store", s(&store), "--out-dir", s(&store.join("trade"))]);
+    assert!(err.contains("inside the store"), "{err}");
+    let job = write(
+        dir.path(),
+        "job.toml",
+        &format!("store = {:?}\nout_dir = {:?}\n[[query]]\nfile = \"q.tql\"\n", s(&store), s(&store)),
+    );
+    let err = fails(&["batch", s(&job)]);
+    assert!(err.contains("inside the store"), "{err}");
+    let err = fails(&["run", s(&q), "--store", s(&store), "-f", "csv", "--out", s(&q)]);
+    assert!(err.contains("is the query file"), "{err}");
+    assert_eq!(snapshot(&store), before);
+    assert_eq!(std::fs::read_to_string(&q).unwrap(), SUM_BY_PERIOD);
+    // `/dev/stdout` on a pipe is written through.
+    let out = ok(&["run", s(&q), "--store", s(&store), "-f", "csv", "--out", "/dev/stdout"]);
+    assert!(out.starts_with("period,value"), "{out}");
+}
+
+#[test]
+fn a_journal_never_deletes_live_data_nor_follows_a_linked_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = good_store(dir.path());
+    ok(&["ingest", s(&dir.path().join("good.csv")), "--store", s(&store), "-d", "second", "-q"]);
+    let live = "trade/year=2024/part-v000001.parquet";
+    for journal in [
+        // Another dataset's committed file.
+        serde_json::json!({"manifest": "trade/manifest.json", "to_version": 2,
+            "added": ["second/year=2024/part-v000001.parquet"], "removed": []}),
+        // A file the committed manifest still lists, to roll forward.
+        serde_json::json!({"manifest": "trade/manifest.json", "to_version": 1, "added": [], "removed": [live]}),
+        // The same, to roll back.
+        serde_json::json!({"manifest": "trade/manifest.json", "to_version": 2, "added": [live], "removed": []}),
+    ] {
+        std::fs::write(store.join(".tradeql/journal.json"), journal.to_string()).unwrap();
+        let _ = tradeql(&["info", s(&store), "--verify"]);
+        assert!(store.join(live).exists() && store.join("second/year=2024/part-v000001.parquet").exists());
+        let _ = std::fs::remove_file(store.join(".tradeql/journal.json"));
+    }
+    // A partition folder that is a link to somewhere else.
+    let outside = dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let precious = write(&outside, "part-v000009.parquet", "precious");
+    std::os::unix::fs::symlink(&outside, store.join("trade/year=2030")).unwrap();
+    let journal = serde_json::json!({"manifest": "trade/manifest.json", "to_version": 9,
+        "added": ["trade/year=2030/part-v000009.parquet"], "removed": []});
+    std::fs::write(store.join(".tradeql/journal.json"), journal.to_string()).unwrap();
+    let _ = tradeql(&["info", s(&store), "--verify"]);
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "precious");
+}
+
+#[test]
+fn partition_folders_are_exact_and_distinct_or_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = write(
+        dir.path(),
+        "close.csv",
+        &format!(
+            "period,reporter,partner,flow,product,region,value\n\
+             2024-01,CHN,AAA,export,P1,__HIVE_DEFAULT_PARTITION__,1234567.891\n\
+             2024-01,CHN,BBB,export,P1,,1234567.892\n\
+             2024-01,CHN,{},export,P1,R,5\n",
+            "/".repeat(200)
+        ),
+    );
+    let store = dir.path().join("store");
+    ok(&["ingest", s(&src), "--store", s(&store), "-d", "close", "-q"]);
+    write(dir.path(), "by_partner.tql", "from close\nby partner, region\nsum value\nshow value\n");
+    let job = |column: &str| {
+        write(
+            dir.path(),
+            "job.toml",
+            &format!(
+                "store = {:?}\nout_dir = \"out\"\n[[query]]\nfile = \"by_partner.tql\"\npartition_by = {column:?}\n",
+                s(&store)
+            ),
+        )
+    };
+    let out = tradeql(&["batch", s(&job("value"))]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("numbers with decimals"), "{out:?}");
+    let out = tradeql(&["batch", s(&job("region"))]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("would share the folder"), "{out:?}");
+    let out = tradeql(&["batch", s(&job("partner"))]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("longer than 255 bytes"), "{out:?}");
+    let left: Vec<String> = std::fs::read_dir(dir.path().join("out"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(left, ["run.json"], "a failed extract left files behind");
+}
+
+#[test]
+fn incremental_sees_a_partitioned_extract_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = good_store(dir.path());
+    write(dir.path(), "p.tql", "from trade\nby partner\nsum value\nshow value\n");
+    let job = write(
+        dir.path(),
+        "job.toml",
+        &format!(
+            "store = {:?}\nout_dir = \"out\"\n[[query]]\nfile = \"p.tql\"\npartition_by = \"partner\"\n",
+            s(&store)
+        ),
+    );
+    ok(&["batch", s(&job)]);
+    assert!(ok(&["batch", s(&job), "--incremental"]).starts_with("0 ok, 1 skipped"));
+    std::fs::remove_file(dir.path().join("out/p/partner=USA/part-0.parquet")).unwrap();
+    let out = ok(&["batch", s(&job), "--incremental"]);
+    assert!(out.starts_with("1 ok, 0 skipped"), "{out}");
+    assert!(dir.path().join("out/p/partner=USA/part-0.parquet").exists());
+}
+
+#[test]
+fn separators_and_literals_that_would_bend_numbers_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "period;reporter;partner;flow;product;value\n2024-01;CHN;USA;export;850110;1.234\n";
+    let src = write(dir.path(), "eu.csv", text);
+    let comma = write(dir.path(), "comma.toml", "decimal = \",\"\ndelimiter = \";\"\n");
+    let err = fails(&["ingest", s(&src), "-m", s(&comma), "--store", s(&dir.path().join("s")), "-d", "t", "-q"]);
+    assert!(err.contains("decimal mark is ','") && err.contains("thousands = \".\""), "{err}");
+    for sep in ["e", "-", "1", "\""] {
+        let m = write(dir.path(), "sep.toml", &format!("thousands = {sep:?}\ndelimiter = \";\"\n"));
+        let err = fails(&["ingest", s(&src), "-m", s(&m), "--store", s(&dir.path().join("s")), "-d", "t", "-q"]);
+        assert!(err.contains("thousands must be one of"), "{sep}: {err}");
+    }
+    // The wrong delimiter is named.
+    let err = fails(&["ingest", s(&src), "--store", s(&dir.path().join("s")), "-d", "t", "-q"]);
+    assert!(err.contains("declare delimiter = \";\""), "{err}");
+    // A literal past the largest number.
+    refused_quickly("from trade\nby month\nsum value\nshow x = value * 1e999\n", "too large");
+    // One dollar is one dollar.
+    let store = good_store(dir.path());
+    let rates = write(dir.path(), "rates.csv", "period,currency,per_usd\n2024-01,USD,2\n");
+    let err = fails(&["rates", "add", s(&rates), "--store", s(&store)]);
+    assert!(err.contains("one US dollar is 1 USD"), "{err}");
+}
+
+#[test]
+fn a_report_that_cannot_be_printed_says_the_change_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = good_store(dir.path());
+    let revised = write(dir.path(), "revised.csv", &GOOD.replace(",100\n", ",500\n"));
+    let out = cmd(&["ingest", s(&revised), "--store", s(&store), "-d", "trade"])
+        .stdout(std::fs::File::create("/dev/full").unwrap())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("version 2 of trade is committed, but its report was not printed"), "{err}");
+    assert_eq!(totals(&store, "trade"), (3, 610.0));
+}
+
+#[test]
+fn verify_checks_the_manifests_own_facts_and_stray_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = good_store(dir.path());
+    let path = store.join("trade/manifest.json");
+    let original = std::fs::read_to_string(&path).unwrap();
+    for (edit, said) in [
+        (("aggregate_rows", serde_json::json!(7)), "aggregate rows"),
+        (("dataset", serde_json::json!("other")), "names the dataset"),
+        (("version", serde_json::json!(0)), "version 0"),
+        (("periods", serde_json::json!(["2024-01", "2024-01", "2024-02"])), "not sorted and distinct"),
+    ] {
+        let mut m: serde_json::Value = serde_json::from_str(&original).unwrap();
+        m[edit.0] = edit.1;
+        std::fs::write(&path, m.to_string()).unwrap();
+        let out = tradeql(&["info", s(&store), "--verify"]);
+        let report = String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success() && report.contains(said), "{}: {report}", edit.0);
+    }
+    std::fs::write(&path, &original).unwrap();
+    write(&store.join("trade/year=2024"), "notes.txt", "stray");
+    let out = tradeql(&["info", s(&store), "--verify"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stdout).contains("notes.txt: not listed"));
+}
+
+#[test]
+fn long_sums_after_by_and_a_byte_order_mark_are_fine() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = good_store(dir.path());
+    let q =
+        query(dir.path(), &format!("from trade\nby year\nsum value\nshow x = {}\n", vec!["value"; 250].join(" + ")));
+    let out = ok(&["run", s(&q), "--store", s(&store), "-f", "csv"]);
+    assert_eq!(out, format!("year,x\n2024,{:.1}\n", 210.0 * 250.0));
+    let bom = dir.path().join("bom.tql");
+    std::fs::write(&bom, format!("\u{feff}{SUM_BY_PERIOD}")).unwrap();
+    ok(&["check", s(&bom), "--store", s(&store)]);
 }
