@@ -181,9 +181,7 @@ fn folders_without_manifest(store: &Store) -> Vec<std::path::PathBuf> {
 
 /// The period labels a data file holds, sorted.
 fn file_periods(path: &Path, frequency: crate::period::Frequency) -> Result<Vec<String>> {
-    let args = ScanArgsParquet { hive_options: HiveOptions::new_disabled(), ..Default::default() };
-    let scan = LazyFrame::scan_parquet(PlRefPath::new(path.to_string_lossy().as_ref()), args)?;
-    let frame = scan.select([col("period").unique()]).collect()?;
+    let frame = scan_file(path)?.select([col("period").unique()]).collect()?;
     let days = frame.column("period")?.cast(&DataType::Int32)?;
     let mut labels: Vec<String> =
         days.i32()?.iter().flatten().map(|d| crate::period::Period::from_days(d, frequency).to_string()).collect();
@@ -222,10 +220,15 @@ pub fn parquet_rows(path: &Path) -> PolarsResult<u64> {
     Ok(reader.get_metadata()?.num_rows as u64)
 }
 
+/// One data file, as stored (its folder's `year=` not added as a column).
+fn scan_file(path: &Path) -> Result<LazyFrame> {
+    let args = ScanArgsParquet { hive_options: HiveOptions::new_disabled(), ..Default::default() };
+    Ok(LazyFrame::scan_parquet(PlRefPath::new(path.to_string_lossy().as_ref()), args)?)
+}
+
 /// The column names of a data file and its count of aggregate rows.
 fn file_facts(path: &Path) -> Result<(Vec<String>, u64)> {
-    let args = ScanArgsParquet { hive_options: HiveOptions::new_disabled(), ..Default::default() };
-    let mut scan = LazyFrame::scan_parquet(PlRefPath::new(path.to_string_lossy().as_ref()), args)?;
+    let mut scan = scan_file(path)?;
     let columns = scan.collect_schema()?.iter_names().map(|n| n.to_string()).collect();
     let frame = scan.select([col("aggregate").sum().cast(DataType::UInt64)]).collect()?;
     let aggregates = frame.column("aggregate")?.u64()?.get(0).unwrap_or(0);
@@ -248,15 +251,5 @@ fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
 }
 
 fn parquet_files_under(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return out };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(parquet_files_under(&path));
-        } else if path.extension().is_some_and(|e| e == "parquet") {
-            out.push(path);
-        }
-    }
-    out
+    files_under(dir).into_iter().filter(|p| p.extension().is_some_and(|e| e == "parquet")).collect()
 }

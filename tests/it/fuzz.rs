@@ -21,16 +21,12 @@ use std::time::{Duration, Instant};
 use tradeql::lang::QueryFile;
 use tradeql::store::Store;
 
-/// splitmix64: small, seedable, good enough to choose grammar branches.
-struct Rng(u64);
+/// Grammar choices from tradeql's own seedable generator (splitmix64).
+struct Rng(tradeql::panel::Rng);
 
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
     fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
@@ -298,7 +294,7 @@ fn generated_and_mutated_queries_load_run_or_fail_cleanly() {
     let store = Store::at(fuzz_store());
     let seed: u64 = std::env::var("TRADEQL_FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(20261201);
     let cases: usize = std::env::var("TRADEQL_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(600);
-    let mut rng = Rng(seed);
+    let mut rng = Rng(tradeql::panel::Rng(seed));
     let corpus = corpus_queries();
     let params = vec![("year".to_string(), "2024".to_string())];
     let mut failures = Vec::new();
