@@ -71,6 +71,13 @@ pub fn write_csv<W: Write>(spec: &PanelSpec, out: W) -> Result<u64> {
     if !(0.0..=1.0).contains(&spec.density) || spec.partners == 0 || spec.products == 0 || spec.months == 0 {
         return Err(Error::usage("gen needs partners, products and months above 0 and a density in 0..1"));
     }
+    let last_year = i64::from(spec.start.0) + (i64::from(spec.start.1) - 1 + spec.months as i64 - 1) / 12;
+    if last_year > 2200 {
+        return Err(Error::usage(format!(
+            "gen: {} months from {}-{:02} run to {last_year}; periods end in 2200",
+            spec.months, spec.start.0, spec.start.1
+        )));
+    }
     if spec.products > 97 * 99 * 90 {
         return Err(Error::usage(format!("gen makes at most {} products", 97 * 99 * 90)));
     }

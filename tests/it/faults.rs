@@ -292,6 +292,7 @@ fn readers_see_one_version_while_revisions_and_group_tables_commit() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let commits = writer.join().unwrap();
     assert!(commits >= 8 && reads >= 8, "{commits} commits, {reads} reads");
+    eprintln!("{reads} reads during {commits} commits, none failed, in {:?}", started.elapsed());
 }
 
 // ---------------------------------------------------------------- class 4
