@@ -173,8 +173,16 @@ impl Layout {
             Some(y) => Some(find(y).ok_or_else(|| missing_column(y, "`year`"))?),
             None => None,
         };
+        // Each table also maps its codes to themselves: a source that already
+        // writes a target code (`USA`) is covered by the table.
         let recode = std::array::from_fn(|i| {
-            mapping.recode.get(CANONICAL[i]).map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            mapping.recode.get(CANONICAL[i]).map(|m| {
+                let mut table: HashMap<String, String> = m.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                for v in m.values() {
+                    table.entry(v.clone()).or_insert_with(|| v.clone());
+                }
+                table
+            })
         });
         let mut aggregate_partners: Vec<String> = mapping.aggregate_partners.clone();
         aggregate_partners.push("WLD".to_string());
@@ -246,6 +254,27 @@ impl Layout {
         Ok(())
     }
 
+    /// A code of column `i` as the source writes it, when the mapping's
+    /// `[recode.X]` table for the column neither maps it nor yields it: such
+    /// a value would otherwise be stored under its raw name, a partner of
+    /// its own. (A flow already spelled as tradeql reads flows passes.)
+    fn unrecoded<'a, R: Record>(&'a self, rec: &'a R, i: usize, wide: Option<usize>) -> Option<&'a str> {
+        let map = self.recode[i].as_ref()?;
+        let raw = self.raw_text(rec, i, wide).filter(|t| !t.is_empty())?;
+        let known = map.contains_key(raw) || i == FLOW && parse_flow(raw).is_some();
+        (!known).then_some(raw)
+    }
+
+    fn raw_text<'a, R: Record>(&'a self, rec: &'a R, i: usize, wide: Option<usize>) -> Option<&'a str> {
+        match &self.sources[i] {
+            Source::Column(c) => rec.field(*c).map(str::trim),
+            Source::Constant(c) => Some(c.as_str()),
+            Source::WideName => wide.map(|k| self.wide[k].1.as_str()),
+            Source::WideCell => wide.and_then(|k| rec.field(self.wide[k].0)).map(str::trim),
+            Source::Absent => None,
+        }
+    }
+
     fn text<'a, R: Record>(&'a self, rec: &'a R, i: usize, wide: Option<usize>) -> Option<&'a str> {
         let raw = match &self.sources[i] {
             Source::Column(c) => rec.field(*c).map(str::trim),
@@ -280,6 +309,17 @@ impl Layout {
                 _ => Err(fail(i, "", format!("`{}` is empty", CANONICAL[i]), None)),
             }
         };
+        for i in [REPORTER, PARTNER, FLOW, PRODUCT, REGION] {
+            if let Some(raw) = self.unrecoded(rec, i, wide) {
+                let table = format!("[recode.{}]", CANONICAL[i]);
+                return Err(fail(
+                    i,
+                    raw,
+                    format!("not in the mapping's {table}"),
+                    Some(format!("add it to {table}: \"{raw}\" = \"CODE\" (or = \"{raw}\" to keep it as it is)")),
+                ));
+            }
+        }
         let period_text = required(PERIOD)?;
         let period = if self.wide_names_to.as_deref() == Some("month") {
             let year = self.year_column.and_then(|c| rec.field(c)).map(str::trim).unwrap_or("");

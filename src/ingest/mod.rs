@@ -298,13 +298,18 @@ fn ingest_locked(
         years_rewritten,
         recovery: Recovery::default(),
     };
-    if opts.dry_run {
-        return Ok(report);
-    }
     let rejects_tmp = match &opts.rejects {
         Some(path) => Some(write_rejects(path, &got.rejects)?),
         None => None,
     };
+    if opts.dry_run {
+        // Nothing is stored; the rejects file, outside the store, is what a
+        // dry run is for.
+        if let (Some(tmp), Some(path)) = (rejects_tmp, &opts.rejects) {
+            std::fs::rename(&tmp, path).map_err(|e| Error::io("cannot write rejects", path, e))?;
+        }
+        return Ok(report);
+    }
     store.commit(
         lock,
         Commit {

@@ -792,3 +792,47 @@ fn long_sums_after_by_and_a_byte_order_mark_are_fine() {
     std::fs::write(&bom, format!("\u{feff}{SUM_BY_PERIOD}")).unwrap();
     ok(&["check", s(&bom), "--store", s(&store)]);
 }
+
+#[test]
+fn a_dry_run_writes_its_rejects_file_and_nothing_in_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = good_store(dir.path());
+    let before = snapshot(&store);
+    let src = write(dir.path(), "bad.csv", &format!("{GOOD}2024-03,CHN,USA,export,850110,oops\n"));
+    let rejects = dir.path().join("rejects.csv");
+    let out = ok(&["ingest", s(&src), "--store", s(&store), "-d", "trade", "--dry-run", "--rejects", s(&rejects)]);
+    assert!(out.contains("rejected 1 rows"), "{out}");
+    let text = std::fs::read_to_string(&rejects).unwrap();
+    assert!(text.contains("oops") && text.contains("cannot parse as a number"), "{text}");
+    assert_eq!(snapshot(&store), before);
+}
+
+#[test]
+fn a_name_the_recode_table_does_not_cover_is_an_error_not_a_partner() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = write(
+        dir.path(),
+        "names.csv",
+        "period,reporter,partner,flow,product,value\n\
+         2024-01,CHN,Germany,export,850110,100\n\
+         2024-01,CHN,USA,export,850110,40\n\
+         2024-01,CHN,Frnace,export,850110,70\n",
+    );
+    let map = write(
+        dir.path(),
+        "m.toml",
+        "[recode.partner]\nGermany = \"DEU\"\nFrance = \"FRA\"\n\"United States\" = \"USA\"\n",
+    );
+    let store = dir.path().join("store");
+    let err = fails(&["ingest", s(&src), "-m", s(&map), "--store", s(&store), "-d", "t", "-q"]);
+    assert!(
+        err.contains("names.csv:4: column `partner`: not in the mapping's [recode.partner] (value \"Frnace\")"),
+        "{err}"
+    );
+    assert!(!store.join("t").exists());
+    // With --rejects the good rows are kept: Germany recoded, USA already a code of the table.
+    let rejects = dir.path().join("rejects.csv");
+    ok(&["ingest", s(&src), "-m", s(&map), "--store", s(&store), "-d", "t", "-q", "--rejects", s(&rejects)]);
+    assert_eq!(totals(&store, "t"), (2, 140.0));
+    assert!(std::fs::read_to_string(&rejects).unwrap().contains("Frnace"));
+}
