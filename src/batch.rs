@@ -291,6 +291,24 @@ fn clean(path: &Path) -> PathBuf {
     if out.is_empty() { PathBuf::from(".") } else { out.iter().collect() }
 }
 
+/// Swaps two paths atomically (Linux `renameat2(RENAME_EXCHANGE)`); false
+/// where the file system cannot (or `TRADEQL_NO_EXCHANGE` is set, for the
+/// tests of the two-rename fallback).
+fn exchange(a: &Path, b: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    if std::env::var_os("TRADEQL_NO_EXCHANGE").is_some() {
+        return false;
+    }
+    let (Ok(a), Ok(b)) =
+        (std::ffi::CString::new(a.as_os_str().as_bytes()), std::ffi::CString::new(b.as_os_str().as_bytes()))
+    else {
+        return false;
+    };
+    // SAFETY: both are valid C strings; AT_FDCWD makes them relative to the working folder.
+    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_EXCHANGE) };
+    rc == 0
+}
+
 /// One SHA-256 over a partitioned extract: every file's path and content
 /// hash, in order, so that `--incremental` sees a file changed, added or gone.
 fn folder_sha256(dir: &Path) -> Result<String> {
@@ -410,6 +428,12 @@ fn write_extract(
             return Err(e);
         }
         crate::failpoint("batch:extract-staged");
+        // Swapped in one step where the system can (the name always holds
+        // an extract); else set aside, then renamed in.
+        if task.output.is_dir() && exchange(&tmp, &task.output) {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return folder_sha256(&task.output).map(Some);
+        }
         let old = beside(&task.output, ".old");
         if task.output.exists() {
             std::fs::rename(&task.output, &old).map_err(|e| Error::io("cannot replace", &task.output, e))?;

@@ -498,7 +498,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let params = crate::lang::parse_params(&params)?;
             let mut failed = 0;
             for file in &files {
-                match crate::lang::QueryFile::read(file).and_then(|q| crate::lang::load(&q, &store, &params)) {
+                let loaded = crate::lang::QueryFile::read(file)
+                    .and_then(|q| store.read_consistent(|| crate::lang::load(&q, &store, &params)));
+                match loaded {
                     Ok(_) => outln!("ok  {}", file.display()),
                     Err(e) => {
                         failed += 1;
@@ -531,7 +533,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Explain { file, store, params } => {
             let store = Store::open_existing(store)?;
             let params = crate::lang::parse_params(&params)?;
-            let loaded = crate::lang::load(&crate::lang::QueryFile::read(&file)?, &store, &params)?;
+            let query = crate::lang::QueryFile::read(&file)?;
+            let loaded = store.read_consistent(|| crate::lang::load(&query, &store, &params))?;
             outln!("tradeql plan:\n{}", loaded.plan);
             if !loaded.compiled.pushed_down.is_empty() {
                 outln!(

@@ -46,6 +46,23 @@ pub struct StoreLock {
     _file: File,
 }
 
+/// `.tradeql/readers`: held shared by each reader while it reads.
+const READERS: &str = "readers";
+/// `.tradeql/retired.json`: replaced files left in place for readers.
+const RETIRED: &str = "retired.json";
+
+/// A reader's shared hold on `.tradeql/readers`, released on drop.
+pub struct ReadGuard {
+    _file: Option<File>,
+}
+
+/// A file a commit replaced while a reader was reading.
+#[derive(Debug, Serialize, Deserialize)]
+struct Retired {
+    manifest: String,
+    path: String,
+}
+
 /// What a commit changes, recorded before anything is moved.
 #[derive(Debug, Serialize, Deserialize)]
 struct Journal {
@@ -235,6 +252,8 @@ impl Store {
         }
         // Who holds it, for the message above; losing this file loses nothing.
         let _ = fs::write(&path, format!("pid {} {} since {}", std::process::id(), what, now()));
+        // Readers lock this one shared; it must exist for them to.
+        let _ = fs::OpenOptions::new().create(true).append(true).open(dir.join(READERS));
         Ok(StoreLock { _file: root })
     }
 
@@ -301,20 +320,33 @@ impl Store {
     /// Runs a read (`f`) so that it sees one committed version: a read that
     /// fails while a writer commits (the files it listed were replaced under
     /// it) is run again on the new version, up to 50 times.
+    ///
+    /// Each attempt holds the readers file shared ([`Store::begin_read`]), so
+    /// writers leave the files it may read in place; the retry covers stores
+    /// where that file cannot be opened. The last reader out deletes what
+    /// commits retired meanwhile, when it can take the write lock at once.
     pub fn read_consistent<T>(&self, mut f: impl FnMut() -> Result<T>) -> Result<T> {
         let mut tries = 0;
-        loop {
+        let out = loop {
             let before = self.snapshot();
-            match f() {
-                Ok(v) => return Ok(v),
-                Err(e) if tries < 50 && self.snapshot() != before => {
+            let guard = self.begin_read();
+            let got = f();
+            drop(guard);
+            match got {
+                Ok(v) => break Ok(v),
+                Err(_) if tries < 50 && self.snapshot() != before => {
                     tries += 1;
-                    let _ = e;
                     std::thread::sleep(std::time::Duration::from_millis(5 * tries));
                 }
-                Err(e) => return Err(e),
+                Err(e) => break Err(e),
             }
+        };
+        if self.internal().join(RETIRED).exists()
+            && let Ok(lock) = self.lock(false, "clean-up after a read")
+        {
+            let _ = self.sweep_retired(&lock);
         }
+        out
     }
 
     /// Names of all datasets (directories with a manifest), sorted.
@@ -415,10 +447,88 @@ impl Store {
     }
 
     /// Deletes what the new version no longer needs, then the journal.
+    ///
+    /// While a tradeql reader is reading (it holds `.tradeql/readers` shared),
+    /// the replaced files stay where they are, listed in `.tradeql/retired.json`:
+    /// the reader may be reading them. The next writer, `info --verify`, or
+    /// the last reader out deletes them once no reader holds the file.
     fn finish_journal(&self, journal: &Journal) -> Result<usize> {
-        let removed = self.delete_unlisted(journal, &journal.removed)?;
+        let removed = match self.no_reader() {
+            Some(_exclusive) => self.delete_unlisted(journal, &journal.removed)? + self.sweep_retired_held()?,
+            None => {
+                self.retire(journal)?;
+                0
+            }
+        };
         remove_if_exists(&self.internal().join("journal.json"))?;
         Ok(removed)
+    }
+
+    /// Taken by a reader for the whole of one read: a shared `flock` on
+    /// `.tradeql/readers`, which writers test before deleting replaced files.
+    pub fn begin_read(&self) -> ReadGuard {
+        let file = File::open(self.internal().join(READERS)).ok().filter(|f| f.lock_shared().is_ok());
+        ReadGuard { _file: file }
+    }
+
+    /// An exclusive hold on `.tradeql/readers` when no reader holds it (None
+    /// while one does). Without the file (a store no reader can lock) there
+    /// are no readers to wait for.
+    fn no_reader(&self) -> Option<Option<File>> {
+        let path = self.internal().join(READERS);
+        let Ok(file) = fs::OpenOptions::new().create(true).append(true).open(&path) else { return Some(None) };
+        match file.try_lock() {
+            Ok(()) => Some(Some(file)),
+            Err(fs::TryLockError::WouldBlock) => None,
+            Err(fs::TryLockError::Error(_)) => Some(None),
+        }
+    }
+
+    /// Files replaced while a reader was reading, still in place.
+    fn retired(&self) -> Result<Vec<Retired>> {
+        Ok(read_json(&self.internal().join(RETIRED))?.unwrap_or_default())
+    }
+
+    /// Paths of replaced files waiting for readers to finish (verify does
+    /// not count them as strays).
+    pub fn retired_paths(&self) -> std::collections::HashSet<PathBuf> {
+        self.retired().unwrap_or_default().iter().map(|r| self.root.join(&r.path)).collect()
+    }
+
+    fn retire(&self, journal: &Journal) -> Result<()> {
+        let mut list = self.retired()?;
+        list.extend(journal.removed.iter().map(|p| Retired { manifest: journal.manifest.clone(), path: p.clone() }));
+        write_atomic(&self.internal().join(RETIRED), serde_json::to_string_pretty(&list)?.as_bytes())
+    }
+
+    /// Deletes the retired files; the caller holds the readers file exclusively.
+    fn sweep_retired_held(&self) -> Result<usize> {
+        let list = self.retired()?;
+        if list.is_empty() {
+            return Ok(0);
+        }
+        let mut removed = 0;
+        for r in &list {
+            let one = Journal {
+                manifest: r.manifest.clone(),
+                to_version: 0,
+                added: Vec::new(),
+                removed: vec![r.path.clone()],
+            };
+            if one.check().is_ok() {
+                removed += self.delete_unlisted(&one, &one.removed)?;
+            }
+        }
+        remove_if_exists(&self.internal().join(RETIRED))?;
+        Ok(removed)
+    }
+
+    /// Deletes the retired files if no reader is reading; needs the write lock.
+    fn sweep_retired(&self, _lock: &StoreLock) -> Result<usize> {
+        match self.no_reader() {
+            Some(_exclusive) => self.sweep_retired_held(),
+            None => Ok(0),
+        }
     }
 
     /// Deletes the files `rels` of a journal, but never one that the manifest
@@ -484,6 +594,7 @@ impl Store {
                 remove_if_exists(&journal_path)?;
             }
         }
+        report.files_removed += self.sweep_retired(_lock)?;
         let staging = self.internal().join("staging");
         if let Ok(entries) = fs::read_dir(&staging) {
             for entry in entries.flatten() {
