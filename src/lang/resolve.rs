@@ -1162,7 +1162,11 @@ impl Resolver<'_> {
                         let mut d = Diag::new(at, format!("the rates table has no {code}"));
                         d = match closest(code, rates.currencies.iter().map(String::as_str)) {
                             Some(s) => d.hint(format!("did you mean \"{s}\"?")),
-                            None => d.hint(format!("it has: USD, {}", rates.currencies.join(", "))),
+                            None => {
+                                let mut all: Vec<&str> = vec!["USD"];
+                                all.extend(rates.currencies.iter().map(String::as_str).filter(|c| *c != "USD"));
+                                d.hint(format!("it has: {}", all.join(", ")))
+                            }
                         };
                         return Err(d);
                     }
