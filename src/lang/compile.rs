@@ -710,6 +710,8 @@ impl Compiler<'_> {
     /// column each, and the keys are the calendar and stored text columns, the
     /// group-by is answered from the Parquet pages instead ([`pushdown`]),
     /// with this plan as its fallback.
+    /// `time` is the calendar key of `keys` (the query's, or the dataset's
+    /// own periods when groups are mapped by period after this group-by).
     fn group_rows(
         &mut self,
         lf: LazyFrame,
@@ -717,12 +719,13 @@ impl Compiler<'_> {
         row_keys: &[String],
         aggs: Vec<Expr>,
         manifest: &Manifest,
+        time: Option<TimeKey>,
     ) -> Result<LazyFrame> {
-        let polars = self.group_rows_polars(lf, keys, aggs, manifest)?;
+        let polars = self.group_rows_polars(lf, keys, aggs, manifest, time)?;
         if self.plan.groups.is_empty() || pre_aggregates(self.plan) {
             let aggs: Option<Vec<pushdown::Agg>> = self.plan.aggs.iter().map(pushdown_agg).collect();
             if let Some(aggs) = aggs
-                && let Some(lf) = self.pushed_down(manifest, self.plan.time, row_keys, aggs, polars.clone())
+                && let Some(lf) = self.pushed_down(manifest, time, row_keys, aggs, polars.clone())
             {
                 return Ok(lf);
             }
@@ -832,8 +835,9 @@ impl Compiler<'_> {
         keys: Vec<Expr>,
         aggs: Vec<Expr>,
         manifest: &Manifest,
+        time: Option<TimeKey>,
     ) -> Result<LazyFrame> {
-        let by_file_year = self.plan.time == Some(TimeKey::Year) && self.plan.frequency != Frequency::Year;
+        let by_file_year = time == Some(TimeKey::Year) && self.plan.frequency != Frequency::Year;
         if !by_file_year {
             let grouped = lf.group_by(keys).agg(aggs);
             return Ok(match self.shared.as_deref_mut() {
@@ -995,20 +999,38 @@ impl Compiler<'_> {
             // chapter(product) is cut from the product of each grouped row
             // instead of from every row. Aggregates compose, so the figures
             // are the same.
+            // Membership as of each row's period: the finer rows keep the
+            // dataset's own periods, mapped to groups by period, then rolled
+            // up to the query's calendar key.
+            let by_period = pre_aggregates(plan) && plan.groups.iter().any(|g| g.as_of.is_none());
+            let fine_time = if by_period { Some(own_key(plan.frequency)) } else { plan.time };
             let time_name = plan.time.map(|t| time_column(t, plan.frequency));
-            let mut pre_keys: Vec<Expr> = plan.time.map(|t| time_group(t, plan.frequency)).into_iter().collect();
+            let fine_name = fine_time.map(|t| time_column(t, plan.frequency));
+            let mut pre_keys: Vec<Expr> = fine_time.map(|t| time_group(t, plan.frequency)).into_iter().collect();
             let row_keys = row_group_keys(plan);
             pre_keys.extend(row_keys.iter().map(|n| col(n.as_str())));
-            let mut fine = self.group_rows(lf, pre_keys, &row_keys, aggs, manifest)?;
-            let mut fine_order: Vec<String> = time_name.iter().map(|n| n.to_string()).collect();
+            let mut fine = self.group_rows(lf, pre_keys, &row_keys, aggs, manifest, fine_time)?;
+            // Sorted by the finer rows' own period (kept as `period` when the
+            // groups are mapped by period: the roll-up key replaces `__t`).
+            let mut fine_order: Vec<String> =
+                fine_name.iter().map(|n| if by_period { "period".to_string() } else { n.to_string() }).collect();
             fine_order.extend(row_keys.iter().cloned());
             if pre_aggregates(plan) {
                 fine_order.extend(plan.groups.iter().map(|g| g.alias.clone()));
+            }
+            if by_period {
+                fine = fine.with_columns([
+                    col("__t").alias("period"),
+                    col("__t").dt().year().cast(DataType::Int32).alias("year"),
+                ]);
             }
             if pre_aggregates(plan) {
                 for g in &plan.groups {
                     fine = self.map_groups(fine, g)?;
                 }
+            }
+            if by_period && let Some(t) = plan.time {
+                fine = fine.with_column(time_group(t, plan.frequency));
             }
             for (key, x) in &code_keys {
                 fine = fine.with_column(self.expr(x)?.alias(key.as_str()));
@@ -1023,7 +1045,11 @@ impl Compiler<'_> {
                     match a.func {
                         AggFunc::Min => c.min(),
                         AggFunc::Max => c.max(),
-                        _ => c.sum(),
+                        // A running sum, in the rows' order, and its last value:
+                        // polars' sum of a group splits it over threads and adds
+                        // the parts in the order they finish. Nulls count as 0,
+                        // as in a sum.
+                        _ => c.fill_null(lit(0.0)).cum_sum(false).last(),
                     }
                 })
                 .collect();
@@ -1034,7 +1060,7 @@ impl Compiler<'_> {
                 .group_by_stable(final_keys)
                 .agg(combine)
         } else {
-            self.group_rows(lf, keys, &plan.keys, aggs, manifest)?
+            self.group_rows(lf, keys, &plan.keys, aggs, manifest, plan.time)?
         };
         let mut out = with_calendar_key(grouped, plan.time, plan.frequency);
         if let Some(t) = plan.time
@@ -1928,17 +1954,25 @@ fn time_column(t: TimeKey, data: Frequency) -> &'static str {
 }
 
 /// Whether the rows can be aggregated by member before they are mapped to
-/// groups: every mapping is as of a fixed date, no row stage reads a group,
+/// groups (by period, for memberships as of each row's period): no row stage reads a group,
 /// and every aggregate composes (a sum of sums, a sum of counts, a min of mins).
 fn pre_aggregates(plan: &Plan) -> bool {
     let aliases: Vec<&str> = plan.groups.iter().map(|g| g.alias.as_str()).collect();
     let reads_group = |x: &RExpr| aliases.iter().any(|a| x.mentions(a));
     !plan.groups.is_empty()
-        && plan.groups.iter().all(|g| g.as_of.is_some())
         && !plan.derives.iter().any(|(_, x)| reads_group(x))
         && !plan.row_filters.iter().any(reads_group)
         && (plan.time.is_some() || !plan.keys.is_empty())
         && aggregates_compose(plan)
+}
+
+/// The calendar key of the dataset's own periods.
+fn own_key(data: Frequency) -> TimeKey {
+    match data {
+        Frequency::Month => TimeKey::Month,
+        Frequency::Quarter => TimeKey::Quarter,
+        Frequency::Year => TimeKey::Year,
+    }
 }
 
 /// After grouping by [`time_group`]: the first day of each roll-up period as `__t`.
