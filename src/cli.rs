@@ -133,8 +133,10 @@ enum Command {
         #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
         params: Vec<String>,
         /// table (aligned, formatted for reading) or an exact machine format.
-        #[arg(long, short, value_enum, default_value = "table")]
-        format: crate::run::OutputFormat,
+        /// Without it: the format `--out`'s extension names (.csv, .json,
+        /// .parquet, .arrow/.ipc), else the table.
+        #[arg(long, short, value_enum)]
+        format: Option<crate::run::OutputFormat>,
         /// Write to this file (atomically) instead of stdout.
         #[arg(long, short)]
         out: Option<PathBuf>,
@@ -399,6 +401,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { files, out_dir, store, params, format, out, chart, engine, master } => {
+            let format = format.unwrap_or_else(|| crate::run::OutputFormat::of_path(out.as_deref()));
             let on_engine = engine_options(engine, master)?;
             if files.len() > 1 || out_dir.is_some() {
                 let Some(out_dir) = out_dir else {

@@ -23,6 +23,20 @@ pub enum OutputFormat {
     Arrow,
 }
 
+impl OutputFormat {
+    /// The format a file name's extension names (`x.parquet`), else the table:
+    /// `--out x.parquet` without `-f` once wrote the text table into it.
+    pub fn of_path(path: Option<&Path>) -> OutputFormat {
+        match path.and_then(|p| p.extension()).and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+            Some("csv") => OutputFormat::Csv,
+            Some("json") => OutputFormat::Json,
+            Some("parquet" | "pq") => OutputFormat::Parquet,
+            Some("arrow" | "ipc" | "feather") => OutputFormat::Arrow,
+            _ => OutputFormat::Table,
+        }
+    }
+}
+
 /// A collected result and what to warn about.
 pub struct Outcome {
     pub frame: DataFrame,

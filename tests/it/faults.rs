@@ -900,3 +900,26 @@ fn back_to_back_commits_starve_no_reader_and_leave_no_file_behind() {
     assert_eq!(groups.len(), 2, "{groups:?}");
     eprintln!("{reads} reads during 120 back-to-back commits, none failed");
 }
+
+#[test]
+fn an_output_file_is_written_in_the_format_its_extension_names() {
+    // `--out x.parquet` without `-f` once wrote the text table into x.parquet.
+    let dir = tempfile::tempdir().unwrap();
+    let store = good_store(dir.path());
+    let q = query(dir.path(), SUM_BY_PERIOD);
+    let out = |name: &str| {
+        let path = dir.path().join(name);
+        ok(&["run", s(&q), "--store", s(&store), "--out", s(&path)]);
+        std::fs::read(&path).unwrap()
+    };
+    assert!(out("x.parquet").starts_with(b"PAR1"));
+    assert!(out("x.arrow").starts_with(b"ARROW1"));
+    assert!(out("x.csv").starts_with(b"period,value\n"));
+    assert!(out("x.json").starts_with(b"["));
+    assert!(out("x.txt").starts_with(b"period"));
+    assert!(String::from_utf8(out("x.txt")).unwrap().contains("-------"));
+    // `-f` still decides when given.
+    let path = dir.path().join("y.parquet");
+    ok(&["run", s(&q), "--store", s(&store), "--out", s(&path), "-f", "csv"]);
+    assert!(std::fs::read(&path).unwrap().starts_with(b"period,value"));
+}
