@@ -347,10 +347,7 @@ fn beside(path: &Path, suffix: &str) -> PathBuf {
 /// partitioning (pyarrow, polars, Spark) decode it back. A null is Hive's
 /// default partition.
 fn hive_value(value: Option<&str>) -> String {
-    let Some(value) = value else { return "__HIVE_DEFAULT_PARTITION__".into() };
-    if value.is_empty() {
-        return "__HIVE_DEFAULT_PARTITION__".into();
-    }
+    let Some(value) = value.filter(|v| !v.is_empty()) else { return "__HIVE_DEFAULT_PARTITION__".into() };
     let mut out = String::with_capacity(value.len());
     for ch in value.chars() {
         if ch.is_control() || "\"#%'*/:=?\\{[]^".contains(ch) {
@@ -523,23 +520,10 @@ fn clean_stale(out_dir: &Path) -> Result<()> {
 /// folder itself): two jobs writing one folder would replace each other's
 /// extracts and run manifest.
 fn lock_out_dir(out_dir: &Path, wait: bool) -> Result<std::fs::File> {
-    let dir = std::fs::File::open(out_dir).map_err(|e| Error::io("cannot open", out_dir, e))?;
-    if wait {
-        dir.lock().map_err(|e| Error::io("cannot lock", out_dir, e))?;
-    } else {
-        match dir.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(Error::new(
-                    crate::ErrorKind::Locked,
-                    format!("another batch is writing extracts into {}", out_dir.display()),
-                )
-                .hint("wait for it to finish, or pass --wait to queue behind it"));
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io("cannot lock", out_dir, e)),
-        }
-    }
-    Ok(dir)
+    store::lock_folder(out_dir, wait)?.ok_or_else(|| {
+        Error::new(crate::ErrorKind::Locked, format!("another batch is writing extracts into {}", out_dir.display()))
+            .hint("wait for it to finish, or pass --wait to queue behind it")
+    })
 }
 
 /// Runs a job; returns its run manifest (also written as `run.json`).

@@ -249,9 +249,7 @@ pub fn stdout_error(e: std::io::Error) -> Error {
 
 /// Refuses to write the result over `input` (the query file itself).
 pub fn refuse_overwriting(out: &Path, input: &Path) -> Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let id = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
-    if id(out).is_some() && id(out) == id(input) {
+    if crate::store::same_file(out, input) {
         return Err(Error::usage(format!("{} is the query file: the result would overwrite it", out.display())));
     }
     Ok(())
@@ -305,10 +303,7 @@ pub fn write(frame: &mut DataFrame, plan: &Plan, format: OutputFormat, out: Opti
                     .write(true)
                     .open(&target)
                     .map_err(|e| Error::io("cannot open", &target, e))?;
-                write_to(frame, plan, format, &mut file, false).map_err(|e| match e.kind {
-                    ErrorKind::Usage | ErrorKind::Query => e,
-                    _ => crate::error::writing(&target, e),
-                })?;
+                write_to(frame, plan, format, &mut file, false).map_err(|e| write_failed(e, &target))?;
                 file.flush().map_err(|e| crate::error::writing(&target, e))
             }
             Destination::File(target) => {
@@ -317,10 +312,7 @@ pub fn write(frame: &mut DataFrame, plan: &Plan, format: OutputFormat, out: Opti
                 let tmp = target.with_file_name(tmp_name);
                 let result = (|| -> Result<()> {
                     let mut file = std::fs::File::create(&tmp).map_err(|e| Error::io("cannot create", &tmp, e))?;
-                    write_to(frame, plan, format, &mut file, false).map_err(|e| match e.kind {
-                        ErrorKind::Usage | ErrorKind::Query => e,
-                        _ => crate::error::writing(&target, e),
-                    })?;
+                    write_to(frame, plan, format, &mut file, false).map_err(|e| write_failed(e, &target))?;
                     file.sync_all().map_err(|e| crate::error::writing(&target, e))?;
                     std::fs::rename(&tmp, &target).map_err(|e| Error::io("cannot write", &target, e))
                 })();
@@ -330,6 +322,15 @@ pub fn write(frame: &mut DataFrame, plan: &Plan, format: OutputFormat, out: Opti
                 result
             }
         },
+    }
+}
+
+/// A failed write of the result to `target`: the user's mistakes as they
+/// are, the rest as a write failure (a full disk said so).
+fn write_failed(e: Error, target: &Path) -> Error {
+    match e.kind {
+        ErrorKind::Usage | ErrorKind::Query => e,
+        _ => crate::error::writing(target, e),
     }
 }
 

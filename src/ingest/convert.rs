@@ -265,6 +265,7 @@ impl Layout {
         (!known).then_some(raw)
     }
 
+    /// Column `i` of a record as the source writes it.
     fn raw_text<'a, R: Record>(&'a self, rec: &'a R, i: usize, wide: Option<usize>) -> Option<&'a str> {
         match &self.sources[i] {
             Source::Column(c) => rec.field(*c).map(str::trim),
@@ -275,14 +276,9 @@ impl Layout {
         }
     }
 
+    /// Column `i` of a record, recoded through its `[recode.X]` table.
     fn text<'a, R: Record>(&'a self, rec: &'a R, i: usize, wide: Option<usize>) -> Option<&'a str> {
-        let raw = match &self.sources[i] {
-            Source::Column(c) => rec.field(*c).map(str::trim),
-            Source::Constant(c) => Some(c.as_str()),
-            Source::WideName => wide.map(|k| self.wide[k].1.as_str()),
-            Source::WideCell => wide.and_then(|k| rec.field(self.wide[k].0)).map(str::trim),
-            Source::Absent => None,
-        }?;
+        let raw = self.raw_text(rec, i, wide)?;
         if let Some(map) = &self.recode[i]
             && let Some(to) = map.get(raw)
         {

@@ -19,6 +19,8 @@ use crate::error::{Error, Result};
 use crate::mapping::Mapping;
 use crate::period::{Frequency, Period};
 use crate::store::manifest::{ColumnSpec, DataFile, IngestRecord, SourceFile, describe_periods};
+/// One stored data file, as written (no Hive `year` column added).
+pub(crate) use crate::store::scan_file as scan;
 use crate::store::{self, Commit, Manifest, Recovery, Store, StoreLock};
 use convert::{Batch, Layout, RowError, store_schema};
 use dedup::{DuplicateCheck, Place};
@@ -125,37 +127,18 @@ pub fn ingest(opts: &IngestOptions) -> Result<IngestReport> {
 /// The rejects file is written over whatever is at its path: it must not be
 /// a source, the mapping, anything inside the store, or a device or folder.
 fn check_rejects_path(rejects: &Path, opts: &IngestOptions) -> Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let identity = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
     if let Ok(m) = std::fs::metadata(rejects)
         && !m.is_file()
     {
         return Err(Error::usage(format!("--rejects {} is not a regular file", rejects.display())));
     }
-    let own = identity(rejects);
-    let inputs = opts.sources.iter().chain(opts.mapping.iter());
-    for input in inputs {
-        if own.is_some() && own == identity(input) {
-            return Err(Error::usage(format!(
-                "--rejects {} is an input of this ingest: it would be overwritten",
-                rejects.display()
-            )));
-        }
-    }
-    let absolute = |p: &Path| {
-        let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        std::fs::canonicalize(dir).ok().map(|d| d.join(p.file_name().unwrap_or_default()))
-    };
-    if let (Some(file), Ok(store)) = (absolute(rejects), std::fs::canonicalize(&opts.store))
-        && file.starts_with(&store)
-    {
+    if opts.sources.iter().chain(opts.mapping.iter()).any(|input| store::same_file(rejects, input)) {
         return Err(Error::usage(format!(
-            "--rejects {} is inside the store {}: write it elsewhere",
-            rejects.display(),
-            opts.store.display()
+            "--rejects {} is an input of this ingest: it would be overwritten",
+            rejects.display()
         )));
     }
-    Ok(())
+    Store::at(&opts.store).refuse_output_inside(rejects, "--rejects")
 }
 
 fn check_dataset_name(name: &str) -> Result<()> {
@@ -460,11 +443,6 @@ fn drop_rows(staged: Vec<StagedYear>, dups: &[dedup::Duplicate], staging: &Path)
             }
         })
         .collect()
-}
-
-pub(crate) fn scan(path: &Path) -> Result<LazyFrame> {
-    let args = ScanArgsParquet { hive_options: HiveOptions::new_disabled(), ..Default::default() };
-    Ok(LazyFrame::scan_parquet(PlRefPath::new(path.to_string_lossy().as_ref()), args)?)
 }
 
 fn year_of_path(rel: &str) -> Option<i32> {

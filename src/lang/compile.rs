@@ -676,10 +676,21 @@ impl Compiler<'_> {
         for (name, x) in plan.derives.iter().filter(|(_, x)| !uses_alias(x)) {
             lf = lf.with_column(self.expr(x)?.alias(name.as_str()));
         }
-        let before: Vec<RExpr> = plan.row_filters.iter().filter(|x| !uses_alias(x)).filter_map(filter).collect();
-        if let Some(all) = all_of(before.iter().map(|x| self.expr(x)).collect::<Result<_>>()?) {
-            lf = lf.filter(all);
-        }
+        // Every `where` of one side of the group mapping as one filter.
+        let filtered = |lf: LazyFrame, on_groups: bool| -> Result<LazyFrame> {
+            let exprs: Vec<Expr> = plan
+                .row_filters
+                .iter()
+                .filter(|x| uses_alias(x) == on_groups)
+                .filter_map(filter)
+                .map(|x| self.expr(&x))
+                .collect::<Result<_>>()?;
+            Ok(match all_of(exprs) {
+                Some(all) => lf.filter(all),
+                None => lf,
+            })
+        };
+        lf = filtered(lf, false)?;
         let base = lf.clone();
         if !pre_aggregates(plan) {
             for g in &plan.groups {
@@ -689,11 +700,7 @@ impl Compiler<'_> {
         for (name, x) in plan.derives.iter().filter(|(_, x)| uses_alias(x)) {
             lf = lf.with_column(self.expr(x)?.alias(name.as_str()));
         }
-        let after: Vec<RExpr> = plan.row_filters.iter().filter(|x| uses_alias(x)).filter_map(filter).collect();
-        if let Some(all) = all_of(after.iter().map(|x| self.expr(x)).collect::<Result<_>>()?) {
-            lf = lf.filter(all);
-        }
-        Ok((lf, base))
+        Ok((filtered(lf, true)?, base))
     }
 
     /// `lf` grouped by `keys` (the first of them the calendar key, if any).
@@ -1005,7 +1012,6 @@ impl Compiler<'_> {
             let by_period = pre_aggregates(plan) && plan.groups.iter().any(|g| g.as_of.is_none());
             let fine_time = if by_period { Some(own_key(plan.frequency)) } else { plan.time };
             let time_name = plan.time.map(|t| time_column(t, plan.frequency));
-            let fine_name = fine_time.map(|t| time_column(t, plan.frequency));
             let mut pre_keys: Vec<Expr> = fine_time.map(|t| time_group(t, plan.frequency)).into_iter().collect();
             let row_keys = row_group_keys(plan);
             pre_keys.extend(row_keys.iter().map(|n| col(n.as_str())));
@@ -1013,7 +1019,7 @@ impl Compiler<'_> {
             // Sorted by the finer rows' own period (kept as `period` when the
             // groups are mapped by period: the roll-up key replaces `__t`).
             let mut fine_order: Vec<String> =
-                fine_name.iter().map(|n| if by_period { "period".to_string() } else { n.to_string() }).collect();
+                if by_period { vec!["period".into()] } else { time_name.iter().map(|n| n.to_string()).collect() };
             fine_order.extend(row_keys.iter().cloned());
             if pre_aggregates(plan) {
                 fine_order.extend(plan.groups.iter().map(|g| g.alias.clone()));
@@ -1702,13 +1708,16 @@ impl Compiler<'_> {
             }
             RExpr::In(a, list) => {
                 let (mut lf, ea) = self.compose(lf, a, base)?;
+                if let Some(set) = set_lookup(&ea, list) {
+                    return Ok((lf, set));
+                }
                 let mut items = Vec::with_capacity(list.len());
                 for item in list {
                     let (next, e) = self.compose(lf, item, base)?;
                     lf = next;
                     items.push(e);
                 }
-                (lf, in_list(ea, items, text_items(list)))
+                (lf, any_equal(ea, items))
             }
             RExpr::Between(a, lo, hi, excl) => {
                 let (lf, ea) = self.compose(lf, a, base)?;
@@ -1743,12 +1752,15 @@ impl Compiler<'_> {
             RExpr::Not(a) => self.expr(a)?.not(),
             RExpr::Bin(op, a, b) => binary(*op, self.expr(a)?, self.expr(b)?),
             RExpr::In(a, list) => {
-                let items = list.iter().map(|x| self.expr(x)).collect::<Result<Vec<_>>>()?;
-                in_list(self.expr(a)?, items, text_items(list))
+                let ea = self.expr(a)?;
+                match set_lookup(&ea, list) {
+                    Some(set) => set,
+                    None => any_equal(ea, list.iter().map(|x| self.expr(x)).collect::<Result<Vec<_>>>()?),
+                }
             }
             RExpr::IsCode(c, codes) => {
-                let texts: Vec<&str> = codes.iter().map(String::as_str).collect();
-                in_list(col(c.as_str()), Vec::new(), Literals::Texts(texts)).fill_null(lit(false))
+                let set = Series::new("".into(), codes.iter().map(String::as_str).collect::<Vec<_>>());
+                col(c.as_str()).is_in(lit(set).implode(false), false).fill_null(lit(false))
             }
             RExpr::Between(a, lo, hi, excl) => {
                 let ea = self.expr(a)?;
@@ -2091,34 +2103,23 @@ fn balanced(mut exprs: Vec<Expr>, join: fn(Expr, Expr) -> Expr) -> Option<Expr> 
     exprs.pop()
 }
 
-/// The literals of an `in (...)` list, when all are texts or all numbers.
-enum Literals<'a> {
-    Texts(Vec<&'a str>),
-    Numbers(Vec<f64>),
-    Other,
-}
-
-/// `x in (items)`: a set lookup when every item is a literal (codes,
-/// numbers), else the items' equalities as one balanced `or`.
-fn in_list(x: Expr, items: Vec<Expr>, literals: Literals) -> Expr {
-    match literals {
-        Literals::Texts(texts) if !texts.is_empty() => {
-            x.is_in(lit(Series::new("".into(), texts)).implode(false), false)
+/// `x in (list)` as one set lookup, when the list is all text literals
+/// (codes) or all numbers; None otherwise.
+fn set_lookup(x: &Expr, list: &[RExpr]) -> Option<Expr> {
+    let texts: Option<Vec<&str>> =
+        list.iter().map(|e| if let RExpr::Str(s) = e { Some(s.as_str()) } else { None }).collect();
+    let numbers: Option<Vec<f64>> = list.iter().map(|e| if let RExpr::Num(n) = e { Some(*n) } else { None }).collect();
+    match (texts, numbers) {
+        _ if list.is_empty() => None,
+        (Some(texts), _) => Some(x.clone().is_in(lit(Series::new("".into(), texts)).implode(false), false)),
+        (_, Some(numbers)) => {
+            Some(x.clone().cast(DataType::Float64).is_in(lit(Series::new("".into(), numbers)).implode(false), false))
         }
-        Literals::Numbers(numbers) if !numbers.is_empty() => {
-            x.cast(DataType::Float64).is_in(lit(Series::new("".into(), numbers)).implode(false), false)
-        }
-        _ => balanced(items.into_iter().map(|e| x.clone().eq(e)).collect(), Expr::or).unwrap_or(lit(false)),
+        _ => None,
     }
 }
 
-/// What kind of literals a list holds.
-fn text_items(list: &[RExpr]) -> Literals<'_> {
-    if let Some(texts) = list.iter().map(|x| if let RExpr::Str(s) = x { Some(s.as_str()) } else { None }).collect() {
-        return Literals::Texts(texts);
-    }
-    match list.iter().map(|x| if let RExpr::Num(n) = x { Some(*n) } else { None }).collect() {
-        Some(numbers) => Literals::Numbers(numbers),
-        None => Literals::Other,
-    }
+/// `x` equal to any of `items`, as one balanced `or`.
+fn any_equal(x: Expr, items: Vec<Expr>) -> Expr {
+    balanced(items.into_iter().map(|e| x.clone().eq(e)).collect(), Expr::or).unwrap_or(lit(false))
 }

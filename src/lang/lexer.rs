@@ -14,6 +14,17 @@ pub const MAX_NAME_BYTES: usize = 128;
 /// [`crate::ingest::convert::MAX_CODE_BYTES`], and a title or label needs no more.
 pub const MAX_STRING_BYTES: usize = 1024;
 
+/// Refuses a name (starting at byte `start`) of more than [`MAX_NAME_BYTES`].
+fn name_fits(start: usize, len: usize) -> Result<(), Diag> {
+    if len > MAX_NAME_BYTES {
+        return Err(Diag::new(
+            Span::new(start, start + MAX_NAME_BYTES),
+            format!("this name is {len} characters; a name has at most {MAX_NAME_BYTES}"),
+        ));
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Tok {
     Ident(String),
@@ -99,12 +110,7 @@ pub fn lex(text: &str) -> Result<Vec<Token>, Diag> {
                 if i == name_start {
                     return Err(Diag::new(Span::new(start, i), "`$` must be followed by a parameter name"));
                 }
-                if i - name_start > MAX_NAME_BYTES {
-                    return Err(Diag::new(
-                        Span::new(start, start + MAX_NAME_BYTES),
-                        format!("this name is {} characters; a name has at most {MAX_NAME_BYTES}", i - name_start),
-                    ));
-                }
+                name_fits(start, i - name_start)?;
                 out.push(Token { tok: Tok::Param(text[name_start..i].to_string()), span: Span::new(start, i) });
             }
             b'0'..=b'9' => {
@@ -157,12 +163,7 @@ pub fn lex(text: &str) -> Result<Vec<Token>, Diag> {
                 while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
                     i += 1;
                 }
-                if i - start > MAX_NAME_BYTES {
-                    return Err(Diag::new(
-                        Span::new(start, start + MAX_NAME_BYTES),
-                        format!("this name is {} characters; a name has at most {MAX_NAME_BYTES}", i - start),
-                    ));
-                }
+                name_fits(start, i - start)?;
                 out.push(Token { tok: Tok::Ident(text[start..i].to_string()), span: Span::new(start, i) });
             }
             _ => {

@@ -891,14 +891,7 @@ impl Resolver<'_> {
         let known = (self.catalog.codes)(dim)
             .map_err(|e| Diag::new(a.span, format!("cannot read the codes of `{dim}`: {e}")))?;
         if !known.iter().any(|k| k == code) {
-            let mut d = Diag::new(
-                b.span,
-                format!(
-                    "unknown {dim} code {:?}: no row of {} has it",
-                    crate::error::shown(code),
-                    self.catalog.manifest.dataset
-                ),
-            );
+            let mut d = Diag::new(b.span, self.unknown_code(dim, code));
             if let Some(s) = closest(code, known.iter().map(String::as_str)) {
                 d = d.hint(format!("did you mean \"{s}\"?"));
             }
@@ -1328,15 +1321,7 @@ impl Resolver<'_> {
             if known.iter().any(|k| k == s) || self.top_dim.as_deref() == Some(c.as_str()) && s == "others" {
                 continue;
             }
-            let mut d = Diag::new(
-                lit.span,
-                format!(
-                    "unknown {} code {:?}: no row of {} has it",
-                    c,
-                    crate::error::shown(s),
-                    self.catalog.manifest.dataset
-                ),
-            );
+            let mut d = Diag::new(lit.span, self.unknown_code(c, s));
             if self.group_table_of(c).is_some() {
                 d.message = format!("unknown group {s:?} in `{c}`");
             }
@@ -1351,6 +1336,15 @@ impl Resolver<'_> {
             return Err(d);
         }
         Ok(())
+    }
+
+    /// The message for a literal `code` of column `dim` that no stored row has.
+    fn unknown_code(&self, dim: &str, code: &str) -> String {
+        format!(
+            "unknown {dim} code {:?}: no row of {} has it",
+            crate::error::shown(code),
+            self.catalog.manifest.dataset
+        )
     }
 
     fn group_table_of(&self, alias: &str) -> Option<&crate::store::GroupTable> {

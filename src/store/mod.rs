@@ -82,23 +82,20 @@ impl Journal {
     /// the files a journal lists, so a journal that names anything else
     /// (`../x`, an absolute path) is refused, not followed.
     fn check(&self) -> Result<()> {
-        let manifest_ok = match self.manifest.split_once('/') {
-            Some((folder, "manifest.json")) => is_plain_name(folder),
-            _ => false,
+        let folder = match self.manifest.split_once('/') {
+            Some((folder, "manifest.json")) if is_plain_name(folder) => Some(folder),
+            _ => None,
         };
-        let bad = if manifest_ok { None } else { Some(&self.manifest) };
-        let folder = self.manifest.split_once('/').map_or("", |(f, _)| f);
-        let bad = bad.or_else(|| {
-            // A commit changes one dataset (or the group tables): its own folder only.
-            self.added.iter().chain(&self.removed).find(|p| p.split_once('/').is_none_or(|(f, _)| f != folder))
-        });
-        let bad = bad.or_else(|| {
-            self.added.iter().chain(&self.removed).find(|p| match p.split_once('/') {
-                Some((GROUPS_DIR, rest)) => !is_plain_name(rest) || !rest.ends_with(".parquet"),
-                Some((folder, rest)) => !is_plain_name(folder) || folder.starts_with('.') || !is_data_path(rest),
+        let bad = match folder {
+            None => Some(&self.manifest),
+            // A commit changes one dataset (or the group tables): files of its own folder only.
+            Some(folder) => self.added.iter().chain(&self.removed).find(|p| match p.split_once('/') {
+                Some((f, _)) if f != folder => true,
+                Some((GROUPS_DIR, rest)) => !is_groups_file(rest),
+                Some((f, rest)) => f.starts_with('.') || !is_data_path(rest),
                 None => true,
-            })
-        });
+            }),
+        };
         match bad {
             None => Ok(()),
             Some(p) => Err(Error::store(format!(
@@ -113,6 +110,11 @@ impl Journal {
 /// One plain file or folder name: no separator, not `.`/`..`, not empty.
 pub(crate) fn is_plain_name(name: &str) -> bool {
     !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0'])
+}
+
+/// A file of `_groups/`: one plain `<name>.parquet`.
+pub(crate) fn is_groups_file(name: &str) -> bool {
+    is_plain_name(name) && name.ends_with(".parquet")
 }
 
 /// A data file's path inside its dataset: `year=YYYY/<name>.parquet`.
@@ -226,18 +228,8 @@ impl Store {
     pub fn lock(&self, wait: bool, what: &str) -> Result<StoreLock> {
         let dir = self.internal();
         fs::create_dir_all(&dir).map_err(|e| Error::io("cannot create", &dir, e))?;
-        let root = File::open(&self.root).map_err(|e| Error::io("cannot open the store", &self.root, e))?;
-        let locked = if wait {
-            root.lock().map(|_| true).map_err(|e| Error::io("cannot lock", &self.root, e))?
-        } else {
-            match root.try_lock() {
-                Ok(()) => true,
-                Err(fs::TryLockError::WouldBlock) => false,
-                Err(fs::TryLockError::Error(e)) => return Err(Error::io("cannot lock", &self.root, e)),
-            }
-        };
         let path = dir.join("lock");
-        if !locked {
+        let Some(root) = lock_folder(&self.root, wait)? else {
             let holder = fs::read_to_string(&path).unwrap_or_default();
             let holder = holder.trim();
             return Err(Error::new(
@@ -249,7 +241,7 @@ impl Store {
                 ),
             )
             .hint("wait for it to finish, or pass --wait to queue behind it"));
-        }
+        };
         // Who holds it, for the message above; losing this file loses nothing.
         let _ = fs::write(&path, format!("pid {} {} since {}", std::process::id(), what, now()));
         // Readers lock this one shared; it must exist for them to.
@@ -287,7 +279,7 @@ impl Store {
         let manifest: GroupsManifest = read_json(&path)?.unwrap_or_default();
         let paths = manifest.tables.iter().map(|t| &t.path).chain(manifest.rates.iter().map(|r| &r.path));
         for p in paths {
-            if !is_plain_name(p) || !p.ends_with(".parquet") {
+            if !is_groups_file(p) {
                 return Err(Error::store(format!(
                     "damaged groups manifest: it lists {:?}, which is not a file of _groups/",
                     crate::error::shown(p)
@@ -389,9 +381,7 @@ impl Store {
     /// An error after the commit point says that the new version committed.
     pub fn commit(&self, _lock: &StoreLock, change: Commit) -> Result<()> {
         let manifest_path = self.root.join(&change.manifest_path);
-        let on_disk = read_json::<serde_json::Value>(&manifest_path)?
-            .and_then(|m| m.get("version").and_then(serde_json::Value::as_u64))
-            .unwrap_or(0);
+        let on_disk = self.version_on_disk(&change.manifest_path)?.unwrap_or(0);
         if on_disk + 1 != change.version {
             return Err(Error::new(
                 ErrorKind::Locked,
@@ -507,16 +497,17 @@ impl Store {
         if list.is_empty() {
             return Ok(0);
         }
+        // One journal per manifest, checked as a commit's is: one read of
+        // each manifest for what it lists.
+        let mut by_manifest: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for r in list {
+            by_manifest.entry(r.manifest).or_default().push(r.path);
+        }
         let mut removed = 0;
-        for r in &list {
-            let one = Journal {
-                manifest: r.manifest.clone(),
-                to_version: 0,
-                added: Vec::new(),
-                removed: vec![r.path.clone()],
-            };
-            if one.check().is_ok() {
-                removed += self.delete_unlisted(&one, &one.removed)?;
+        for (manifest, paths) in by_manifest {
+            let retired = Journal { manifest, to_version: 0, added: Vec::new(), removed: paths };
+            if retired.check().is_ok() {
+                removed += self.delete_unlisted(&retired, &retired.removed)?;
             }
         }
         remove_if_exists(&self.internal().join(RETIRED))?;
@@ -529,6 +520,12 @@ impl Store {
             Some(_exclusive) => self.sweep_retired_held(),
             None => Ok(0),
         }
+    }
+
+    /// The version of the manifest at `manifest` (relative), None without one.
+    fn version_on_disk(&self, manifest: &str) -> Result<Option<u64>> {
+        Ok(read_json::<serde_json::Value>(&self.root.join(manifest))?
+            .and_then(|m| m.get("version").and_then(serde_json::Value::as_u64)))
     }
 
     /// Deletes the files `rels` of a journal, but never one that the manifest
@@ -583,9 +580,7 @@ impl Store {
         let journal_path = self.internal().join("journal.json");
         if let Some(journal) = read_json::<Journal>(&journal_path)? {
             journal.check().map_err(|e| e.in_file(&journal_path))?;
-            let version = read_json::<serde_json::Value>(&self.root.join(&journal.manifest))?
-                .and_then(|m| m.get("version").and_then(serde_json::Value::as_u64));
-            if version == Some(journal.to_version) {
+            if self.version_on_disk(&journal.manifest)? == Some(journal.to_version) {
                 report.rolled_forward = true;
                 report.files_removed = self.finish_journal(&journal)?;
             } else {
@@ -608,6 +603,36 @@ impl Store {
         }
         Ok(report)
     }
+}
+
+/// An exclusive `flock` on the folder `dir` itself (a lock that cannot be
+/// deleted away): with `wait`, once the holder is done; else at once, or None
+/// while another process holds it.
+pub(crate) fn lock_folder(dir: &Path, wait: bool) -> Result<Option<File>> {
+    let folder = File::open(dir).map_err(|e| Error::io("cannot open", dir, e))?;
+    if wait {
+        folder.lock().map_err(|e| Error::io("cannot lock", dir, e))?;
+        return Ok(Some(folder));
+    }
+    match folder.try_lock() {
+        Ok(()) => Ok(Some(folder)),
+        Err(fs::TryLockError::WouldBlock) => Ok(None),
+        Err(fs::TryLockError::Error(e)) => Err(Error::io("cannot lock", dir, e)),
+    }
+}
+
+/// Whether `a` and `b` are the same existing file (links followed).
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let id = |p: &Path| fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    id(a).is_some() && id(a) == id(b)
+}
+
+/// One data file as stored, its folder's `year=` not added as a column.
+pub(crate) fn scan_file(path: &Path) -> Result<polars::prelude::LazyFrame> {
+    use polars::prelude::*;
+    let args = ScanArgsParquet { hive_options: HiveOptions::new_disabled(), ..Default::default() };
+    Ok(LazyFrame::scan_parquet(PlRefPath::new(path.to_string_lossy().as_ref()), args)?)
 }
 
 /// The current time, UTC, to the second, RFC 3339.

@@ -65,37 +65,36 @@ pub fn verify(store: &Store) -> Result<Vec<Problem>> {
             }
             aggregate_total += file.aggregate_rows;
             if check_file(&path, file.bytes, &file.sha256, Some(file.rows), &mut problems) {
-                match file_facts(&path) {
-                    Ok((columns, aggregates)) => {
-                        if aggregates != file.aggregate_rows {
+                match file_facts(&path, manifest.frequency) {
+                    Ok(facts) => {
+                        if facts.aggregates != file.aggregate_rows {
                             problems.push(Problem(format!(
-                                "{}: {aggregates} aggregate rows, the manifest says {}",
+                                "{}: {} aggregate rows, the manifest says {}",
                                 path.display(),
+                                facts.aggregates,
                                 file.aggregate_rows
                             )));
                         }
                         let said: Vec<&str> =
                             manifest.schema.iter().map(|c| c.name.as_str()).filter(|n| *n != "year").collect();
-                        if columns.iter().map(String::as_str).collect::<Vec<_>>() != said {
+                        if facts.columns.iter().map(String::as_str).collect::<Vec<_>>() != said {
                             problems.push(Problem(format!(
                                 "{}: columns {}, the manifest's schema says {}",
                                 path.display(),
-                                columns.join(", "),
+                                facts.columns.join(", "),
                                 said.join(", ")
+                            )));
+                        }
+                        if facts.periods != file.periods {
+                            problems.push(Problem(format!(
+                                "{}: holds the periods {}, the manifest says {}",
+                                path.display(),
+                                facts.periods.join(", "),
+                                file.periods.join(", ")
                             )));
                         }
                     }
                     Err(e) => problems.push(Problem(format!("{}: not readable: {e}", path.display()))),
-                }
-                match file_periods(&path, manifest.frequency) {
-                    Ok(found) if found == file.periods => {}
-                    Ok(found) => problems.push(Problem(format!(
-                        "{}: holds the periods {}, the manifest says {}",
-                        path.display(),
-                        found.join(", "),
-                        file.periods.join(", ")
-                    ))),
-                    Err(e) => problems.push(Problem(format!("{}: periods not readable: {e}", path.display()))),
                 }
             }
         }
@@ -181,17 +180,6 @@ fn folders_without_manifest(store: &Store) -> Vec<std::path::PathBuf> {
     out
 }
 
-/// The period labels a data file holds, sorted.
-fn file_periods(path: &Path, frequency: crate::period::Frequency) -> Result<Vec<String>> {
-    let frame = scan_file(path)?.select([col("period").unique()]).collect()?;
-    let days = frame.column("period")?.cast(&DataType::Int32)?;
-    let mut labels: Vec<String> =
-        days.i32()?.iter().flatten().map(|d| crate::period::Period::from_days(d, frequency).to_string()).collect();
-    labels.sort();
-    labels.dedup();
-    Ok(labels)
-}
-
 /// Checks one file against its manifest entry; true when it matches.
 fn check_file(path: &Path, bytes: u64, sha256: &str, rows: Option<u64>, problems: &mut Vec<Problem>) -> bool {
     let shown = path.display();
@@ -222,19 +210,25 @@ pub fn parquet_rows(path: &Path) -> PolarsResult<u64> {
     Ok(reader.get_metadata()?.num_rows as u64)
 }
 
-/// One data file, as stored (its folder's `year=` not added as a column).
-fn scan_file(path: &Path) -> Result<LazyFrame> {
-    let args = ScanArgsParquet { hive_options: HiveOptions::new_disabled(), ..Default::default() };
-    Ok(LazyFrame::scan_parquet(PlRefPath::new(path.to_string_lossy().as_ref()), args)?)
+/// What a data file holds, read in one pass: its columns, its count of
+/// aggregate rows and its period labels (sorted).
+struct FileFacts {
+    columns: Vec<String>,
+    aggregates: u64,
+    periods: Vec<String>,
 }
 
-/// The column names of a data file and its count of aggregate rows.
-fn file_facts(path: &Path) -> Result<(Vec<String>, u64)> {
-    let mut scan = scan_file(path)?;
+fn file_facts(path: &Path, frequency: crate::period::Frequency) -> Result<FileFacts> {
+    let mut scan = crate::store::scan_file(path)?;
     let columns = scan.collect_schema()?.iter_names().map(|n| n.to_string()).collect();
-    let frame = scan.select([col("aggregate").sum().cast(DataType::UInt64)]).collect()?;
-    let aggregates = frame.column("aggregate")?.u64()?.get(0).unwrap_or(0);
-    Ok((columns, aggregates))
+    let by_period = scan.group_by([col("period")]).agg([col("aggregate").sum().cast(DataType::UInt64)]).collect()?;
+    let aggregates = by_period.column("aggregate")?.u64()?.sum().unwrap_or(0);
+    let days = by_period.column("period")?.cast(&DataType::Int32)?;
+    let mut periods: Vec<String> =
+        days.i32()?.iter().flatten().map(|d| crate::period::Period::from_days(d, frequency).to_string()).collect();
+    periods.sort();
+    periods.dedup();
+    Ok(FileFacts { columns, aggregates, periods })
 }
 
 /// Every file under `dir`, at any depth.
