@@ -117,7 +117,7 @@ fn unit_label(name: &str, format: Option<Format>, currency: Option<&str>) -> Str
         Some(Format::Scale(_, unit)) => {
             format!("{name} ({unit}{})", currency.map(|c| format!(" {c}")).unwrap_or_default())
         }
-        Some(Format::Pct) => format!("{name} (%)"),
+        Some(Format::Pct | Format::Pct2) => format!("{name} (%)"),
         Some(Format::Pp) => format!("{name} (pp)"),
         _ => format!("{name}{}", currency.map(|c| format!(" ({c})")).unwrap_or_default()),
     }
@@ -126,7 +126,7 @@ fn unit_label(name: &str, format: Option<Format>, currency: Option<&str>) -> Str
 fn scale_of(format: Option<Format>) -> f64 {
     match format {
         Some(Format::Scale(s, _)) => 1.0 / s,
-        Some(Format::Pct) => 100.0,
+        Some(Format::Pct | Format::Pct2) => 100.0,
         _ => 1.0,
     }
 }
@@ -160,7 +160,7 @@ pub fn draw(
         match c.dtype() {
             DataType::Boolean => marks.push(name),
             d if d.is_primitive_numeric() => {
-                if matches!(format_of(&name), Some(Format::Pct | Format::Pp)) {
+                if matches!(format_of(&name), Some(Format::Pct | Format::Pct2 | Format::Pp)) {
                     rates.push(name)
                 } else {
                     amounts.push(name)

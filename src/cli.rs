@@ -305,6 +305,44 @@ enum Command {
         #[command(subcommand)]
         action: GroupsAction,
     },
+    /// Check that members add up to the published aggregates.
+    ///
+    /// For a dataset that holds member rows beside aggregate rows (a customs
+    /// table with its ASEAN, EU and total rows), compares, per period and
+    /// flow (and reporter, product, region where they vary): the sum of the
+    /// members (as of each period, from a partner group table whose group
+    /// names are the dataset's aggregate codes; every member row for WLD)
+    /// with the published row, and flags relative differences beyond the
+    /// tolerance. Missing rows on either side are flagged too.
+    Reconcile {
+        dataset: String,
+        #[arg(long, short, env = "TRADEQL_STORE", default_value = "store")]
+        store: PathBuf,
+        /// The partner group table to take members from (default: every one).
+        #[arg(long)]
+        groups: Option<String>,
+        /// Compare only these aggregate codes (repeat, or separate by commas).
+        #[arg(long = "only", value_delimiter = ',')]
+        only: Vec<String>,
+        /// The measure to sum: value, or a further measure of the dataset.
+        #[arg(long, default_value = "value")]
+        measure: String,
+        /// Largest relative difference |members - published| / published accepted.
+        #[arg(long, default_value_t = crate::reconcile::DEFAULT_TOLERANCE)]
+        tolerance: f64,
+        /// Exit with status 1 when any comparison is beyond the tolerance (for batch jobs).
+        #[arg(long)]
+        strict: bool,
+        /// Print only the comparisons beyond the tolerance.
+        #[arg(long)]
+        flagged: bool,
+        /// Output format: table (default on a terminal), csv, json, parquet, arrow.
+        #[arg(long, value_enum)]
+        format: Option<crate::run::OutputFormat>,
+        /// Write the comparisons to FILE instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -395,6 +433,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             })?;
             if report.recovery.rolled_back || report.recovery.rolled_forward {
                 eprintln!("note: recovered an interrupted commit before ingesting");
+            }
+            for w in &report.warnings {
+                eprintln!("warning: {w}");
             }
             let done = format!("version {} of {} is committed", report.version, report.dataset);
             after_commit(&format!("{report}\n"), if report.dry_run { None } else { Some(&done) })?;
@@ -592,6 +633,29 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let into = into.as_deref().map(|p| (p, dataset.as_str()));
             outln!("{}", crate::panel::generate(&spec, csv.as_deref(), into)?);
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Reconcile { dataset, store, groups, only, measure, tolerance, strict, flagged, format, out } => {
+            let mut r = crate::reconcile::reconcile(&crate::reconcile::ReconcileOptions {
+                store: store.clone(),
+                dataset,
+                groups,
+                only,
+                measure,
+                tolerance,
+            })?;
+            if let Some(o) = &out {
+                crate::store::Store::at(&store).refuse_output_inside(o, "--out")?;
+            }
+            let format = format.unwrap_or_else(|| crate::run::OutputFormat::of_path(out.as_deref()));
+            let plan = r.plan();
+            let summary = r.summary();
+            let mut frame = if flagged { r.beyond()? } else { std::mem::take(&mut r.frame) };
+            crate::run::write(&mut frame, &plan, format, out.as_deref())?;
+            for n in &r.notes {
+                eprintln!("note: {n}");
+            }
+            eprintln!("{summary}");
+            Ok(if strict && r.flagged > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
         }
         Command::Rates { action: RatesAction::Add { file, store, wait } } => {
             let report = crate::rates::add(&store, &file, wait)?;

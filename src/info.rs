@@ -83,6 +83,10 @@ pub fn info(store: &Store, verify: bool, wait: bool) -> Result<InfoReport> {
             m.currency.as_deref().unwrap_or("unknown"),
             m.quantity_unit.as_ref().map(|u| format!(", quantity in {u}")).unwrap_or_default()
         );
+        if !m.measures.is_empty() {
+            let list: Vec<String> = m.measures.iter().map(|x| format!("{} ({})", x.name, x.unit)).collect();
+            let _ = writeln!(text, "  measures    {} (beside value and quantity)", list.join(", "));
+        }
         let _ = writeln!(text, "  files       {} ({} bytes)", m.files.len(), bytes);
         for ing in &m.ingests {
             for s in &ing.sources {

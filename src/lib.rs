@@ -19,6 +19,7 @@ pub mod mapping;
 pub mod panel;
 pub mod period;
 pub mod rates;
+pub mod reconcile;
 pub mod run;
 pub mod sql;
 pub mod store;

@@ -125,3 +125,22 @@ pub fn add(store_root: &Path, path: &Path, wait: bool) -> Result<RatesReport> {
     })?;
     Ok(report)
 }
+
+/// The store's rates as ingest reads them (None: the store has none).
+pub fn read_all(store_root: &Path) -> Result<Option<crate::ingest::convert::Rates>> {
+    let groups = crate::store::Store::at(store_root).groups_manifest()?;
+    let Some(table) = groups.rates else { return Ok(None) };
+    let file = store_root.join(crate::store::GROUPS_DIR).join(&table.path);
+    let frame = crate::store::scan_file(&file)?.collect()?;
+    let days = frame.column("period")?.cast(&DataType::Int32)?;
+    let days = days.i32()?;
+    let currencies = frame.column("currency")?.str()?;
+    let per_usd = frame.column("per_usd")?.f64()?;
+    let mut out: crate::ingest::convert::Rates = Default::default();
+    for i in 0..frame.height() {
+        if let (Some(d), Some(c), Some(r)) = (days.get(i), currencies.get(i), per_usd.get(i)) {
+            out.entry(c.to_string()).or_default().insert(d, r);
+        }
+    }
+    Ok(Some(out))
+}

@@ -434,6 +434,8 @@ fn number(v: f64, format: Option<Format>) -> String {
     };
     match format {
         Some(Format::Pct) => format!("{}%", fixed(v * 100.0, 1)),
+        Some(Format::Pct2) => format!("{}%", fixed(v * 100.0, 2)),
+        Some(Format::Sci) => format!("{v:.2e}"),
         Some(Format::Pp) => format!("{:+.2}", v),
         Some(Format::Scale(s, _)) => fixed(v / s, 2),
         Some(Format::Int) => fixed(v, 0),
@@ -455,7 +457,7 @@ pub fn table(frame: &DataFrame, plan: &Plan) -> Result<String> {
         let name = column.name().to_string();
         let format = format_of(plan, &name);
         headers.push(match format {
-            Some(Format::Pct) => format!("{name} %"),
+            Some(Format::Pct | Format::Pct2) => format!("{name} %"),
             Some(Format::Pp) => format!("{name} pp"),
             Some(Format::Scale(_, unit)) => format!("{name} ({unit})"),
             _ => name.clone(),

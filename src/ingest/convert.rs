@@ -8,15 +8,24 @@
 //! not allocate per field.
 
 use crate::error::{Error, Result};
-use crate::mapping::{CANONICAL, Mapping, REQUIRED};
+use crate::mapping::{CANONICAL, MAX_MEASURES, Mapping, REQUIRED};
 use crate::period::{Frequency, Period};
 use crate::suggest::closest;
 use polars::prelude::*;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use xxhash_rust::xxh3::xxh3_128;
 
-/// The stored file schema, in order. `year` is the Hive directory, not a column.
-pub fn store_schema() -> Schema {
+/// The stored file schema, in order, with the dataset's further measures
+/// last. `year` is the Hive directory, not a column.
+pub fn store_schema(measures: &[String]) -> Schema {
+    let mut schema = base_schema();
+    for m in measures {
+        schema.with_column(m.as_str().into(), DataType::Float64);
+    }
+    schema
+}
+
+fn base_schema() -> Schema {
     Schema::from_iter([
         Field::new("period".into(), DataType::Date),
         Field::new("reporter".into(), DataType::String),
@@ -52,9 +61,43 @@ enum Source {
     Constant(String),
     /// The name of the melted wide column (or what `[wide.names]` maps it to).
     WideName,
-    /// The cell of the melted wide column.
+    /// The cell of the melted wide column (for this target).
     WideCell,
     Absent,
+}
+
+/// Exchange rates as ingest reads them: currency -> (period start day -> units per dollar).
+pub type Rates = HashMap<String, HashMap<i32, f64>>;
+
+/// What a layout needs from the store and the command line besides the mapping.
+pub struct Context<'a> {
+    /// Partner group names (aggregates when they appear as partners).
+    pub group_names: &'a [String],
+    /// The dataset's currency.
+    pub currency: Option<&'a str>,
+    /// The store's rates, for rules that read rows in another currency.
+    pub rates: Option<&'a Rates>,
+}
+
+/// One melted name of a wide layout and, per target (the canonical columns,
+/// then the further measures), the source column of its cell.
+struct WideSet {
+    name: String,
+    cells: Vec<Option<usize>>,
+}
+
+/// A further measure: where it comes from, its scale, whether it is money.
+struct MeasureSlot {
+    source: Source,
+    scale: f64,
+    money: bool,
+}
+
+/// What a `[[rows]]` rule does to the rows it picks.
+#[derive(Debug, Clone)]
+enum RuleAction {
+    Skip,
+    Read { scale: Option<f64>, currency: Option<String> },
 }
 
 /// A record of source fields, by position; `None` where the record is too short.
@@ -92,15 +135,27 @@ impl RowError {
 pub struct Layout {
     header: Vec<String>,
     sources: [Source; 9],
-    /// Melted columns: (source index, the name value it stands for).
-    wide: Vec<(usize, String)>,
+    measures: Vec<MeasureSlot>,
+    measure_names: Vec<String>,
+    /// Melted names with their cells.
+    wide: Vec<WideSet>,
     wide_names_to: Option<String>,
     year_column: Option<usize>,
+    /// `[columns] month = "..."`: the period is built from the year and month columns.
+    month_column: Option<usize>,
+    rules: Vec<(Vec<(usize, String)>, RuleAction)>,
+    currency: Option<String>,
+    rates: Option<Rates>,
+    allow_negative: bool,
+    /// Source columns that nothing reads and the mapping does not drop.
+    pub unread: Vec<String>,
     value_scale: f64,
     quantity_scale: f64,
     thousands: Option<u8>,
     decimal_comma: bool,
     recode: [Option<HashMap<String, String>>; 9],
+    /// Whether a code table feeds the column's recode.
+    code_table: [bool; 9],
     /// A handful of codes: a linear scan beats hashing every row.
     aggregate_partners: Vec<String>,
     aggregate_products: Vec<String>,
@@ -110,7 +165,8 @@ pub struct Layout {
 impl Layout {
     /// Resolves `mapping` against `header`; errors name the missing column and
     /// list the ones the file has.
-    pub fn resolve(mapping: &Mapping, header: &[String], group_names: &[String]) -> Result<Layout> {
+    pub fn resolve(mapping: &Mapping, header: &[String], ctx: &Context<'_>) -> Result<Layout> {
+        let group_names = ctx.group_names;
         let find = |name: &str| header.iter().position(|h| h == name);
         let missing_column = |name: &str, role: &str| {
             let mut e = Error::mapping(format!(
@@ -124,12 +180,24 @@ impl Layout {
             e
         };
         let wide = mapping.wide.as_ref();
+        let sets = mapping.wide_sets();
+        let filled = |target: &str| sets.iter().any(|(_, cells)| cells.iter().any(|(t, _)| t == target));
+        let month_column = match mapping.source_of("month") {
+            Some(m) if !mapping.columns.contains_key("period") => {
+                Some(find(m).ok_or_else(|| missing_column(m, "`month`"))?)
+            }
+            _ => None,
+        };
         let mut sources: [Source; 9] = std::array::from_fn(|_| Source::Absent);
         for (i, name) in CANONICAL.iter().enumerate() {
             sources[i] = if wide.is_some_and(|w| w.names_to == *name || (w.names_to == "month" && *name == "period")) {
                 Source::WideName
-            } else if wide.is_some_and(|w| w.values_to == *name) {
+            } else if filled(name) {
                 Source::WideCell
+            } else if *name == "period"
+                && let Some(c) = month_column
+            {
+                Source::Column(c)
             } else if let Some(c) = mapping.constants.get(*name) {
                 Source::Constant(c.clone())
             } else if let Some(src) = mapping.source_of(name) {
@@ -162,58 +230,192 @@ impl Layout {
                 return Err(e);
             }
         }
+        let measure_names = mapping.measure_names();
+        let mut measures = Vec::new();
+        for name in &measure_names {
+            let decl = &mapping.measures[name];
+            let source = if filled(name) {
+                Source::WideCell
+            } else if let Some(src) = mapping.source_of(name) {
+                Source::Column(find(src).ok_or_else(|| missing_column(src, &format!("the measure `{name}`")))?)
+            } else if let Some(i) = find(name) {
+                Source::Column(i)
+            } else {
+                return Err(Error::mapping(format!(
+                    "[measures] declares `{name}`, but nothing fills it; the file has: {}",
+                    header.join(", ")
+                ))
+                .hint(format!("name its column with [columns] {name} = \"...\" or in a [wide.columns.X] table")));
+            };
+            let money = ctx.currency.is_some_and(|c| c == decl.unit);
+            measures.push(MeasureSlot { source, scale: decl.scale.unwrap_or(1.0), money });
+        }
+        let target_index = |t: &str| {
+            CANONICAL.iter().position(|c| *c == t).or_else(|| measure_names.iter().position(|m| m == t).map(|j| 9 + j))
+        };
         let mut melted = Vec::new();
-        if let Some(w) = wide {
-            for c in &w.columns {
-                let idx = find(c).ok_or_else(|| missing_column(c, "[wide] columns"))?;
-                melted.push((idx, w.names.get(c).cloned().unwrap_or_else(|| c.clone())));
+        for (name, cells) in &sets {
+            let mut slots = vec![None; 9 + measure_names.len()];
+            for (target, column) in cells {
+                let idx = find(column).ok_or_else(|| missing_column(column, "[wide] columns"))?;
+                if let Some(t) = target_index(target) {
+                    slots[t] = Some(idx);
+                }
             }
+            melted.push(WideSet { name: name.clone(), cells: slots });
         }
         let year_column = match mapping.source_of("year") {
             Some(y) => Some(find(y).ok_or_else(|| missing_column(y, "`year`"))?),
             None => None,
         };
+        if month_column.is_some() && year_column.is_none() {
+            return Err(Error::mapping(
+                "[columns] month needs the year column too: add year = \"...\" under [columns]",
+            ));
+        }
         // Each table also maps its codes to themselves: a source that already
-        // writes a target code (`USA`) is covered by the table.
+        // writes a target code (`USA`) is covered by the table. A code
+        // table's names come first; the inline [recode.X] entries win.
         let recode = std::array::from_fn(|i| {
-            mapping.recode.get(CANONICAL[i]).map(|m| {
-                let mut table: HashMap<String, String> = m.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-                for v in m.values() {
-                    table.entry(v.clone()).or_insert_with(|| v.clone());
-                }
-                table
-            })
+            let inline = mapping.recode.get(CANONICAL[i]);
+            let file = mapping.code_tables.get(CANONICAL[i]);
+            if inline.is_none() && file.is_none() {
+                return None;
+            }
+            let mut table: HashMap<String, String> = HashMap::new();
+            if let Some(t) = file {
+                table.extend(t.codes.iter().map(|(k, (v, _))| (k.clone(), v.clone())));
+            }
+            if let Some(m) = inline {
+                table.extend(m.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+            let targets: Vec<String> = table.values().filter(|v| !v.is_empty()).cloned().collect();
+            for v in targets {
+                table.entry(v.clone()).or_insert(v);
+            }
+            Some(table)
         });
-        let mut aggregate_partners: Vec<String> = mapping.aggregate_partners.clone();
+        let mut rules = Vec::new();
+        for (n, rule) in mapping.rows.iter().enumerate() {
+            let mut when = Vec::new();
+            for (column, value) in &rule.when {
+                let idx = find(column).ok_or_else(|| missing_column(column, &format!("[[rows]] rule {}", n + 1)))?;
+                when.push((idx, value.trim().to_string()));
+            }
+            let action = if rule.skip {
+                RuleAction::Skip
+            } else {
+                if let Some(c) = &rule.currency {
+                    if ctx.currency.is_none() {
+                        return Err(Error::mapping(format!(
+                            "[[rows]] rule {} reads rows in {c}, but the dataset has no currency to convert them to",
+                            n + 1
+                        ))
+                        .hint("declare currency = \"...\" in the mapping"));
+                    }
+                    if ctx.currency != Some(c.as_str()) && !ctx.rates.is_some_and(|r| r.contains_key(c) || c == "USD") {
+                        return Err(Error::mapping(format!(
+                            "[[rows]] rule {} reads rows in {c}, but the store has no {c} exchange rates",
+                            n + 1
+                        ))
+                        .hint("store them first with `tradeql rates add FILE` (period,currency,per_usd)"));
+                    }
+                }
+                RuleAction::Read { scale: rule.value_scale, currency: rule.currency.clone() }
+            };
+            rules.push((when, action));
+        }
+        let mut aggregate_partners: Vec<String> = mapping.aggregates_of("partner");
         aggregate_partners.push("WLD".to_string());
         aggregate_partners.extend(group_names.iter().cloned());
-        let mut aggregate_products: Vec<String> = mapping.aggregate_products.clone();
+        let mut aggregate_products: Vec<String> = mapping.aggregates_of("product");
         aggregate_products.push("TOTAL".to_string());
+        // Every source column must be read or dropped by name.
+        let mut read: HashSet<usize> = HashSet::new();
+        for s in &sources {
+            if let Source::Column(c) = s {
+                read.insert(*c);
+            }
+        }
+        for m in &measures {
+            if let Source::Column(c) = m.source {
+                read.insert(c);
+            }
+        }
+        read.extend(melted.iter().flat_map(|w| w.cells.iter().flatten().copied()));
+        read.extend(year_column);
+        read.extend(rules.iter().flat_map(|(w, _)| w.iter().map(|(c, _)| *c)));
+        for d in &mapping.drop {
+            if find(d).is_none() {
+                let mut e = Error::mapping(format!(
+                    "drop names column `{d}`, but the file has no such column; it has: {}",
+                    header.join(", ")
+                ));
+                if let Some(s) = closest(d, header.iter().map(String::as_str)) {
+                    e = e.hint(format!("did you mean `{s}`?"));
+                }
+                return Err(e);
+            }
+        }
+        let unread = header
+            .iter()
+            .enumerate()
+            .filter(|(i, h)| !read.contains(i) && !mapping.drop.contains(h))
+            .map(|(_, h)| h.clone())
+            .collect();
         Ok(Layout {
             header: header.to_vec(),
             sources,
+            measures,
+            measure_names,
             wide: melted,
             wide_names_to: wide.map(|w| w.names_to.clone()),
             year_column,
+            month_column,
+            rules,
+            currency: ctx.currency.map(str::to_string),
+            rates: if mapping.rows.iter().any(|r| r.currency.is_some()) { ctx.rates.cloned() } else { None },
+            allow_negative: mapping.allow_negative,
+            unread,
             value_scale: mapping.value_scale.unwrap_or(1.0),
             quantity_scale: mapping.quantity_scale.unwrap_or(1.0),
             thousands: mapping.thousands.as_ref().map(|s| s.as_bytes()[0]),
             decimal_comma: mapping.decimal.as_deref() == Some(","),
             recode,
+            code_table: std::array::from_fn(|i| mapping.code_tables.contains_key(CANONICAL[i])),
             aggregate_partners,
             aggregate_products,
             aggregate_regions: mapping.aggregate_regions.clone(),
         })
     }
 
-    /// The source column name behind canonical column `i`, for error messages.
-    fn column_name(&self, i: usize, wide_col: Option<usize>) -> String {
-        match &self.sources[i] {
+    /// The further measures' names, in store order.
+    pub fn measure_names(&self) -> &[String] {
+        &self.measure_names
+    }
+
+    fn source_of(&self, target: usize) -> &Source {
+        if target < 9 { &self.sources[target] } else { &self.measures[target - 9].source }
+    }
+
+    fn target_name(&self, target: usize) -> &str {
+        if target < 9 { CANONICAL[target] } else { &self.measure_names[target - 9] }
+    }
+
+    /// The source column name behind target `i` (a canonical column or a
+    /// further measure), for error messages.
+    fn column_name(&self, i: usize, wide: Option<usize>) -> String {
+        match self.source_of(i) {
             Source::Column(c) => self.header[*c].clone(),
-            Source::WideCell | Source::WideName => {
-                wide_col.map(|c| self.header[c].clone()).unwrap_or_else(|| CANONICAL[i].to_string())
-            }
-            _ => CANONICAL[i].to_string(),
+            Source::WideCell => wide
+                .and_then(|k| self.wide[k].cells[i])
+                .map(|c| self.header[c].clone())
+                .unwrap_or_else(|| self.target_name(i).to_string()),
+            Source::WideName => wide
+                .and_then(|k| self.wide[k].cells.iter().flatten().next().copied())
+                .map(|c| self.header[c].clone())
+                .unwrap_or_else(|| self.target_name(i).to_string()),
+            _ => self.target_name(i).to_string(),
         }
     }
 
@@ -234,19 +436,28 @@ impl Layout {
             e.record = join_record(rec);
             e
         };
+        let rule = self
+            .rules
+            .iter()
+            .find(|(when, _)| when.iter().all(|(c, v)| rec.field(*c).map(str::trim) == Some(v.as_str())))
+            .map(|(_, a)| a);
+        if matches!(rule, Some(RuleAction::Skip)) {
+            batch.skipped += 1;
+            return Ok(());
+        }
         if self.wide.is_empty() {
-            let row = self.row(rec, line, None).map_err(with_record)?;
+            let row = self.row(rec, line, None, rule).map_err(with_record)?;
             batch.push(&row, line);
             return Ok(());
         }
         // Check every cell first: a record is taken whole or not at all.
         let mut rows = Vec::with_capacity(self.wide.len());
-        for (k, (idx, _)) in self.wide.iter().enumerate() {
-            let cell = rec.field(*idx).unwrap_or("").trim();
-            if cell.is_empty() {
-                continue; // an empty cell in a wide layout is "no trade reported"
+        for (k, set) in self.wide.iter().enumerate() {
+            let blank = set.cells.iter().flatten().all(|c| rec.field(*c).unwrap_or("").trim().is_empty());
+            if blank {
+                continue; // empty cells in a wide layout are "no trade reported"
             }
-            rows.push(self.row(rec, line, Some(k)).map_err(with_record)?);
+            rows.push(self.row(rec, line, Some(k), rule).map_err(with_record)?);
         }
         for row in &rows {
             batch.push(row, line);
@@ -261,17 +472,17 @@ impl Layout {
     fn unrecoded<'a, R: Record>(&'a self, rec: &'a R, i: usize, wide: Option<usize>) -> Option<&'a str> {
         let map = self.recode[i].as_ref()?;
         let raw = self.raw_text(rec, i, wide).filter(|t| !t.is_empty())?;
-        let known = map.contains_key(raw) || i == FLOW && parse_flow(raw).is_some();
+        let known = map.get(raw).is_some_and(|c| !c.is_empty()) || i == FLOW && parse_flow(raw).is_some();
         (!known).then_some(raw)
     }
 
-    /// Column `i` of a record as the source writes it.
+    /// Target `i` of a record as the source writes it.
     fn raw_text<'a, R: Record>(&'a self, rec: &'a R, i: usize, wide: Option<usize>) -> Option<&'a str> {
-        match &self.sources[i] {
+        match self.source_of(i) {
             Source::Column(c) => rec.field(*c).map(str::trim),
             Source::Constant(c) => Some(c.as_str()),
-            Source::WideName => wide.map(|k| self.wide[k].1.as_str()),
-            Source::WideCell => wide.and_then(|k| rec.field(self.wide[k].0)).map(str::trim),
+            Source::WideName => wide.map(|k| self.wide[k].name.as_str()),
+            Source::WideCell => wide.and_then(|k| self.wide[k].cells[i]).and_then(|c| rec.field(c)).map(str::trim),
             Source::Absent => None,
         }
     }
@@ -287,12 +498,45 @@ impl Layout {
         Some(raw)
     }
 
-    fn row<'a, R: Record>(&'a self, rec: &'a R, line: u64, wide: Option<usize>) -> Result<Row<'a>, Box<RowError>> {
-        let wide_col = wide.map(|k| self.wide[k].0);
+    /// The factor from a row's money cells to the dataset's currency: the
+    /// rule's scale (or `default`) and, for a rule in another currency, the
+    /// rate of the row's period.
+    fn money_factor(&self, rule: Option<&RuleAction>, default: f64, period: Period) -> Result<f64, String> {
+        let Some(RuleAction::Read { scale, currency }) = rule else { return Ok(default) };
+        let mut factor = scale.unwrap_or(default);
+        if let (Some(from), Some(to)) = (currency, &self.currency)
+            && from != to
+        {
+            let per_usd = |c: &str| -> Result<f64, String> {
+                if c == "USD" {
+                    return Ok(1.0);
+                }
+                self.rates
+                    .as_ref()
+                    .and_then(|r| r.get(c))
+                    .and_then(|by| by.get(&Period { frequency: Frequency::Month, ..period }.days()))
+                    .copied()
+                    .ok_or_else(|| format!("the store has no {c} rate for {period}"))
+            };
+            if period.frequency != Frequency::Month {
+                return Err(format!("rates are monthly; a {}ly row cannot be converted", period.frequency));
+            }
+            factor *= per_usd(to)? / per_usd(from)?;
+        }
+        Ok(factor)
+    }
+
+    fn row<'a, R: Record>(
+        &'a self,
+        rec: &'a R,
+        line: u64,
+        wide: Option<usize>,
+        rule: Option<&RuleAction>,
+    ) -> Result<Row<'a>, Box<RowError>> {
         let fail = |i: usize, value: &str, reason: String, hint: Option<String>| -> Box<RowError> {
             Box::new(RowError {
                 line,
-                column: self.column_name(i, wide_col),
+                column: self.column_name(i, wide),
                 value: value.to_string(),
                 reason,
                 hint,
@@ -308,21 +552,30 @@ impl Layout {
         for i in [REPORTER, PARTNER, FLOW, PRODUCT, REGION] {
             if let Some(raw) = self.unrecoded(rec, i, wide) {
                 let table = format!("[recode.{}]", CANONICAL[i]);
+                let reason = match self.recode[i].as_ref().and_then(|m| m.get(raw)) {
+                    Some(_) => format!("the code table gives no code for it: map it in the mapping's {table}"),
+                    None if self.code_table[i] => format!("not in the mapping's {table} nor its code table"),
+                    None => format!("not in the mapping's {table}"),
+                };
                 return Err(fail(
                     i,
                     raw,
-                    format!("not in the mapping's {table}"),
+                    reason,
                     Some(format!("add it to {table}: \"{raw}\" = \"CODE\" (or = \"{raw}\" to keep it as it is)")),
                 ));
             }
         }
         let period_text = required(PERIOD)?;
-        let period = if self.wide_names_to.as_deref() == Some("month") {
+        let period = if self.wide_names_to.as_deref() == Some("month") || self.month_column.is_some() {
             let year = self.year_column.and_then(|c| rec.field(c)).map(str::trim).unwrap_or("");
             let month = month_number(period_text)
                 .ok_or_else(|| fail(PERIOD, period_text, "not a month (1..12, 01..12 or Jan..Dec)".into(), None))?;
-            Period::parse(&format!("{year}-{month:02}"))
-                .map_err(|e| fail(PERIOD, year, format!("bad year: {}", e.0), None))?
+            Period::parse(&format!("{year}-{month:02}")).map_err(|e| {
+                let column = self.year_column.map(|c| self.header[c].clone()).unwrap_or_else(|| "year".into());
+                let mut err = fail(PERIOD, year, format!("bad year: {}", e.0), None);
+                err.column = column;
+                err
+            })?
         } else {
             Period::parse(period_text).map_err(|e| fail(PERIOD, period_text, format!("bad period: {}", e.0), None))?
         };
@@ -344,7 +597,7 @@ impl Layout {
             fail(
                 FLOW,
                 flow_text,
-                "unknown flow; expected export/import, X/M or 1/2".into(),
+                "unknown flow; expected export/import, X/M or 1/2, re-export/re-import (RX/RM) or total".into(),
                 Some("map other spellings with [recode.flow] in a mapping".into()),
             )
         })?;
@@ -353,20 +606,37 @@ impl Layout {
         if let Some(r) = region {
             code(REGION, r)?;
         }
-        let value_text = required(VALUE)?;
-        let value =
-            self.number(value_text).map_err(|(reason, hint)| fail(VALUE, value_text, reason, hint))? * self.value_scale;
+        let money = self.money_factor(rule, self.value_scale, period).map_err(|why| {
+            fail(
+                VALUE,
+                &period.to_string(),
+                why,
+                Some("add the rates with `tradeql rates add FILE` before this ingest".into()),
+            )
+        })?;
+        // In a wide layout with several cells per name, a blank value beside
+        // filled cells is a month without trade (customs leave zeros blank).
+        let value_text = match (wide, self.text(rec, VALUE, wide)) {
+            (Some(_), None | Some("")) => "0",
+            _ => required(VALUE)?,
+        };
+        let value = self.number(value_text).map_err(|(reason, hint)| fail(VALUE, value_text, reason, hint))? * money;
         if !value.is_finite() {
             return Err(fail(VALUE, value_text, "the value times value_scale is too large for a number".into(), None));
         }
-        if value < 0.0 {
-            return Err(fail(VALUE, value_text, "negative trade value".into(), None));
+        if value < 0.0 && !self.allow_negative {
+            return Err(fail(
+                VALUE,
+                value_text,
+                "negative trade value".into(),
+                Some("if the source publishes negative revisions, declare allow_negative = true in the mapping".into()),
+            ));
         }
         let quantity = match self.text(rec, QUANTITY, wide).filter(|t| !t.is_empty()) {
             None => None,
             Some(q) => {
                 let n = self.number(q).map_err(|(reason, hint)| fail(QUANTITY, q, reason, hint))?;
-                if n < 0.0 {
+                if n < 0.0 && !self.allow_negative {
                     return Err(fail(QUANTITY, q, "negative quantity".into(), None));
                 }
                 let scaled = n * self.quantity_scale;
@@ -385,10 +655,37 @@ impl Layout {
         if let Some(u) = quantity_unit {
             code(QUANTITY_UNIT, u)?;
         }
+        let mut measures = [None; MAX_MEASURES];
+        for (j, m) in self.measures.iter().enumerate() {
+            let Some(t) = self.raw_text(rec, 9 + j, wide).filter(|t| !t.is_empty()) else { continue };
+            let factor = if m.money {
+                self.money_factor(rule, m.scale, period).map_err(|why| fail(9 + j, t, why, None))?
+            } else {
+                m.scale
+            };
+            let n = self.number(t).map_err(|(reason, hint)| fail(9 + j, t, reason, hint))? * factor;
+            if !n.is_finite() {
+                return Err(fail(9 + j, t, "the number times its scale is too large".into(), None));
+            }
+            measures[j] = Some(n);
+        }
         let aggregate = self.aggregate_partners.iter().any(|a| a == partner)
             || self.aggregate_products.iter().any(|a| a == product)
-            || region.is_some_and(|r| self.aggregate_regions.iter().any(|a| a == r));
-        Ok(Row { period, reporter, partner, flow, product, region, value, quantity, quantity_unit, aggregate })
+            || region.is_some_and(|r| self.aggregate_regions.iter().any(|a| a == r))
+            || flow == "total";
+        Ok(Row {
+            period,
+            reporter,
+            partner,
+            flow,
+            product,
+            region,
+            value,
+            quantity,
+            quantity_unit,
+            measures,
+            aggregate,
+        })
     }
 
     /// Parses a number, honouring the declared thousands separator and decimal
@@ -462,8 +759,13 @@ fn join_record<R: Record>(rec: &R) -> String {
     (0..rec.field_count()).map(|i| rec.field(i).unwrap_or("")).collect::<Vec<_>>().join(",")
 }
 
-fn parse_flow(text: &str) -> Option<&'static str> {
-    const SPELLINGS: [(&str, &str); 8] = [
+/// The flows a store holds: exports and imports, re-exports and re-imports
+/// (UN Comtrade's RX and RM, parts of exports and imports), and the total of
+/// exports and imports (an aggregate of the flow dimension).
+pub const FLOWS: [&str; 5] = ["export", "import", "re-export", "re-import", "total"];
+
+pub fn parse_flow(text: &str) -> Option<&'static str> {
+    const SPELLINGS: [(&str, &str); 20] = [
         ("export", "export"),
         ("import", "import"),
         ("exports", "export"),
@@ -472,6 +774,18 @@ fn parse_flow(text: &str) -> Option<&'static str> {
         ("m", "import"),
         ("1", "export"),
         ("2", "import"),
+        ("re-export", "re-export"),
+        ("re-exports", "re-export"),
+        ("reexport", "re-export"),
+        ("rx", "re-export"),
+        ("3", "re-export"),
+        ("re-import", "re-import"),
+        ("re-imports", "re-import"),
+        ("reimport", "re-import"),
+        ("rm", "re-import"),
+        ("4", "re-import"),
+        ("total", "total"),
+        ("trade", "total"),
     ];
     SPELLINGS.iter().find(|(s, _)| s.eq_ignore_ascii_case(text)).map(|(_, f)| *f)
 }
@@ -495,6 +809,7 @@ struct Row<'a> {
     value: f64,
     quantity: Option<f64>,
     quantity_unit: Option<&'a str>,
+    measures: [Option<f64>; MAX_MEASURES],
     aggregate: bool,
 }
 
@@ -511,12 +826,13 @@ pub struct YearRows {
     quantity: Vec<Option<f64>>,
     quantity_unit: StringChunkedBuilder,
     aggregate: Vec<bool>,
+    measures: Vec<Vec<Option<f64>>>,
     pub lines: Vec<u64>,
     pub keys: Vec<u128>,
 }
 
 impl YearRows {
-    fn new(capacity: usize) -> Self {
+    fn new(capacity: usize, measures: usize) -> Self {
         let b = |n: &str| StringChunkedBuilder::new(n.into(), capacity);
         YearRows {
             period: Vec::with_capacity(capacity),
@@ -529,6 +845,7 @@ impl YearRows {
             quantity: Vec::with_capacity(capacity),
             quantity_unit: b("quantity_unit"),
             aggregate: Vec::with_capacity(capacity),
+            measures: (0..measures).map(|_| Vec::with_capacity(capacity)).collect(),
             lines: Vec::with_capacity(capacity),
             keys: Vec::with_capacity(capacity),
         }
@@ -543,9 +860,9 @@ impl YearRows {
     }
 
     /// The rows as a frame with the store schema; lines and keys are left behind.
-    pub fn into_frame(self) -> Result<(DataFrame, Vec<u64>, Vec<u128>)> {
+    pub fn into_frame(self, measures: &[String]) -> Result<(DataFrame, Vec<u64>, Vec<u128>)> {
         let n = self.period.len();
-        let columns: Vec<Column> = vec![
+        let mut columns: Vec<Column> = vec![
             Int32Chunked::from_vec("period".into(), self.period).into_date().into_column(),
             self.reporter.finish().into_column(),
             self.partner.finish().into_column(),
@@ -557,6 +874,9 @@ impl YearRows {
             self.quantity_unit.finish().into_column(),
             BooleanChunked::from_iter_values("aggregate".into(), self.aggregate.into_iter()).into_column(),
         ];
+        for (name, values) in measures.iter().zip(self.measures) {
+            columns.push(Float64Chunked::from_iter_options(name.as_str().into(), values.into_iter()).into_column());
+        }
         Ok((DataFrame::new(n, columns)?, self.lines, self.keys))
     }
 }
@@ -571,19 +891,24 @@ pub struct Batch {
     pub frequency: Option<(Frequency, u64)>,
     /// A row whose frequency differs from the first one.
     pub mixed: Option<(u64, String)>,
+    /// Source records left out by a `[[rows]]` rule.
+    pub skipped: u64,
     capacity: usize,
+    measures: usize,
     key_buf: Vec<u8>,
     last_period: Option<Period>,
 }
 
 impl Batch {
-    pub fn new(capacity: usize) -> Self {
+    pub fn new(capacity: usize, measures: usize) -> Self {
         Batch {
             years: BTreeMap::new(),
             periods: HashSet::new(),
             frequency: None,
             mixed: None,
+            skipped: 0,
             capacity,
+            measures,
             key_buf: Vec::with_capacity(128),
             last_period: None,
         }
@@ -607,8 +932,8 @@ impl Batch {
             }
         }
         let days = p.days();
-        let capacity = self.capacity;
-        let y = self.years.entry(p.year).or_insert_with(|| YearRows::new(capacity));
+        let (capacity, measures) = (self.capacity, self.measures);
+        let y = self.years.entry(p.year).or_insert_with(|| YearRows::new(capacity, measures));
         y.period.push(days);
         y.reporter.append_value(row.reporter);
         y.partner.append_value(row.partner);
@@ -619,6 +944,9 @@ impl Batch {
         y.quantity.push(row.quantity);
         y.quantity_unit.append_option(row.quantity_unit);
         y.aggregate.push(row.aggregate);
+        for (column, v) in y.measures.iter_mut().zip(row.measures) {
+            column.push(v);
+        }
         y.lines.push(line);
         // The duplicate key: period, reporter, partner, flow, product, region.
         let k = &mut self.key_buf;

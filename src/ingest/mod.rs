@@ -22,7 +22,7 @@ use crate::store::manifest::{ColumnSpec, DataFile, IngestRecord, SourceFile, des
 /// One stored data file, as written (no Hive `year` column added).
 pub(crate) use crate::store::scan_file as scan;
 use crate::store::{self, Commit, Manifest, Recovery, Store, StoreLock};
-use convert::{Batch, Layout, RowError, store_schema};
+use convert::{Batch, Context, Layout, RowError, store_schema};
 use dedup::{DuplicateCheck, Place};
 use polars::prelude::*;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -68,6 +68,10 @@ pub struct IngestReport {
     pub periods_replaced: Vec<Period>,
     pub years_rewritten: Vec<i32>,
     pub recovery: Recovery,
+    /// Source records a `[[rows]]` rule of the mapping left out.
+    pub skipped: u64,
+    /// What the user should know (source columns nothing reads).
+    pub warnings: Vec<String>,
 }
 
 impl std::fmt::Display for IngestReport {
@@ -83,6 +87,9 @@ impl std::fmt::Display for IngestReport {
         )?;
         if self.rejected > 0 {
             writeln!(f, "  rejected {} rows (see the rejects file)", self.rejected)?;
+        }
+        if self.skipped > 0 {
+            writeln!(f, "  left out {} source rows by the mapping's [[rows]] rules", self.skipped)?;
         }
         let show = |ps: &[Period]| if ps.is_empty() { "none".to_string() } else { describe_periods(ps) };
         writeln!(f, "  periods added:    {}", show(&self.periods_added))?;
@@ -109,6 +116,12 @@ pub fn ingest(opts: &IngestOptions) -> Result<IngestReport> {
     }
     if let Some(rejects) = &opts.rejects {
         check_rejects_path(rejects, opts)?;
+    }
+    // A source that cannot be read as a known format fails before the store
+    // folder is made.
+    for path in &opts.sources {
+        source::Format::of(path)?;
+        std::fs::metadata(path).map_err(|e| Error::io("cannot read", path, e))?;
     }
     std::fs::create_dir_all(&opts.store).map_err(|e| Error::io("cannot create store", &opts.store, e))?;
     let store = Store::at(&opts.store);
@@ -159,6 +172,10 @@ struct Gathered {
     rows: u64,
     rejects: Vec<(PathBuf, RowError)>,
     sources: Vec<SourceFile>,
+    /// The name of each source read, by index (a workbook gives one per sheet).
+    names: Vec<PathBuf>,
+    skipped: u64,
+    warnings: Vec<String>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -180,33 +197,74 @@ fn ingest_locked(
         .collect();
     let delimiter = mapping.delimiter.as_ref().map_or(b',', |d| d.as_bytes()[0]);
     let workers = opts.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-    let mut writer = PartitionWriter::new(staging.join("new"));
+    let currency =
+        opts.currency.clone().or_else(|| mapping.currency.clone()).or_else(|| old.and_then(|m| m.currency.clone()));
+    let rates =
+        if mapping.rows.iter().any(|r| r.currency.is_some()) { crate::rates::read_all(&opts.store)? } else { None };
+    let context = Context { group_names: &group_names, currency: currency.as_deref(), rates: rates.as_ref() };
+    let measure_names = mapping.measure_names();
+    if let Some(old) = old {
+        let stored: Vec<String> = old.measures.iter().map(|m| m.name.clone()).collect();
+        if stored != measure_names {
+            let list = |l: &[String]| if l.is_empty() { "none".to_string() } else { l.join(", ") };
+            return Err(Error::input(format!(
+                "the dataset {dataset} holds the further measures {}, but this mapping declares {}",
+                list(&stored),
+                list(&measure_names)
+            ))
+            .hint("a dataset keeps the measures of its first ingest; ingest into another dataset with --dataset"));
+        }
+    }
+    let mut writer = PartitionWriter::new(staging.join("new"), &measure_names);
     let mut dups = DuplicateCheck::new(staging.join("keys"), DEDUP_BUDGET);
-    let mut got =
-        Gathered { periods: HashSet::new(), frequency: None, rows: 0, rejects: Vec::new(), sources: Vec::new() };
+    let mut got = Gathered {
+        periods: HashSet::new(),
+        frequency: None,
+        rows: 0,
+        rejects: Vec::new(),
+        sources: Vec::new(),
+        names: Vec::new(),
+        skipped: 0,
+        warnings: Vec::new(),
+    };
     let total_bytes: u64 = opts.sources.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
     let bar = progress_bar(opts.progress, total_bytes);
     let clock = Phases::start(opts.timings);
-    for (src_index, path) in opts.sources.iter().enumerate() {
-        let src = source::Source::open(path, delimiter)?;
-        let layout = Layout::resolve(mapping, &src.header, &group_names)
-            .map_err(|e| if e.location.file.is_none() { e.in_file(path) } else { e })?;
-        let mut failed: Option<Error> = None;
-        let mut deliver = |c: source::Converted| -> Result<bool> {
-            if !c.errors.is_empty() && opts.rejects.is_none() {
-                failed = Some(rows_error(path, c.errors));
-                return Ok(false);
+    let sheets = source::SheetChoice { sheet: mapping.sheet.clone(), header_row: mapping.header_row };
+    for path in &opts.sources {
+        let opened = source::open_all(path, delimiter, &sheets)?;
+        let mut sha256 = String::new();
+        for src in opened {
+            let src_index = got.names.len();
+            got.names.push(src.name.clone());
+            let name = src.name.clone();
+            let layout = Layout::resolve(mapping, &src.header, &context)
+                .map_err(|e| if e.location.file.is_none() { e.in_file(&name) } else { e })?;
+            for column in &layout.unread {
+                got.warnings.push(format!(
+                    "{}: column `{column}` is not read: its values are not stored \
+                     (map it, or list it under drop = [...] in the mapping to leave it out)",
+                    name.display()
+                ));
             }
-            got.rejects.extend(c.errors.into_iter().map(|e| (path.clone(), e)));
-            absorb(path, src_index, c.batch, &mut got, &mut writer, &mut dups)?;
-            Ok(true)
-        };
-        let progress = |n: u64| bar.inc(n);
-        let sha256 = source::convert_all(&src, &layout, workers, &progress, &mut deliver)?;
-        if let Some(e) = failed {
-            return Err(e);
+            let mut failed: Option<Error> = None;
+            let mut deliver = |c: source::Converted| -> Result<bool> {
+                if !c.errors.is_empty() && opts.rejects.is_none() {
+                    failed = Some(rows_error(&name, c.errors));
+                    return Ok(false);
+                }
+                got.rejects.extend(c.errors.into_iter().map(|e| (name.clone(), e)));
+                absorb(&name, src_index, c.batch, &measure_names, &mut got, &mut writer, &mut dups)?;
+                Ok(true)
+            };
+            let progress = |n: u64| bar.inc(n);
+            sha256 = source::convert_all(&src, &layout, workers, &progress, &mut deliver)?;
+            if let Some(e) = failed {
+                return Err(e);
+            }
         }
-        got.sources.push(SourceFile { path: path.display().to_string(), bytes: src.bytes, sha256 });
+        let bytes = std::fs::metadata(path).map_err(|e| Error::io("cannot read", path, e))?.len();
+        got.sources.push(SourceFile { path: path.display().to_string(), bytes, sha256 });
     }
     bar.finish_and_clear();
     clock.mark("read, check and write rows");
@@ -216,7 +274,7 @@ fn ingest_locked(
     clock.mark("duplicate-key check");
     if !duplicates.is_empty() {
         if opts.rejects.is_none() {
-            return Err(duplicates_error(&opts.sources, &duplicates, &staged));
+            return Err(duplicates_error(&got.names, &duplicates, &staged));
         }
         let keys: Vec<String> = duplicates
             .iter()
@@ -229,8 +287,8 @@ fn ingest_locked(
             .collect::<Result<_>>()?;
         staged = drop_rows(staged, &duplicates, staging)?;
         for (d, key) in duplicates.iter().zip(keys) {
-            let (file, line) = source_line(&opts.sources, d.line);
-            let (first_file, first_line) = source_line(&opts.sources, d.first_line);
+            let (file, line) = source_line(&got.names, d.line);
+            let (first_file, first_line) = source_line(&got.names, d.first_line);
             let first = if first_file == file {
                 format!("line {first_line}")
             } else {
@@ -280,6 +338,8 @@ fn ingest_locked(
         periods_replaced,
         years_rewritten,
         recovery: Recovery::default(),
+        skipped: got.skipped,
+        warnings: got.warnings.clone(),
     };
     let rejects_tmp = match &opts.rejects {
         Some(path) => Some(write_rejects(path, &got.rejects)?),
@@ -329,6 +389,7 @@ fn absorb(
     path: &Path,
     src_index: usize,
     batch: Batch,
+    measures: &[String],
     got: &mut Gathered,
     writer: &mut PartitionWriter,
     dups: &mut DuplicateCheck,
@@ -348,8 +409,9 @@ fn absorb(
         }
     }
     got.periods.extend(batch.periods.iter().copied());
+    got.skipped += batch.skipped;
     for (year, rows) in batch.years {
-        let (frame, lines, keys) = rows.into_frame()?;
+        let (frame, lines, keys) = rows.into_frame(measures)?;
         got.rows += frame.height() as u64;
         let first_row = writer.add(year, frame)?;
         for (i, (key, line)) in keys.into_iter().zip(lines).enumerate() {
@@ -559,6 +621,11 @@ fn build_manifest(
     });
     let currency =
         opts.currency.clone().or_else(|| mapping.currency.clone()).or_else(|| old.and_then(|m| m.currency.clone()));
+    let measures: Vec<store::manifest::MeasureSpec> = mapping
+        .measure_names()
+        .into_iter()
+        .map(|name| store::manifest::MeasureSpec { unit: mapping.measures[&name].unit.clone(), name })
+        .collect();
     if let (Some(old_cur), Some(new_cur)) = (old.and_then(|m| m.currency.as_ref()), &currency)
         && old_cur != new_cur
     {
@@ -581,13 +648,14 @@ fn build_manifest(
             .clone()
             .or_else(|| mapping.quantity_unit.clone())
             .or_else(|| old.and_then(|m| m.quantity_unit.clone())),
-        schema: schema_specs(),
+        schema: schema_specs(&mapping.measure_names()),
         rows,
         aggregate_rows,
         periods: all_periods.iter().map(Period::to_string).collect(),
         aggregate_codes: aggregate_codes(old, mapping),
         files,
         ingests,
+        measures,
     };
     Ok((manifest, moves, removed, added, replaced))
 }
@@ -618,16 +686,13 @@ fn file_codes(path: &Path) -> Result<BTreeMap<String, Vec<String>>> {
 /// The aggregate codes the mappings of every ingest declared, per dimension.
 fn aggregate_codes(old: Option<&Manifest>, mapping: &Mapping) -> std::collections::BTreeMap<String, Vec<String>> {
     let mut codes = old.map(|m| m.aggregate_codes.clone()).unwrap_or_default();
-    for (dim, declared) in [
-        ("partner", &mapping.aggregate_partners),
-        ("product", &mapping.aggregate_products),
-        ("region", &mapping.aggregate_regions),
-    ] {
+    for dim in ["partner", "product", "region"] {
+        let declared = mapping.aggregates_of(dim);
         if declared.is_empty() {
             continue;
         }
         let list = codes.entry(dim.to_string()).or_default();
-        list.extend(declared.iter().cloned());
+        list.extend(declared);
         list.sort();
         list.dedup();
     }
@@ -640,8 +705,8 @@ fn count_aggregates(path: &Path) -> Result<u64> {
     Ok(df.column("aggregate")?.cast(&DataType::UInt64)?.u64()?.get(0).unwrap_or(0))
 }
 
-fn schema_specs() -> Vec<ColumnSpec> {
-    let mut specs: Vec<ColumnSpec> = store_schema()
+fn schema_specs(measures: &[String]) -> Vec<ColumnSpec> {
+    let mut specs: Vec<ColumnSpec> = store_schema(measures)
         .iter()
         .map(|(name, dtype)| ColumnSpec { name: name.to_string(), dtype: dtype.to_string() })
         .collect();

@@ -5,7 +5,8 @@
 //! worker threads parse and convert blocks; the caller receives the converted
 //! blocks in file order. At most a fixed number of blocks is in flight, so
 //! memory stays bounded whatever the file's size. Parquet sources are read in
-//! row slices through the same path.
+//! row slices through the same path, and so are the sheets of a workbook
+//! (.xlsx, .xls, .xlsb, .ods, read with calamine), each cell as its text.
 
 use super::convert::{Batch, Layout, Record, RowError};
 use crate::error::{Error, Result};
@@ -28,6 +29,7 @@ const SLICE_ROWS: usize = 65_536;
 pub enum Format {
     Csv,
     Parquet,
+    Workbook,
 }
 
 impl Format {
@@ -35,8 +37,9 @@ impl Format {
         match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
             Some("csv" | "txt" | "tsv") => Ok(Format::Csv),
             Some("parquet" | "pq") => Ok(Format::Parquet),
+            Some("xlsx" | "xlsm" | "xlsb" | "xls" | "ods") => Ok(Format::Workbook),
             _ => Err(Error::usage(format!(
-                "cannot tell the format of {}: expected a .csv or .parquet file",
+                "cannot tell the format of {}: expected a .csv, .parquet or workbook (.xlsx, .xls, .xlsb, .ods) file",
                 path.display()
             ))),
         }
@@ -46,6 +49,10 @@ impl Format {
 /// An opened source: its header and where its records start.
 pub struct Source {
     pub path: PathBuf,
+    /// The name errors give: the path, or `book.xlsx:Sheet1` for a sheet.
+    pub name: PathBuf,
+    /// Added to a frame row's number to make its line: the sheet row of the header.
+    line_offset: u64,
     pub format: Format,
     pub header: Vec<String>,
     pub bytes: u64,
@@ -54,6 +61,190 @@ pub struct Source {
     data_start: (u64, u64),
     /// Parquet: the lazy scan and its row count.
     parquet: Option<(LazyFrame, usize)>,
+}
+
+/// How a workbook is read: which sheet (`*`: every sheet, the sheet's name
+/// as the column `sheet`), and the sheet row of the header (default: the
+/// first row that holds anything).
+#[derive(Debug, Clone, Default)]
+pub struct SheetChoice {
+    pub sheet: Option<String>,
+    pub header_row: Option<u32>,
+}
+
+/// Opens `path` as one source, or a workbook as one source per sheet read.
+pub fn open_all(path: &Path, delimiter: u8, sheets: &SheetChoice) -> Result<Vec<Source>> {
+    match Format::of(path)? {
+        Format::Workbook => open_workbook(path, sheets),
+        _ => Ok(vec![Source::open(path, delimiter)?]),
+    }
+}
+
+fn open_workbook(path: &Path, choice: &SheetChoice) -> Result<Vec<Source>> {
+    use calamine::Reader;
+    let bytes = std::fs::metadata(path).map_err(|e| Error::io("cannot read", path, e))?.len();
+    let mut book = calamine::open_workbook_auto(path)
+        .map_err(|e| Error::input(format!("cannot read as a workbook: {e}")).in_file(path))?;
+    let names = book.sheet_names();
+    let every = choice.sheet.as_deref() == Some("*");
+    let chosen: Vec<String> = match choice.sheet.as_deref() {
+        Some("*") => names.clone(),
+        Some(s) if names.iter().any(|n| n == s) => vec![s.to_string()],
+        Some(s) => {
+            let mut e = Error::mapping(format!("the workbook has no sheet {s:?}; its sheets: {}", names.join(", ")))
+                .in_file(path);
+            if let Some(c) = crate::suggest::closest(s, names.iter().map(String::as_str)) {
+                e = e.hint(format!("did you mean sheet = \"{c}\"?"));
+            }
+            return Err(e);
+        }
+        None => names.first().cloned().into_iter().collect(),
+    };
+    if chosen.is_empty() {
+        return Err(Error::input("the workbook has no sheets").in_file(path));
+    }
+    let mut out = Vec::new();
+    for sheet in chosen {
+        let name = PathBuf::from(format!("{}:{sheet}", path.display()));
+        let range = book
+            .worksheet_range(&sheet)
+            .map_err(|e| Error::input(format!("cannot read the sheet: {e}")).in_file(&name))?;
+        let Some((first_row, first_col)) = range.start() else {
+            if every {
+                continue; // an empty sheet of a workbook read whole
+            }
+            return Err(Error::input("the sheet is empty: no header and no rows").in_file(&name));
+        };
+        let rows: Vec<&[calamine::Data]> = range.rows().collect();
+        // Sheet rows are 1-based; the range starts at its first used cell.
+        let header_at = match choice.header_row {
+            Some(r) if r as u64 > first_row as u64 && ((r - 1 - first_row) as usize) < rows.len() => {
+                (r - 1 - first_row) as usize
+            }
+            Some(r) if (r as u64) <= first_row as u64 => {
+                return Err(Error::mapping(format!(
+                    "header_row = {r}, but the sheet's first used row is {}",
+                    first_row + 1
+                ))
+                .in_file(&name));
+            }
+            Some(r) => {
+                return Err(Error::mapping(format!("header_row = {r} is past the sheet's last row")).in_file(&name));
+            }
+            None => 0,
+        };
+        let header_line = first_row as u64 + header_at as u64 + 1;
+        let mut header: Vec<String> = rows[header_at].iter().map(cell_text).map(|h| h.trim().to_string()).collect();
+        while header.last().is_some_and(String::is_empty) {
+            header.pop();
+        }
+        if let Some(i) = header.iter().position(String::is_empty) {
+            return Err(Error::input(format!(
+                "the header has an empty cell in column {}",
+                column_letters(first_col as usize + i)
+            ))
+            .in_file(&name)
+            .at_line(header_line)
+            .hint("name every column of the header row (or set header_row in the mapping)"));
+        }
+        if every {
+            if header.iter().any(|h| h == "sheet") {
+                return Err(Error::input(
+                    "the sheet has a column `sheet`, the name a workbook read whole gives the sheet's name",
+                )
+                .in_file(&name)
+                .at_line(header_line));
+            }
+            header.push("sheet".into());
+        }
+        check_header(&header, &name)?;
+        let data = &rows[header_at + 1..];
+        if data.is_empty() {
+            if every {
+                continue;
+            }
+            return Err(Error::input("the sheet has a header but no rows").in_file(&name));
+        }
+        let width = header.len() - usize::from(every);
+        for (i, row) in data.iter().enumerate() {
+            if let Some(j) = row.iter().skip(width).position(|c| !matches!(c, calamine::Data::Empty)) {
+                return Err(Error::input(format!(
+                    "a value in column {}, which has no header",
+                    column_letters(first_col as usize + width + j)
+                ))
+                .in_file(&name)
+                .at_line(header_line + 1 + i as u64)
+                .with_value(cell_text(&row[width + j]))
+                .hint("name the column in the header row, or delete the stray cell"));
+            }
+        }
+        let mut columns: Vec<Vec<String>> = vec![Vec::with_capacity(data.len()); header.len()];
+        for row in data {
+            for (i, column) in columns.iter_mut().take(width).enumerate() {
+                column.push(row.get(i).map(cell_text).unwrap_or_default());
+            }
+            if every {
+                columns[width].push(sheet.clone());
+            }
+        }
+        let frame = DataFrame::new(
+            data.len(),
+            header.iter().zip(columns).map(|(h, c)| Column::new(h.as_str().into(), c)).collect(),
+        )?;
+        let rows_n = frame.height();
+        out.push(Source {
+            path: path.to_path_buf(),
+            name,
+            line_offset: header_line,
+            format: Format::Workbook,
+            header,
+            bytes,
+            delimiter: b',',
+            data_start: (0, 0),
+            parquet: Some((frame.lazy(), rows_n)),
+        });
+    }
+    if out.is_empty() {
+        return Err(Error::input("no sheet of the workbook holds a header and rows").in_file(path));
+    }
+    Ok(out)
+}
+
+/// A cell as the text a CSV file would hold: whole numbers without a
+/// fraction, dates as 2024-01-31, errors as their Excel code (#N/A).
+fn cell_text(cell: &calamine::Data) -> String {
+    use calamine::Data;
+    match cell {
+        Data::Empty => String::new(),
+        Data::String(s) | Data::DateTimeIso(s) | Data::DurationIso(s) => s.clone(),
+        Data::Int(i) => i.to_string(),
+        Data::Float(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{f:.0}"),
+        Data::Float(f) => f.to_string(),
+        Data::Bool(b) => b.to_string(),
+        Data::DateTime(d) => {
+            let (y, m, day, h, min, s, _) = d.to_ymd_hms_milli();
+            if (h, min, s) == (0, 0, 0) {
+                format!("{y:04}-{m:02}-{day:02}")
+            } else {
+                format!("{y:04}-{m:02}-{day:02}T{h:02}:{min:02}:{s:02}")
+            }
+        }
+        Data::Error(e) => e.to_string(),
+    }
+}
+
+/// The letters of a 0-based column index: 0 -> A, 27 -> AB.
+fn column_letters(mut i: usize) -> String {
+    let mut s = Vec::new();
+    loop {
+        s.push(b'A' + (i % 26) as u8);
+        if i < 26 {
+            break;
+        }
+        i = i / 26 - 1;
+    }
+    s.reverse();
+    String::from_utf8(s).unwrap_or_default()
 }
 
 impl Source {
@@ -90,8 +281,19 @@ impl Source {
                     return Err(Error::input("the file has a header but no rows").in_file(path));
                 }
                 check_header(&header, path)?;
-                Ok(Source { path: path.to_path_buf(), format, header, bytes, delimiter, data_start, parquet: None })
+                Ok(Source {
+                    path: path.to_path_buf(),
+                    name: path.to_path_buf(),
+                    line_offset: 0,
+                    format,
+                    header,
+                    bytes,
+                    delimiter,
+                    data_start,
+                    parquet: None,
+                })
             }
+            Format::Workbook => Err(Error::internal("a workbook is opened by open_all")),
             Format::Parquet => {
                 let mut lf = LazyFrame::scan_parquet(
                     PlRefPath::new(path.to_string_lossy().as_ref()),
@@ -109,6 +311,8 @@ impl Source {
                 check_header(&header, path)?;
                 Ok(Source {
                     path: path.to_path_buf(),
+                    name: path.to_path_buf(),
+                    line_offset: 0,
                     format,
                     header,
                     bytes,
@@ -339,7 +543,7 @@ fn convert_block(source: &Source, layout: &Layout, block: Block) -> Result<Conve
     let mut records = 0u64;
     let batch = match block {
         Block::Csv { bytes, first_line } => {
-            let mut batch = Batch::new(bytes.len() / 48 + 16);
+            let mut batch = Batch::new(bytes.len() / 48 + 16, layout.measure_names().len());
             let mut rdr = csv::ReaderBuilder::new()
                 .delimiter(source.delimiter)
                 .has_headers(false)
@@ -376,7 +580,7 @@ fn convert_block(source: &Source, layout: &Layout, block: Block) -> Result<Conve
             batch
         }
         Block::Frame { frame, first_row } => {
-            let mut batch = Batch::new(frame.height());
+            let mut batch = Batch::new(frame.height(), layout.measure_names().len());
             let columns: Vec<StringChunked> = frame
                 .columns()
                 .iter()
@@ -385,7 +589,7 @@ fn convert_block(source: &Source, layout: &Layout, block: Block) -> Result<Conve
             for row in 0..frame.height() {
                 records += 1;
                 let rec = FrameRecord { columns: &columns, row };
-                if let Err(e) = layout.convert(&rec, first_row + row as u64, &mut batch) {
+                if let Err(e) = layout.convert(&rec, source.line_offset + first_row + row as u64, &mut batch) {
                     errors.push(*e);
                 }
             }

@@ -58,8 +58,8 @@ pub struct PartitionWriter {
 }
 
 impl PartitionWriter {
-    pub fn new(dir: PathBuf) -> Self {
-        PartitionWriter { dir, years: BTreeMap::new(), schema: store_schema() }
+    pub fn new(dir: PathBuf, measures: &[String]) -> Self {
+        PartitionWriter { dir, years: BTreeMap::new(), schema: store_schema(measures) }
     }
 
     /// Writes rows of `year`; returns the index in the year's file of the first one.

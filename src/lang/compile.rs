@@ -905,6 +905,7 @@ impl Compiler<'_> {
             {
                 select.push(col(c));
             }
+            select.extend(plan.measures.iter().map(|m| col(m.as_str())));
             select.extend(plan.derives.iter().map(|(n, _)| col(n.as_str())));
         } else {
             for o in &plan.outputs {

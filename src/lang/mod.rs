@@ -310,6 +310,7 @@ mod fuzz {
             aggregate_codes: Default::default(),
             files: Vec::new(),
             ingests: Vec::new(),
+            measures: Vec::new(),
         };
         let groups = GroupsManifest {
             format: 1,

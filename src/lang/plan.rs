@@ -310,6 +310,10 @@ pub struct GroupMap {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Format {
     Pct,
+    /// A percentage with two decimals (a share quoted as 15.94%).
+    Pct2,
+    /// Scientific notation with three significant digits (a relative difference).
+    Sci,
     Pp,
     Scale(f64, &'static str),
     Int,
@@ -319,6 +323,8 @@ impl Format {
     pub fn parse(name: &str) -> Option<Format> {
         Some(match name {
             "pct" => Format::Pct,
+            "pct2" => Format::Pct2,
+            "sci" => Format::Sci,
             "pp" => Format::Pp,
             "thousand" => Format::Scale(1e3, "thousand"),
             "million" => Format::Scale(1e6, "million"),
@@ -328,7 +334,7 @@ impl Format {
             _ => return None,
         })
     }
-    pub const NAMES: [&str; 7] = ["pct", "pp", "thousand", "million", "billion", "trillion", "int"];
+    pub const NAMES: [&str; 9] = ["pct", "pct2", "sci", "pp", "thousand", "million", "billion", "trillion", "int"];
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -385,9 +391,51 @@ pub struct Plan {
     pub rates: Option<(String, String)>,
     /// The query's `chart` stage, if any.
     pub chart: Option<crate::chart::ChartOptions>,
+    /// The dataset's further measures (stored after `aggregate`).
+    pub measures: Vec<String>,
 }
 
 impl Plan {
+    /// A plan that only says how to show the columns of a frame made
+    /// elsewhere (`reconcile`): each named column with its format.
+    pub fn for_display(formats: &[(&str, Option<Format>)]) -> Plan {
+        Plan {
+            dataset: String::new(),
+            frequency: Frequency::Month,
+            left_out: Vec::new(),
+            mixed: Vec::new(),
+            summed_together: Vec::new(),
+            cut: None,
+            warnings: Vec::new(),
+            notes: Vec::new(),
+            row_filters: Vec::new(),
+            derives: Vec::new(),
+            groups: Vec::new(),
+            time: None,
+            ytd: false,
+            ytd_through: None,
+            keys: Vec::new(),
+            aggs: Vec::new(),
+            top: None,
+            post_derives: Vec::new(),
+            outputs: formats
+                .iter()
+                .map(|(name, format)| Output {
+                    name: name.to_string(),
+                    expr: RExpr::Col(name.to_string()),
+                    format: *format,
+                })
+                .collect(),
+            post_filters: Vec::new(),
+            sort: Vec::new(),
+            limit: None,
+            hs_sections: None,
+            rates: None,
+            chart: None,
+            measures: Vec::new(),
+        }
+    }
+
     /// The visible columns of an aggregated result: the period, the keys, then
     /// what `show` asks for (or the aggregates).
     pub fn result_columns(&self) -> Vec<String> {

@@ -110,7 +110,11 @@ pub fn resolve(query: &Query, catalog: &Catalog<'_>, overrides: &[(String, Strin
     let mut r = Resolver {
         catalog,
         params: BTreeMap::new(),
-        scope: ROW_COLUMNS.iter().map(|(n, t)| (n.to_string(), *t)).collect(),
+        scope: ROW_COLUMNS
+            .iter()
+            .map(|(n, t)| (n.to_string(), *t))
+            .chain(catalog.manifest.measures.iter().map(|m| (m.name.clone(), Ty::Num)))
+            .collect(),
         aggregated: false,
         time: None,
         ytd: false,
@@ -172,6 +176,7 @@ pub fn resolve(query: &Query, catalog: &Catalog<'_>, overrides: &[(String, Strin
         hs_sections: catalog.groups.tables.iter().find(|t| t.name == "hs_sections").map(|t| t.path.clone()),
         rates: None,
         chart: None,
+        measures: manifest.measures.iter().map(|m| m.name.clone()).collect(),
     };
     let mut saw_from = false;
     let mut mentions_aggregate = false;
@@ -1308,7 +1313,7 @@ impl Resolver<'_> {
         let known: Vec<String> = if let Some(table) = self.group_table_of(c) {
             table.groups.iter().map(|(g, _)| g.clone()).collect()
         } else if c == "flow" {
-            vec!["export".into(), "import".into()]
+            crate::ingest::convert::FLOWS.iter().map(|f| f.to_string()).collect()
         } else if CODE_COLUMNS.contains(&c.as_str()) && !self.aggregated
             || self.keys.contains(c) && CODE_COLUMNS.contains(&c.as_str())
         {

@@ -399,7 +399,8 @@ impl Sql<'_> {
         if manifest.files.is_empty() {
             return Err(Error::store(format!("the dataset {} has no files", manifest.dataset)));
         }
-        let stored: Vec<String> = STORED.iter().map(|c| c.to_string()).collect();
+        let stored: Vec<String> =
+            STORED.iter().map(|c| c.to_string()).chain(manifest.measures.iter().map(|m| m.name.clone())).collect();
         let file = |p: &str| format!("{}/{}/{p}", self.uri, manifest.dataset);
         let rows = match self.d {
             // One branch per file, its partition value a literal: Spark reads a
@@ -511,6 +512,7 @@ impl Sql<'_> {
         let plan = self.plan;
         let names: Vec<String> = if plan.outputs.is_empty() {
             let mut n: Vec<String> = LISTED.iter().map(|c| c.to_string()).collect();
+            n.extend(plan.measures.iter().cloned());
             n.extend(plan.derives.iter().map(|(n, _)| n.clone()));
             n
         } else {

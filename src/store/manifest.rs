@@ -44,11 +44,23 @@ pub struct Manifest {
     pub files: Vec<DataFile>,
     /// Every ingest that changed this dataset, oldest first.
     pub ingests: Vec<IngestRecord>,
+    /// Further numeric measures beside value and quantity, in store order
+    /// (their columns follow `aggregate` in every file).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub measures: Vec<MeasureSpec>,
+}
+
+/// A further measure of a dataset and its unit (CNY, ratio, kg, ...).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MeasureSpec {
+    pub name: String,
+    pub unit: String,
 }
 
 /// The dimensions that can hold aggregate rows (a total of other rows of the
-/// same dimension): the world, a continent or bloc, TOTAL, a national row.
-pub const AGGREGATE_DIMENSIONS: [&str; 3] = ["partner", "product", "region"];
+/// same dimension): the world, a continent or bloc, TOTAL, a national row,
+/// the total flow.
+pub const AGGREGATE_DIMENSIONS: [&str; 4] = ["partner", "flow", "product", "region"];
 
 /// A new dataset identity: 16 hex digits from the clock, the process and a
 /// counter; unique across the creations of a dataset in practice.
@@ -79,6 +91,7 @@ impl Manifest {
         match dim {
             "partner" => codes.push("WLD".into()),
             "product" => codes.push("TOTAL".into()),
+            "flow" => codes.push("total".into()),
             _ => {}
         }
         for t in groups.tables.iter().filter(|t| t.of == dim) {

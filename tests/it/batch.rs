@@ -41,7 +41,7 @@ fn the_release_job_writes_every_extract_as_run_gives_it() {
     let _ = std::fs::remove_file(&job);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.starts_with("13 ok, 0 skipped, 0 failed"), "{stdout}");
+    assert!(stdout.starts_with("19 ok, 0 skipped, 0 failed"), "{stdout}");
     let extracts = dir.path().join("extracts");
     for (extract, query, params) in [
         ("trade_2023.parquet", "trade_2024.tql", Some("year=2023")),

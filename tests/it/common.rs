@@ -117,7 +117,7 @@ pub fn tql_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-fn data_file(name: &str) -> String {
+pub fn data_file(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join(name).to_string_lossy().to_string()
 }
 
@@ -126,13 +126,17 @@ pub fn ingest_gacc(store: &Path) {
     ok(&["ingest", &data_file("gacc_monthly_2023_2024.csv"), "-m", &data_file("gacc.toml"), "--store", s(store), "-q"]);
 }
 
-/// The bundled data as scripts/main.sh stores it: both datasets and both group tables.
+/// The bundled data as scripts/main.sh stores it: the rates, the three datasets and the group tables.
 pub fn ingest_bundled(store: &Path) {
+    ok(&["rates", "add", &data_file("fx_monthly.csv"), "--store", s(store)]);
     ingest_gacc(store);
+    let partners = data_file("gacc_partners_2024.csv");
+    ok(&["ingest", &partners, "-m", &data_file("gacc_partners.toml"), "--store", s(store), "-q"]);
     let minerals = data_file("critical_minerals_hs6_monthly.csv");
     ok(&["ingest", &minerals, "-m", &data_file("critical_minerals.toml"), "--store", s(store), "-q"]);
     ok(&["groups", "add", "partner_groups", &data_file("partner_groups.csv"), "--of", "partner", "--store", s(store)]);
     ok(&["groups", "add", "hs_sections", &data_file("hs_section_groups.csv"), "--of", "product", "--store", s(store)]);
+    ok(&["groups", "add", "un_regions", &data_file("un_regions.csv"), "--of", "partner", "--store", s(store)]);
 }
 
 /// Whether the command-line tool `name` (strace, mkfifo) is installed; a test

@@ -48,10 +48,11 @@ fn thousands_separator_is_an_error_unless_declared() {
 
 #[test]
 fn unknown_flow() {
-    let err = rejected("period,reporter,partner,flow,product,value\n2024-01,CHN,USA,re-export,01,12\n", None);
+    let err = rejected("period,reporter,partner,flow,product,value\n2024-01,CHN,USA,transit,01,12\n", None);
     assert!(
         err.contains(
-            "bad.csv:2: column `flow`: unknown flow; expected export/import, X/M or 1/2 (value \"re-export\")"
+            "bad.csv:2: column `flow`: unknown flow; expected export/import, X/M or 1/2, \
+             re-export/re-import (RX/RM) or total (value \"transit\")"
         ),
         "{err}"
     );

@@ -8,6 +8,7 @@ mod charts;
 mod common;
 mod corpus;
 mod crash;
+mod customs_tables;
 mod faults;
 mod fuzz;
 mod fuzz_corpus;
