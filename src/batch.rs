@@ -37,6 +37,34 @@ pub struct JobFile {
     pub parquet: ParquetOptions,
     #[serde(rename = "query", default)]
     pub queries: Vec<JobQuery>,
+    #[serde(rename = "reconcile", default)]
+    pub reconciles: Vec<JobReconcile>,
+}
+
+/// `[[reconcile]]`: members against the published aggregates of a dataset
+/// (`tradeql reconcile`), written as an extract; with `strict` (the default)
+/// a comparison beyond the tolerance fails the task, and so the job.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobReconcile {
+    pub dataset: String,
+    /// The partner group table (default: every one).
+    pub groups: Option<String>,
+    /// Only these aggregate codes.
+    #[serde(default)]
+    pub only: Vec<String>,
+    /// The measure summed (default: value).
+    pub measure: Option<String>,
+    pub tolerance: Option<f64>,
+    #[serde(default = "strict_default")]
+    pub strict: bool,
+    /// Extract name (default: reconcile_DATASET).
+    pub output: Option<String>,
+    pub format: Option<String>,
+}
+
+fn strict_default() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
@@ -460,6 +488,85 @@ fn write_extract(
     Ok(Some(store::sha256_file(&task.output)?.0))
 }
 
+/// Runs one `[[reconcile]]` entry into its extract; its record says what it found.
+fn reconcile_task(
+    rec: &JobReconcile,
+    job: &JobFile,
+    job_path: &Path,
+    out_dir: &Path,
+    store: &Store,
+    tasks: &[Task],
+) -> TaskRecord {
+    let start = Instant::now();
+    let name = rec.output.clone().unwrap_or_else(|| format!("reconcile_{}", rec.dataset));
+    let spec = serde_json::to_string(rec).unwrap_or_default();
+    let mut record = TaskRecord {
+        name: name.clone(),
+        query: format!("reconcile {} ({})", rec.dataset, job_path.display()),
+        query_sha256: sha256_text(&spec),
+        params: BTreeMap::new(),
+        dataset: Some(rec.dataset.clone()),
+        dataset_version: None,
+        status: "failed".into(),
+        error: None,
+        rows: None,
+        seconds: 0.0,
+        output: String::new(),
+        output_sha256: None,
+        warnings: Vec::new(),
+        notes: Vec::new(),
+        key: String::new(),
+    };
+    let outcome = (|| -> Result<()> {
+        let format = parse_format(rec.format.as_deref().or(job.format.as_deref()).unwrap_or("parquet"))?;
+        if !store::is_plain_name(&name) || name.starts_with('.') || name.ends_with(".tmp") || name.ends_with(".old") {
+            return Err(Error::usage(format!("bad extract name {:?} for [[reconcile]]", crate::error::shown(&name))));
+        }
+        let output = out_dir.join(format!("{name}.{}", extension(format)));
+        record.output = output.display().to_string();
+        if tasks.iter().any(|t| t.output == output) || output.file_name().is_some_and(|n| n == RUN_MANIFEST) {
+            return Err(Error::usage(format!(
+                "[[reconcile]] would write {}, which another task writes; give it its own `output` name",
+                output.display()
+            )));
+        }
+        let opts = crate::reconcile::ReconcileOptions {
+            store: store.root().to_path_buf(),
+            dataset: rec.dataset.clone(),
+            groups: rec.groups.clone(),
+            only: rec.only.clone(),
+            measure: rec.measure.clone().unwrap_or_else(|| "value".into()),
+            tolerance: rec.tolerance.unwrap_or(crate::reconcile::DEFAULT_TOLERANCE),
+        };
+        let mut found = crate::reconcile::reconcile(&opts)?;
+        record.dataset_version = store.manifest(&rec.dataset)?.map(|m| m.version);
+        record.notes = found.notes.clone();
+        let summary = found.summary();
+        let plan = found.plan();
+        let task = Task {
+            name: name.clone(),
+            query: job_path.to_path_buf(),
+            params: Vec::new(),
+            format,
+            partition_by: None,
+            output,
+        };
+        record.rows = Some(found.frame.height() as u64);
+        record.output_sha256 = write_extract(&task, &mut found.frame, &job.parquet, &plan)?;
+        if rec.strict && found.flagged > 0 {
+            return Err(Error::input(format!("{}: {summary}", rec.dataset)));
+        }
+        record.notes.push(summary);
+        Ok(())
+    })();
+    match outcome {
+        Ok(()) => record.status = "ok".into(),
+        Err(e) => record.error = Some(e.to_string()),
+    }
+    record.seconds = start.elapsed().as_secs_f64();
+    record
+}
+
 fn parquet_writer<W: std::io::Write>(w: W, opts: &ParquetOptions) -> Result<ParquetWriter<W>> {
     let compression = match opts.compression.as_deref().unwrap_or("zstd") {
         "zstd" => ParquetCompression::Zstd(None),
@@ -705,6 +812,11 @@ pub fn run_job(
         // Queries run together share their time: each is credited an equal part.
         record.seconds = together / n + write_start.elapsed().as_secs_f64();
         report(record);
+    }
+    for rec in &job.reconciles {
+        let r = reconcile_task(rec, job, job_path, &out_dir, &store, &tasks);
+        report(&r);
+        records.push(Some(r));
     }
     let manifest = RunManifest {
         job: job_path.display().to_string(),

@@ -475,6 +475,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                             partition_by: None,
                         })
                         .collect(),
+                    reconciles: Vec::new(),
                 };
                 let opts = crate::batch::BatchOptions { engine: on_engine, ..Default::default() };
                 return run_batch(std::path::Path::new("./job"), &job, &opts);

@@ -41,7 +41,7 @@ fn the_release_job_writes_every_extract_as_run_gives_it() {
     let _ = std::fs::remove_file(&job);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.starts_with("19 ok, 0 skipped, 0 failed"), "{stdout}");
+    assert!(stdout.starts_with("20 ok, 0 skipped, 0 failed"), "{stdout}");
     let extracts = dir.path().join("extracts");
     for (extract, query, params) in [
         ("trade_2023.parquet", "trade_2024.tql", Some("year=2023")),
@@ -79,6 +79,37 @@ fn the_release_job_writes_every_extract_as_run_gives_it() {
     // The partitioned extract is a Hive folder, and the CSV extract is plain CSV.
     assert!(extracts.join("minerals_blocs_by_year/year=2024/part-0.parquet").is_file());
     assert!(std::fs::read_to_string(extracts.join("monthly_2024.csv")).unwrap().starts_with("period,value,value_yoy"));
+    // The reconciliation: ASEAN and EU, 11 months, 3 flows, every one within 2e-7.
+    use polars::prelude::SerReader;
+    let file = std::fs::File::open(extracts.join("reconcile_gacc_partners.parquet")).unwrap();
+    let found = polars::prelude::ParquetReader::new(file).finish().unwrap();
+    assert_eq!(found.height(), 66);
+    assert_eq!(found.column("within").unwrap().bool().unwrap().sum(), Some(66));
+}
+
+#[test]
+fn a_reconciliation_beyond_its_tolerance_fails_the_job_and_keeps_its_extract() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let groups = write(dir.path(), "g.csv", "group,member,valid_from,valid_to\nBLOC,AAA,,\n");
+    let src = write(
+        dir.path(),
+        "t.csv",
+        "period,reporter,partner,flow,product,value\n2024-01,CHN,AAA,export,TOTAL,100\n2024-01,CHN,BLOC,export,TOTAL,101\n",
+    );
+    ok(&["groups", "add", "blocs", s(&groups), "--of", "partner", "--store", s(&store)]);
+    ok(&["ingest", s(&src), "--store", s(&store), "-d", "t", "-q"]);
+    write(dir.path(), "q.tql", "from t\nby year\nsum value\n");
+    let j = job(dir.path(), &store, "[[query]]\nfile = \"q.tql\"\n[[reconcile]]\ndataset = \"t\"\nformat = \"csv\"\n");
+    let out = tradeql(&["batch", s(&j)]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("1 of 1 comparisons beyond the tolerance 1e-6"), "{stderr}");
+    let text = std::fs::read_to_string(dir.path().join("out/reconcile_t.csv")).unwrap();
+    assert!(text.contains("BLOC,2024-01-01,export,1,100.0,101.0"), "{text}");
+    // Not strict: the same finding is a note, and the job succeeds.
+    let j = job(dir.path(), &store, "[[query]]\nfile = \"q.tql\"\n[[reconcile]]\ndataset = \"t\"\nstrict = false\n");
+    assert!(tradeql(&["batch", s(&j)]).status.success());
 }
 
 #[test]
