@@ -17,6 +17,8 @@ $tq ingest data/critical_minerals_hs6_monthly.csv --mapping data/critical_minera
 $tq groups add partner_groups data/partner_groups.csv --of partner --store "$store"
 $tq groups add hs_sections data/hs_section_groups.csv --of product --store "$store"
 $tq groups add un_regions data/un_regions.csv --of partner --store "$store"
+$tq names add data/country_codes.csv --of partner --code iso3 --name name_en --store "$store"
+$tq names add data/hs_codes.csv --of product --code hscode --name description --store "$store"
 $tq info "$store" --verify
 echo
 $tq run queries/trade_2024.tql --store "$store"

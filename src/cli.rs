@@ -305,6 +305,11 @@ enum Command {
         #[command(subcommand)]
         action: GroupsAction,
     },
+    /// Names of codes (countries, HS codes), for name(partner) in queries.
+    Names {
+        #[command(subcommand)]
+        action: NamesAction,
+    },
     /// Check that members add up to the published aggregates.
     ///
     /// For a dataset that holds member rows beside aggregate rows (a customs
@@ -351,6 +356,31 @@ enum RatesAction {
     /// for one US dollar), replacing the store's rates. Used by convert().
     Add {
         file: PathBuf,
+        #[arg(long, short, env = "TRADEQL_STORE", default_value = "store")]
+        store: PathBuf,
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum NamesAction {
+    /// Store a CSV table of code names for one dimension, replacing its names
+    /// table: `tradeql names add data/country_codes.csv --of partner --code
+    /// iso3 --name name_en`, or `data/hs_codes.csv --of product --code hscode
+    /// --name description`. Reporters are named by the partner table unless
+    /// they have their own.
+    Add {
+        file: PathBuf,
+        /// The dimension: reporter, partner, product or region.
+        #[arg(long)]
+        of: String,
+        /// The column holding the codes.
+        #[arg(long, default_value = "code")]
+        code: String,
+        /// The column holding the names.
+        #[arg(long, default_value = "name")]
+        name: String,
         #[arg(long, short, env = "TRADEQL_STORE", default_value = "store")]
         store: PathBuf,
         #[arg(long)]
@@ -657,6 +687,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             eprintln!("{summary}");
             Ok(if strict && r.flagged > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+        }
+        Command::Names { action: NamesAction::Add { file, of, code, name, store, wait } } => {
+            let report = crate::groups::add_names(&store, &of, &file, &code, &name, wait)?;
+            after_commit(&format!("{report}\n"), Some("the names table is committed"))?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Rates { action: RatesAction::Add { file, store, wait } } => {
             let report = crate::rates::add(&store, &file, wait)?;

@@ -410,3 +410,76 @@ fn dataset_codes(store: &Path, m: &crate::store::Manifest, of: &str) -> Result<V
     let values = frame.column(of)?.str()?.clone();
     Ok(values.iter().flatten().map(str::to_string).collect())
 }
+
+/// What `names add` stored.
+pub struct NamesReport {
+    pub of: String,
+    pub rows: u64,
+    pub version: u64,
+}
+
+impl std::fmt::Display for NamesReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "stored names of {} {} codes (groups version {})", self.rows, self.of, self.version)
+    }
+}
+
+/// Stores the names of the codes of `of` from the CSV at `path` (columns
+/// `code_column` and `name_column`), replacing the dimension's names table.
+pub fn add_names(
+    store_root: &Path,
+    of: &str,
+    path: &Path,
+    code_column: &str,
+    name_column: &str,
+    wait: bool,
+) -> Result<NamesReport> {
+    if !["reporter", "partner", "product", "region"].contains(&of) {
+        return Err(Error::usage(format!("names are of reporter, partner, product or region codes, not {of:?}")));
+    }
+    let mut rdr = csv::ReaderBuilder::new()
+        .from_path(path)
+        .map_err(|e| Error::input(format!("cannot read: {e}")).in_file(path))?;
+    let index = required_columns(&mut rdr, path, &[code_column, name_column], "a names table")?;
+    let mut seen: BTreeMap<String, u64> = BTreeMap::new();
+    let (mut codes, mut names) = (Vec::new(), Vec::new());
+    for rec in rdr.records() {
+        let rec = rec.map_err(|e| Error::input(format!("cannot read the row: {e}")).in_file(path))?;
+        let line = rec.position().map_or(0, |p| p.line());
+        let code = rec.get(index[0]).unwrap_or("").trim();
+        let name = rec.get(index[1]).unwrap_or("").trim();
+        if code.is_empty() {
+            continue; // a row with no code names nothing (a place without an ISO code)
+        }
+        if let Some(first) = seen.insert(code.to_string(), line) {
+            return Err(Error::input(format!("the code is named twice (first at line {first})"))
+                .in_file(path)
+                .at_line(line)
+                .in_column(code_column)
+                .with_value(code));
+        }
+        codes.push(code.to_string());
+        names.push(name.to_string());
+    }
+    if codes.is_empty() {
+        return Err(Error::input("the names table has no rows with a code").in_file(path));
+    }
+    let rows = codes.len() as u64;
+    let frame =
+        DataFrame::new(codes.len(), vec![Column::new("code".into(), codes), Column::new("name".into(), names)])?;
+    let of_owned = of.to_string();
+    let version = commit_reference(store_root, &format!("names-{of}"), frame, path, wait, |manifest, staged| {
+        let removed = manifest.names.iter().filter(|t| t.of == of_owned).map(|t| t.path.clone()).collect();
+        manifest.names.retain(|t| t.of != of_owned);
+        manifest.names.push(crate::store::manifest::NameTable {
+            of: of_owned.clone(),
+            path: staged.path,
+            rows,
+            bytes: staged.bytes,
+            sha256: staged.sha256,
+            source: staged.source,
+        });
+        removed
+    })?;
+    Ok(NamesReport { of: of.to_string(), rows, version })
+}

@@ -101,6 +101,9 @@ pub fn info(store: &Store, verify: bool, wait: bool) -> Result<InfoReport> {
             let _ = writeln!(text, "  {:<16} {} rows, groups of {} codes: {}", t.name, t.rows, t.of, names.join(", "));
         }
     }
+    for t in &groups.names {
+        let _ = writeln!(text, "\nnames  of {}: {} codes named (from {})", t.of, t.rows, t.source.path);
+    }
     if let Some(r) = &groups.rates {
         let _ = writeln!(
             text,

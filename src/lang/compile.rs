@@ -170,11 +170,17 @@ pub fn code_combinations(
         col("period").dt().quarter().cast(DataType::Int32).alias("quarter"),
         col("period").dt().month().cast(DataType::Int32).alias("month"),
     ]);
-    let mut readable: Vec<&RExpr> = Vec::new();
+    // Each conjunct on its own: `flow = "total" and value > 0` still applies
+    // its code filter.
+    let mut all: Vec<&RExpr> = Vec::new();
     for x in &plan.row_filters {
+        split_and(x, &mut all);
+    }
+    let mut readable: Vec<&RExpr> = Vec::new();
+    for x in all {
         let reads_rows = !x.any(&mut |e| match e {
             RExpr::Col(name) => !stored(name) || derived(name),
-            RExpr::Convert(..) | RExpr::Code(CodeFn::Section, _) | RExpr::Measure(_) => true,
+            RExpr::Convert(..) | RExpr::Code(CodeFn::Section | CodeFn::Name, _) | RExpr::Measure(_) => true,
             _ => false,
         });
         if reads_rows {
@@ -185,12 +191,8 @@ pub fn code_combinations(
     let names: Vec<Expr> = dims.iter().map(|d| col(d.as_str())).collect();
     let fallback = lf.select(names).unique(None, UniqueKeepStrategy::Any);
     // Read off the dictionary pages when every filter is one the pushdown evaluates.
-    let mut conjuncts: Vec<&RExpr> = Vec::new();
-    for x in readable {
-        split_and(x, &mut conjuncts);
-    }
     let filters: Option<Vec<pushdown::RowFilter>> =
-        conjuncts.into_iter().map(|x| c.pushdown_filter(x, manifest)).collect();
+        readable.into_iter().map(|x| c.pushdown_filter(x, manifest)).collect();
     let frame = match filters {
         Some(filters) if pushdown_enabled() => {
             let keys = dims
@@ -603,6 +605,7 @@ impl Compiler<'_> {
         if let Some((n, dim, by)) = &plan.top {
             lf = self.top(lf, *n, dim, by, &base)?;
         } else {
+            lf = self.with_names(lf, &name_dims(&post_exprs(plan)))?;
             for (name, x) in &plan.post_derives {
                 let (next, e) = self.measure_expr(lf, x, &base)?;
                 lf = next.with_column(e.alias(name.as_str()));
@@ -655,6 +658,8 @@ impl Compiler<'_> {
             col("period").dt().quarter().cast(DataType::Int32).alias("quarter"),
             col("period").dt().month().cast(DataType::Int32).alias("month"),
         ]);
+        let row_exprs: Vec<&RExpr> = plan.derives.iter().map(|(_, x)| x).chain(plan.row_filters.iter()).collect();
+        lf = self.with_names(lf, &name_dims(&row_exprs))?;
         if let Some(path) = &plan.hs_sections
             && uses_section(plan)
         {
@@ -810,7 +815,9 @@ impl Compiler<'_> {
     /// for a filter that reads anything else (values, derived columns, two
     /// code columns at once, exchange rates, sections).
     fn pushdown_filter(&self, x: &RExpr, manifest: &Manifest) -> Option<pushdown::RowFilter> {
-        if x.any(&mut |e| matches!(e, RExpr::Convert(..) | RExpr::Code(CodeFn::Section, _) | RExpr::Measure(_))) {
+        if x.any(&mut |e| {
+            matches!(e, RExpr::Convert(..) | RExpr::Code(CodeFn::Section | CodeFn::Name, _) | RExpr::Measure(_))
+        }) {
             return None;
         }
         let mut columns: Vec<String> = Vec::new();
@@ -929,6 +936,20 @@ impl Compiler<'_> {
         }
         let shape = ResultShape::of(plan, Vec::new());
         Ok(Compiled { lf, shape, rows_pushed_down: false, pushed_down: Vec::new() })
+    }
+
+    /// `lf` with a column `__name_DIM` for each of `dims`: the names table's
+    /// name of the row's code (null for a code it does not name).
+    fn with_names(&self, lf: LazyFrame, dims: &[String]) -> Result<LazyFrame> {
+        let mut lf = lf;
+        for dim in dims {
+            let Some((_, path)) = self.plan.names.iter().find(|(d, _)| d == dim) else { continue };
+            let table = self
+                .group_table(path)?
+                .select([col("code").alias(dim.as_str()), col("name").alias(name_column(dim).as_str())]);
+            lf = lf.join(table, [col(dim.as_str())], [col(dim.as_str())], join_args());
+        }
+        Ok(lf)
     }
 
     fn group_table(&self, path: &str) -> Result<LazyFrame> {
@@ -1183,8 +1204,9 @@ impl Compiler<'_> {
     fn top(&mut self, lf: LazyFrame, n: usize, dim: &str, by: &str, base: &LazyFrame) -> Result<LazyFrame> {
         let plan = self.plan;
         check_top_aggregates(plan)?;
+        let named = name_dims(&post_exprs(plan));
         // Measures on the full rows, each into a hidden column.
-        let mut lf = lf;
+        let mut lf = self.with_names(lf, &named)?;
         let mut folded = FoldedMeasures::default();
         let mut post_derives = Vec::new();
         for (name, x) in &plan.post_derives {
@@ -1275,6 +1297,7 @@ impl Compiler<'_> {
             });
         }
         lf = lf.with_column(col(dim).eq(lit("others")).alias("__is_others"));
+        lf = self.with_names(lf, &named)?;
         // The shown columns, from the folded rows.
         for (name, rx) in &post_derives {
             lf = lf.with_column(self.expr(rx)?.alias(name.as_str()));
@@ -1771,6 +1794,10 @@ impl Compiler<'_> {
             RExpr::Code(CodeFn::Chapter, a) => self.expr(a)?.str().slice(lit(0), lit(2)),
             RExpr::Code(CodeFn::Heading, a) => self.expr(a)?.str().slice(lit(0), lit(4)),
             RExpr::Code(CodeFn::Section, _) => col("__section_product"),
+            RExpr::Code(CodeFn::Name, a) => match a.as_ref() {
+                RExpr::Col(dim) => col(name_column(dim).as_str()),
+                _ => return Err(Error::internal("name() of no code column")),
+            },
             RExpr::If(c, a, b) => when(self.expr(c)?).then(self.expr(a)?).otherwise(self.expr(b)?),
             RExpr::Calendar(f, a) => calendar(*f, self.expr(a)?),
             RExpr::Convert(a, target) => match &self.plan.rates {
@@ -2073,6 +2100,38 @@ pub(crate) fn calendar_only(x: &RExpr) -> bool {
 
 fn uses_code(x: &RExpr, f: CodeFn) -> bool {
     x.any(&mut |e| matches!(e, RExpr::Code(g, _) if *g == f))
+}
+
+/// The column a names join adds for `dim`.
+pub(crate) fn name_column(dim: &str) -> String {
+    format!("__name_{dim}")
+}
+
+/// The dimensions whose names (`name(DIM)`) `exprs` read, once each.
+pub(crate) fn name_dims(exprs: &[&RExpr]) -> Vec<String> {
+    let mut dims = Vec::new();
+    for x in exprs {
+        x.any(&mut |e| {
+            if let RExpr::Code(CodeFn::Name, a) = e
+                && let RExpr::Col(d) = a.as_ref()
+                && !dims.contains(d)
+            {
+                dims.push(d.clone());
+            }
+            false
+        });
+    }
+    dims
+}
+
+/// The expressions evaluated on aggregated rows: post-derives, outputs, post-filters.
+pub(crate) fn post_exprs(plan: &Plan) -> Vec<&RExpr> {
+    plan.post_derives
+        .iter()
+        .map(|(_, x)| x)
+        .chain(plan.outputs.iter().map(|o| &o.expr))
+        .chain(plan.post_filters.iter())
+        .collect()
 }
 
 pub(crate) fn uses_section(plan: &Plan) -> bool {

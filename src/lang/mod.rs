@@ -263,6 +263,8 @@ mod fuzz {
         "rank(",
         "if(",
         "chapter(",
+        "name(",
+        "value_ytd",
         ")",
         "(",
         ",",
@@ -327,6 +329,7 @@ mod fuzz {
                 source: SourceFile { path: String::new(), bytes: 0, sha256: String::new() },
             }],
             rates: None,
+            names: Vec::new(),
         };
         (manifest, groups)
     }

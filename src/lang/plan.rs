@@ -143,6 +143,8 @@ pub enum CodeFn {
     Chapter,
     Heading,
     Section,
+    /// The name of a code, from the store's names table of its dimension.
+    Name,
 }
 
 /// How far back a comparison looks: whole years, or periods of the roll-up.
@@ -393,6 +395,8 @@ pub struct Plan {
     pub chart: Option<crate::chart::ChartOptions>,
     /// The dataset's further measures (stored after `aggregate`).
     pub measures: Vec<String>,
+    /// For each dimension name() reads: its names table (relative to `_groups/`).
+    pub names: Vec<(String, String)>,
 }
 
 impl Plan {
@@ -433,6 +437,7 @@ impl Plan {
             rates: None,
             chart: None,
             measures: Vec::new(),
+            names: Vec::new(),
         }
     }
 

@@ -101,8 +101,8 @@ const MEASURES: [&str; 17] = [
     "high",
     "record",
 ];
-const OTHER_FUNCTIONS: [&str; 9] =
-    ["streak", "unit_value", "chapter", "heading", "section", "if", "year", "quarter", "month"];
+const OTHER_FUNCTIONS: [&str; 10] =
+    ["streak", "unit_value", "chapter", "heading", "section", "name", "if", "year", "quarter", "month"];
 
 /// The plan of `query` against `catalog`, with `overrides` (from `--param k=v`)
 /// replacing the query's parameter defaults.
@@ -129,6 +129,7 @@ pub fn resolve(query: &Query, catalog: &Catalog<'_>, overrides: &[(String, Strin
         uses_unit_value: false,
         measure_depth: 0,
         top_dim: None,
+        names: Vec::new(),
     };
     for p in &query.params {
         let value = match overrides.iter().find(|(k, _)| *k == p.name.name) {
@@ -177,6 +178,7 @@ pub fn resolve(query: &Query, catalog: &Catalog<'_>, overrides: &[(String, Strin
         rates: None,
         chart: None,
         measures: manifest.measures.iter().map(|m| m.name.clone()).collect(),
+        names: Vec::new(),
     };
     let mut saw_from = false;
     let mut mentions_aggregate = false;
@@ -361,6 +363,9 @@ pub fn resolve(query: &Query, catalog: &Catalog<'_>, overrides: &[(String, Strin
         return Err(Diag::new(Span::default(), "the query has no `from DATASET` stage"));
     }
     plan.rates = r.rates.clone();
+    plan.names = r.names.clone();
+    plan.names.sort();
+    plan.names.dedup();
     if !mentions_aggregate && !r.tests_aggregate {
         plan.mixed = r.mixed_dimensions(Span::default())?;
     }
@@ -530,6 +535,8 @@ struct Resolver<'a> {
     measure_depth: usize,
     /// The dimension of a `top` stage, whose folded rows are named "others".
     top_dim: Option<String>,
+    /// The names tables name() reads: (dimension, file relative to `_groups/`).
+    names: Vec<(String, String)>,
 }
 
 impl Resolver<'_> {
@@ -950,6 +957,34 @@ impl Resolver<'_> {
         let m = |m: Measure| RExpr::Measure(Box::new(m));
         let measure = |r: &Self, what: &str| r.needs_time(span, what);
         Ok(match n {
+            "name" => {
+                self.check_arity(args, 1, span, n)?;
+                let (x, ty) = self.expr(&args[0])?;
+                expect_ty(ty, Ty::Str, args[0].span, "the argument of name()")?;
+                let RExpr::Col(dim) = &x else {
+                    return Err(Diag::new(
+                        args[0].span,
+                        "name() takes a code column: reporter, partner, product or region",
+                    ));
+                };
+                if !["reporter", "partner", "product", "region"].contains(&dim.as_str()) {
+                    return Err(Diag::new(
+                        args[0].span,
+                        format!("name() takes a code column: reporter, partner, product or region, not `{dim}`"),
+                    ));
+                }
+                let Some(table) = self.catalog.groups.names_of(dim) else {
+                    return Err(Diag::new(span, format!("name({dim}) needs the store's names of {dim} codes")).hint(
+                        if dim == "product" {
+                            "add them: tradeql names add data/hs_codes.csv --of product --code hscode --name description"
+                        } else {
+                            "add them: tradeql names add data/country_codes.csv --of partner --code iso3 --name name_en"
+                        },
+                    ));
+                };
+                self.names.push((dim.clone(), table.path.clone()));
+                (RExpr::Code(CodeFn::Name, Box::new(x)), Ty::Str)
+            }
             "chapter" | "heading" | "section" => {
                 self.check_arity(args, 1, span, n)?;
                 if self.aggregated {

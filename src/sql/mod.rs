@@ -22,7 +22,8 @@ use crate::error::{Error, Result};
 use crate::lang::ast::BinOp;
 use crate::lang::compile::{
     FoldedMeasures, ResultShape, WarningColumn, WarningKind, calendar_bound, check_top_aggregates, convert_targets,
-    fx_column, m_text, partial_warning, sub_periods, uses_section, without_terms_on,
+    fx_column, m_text, name_column, name_dims, partial_warning, post_exprs, sub_periods, uses_section,
+    without_terms_on,
 };
 use crate::lang::plan::*;
 use crate::store::Manifest;
@@ -276,6 +277,8 @@ impl Sql<'_> {
     fn compile(&mut self, manifest: &Manifest) -> Result<String> {
         let plan = self.plan;
         let mut f = self.scan(manifest)?;
+        let row_exprs: Vec<&RExpr> = plan.derives.iter().map(|(_, x)| x).chain(plan.row_filters.iter()).collect();
+        f = self.with_names(&f, &name_dims(&row_exprs));
         if let Some(path) = &plan.hs_sections
             && uses_section(plan)
         {
@@ -340,6 +343,7 @@ impl Sql<'_> {
         if let Some((n, dim, by)) = &plan.top {
             f = self.top(&f, *n, dim, by, &base)?;
         } else {
+            f = self.with_names(&f, &name_dims(&post_exprs(plan)));
             for (name, x) in &plan.post_derives {
                 let (next, e) = self.measure_expr(&f, x, &base)?;
                 f = self.with_column(&next, &e, name);
@@ -443,6 +447,29 @@ impl Sql<'_> {
         );
         cols.extend(["quarter".to_string(), "month".to_string()]);
         Ok(self.cte(body, cols))
+    }
+
+    /// `f` with a column `__name_DIM` for each of `dims`, from the names tables.
+    fn with_names(&mut self, f: &Frame, dims: &[String]) -> Frame {
+        let mut f = f.clone();
+        for dim in dims {
+            let Some((_, path)) = self.plan.names.iter().find(|(d, _)| d == dim) else { continue };
+            let table = self.group_file(path);
+            let column = name_column(dim);
+            let mut cols = f.cols.clone();
+            cols.push(column.clone());
+            let body = format!(
+                "SELECT {}, g.{} AS {} FROM {} r LEFT JOIN {table} g ON r.{} = g.{}",
+                self.prefixed("r", &f.cols),
+                self.q("name"),
+                self.q(&column),
+                f.name,
+                self.q(dim),
+                self.q("code")
+            );
+            f = self.cte(body, cols);
+        }
+        f
     }
 
     fn group_file(&self, path: &str) -> String {
@@ -625,7 +652,8 @@ impl Sql<'_> {
     fn top(&mut self, f: &Frame, n: usize, dim: &str, by: &str, base: &Frame) -> Result<Frame> {
         let plan = self.plan;
         check_top_aggregates(plan)?;
-        let mut f = f.clone();
+        let named = name_dims(&post_exprs(plan));
+        let mut f = self.with_names(f, &named);
         let mut folded = FoldedMeasures::default();
         let mut post_derives = Vec::new();
         for (name, x) in &plan.post_derives {
@@ -714,6 +742,7 @@ impl Sql<'_> {
         }
         let is_others = format!("({} = {})", self.q(dim), self.d.string("others"));
         f = self.with_column(&f, &is_others, "__is_others");
+        f = self.with_names(&f, &named);
         for (name, rx) in &post_derives {
             let e = self.expr(rx)?;
             f = self.with_column(&f, &e, name);
@@ -1154,6 +1183,10 @@ impl Sql<'_> {
             RExpr::Code(CodeFn::Chapter, a) => format!("substr({}, 1, 2)", self.expr(a)?),
             RExpr::Code(CodeFn::Heading, a) => format!("substr({}, 1, 4)", self.expr(a)?),
             RExpr::Code(CodeFn::Section, _) => self.q("__section_product"),
+            RExpr::Code(CodeFn::Name, a) => match a.as_ref() {
+                RExpr::Col(dim) => self.q(&name_column(dim)),
+                _ => return Err(Error::internal("name() of no code column")),
+            },
             RExpr::If(c, a, b) => {
                 format!("(CASE WHEN {} THEN {} ELSE {} END)", self.expr(c)?, self.expr(a)?, self.expr(b)?)
             }

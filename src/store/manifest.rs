@@ -181,6 +181,33 @@ pub struct GroupsManifest {
     /// Exchange rates by period, for convert().
     #[serde(default)]
     pub rates: Option<RateTable>,
+    /// Names of codes, one table per dimension, for name() in queries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<NameTable>,
+}
+
+/// A table of code names (`code,name`) for one dimension.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NameTable {
+    /// The dimension whose codes it names: reporter, partner, product or region.
+    pub of: String,
+    /// Relative to `_groups/`.
+    pub path: String,
+    pub rows: u64,
+    pub bytes: u64,
+    pub sha256: String,
+    pub source: SourceFile,
+}
+
+impl GroupsManifest {
+    /// The names table that names codes of `dim` (reporters by the partner
+    /// table when there is no reporter table: both are ISO 3166 codes).
+    pub fn names_of(&self, dim: &str) -> Option<&NameTable> {
+        self.names
+            .iter()
+            .find(|t| t.of == dim)
+            .or_else(|| if dim == "reporter" { self.names.iter().find(|t| t.of == "partner") } else { None })
+    }
 }
 
 /// The exchange-rate table: `period,currency,per_usd` (units of the currency

@@ -277,7 +277,12 @@ impl Store {
     pub fn groups_manifest(&self) -> Result<GroupsManifest> {
         let path = self.root.join(GROUPS_DIR).join("manifest.json");
         let manifest: GroupsManifest = read_json(&path)?.unwrap_or_default();
-        let paths = manifest.tables.iter().map(|t| &t.path).chain(manifest.rates.iter().map(|r| &r.path));
+        let paths = manifest
+            .tables
+            .iter()
+            .map(|t| &t.path)
+            .chain(manifest.rates.iter().map(|r| &r.path))
+            .chain(manifest.names.iter().map(|n| &n.path));
         for p in paths {
             if !is_groups_file(p) {
                 return Err(Error::store(format!(
@@ -558,6 +563,7 @@ impl Store {
         };
         let mut all = paths("files");
         all.extend(paths("tables"));
+        all.extend(paths("names"));
         all.extend(m.get("rates").and_then(|r| r.get("path")?.as_str().map(str::to_string)));
         out.extend(all.into_iter().map(|p| format!("{folder}/{p}")));
         Ok(out)

@@ -146,6 +146,10 @@ pub fn verify(store: &Store) -> Result<Vec<Problem>> {
         listed.insert(rates.path.clone());
         check_file(&dir.join(&rates.path), rates.bytes, &rates.sha256, Some(rates.rows), &mut problems);
     }
+    for names in &groups.names {
+        listed.insert(names.path.clone());
+        check_file(&dir.join(&names.path), names.bytes, &names.sha256, Some(names.rows), &mut problems);
+    }
     for path in parquet_files_under(&dir) {
         let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
         if !listed.contains(&name) && !retired.contains(&path) {

@@ -137,6 +137,10 @@ pub fn ingest_bundled(store: &Path) {
     ok(&["groups", "add", "partner_groups", &data_file("partner_groups.csv"), "--of", "partner", "--store", s(store)]);
     ok(&["groups", "add", "hs_sections", &data_file("hs_section_groups.csv"), "--of", "product", "--store", s(store)]);
     ok(&["groups", "add", "un_regions", &data_file("un_regions.csv"), "--of", "partner", "--store", s(store)]);
+    let countries = data_file("country_codes.csv");
+    ok(&["names", "add", &countries, "--of", "partner", "--code", "iso3", "--name", "name_en", "--store", s(store)]);
+    let hs = data_file("hs_codes.csv");
+    ok(&["names", "add", &hs, "--of", "product", "--code", "hscode", "--name", "description", "--store", s(store)]);
 }
 
 /// Whether the command-line tool `name` (strace, mkfifo) is installed; a test

@@ -511,3 +511,42 @@ fn a_planted_discrepancy_is_found() {
     assert!(out.status.success());
     assert!(csv_rows(&String::from_utf8_lossy(&out.stdout)).iter().all(|r| r["within"] == "true"));
 }
+
+#[test]
+fn codes_are_named_from_the_stores_names_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = partner_store(dir.path());
+    let q = write(
+        dir.path(),
+        "n.tql",
+        "from gacc_partners\nwhere period = 2024-12 and flow = \"total\" and partner in (\"HUN\", \"ES-CN\")\nby partner\nsum value_ytd\nshow n = name(partner)\n",
+    );
+    // Without a names table: an error that says how to add one.
+    let err = fails(&["check", s(&q), "--store", s(&store)]);
+    assert!(err.contains("name(partner) needs the store's names of partner codes"), "{err}");
+    assert!(err.contains("tradeql names add data/country_codes.csv --of partner --code iso3 --name name_en"), "{err}");
+    let names = write(dir.path(), "names.csv", "iso3,name_en\nHUN,Hungary\nCHN,China\n");
+    ok(&["names", "add", s(&names), "--of", "partner", "--code", "iso3", "--name", "name_en", "--store", s(&store)]);
+    let got = csv_rows(&ok(&["run", s(&q), "--store", s(&store), "--format", "csv"]));
+    let pairs: Vec<(&str, &str)> = got.iter().map(|r| (r["partner"].as_str(), r["n"].as_str())).collect();
+    // A code the table does not name has no name (null: empty in CSV).
+    assert_eq!(pairs, [("ES-CN", ""), ("HUN", "Hungary")]);
+    // In the row stage too, and reporters by the partner table.
+    let q = write(
+        dir.path(),
+        "r.tql",
+        "from gacc_partners\nwhere period = 2024-12 and flow = \"total\" and name(partner) = \"Hungary\"\nderive r = name(reporter)\nby partner, r\nsum value_ytd\n",
+    );
+    let got = csv_rows(&ok(&["run", s(&q), "--store", s(&store), "--format", "csv"]));
+    assert_eq!(got.len(), 1);
+    assert_eq!((got[0]["partner"].as_str(), got[0]["r"].as_str()), ("HUN", "China"));
+    // A code named twice is refused with both lines.
+    let twice = write(dir.path(), "twice.csv", "code,name\nHUN,Hungary\nHUN,Magyarorszag\n");
+    let err = fails(&["names", "add", s(&twice), "--of", "partner", "--store", s(&store)]);
+    assert!(
+        err.contains("twice.csv:3: column `code`: the code is named twice (first at line 2) (value \"HUN\")"),
+        "{err}"
+    );
+    let info = ok(&["info", s(&store), "--verify"]);
+    assert!(info.contains("names  of partner: 2 codes named") && info.contains("verify: every file matches"), "{info}");
+}
