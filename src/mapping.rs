@@ -153,6 +153,11 @@ pub struct RowRule {
     pub currency: Option<String>,
     /// Multiplier of these rows' money cells, instead of value_scale.
     pub value_scale: Option<f64>,
+    /// Further measures these rows do not hold as the others do (a
+    /// year-to-date total in another currency is no year-to-date total at
+    /// one month's rate): stored as null on these rows.
+    #[serde(default)]
+    pub null_measures: Vec<String>,
 }
 
 /// The columns of a wide layout: a list melted into one measure, or, for
@@ -350,13 +355,21 @@ impl Mapping {
             if rule.when.is_empty() {
                 return Err(Error::mapping(format!("[[rows]] rule {n} has no `when` condition")));
             }
-            let acts = rule.skip as u8 + (rule.currency.is_some() || rule.value_scale.is_some()) as u8;
+            let reads = rule.currency.is_some() || rule.value_scale.is_some() || !rule.null_measures.is_empty();
+            let acts = rule.skip as u8 + reads as u8;
             if acts != 1 {
                 return Err(Error::mapping(format!(
                     "[[rows]] rule {n} must either skip the rows (skip = true) or read them another way \
-                     (currency = \"USD\" and/or value_scale = 1e3), not {}",
+                     (currency = \"USD\", value_scale = 1e3, null_measures = [...]), not {}",
                     if acts == 0 { "neither" } else { "both" }
                 )));
+            }
+            for m in &rule.null_measures {
+                if !self.measures.contains_key(m) {
+                    return Err(Error::mapping(format!(
+                        "[[rows]] rule {n}: null_measures names `{m}`, which is no measure of [measures]"
+                    )));
+                }
             }
             if let Some(c) = &rule.currency
                 && (c.len() != 3 || !c.bytes().all(|b| b.is_ascii_uppercase()))

@@ -69,11 +69,21 @@ fn reconcile_now(store: &Store, root: &Path, opts: &ReconcileOptions) -> Result<
     })?;
     let groups = store.groups_manifest()?;
     let measure = opts.measure.as_str();
-    if measure != "value" && !manifest.measures.iter().any(|m| m.name == measure) {
-        let mut names = vec!["value".to_string()];
+    let unit = manifest.measures.iter().find(|m| m.name == measure).map(|m| m.unit.as_str());
+    if measure != "value" && measure != "quantity" && unit.is_none() {
+        let mut names = vec!["value".to_string(), "quantity".to_string()];
         names.extend(manifest.measures.iter().map(|m| m.name.clone()));
         return Err(Error::usage(format!("the dataset {} has no measure `{measure}`", opts.dataset))
             .hint(format!("its measures: {}", names.join(", "))));
+    }
+    if let Some(u) = unit
+        && ["ratio", "pct", "percent", "%", "per mille", "per_mille", "index"]
+            .contains(&u.to_ascii_lowercase().as_str())
+    {
+        return Err(Error::usage(format!(
+            "`{measure}` is a {u}: members' {u}s do not add up to their aggregate's, so there is nothing to reconcile"
+        ))
+        .hint("reconcile a value or a quantity (--measure value, or a money measure)"));
     }
     let tables: Vec<_> = groups
         .tables
@@ -94,6 +104,13 @@ fn reconcile_now(store: &Store, root: &Path, opts: &ReconcileOptions) -> Result<
     let aggregates = manifest.aggregate_candidates("partner", &groups);
     let wanted = |code: &str| opts.only.is_empty() || opts.only.iter().any(|o| o == code);
     for o in &opts.only {
+        if present.contains(o) && !aggregates.contains(o) {
+            return Err(Error::usage(format!(
+                "{o} is a member row of {}, not an aggregate: nothing adds up to it",
+                opts.dataset
+            ))
+            .hint(format!("its aggregate rows: {}", list(present.iter().filter(|p| aggregates.contains(p))))));
+        }
         if !present.contains(o) {
             return Err(Error::usage(format!("the dataset {} has no partner row {o} to compare with", opts.dataset))
                 .hint(format!("its aggregate rows: {}", list(present.iter().filter(|p| aggregates.contains(p))))));

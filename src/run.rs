@@ -160,6 +160,16 @@ pub fn finish(shape: &ResultShape, frame: DataFrame) -> Result<Outcome> {
         frame = frame.drop(&h)?;
     }
     for (dim, codes) in &shape.left_out {
+        if dim == "flow" {
+            notes.push(format!(
+                "left out the rows of flow ({}), which are parts of other flows (re-exports of exports, \
+                 re-imports of imports) or their total, so that no sum counts a flow twice; a `where` \
+                 before `by` naming flow codes selects them (where flow = \"{}\")",
+                listed(codes),
+                codes[0]
+            ));
+            continue;
+        }
         notes.push(format!(
             "left out the aggregate rows of {dim} ({}), so that no sum adds them to their members; \
              a `where` before `by` naming {dim} codes selects them (where {dim} = \"{}\")",
@@ -173,6 +183,14 @@ pub fn finish(shape: &ResultShape, frame: DataFrame) -> Result<Outcome> {
         }
     }
     for (dim, codes) in &shape.summed_together {
+        if dim == "flow" {
+            notes.push(format!(
+                "the filters select flows that overlap ({}: re-exports are part of exports, re-imports of \
+                 imports, total is exports plus imports): a sum over flow adds them together",
+                summarise(codes)
+            ));
+            continue;
+        }
         notes.push(format!(
             "the filters select aggregate rows of {dim} ({}) beside their members or beside each other (one \
              may contain another): a sum over {dim}, or a share's total, adds them together",

@@ -97,7 +97,20 @@ struct MeasureSlot {
 #[derive(Debug, Clone)]
 enum RuleAction {
     Skip,
-    Read { scale: Option<f64>, currency: Option<String> },
+    /// Money cells at this scale and in this currency; these measures null.
+    Read {
+        scale: Option<f64>,
+        currency: Option<String>,
+        nulls: Vec<usize>,
+    },
+}
+
+/// Whether a source field holds the value a rule's `when` asks for: the same
+/// text, or the same number (`09` is month 9).
+fn field_is(field: &str, wanted: &str) -> bool {
+    let field = field.trim();
+    field == wanted
+        || matches!((field.parse::<f64>(), wanted.parse::<f64>()), (Ok(a), Ok(b)) if a == b && a.is_finite())
 }
 
 /// A record of source fields, by position; `None` where the record is too short.
@@ -313,15 +326,23 @@ impl Layout {
                         ))
                         .hint("declare currency = \"...\" in the mapping"));
                     }
-                    if ctx.currency != Some(c.as_str()) && !ctx.rates.is_some_and(|r| r.contains_key(c) || c == "USD") {
-                        return Err(Error::mapping(format!(
-                            "[[rows]] rule {} reads rows in {c}, but the store has no {c} exchange rates",
-                            n + 1
-                        ))
-                        .hint("store them first with `tradeql rates add FILE` (period,currency,per_usd)"));
+                    let to = ctx.currency.unwrap_or_default();
+                    if to != c.as_str() {
+                        for need in [c.as_str(), to].into_iter().filter(|x| *x != "USD") {
+                            if !ctx.rates.is_some_and(|r| r.contains_key(need)) {
+                                return Err(Error::mapping(format!(
+                                    "[[rows]] rule {} reads rows in {c} to store them in {to}, \
+                                     but the store has no {need} rates (units per US dollar)",
+                                    n + 1
+                                ))
+                                .hint("store them first with `tradeql rates add FILE` (period,currency,per_usd)"));
+                            }
+                        }
                     }
                 }
-                RuleAction::Read { scale: rule.value_scale, currency: rule.currency.clone() }
+                let nulls =
+                    rule.null_measures.iter().filter_map(|m| measure_names.iter().position(|x| x == m)).collect();
+                RuleAction::Read { scale: rule.value_scale, currency: rule.currency.clone(), nulls }
             };
             rules.push((when, action));
         }
@@ -355,6 +376,28 @@ impl Layout {
                     e = e.hint(format!("did you mean `{s}`?"));
                 }
                 return Err(e);
+            }
+        }
+        for d in &mapping.drop {
+            if let Some(i) = find(d)
+                && read.contains(&i)
+            {
+                return Err(Error::mapping(format!(
+                    "drop lists column `{d}`, which the mapping reads: drop only the columns it leaves unread"
+                )));
+            }
+        }
+        // The melted names of a layout by flow must be flows (after [recode.flow]).
+        if wide.is_some_and(|w| w.names_to == "flow") {
+            for set in &melted {
+                let name = mapping.recode.get("flow").and_then(|m| m.get(&set.name)).unwrap_or(&set.name);
+                if parse_flow(name).is_none() {
+                    return Err(Error::mapping(format!(
+                        "[wide] melts into flows, but `{}` is no flow: export, import, re-export, re-import or total",
+                        set.name
+                    ))
+                    .hint("name the [wide.columns.X] table by its flow, or map the name with [recode.flow]"));
+                }
             }
         }
         let unread = header
@@ -436,11 +479,17 @@ impl Layout {
             e.record = join_record(rec);
             e
         };
-        let rule = self
+        let hit = self
             .rules
             .iter()
-            .find(|(when, _)| when.iter().all(|(c, v)| rec.field(*c).map(str::trim) == Some(v.as_str())))
-            .map(|(_, a)| a);
+            .position(|(when, _)| when.iter().all(|(c, v)| rec.field(*c).is_some_and(|f| field_is(f, v))));
+        if let Some(k) = hit {
+            if batch.rule_hits.len() <= k {
+                batch.rule_hits.resize(k + 1, 0);
+            }
+            batch.rule_hits[k] += 1;
+        }
+        let rule = hit.map(|k| &self.rules[k].1);
         if matches!(rule, Some(RuleAction::Skip)) {
             batch.skipped += 1;
             return Ok(());
@@ -502,7 +551,7 @@ impl Layout {
     /// rule's scale (or `default`) and, for a rule in another currency, the
     /// rate of the row's period.
     fn money_factor(&self, rule: Option<&RuleAction>, default: f64, period: Period) -> Result<f64, String> {
-        let Some(RuleAction::Read { scale, currency }) = rule else { return Ok(default) };
+        let Some(RuleAction::Read { scale, currency, .. }) = rule else { return Ok(default) };
         let mut factor = scale.unwrap_or(default);
         if let (Some(from), Some(to)) = (currency, &self.currency)
             && from != to
@@ -553,6 +602,7 @@ impl Layout {
             if let Some(raw) = self.unrecoded(rec, i, wide) {
                 let table = format!("[recode.{}]", CANONICAL[i]);
                 let reason = match self.recode[i].as_ref().and_then(|m| m.get(raw)) {
+                    Some(_) if !self.code_table[i] => format!("the mapping's {table} maps it to an empty code"),
                     Some(_) => format!("the code table gives no code for it: map it in the mapping's {table}"),
                     None if self.code_table[i] => format!("not in the mapping's {table} nor its code table"),
                     None => format!("not in the mapping's {table}"),
@@ -657,6 +707,9 @@ impl Layout {
         }
         let mut measures = [None; MAX_MEASURES];
         for (j, m) in self.measures.iter().enumerate() {
+            if matches!(rule, Some(RuleAction::Read { nulls, .. }) if nulls.contains(&j)) {
+                continue;
+            }
             let Some(t) = self.raw_text(rec, 9 + j, wide).filter(|t| !t.is_empty()) else { continue };
             let factor = if m.money {
                 self.money_factor(rule, m.scale, period).map_err(|why| fail(9 + j, t, why, None))?
@@ -666,6 +719,17 @@ impl Layout {
             let n = self.number(t).map_err(|(reason, hint)| fail(9 + j, t, reason, hint))? * factor;
             if !n.is_finite() {
                 return Err(fail(9 + j, t, "the number times its scale is too large".into(), None));
+            }
+            if n < 0.0 && m.money && !self.allow_negative {
+                return Err(fail(
+                    9 + j,
+                    t,
+                    "negative trade value".into(),
+                    Some(
+                        "if the source publishes negative revisions, declare allow_negative = true in the mapping"
+                            .into(),
+                    ),
+                ));
             }
             measures[j] = Some(n);
         }
@@ -893,6 +957,8 @@ pub struct Batch {
     pub mixed: Option<(u64, String)>,
     /// Source records left out by a `[[rows]]` rule.
     pub skipped: u64,
+    /// Source records each `[[rows]]` rule picked, by rule.
+    pub rule_hits: Vec<u64>,
     capacity: usize,
     measures: usize,
     key_buf: Vec<u8>,
@@ -907,6 +973,7 @@ impl Batch {
             frequency: None,
             mixed: None,
             skipped: 0,
+            rule_hits: Vec::new(),
             capacity,
             measures,
             key_buf: Vec::with_capacity(128),

@@ -123,13 +123,34 @@ pub fn ingest(opts: &IngestOptions) -> Result<IngestReport> {
         source::Format::of(path)?;
         std::fs::metadata(path).map_err(|e| Error::io("cannot read", path, e))?;
     }
+    // A store folder this ingest makes is removed again when nothing is
+    // committed (a failure, a dry run).
+    let made_store = !opts.store.exists();
     std::fs::create_dir_all(&opts.store).map_err(|e| Error::io("cannot create store", &opts.store, e))?;
+    let result = ingest_into(opts, &mapping, &dataset);
+    if made_store && (result.is_err() || opts.dry_run) {
+        remove_unused_store(&opts.store);
+    }
+    result
+}
+
+/// Removes a store folder that holds nothing but tradeql's own bookkeeping.
+fn remove_unused_store(root: &Path) {
+    let only_internal = std::fs::read_dir(root)
+        .map(|entries| entries.flatten().all(|e| e.file_name() == store::INTERNAL))
+        .unwrap_or(false);
+    if only_internal {
+        let _ = std::fs::remove_dir_all(root);
+    }
+}
+
+fn ingest_into(opts: &IngestOptions, mapping: &Mapping, dataset: &str) -> Result<IngestReport> {
     let store = Store::at(&opts.store);
     let lock = store.lock(opts.wait, &format!("ingest into {dataset}"))?;
     let recovery = store.recover(&lock)?;
-    let old = store.manifest(&dataset)?;
+    let old = store.manifest(dataset)?;
     let staging = store.staging_dir(&lock)?;
-    let result = ingest_locked(opts, &mapping, &dataset, &store, &lock, old.as_ref(), &staging);
+    let result = ingest_locked(opts, mapping, dataset, &store, &lock, old.as_ref(), &staging);
     // Staged files left behind (dry run, failure) go now; committed ones were moved.
     let _ = std::fs::remove_dir_all(&staging);
     let mut report = result?;
@@ -174,6 +195,8 @@ struct Gathered {
     sources: Vec<SourceFile>,
     /// The name of each source read, by index (a workbook gives one per sheet).
     names: Vec<PathBuf>,
+    /// Source records each `[[rows]]` rule picked.
+    rule_hits: Vec<u64>,
     skipped: u64,
     warnings: Vec<String>,
 }
@@ -204,15 +227,17 @@ fn ingest_locked(
     let context = Context { group_names: &group_names, currency: currency.as_deref(), rates: rates.as_ref() };
     let measure_names = mapping.measure_names();
     if let Some(old) = old {
-        let stored: Vec<String> = old.measures.iter().map(|m| m.name.clone()).collect();
-        if stored != measure_names {
+        let stored: Vec<String> = old.measures.iter().map(|m| format!("{} ({})", m.name, m.unit)).collect();
+        let declared: Vec<String> =
+            measure_names.iter().map(|m| format!("{m} ({})", mapping.measures[m].unit)).collect();
+        if stored != declared {
             let list = |l: &[String]| if l.is_empty() { "none".to_string() } else { l.join(", ") };
             return Err(Error::input(format!(
                 "the dataset {dataset} holds the further measures {}, but this mapping declares {}",
                 list(&stored),
-                list(&measure_names)
+                list(&declared)
             ))
-            .hint("a dataset keeps the measures of its first ingest; ingest into another dataset with --dataset"));
+            .hint("a dataset keeps the measures and units of its first ingest; ingest into another dataset with --dataset"));
         }
     }
     let mut writer = PartitionWriter::new(staging.join("new"), &measure_names);
@@ -224,6 +249,7 @@ fn ingest_locked(
         rejects: Vec::new(),
         sources: Vec::new(),
         names: Vec::new(),
+        rule_hits: Vec::new(),
         skipped: 0,
         warnings: Vec::new(),
     };
@@ -241,11 +267,14 @@ fn ingest_locked(
             let layout = Layout::resolve(mapping, &src.header, &context)
                 .map_err(|e| if e.location.file.is_none() { e.in_file(&name) } else { e })?;
             for column in &layout.unread {
-                got.warnings.push(format!(
+                let w = format!(
                     "{}: column `{column}` is not read: its values are not stored \
                      (map it, or list it under drop = [...] in the mapping to leave it out)",
-                    name.display()
-                ));
+                    path.display()
+                );
+                if !got.warnings.contains(&w) {
+                    got.warnings.push(w);
+                }
             }
             let mut failed: Option<Error> = None;
             let mut deliver = |c: source::Converted| -> Result<bool> {
@@ -267,6 +296,16 @@ fn ingest_locked(
         got.sources.push(SourceFile { path: path.display().to_string(), bytes, sha256 });
     }
     bar.finish_and_clear();
+    for (k, rule) in mapping.rows.iter().enumerate() {
+        if got.rule_hits.get(k).copied().unwrap_or(0) == 0 {
+            let when: Vec<String> = rule.when.iter().map(|(c, v)| format!("{c} = {v:?}")).collect();
+            got.warnings.push(format!(
+                "the mapping's [[rows]] rule {} (when {}) picked no source row: is its condition written as the file writes it?",
+                k + 1,
+                when.join(", ")
+            ));
+        }
+    }
     clock.mark("read, check and write rows");
     crate::failpoint("ingest:converted");
     let mut staged = writer.finish()?;
@@ -410,6 +449,12 @@ fn absorb(
     }
     got.periods.extend(batch.periods.iter().copied());
     got.skipped += batch.skipped;
+    if got.rule_hits.len() < batch.rule_hits.len() {
+        got.rule_hits.resize(batch.rule_hits.len(), 0);
+    }
+    for (k, n) in batch.rule_hits.iter().enumerate() {
+        got.rule_hits[k] += n;
+    }
     for (year, rows) in batch.years {
         let (frame, lines, keys) = rows.into_frame(measures)?;
         got.rows += frame.height() as u64;

@@ -276,7 +276,13 @@ impl Source {
                     })
                     .collect();
                 let pos = rdr.position();
-                let data_start = (pos.byte(), pos.line());
+                // The line of the first record, by counting the newlines before
+                // it: the reader's own count is one short after a CRLF header.
+                let mut head = vec![0u8; pos.byte() as usize];
+                File::open(path)
+                    .and_then(|mut f| f.read_exact(&mut head))
+                    .map_err(|e| Error::io("cannot read", path, e))?;
+                let data_start = (pos.byte(), 1 + memchr::memchr_iter(b'\n', &head).count() as u64);
                 if data_start.0 >= bytes {
                     return Err(Error::input("the file has a header but no rows").in_file(path));
                 }
@@ -538,6 +544,28 @@ impl Record for FrameRecord<'_> {
     }
 }
 
+/// The line of a record that starts at a byte offset of a block, counted
+/// from the newlines before it (records come in order, so each byte is
+/// counted once). A record's offset may point at the line end before it
+/// (CRLF, blank lines): those newlines are passed first.
+struct LineCounter<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    line: u64,
+}
+
+impl LineCounter<'_> {
+    fn line_of(&mut self, start: usize) -> u64 {
+        let mut start = start.min(self.bytes.len()).max(self.at);
+        while start < self.bytes.len() && matches!(self.bytes[start], b'\r' | b'\n') {
+            start += 1;
+        }
+        self.line += memchr::memchr_iter(b'\n', &self.bytes[self.at..start]).count() as u64;
+        self.at = start;
+        self.line
+    }
+}
+
 fn convert_block(source: &Source, layout: &Layout, block: Block) -> Result<Converted> {
     let mut errors = Vec::new();
     let mut records = 0u64;
@@ -550,19 +578,20 @@ fn convert_block(source: &Source, layout: &Layout, block: Block) -> Result<Conve
                 .flexible(true)
                 .from_reader(&bytes[..]);
             let mut rec = csv::StringRecord::new();
+            let mut lines = LineCounter { bytes: &bytes, at: 0, line: first_line };
             loop {
                 match rdr.read_record(&mut rec) {
                     Ok(false) => break,
                     Ok(true) => {
                         records += 1;
-                        let line = first_line + rec.position().map_or(1, |p| p.line()) - 1;
+                        let line = lines.line_of(rec.position().map_or(0, |p| p.byte() as usize));
                         if let Err(e) = layout.convert(&CsvRecord(&rec), line, &mut batch) {
                             errors.push(*e);
                         }
                     }
                     Err(e) => {
                         records += 1;
-                        let line = first_line + e.position().map_or(1, |p| p.line()) - 1;
+                        let line = lines.line_of(e.position().map_or(0, |p| p.byte() as usize));
                         errors.push(RowError {
                             line,
                             column: String::new(),

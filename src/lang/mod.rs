@@ -226,7 +226,7 @@ mod fuzz {
     use crate::period::Frequency;
     use crate::store::manifest::{GroupTable, GroupsManifest, SourceFile};
 
-    const FRAGMENTS: [&str; 64] = [
+    const FRAGMENTS: [&str; 66] = [
         "from gacc",
         "\n",
         "where",

@@ -1347,8 +1347,6 @@ impl Resolver<'_> {
         let RExpr::Col(c) = x else { return Ok(()) };
         let known: Vec<String> = if let Some(table) = self.group_table_of(c) {
             table.groups.iter().map(|(g, _)| g.clone()).collect()
-        } else if c == "flow" {
-            crate::ingest::convert::FLOWS.iter().map(|f| f.to_string()).collect()
         } else if CODE_COLUMNS.contains(&c.as_str()) && !self.aggregated
             || self.keys.contains(c) && CODE_COLUMNS.contains(&c.as_str())
         {

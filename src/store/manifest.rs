@@ -91,7 +91,9 @@ impl Manifest {
         match dim {
             "partner" => codes.push("WLD".into()),
             "product" => codes.push("TOTAL".into()),
-            "flow" => codes.push("total".into()),
+            // Re-exports are part of exports, re-imports of imports, and the
+            // total flow is their sum: none is added to the flows it overlaps.
+            "flow" => codes.extend(["total".into(), "re-export".into(), "re-import".into()]),
             _ => {}
         }
         for t in groups.tables.iter().filter(|t| t.of == dim) {

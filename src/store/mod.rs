@@ -31,7 +31,7 @@ use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-const INTERNAL: &str = ".tradeql";
+pub(crate) const INTERNAL: &str = ".tradeql";
 pub const GROUPS_DIR: &str = "_groups";
 
 /// A store directory.

@@ -69,11 +69,15 @@ fn the_partner_table_as_shipped_keeps_rows_units_codes_and_kinds() {
     let sep_value: f64 = sep["exports_month"].parse().unwrap();
     assert!((num(&listed[0], "value") - jan_value * 1e4).abs() < 1e-3, "{listed:?}");
     assert!((num(&listed[1], "value") - sep_value * 1e3 * 7.0760).abs() < 1e-3, "{listed:?}");
-    let sep_ytd: f64 = sep["exports_cum"].parse().unwrap();
-    assert!((num(&listed[1], "value_ytd") - sep_ytd * 1e3 * 7.0760).abs() < 1e-3, "{listed:?}");
-    // Growth is per mille in the source, a ratio in the store, never converted.
-    let growth: f64 = sep["exports_cum_yoy"].parse().unwrap();
-    assert!((num(&listed[1], "growth_ytd") - growth / 1000.0).abs() < 1e-12, "{listed:?}");
+    // Growth is per mille in the source, a ratio in the store; the year to
+    // date in yuan at December is the source's, times 10,000.
+    let growth: f64 = jan["exports_cum_yoy"].parse().unwrap();
+    assert!((num(&listed[0], "growth_ytd") - growth / 1000.0).abs() < 1e-12, "{listed:?}");
+    let jan_ytd: f64 = jan["exports_cum"].parse().unwrap();
+    assert!((num(&listed[0], "value_ytd") - jan_ytd * 1e4).abs() < 1e-3, "{listed:?}");
+    // September's year to date is in dollars (January-September) and its
+    // growth of dollar values: neither is a yuan figure, both are null.
+    assert_eq!((listed[1]["value_ytd"].as_str(), listed[1]["growth_ytd"].as_str()), ("", ""), "{listed:?}");
     // Codes: every partner is ASCII (no raw name stored); the three places
     // without ISO3 under their ISO 3166-2 codes; aggregates flagged.
     let partners = rows_of(
@@ -127,6 +131,17 @@ const WIDE_MAP: &str = "currency = \"CNY\"\nvalue_scale = 1e4\n[constants]\nrepo
 #[test]
 fn rows_picked_by_a_condition_are_left_out_or_read_in_another_unit() {
     let csv = format!("{WIDE}2024,1,USA,10,10,5,5,a\n2024,2,USA,20,30,6,11,b\n2024,3,USA,7,37,1,12,c\n");
+    // A rule's number matches however the file writes it (02 is 2); a rule
+    // that picks no row is named in a warning.
+    let dir = tempfile::tempdir().unwrap();
+    let padded = csv.replace("2024,2,", "2024,02,");
+    let map = format!(
+        "drop = [\"note\"]\n{WIDE_MAP}[[rows]]\nwhen = {{ month = \"2\" }}\nskip = true\n[[rows]]\nwhen = {{ month = \"13\" }}\nskip = true\n"
+    );
+    let report = try_ingest(dir.path(), &padded, &map, &[]).unwrap();
+    assert!(report.contains("[[rows]] rule 2 (when month = \"13\") picked no source row"), "{report}");
+    assert!(!report.contains("rule 1"), "{report}");
+    assert_eq!(totals(&dir.path().join("store"), "t").0, 4);
     // Left out: February's rows.
     let dir = tempfile::tempdir().unwrap();
     let map = format!("drop = [\"note\"]\n{WIDE_MAP}[[rows]]\nwhen = {{ month = \"2\" }}\nskip = true\n");
@@ -155,7 +170,10 @@ fn rows_picked_by_a_condition_are_left_out_or_read_in_another_unit() {
     // Without any rates, the mapping is refused before a row is read.
     let dir = tempfile::tempdir().unwrap();
     let err = try_ingest(dir.path(), &csv, &map, &[]).unwrap_err();
-    assert!(err.contains("[[rows]] rule 1 reads rows in USD, but the store has no USD exchange rates"), "{err}");
+    assert!(
+        err.contains("[[rows]] rule 1 reads rows in USD to store them in CNY, but the store has no CNY rates"),
+        "{err}"
+    );
     // A condition on a column the file lacks names the columns it has.
     let bad = format!("{WIDE_MAP}[[rows]]\nwhen = {{ mnth = \"2\" }}\nskip = true\n");
     let err = try_ingest(dir.path(), &csv, &bad, &[]).unwrap_err();
@@ -253,7 +271,7 @@ fn further_measures_are_stored_listed_and_queried() {
     let err =
         try_ingest(dir.path(), "period,reporter,partner,flow,product,value\n2024-02,CHN,USA,X,TOTAL,1\n", plain, &[])
             .unwrap_err();
-    assert!(err.contains("holds the further measures value_ytd, but this mapping declares none"), "{err}");
+    assert!(err.contains("holds the further measures value_ytd (CNY), but this mapping declares none"), "{err}");
 }
 
 #[test]
@@ -290,8 +308,19 @@ fn re_exports_re_imports_and_the_total_flow_are_flows() {
     let plain = write(dir.path(), "plain.tql", "from t\nby period\nsum value");
     let out = tradeql(&["run", s(&plain), "--store", s(&store), "--format", "csv"]);
     let rows = csv_rows(&String::from_utf8_lossy(&out.stdout));
-    assert_eq!(num(&rows[0], "value"), 18.0, "export + import + re-export + re-import, not the total row");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("left out the aggregate rows of flow (total)"));
+    // Re-exports are part of exports, re-imports of imports, total their sum:
+    // summed over flows, only exports and imports count.
+    assert_eq!(num(&rows[0], "value"), 14.0, "export + import, each counted once");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("left out the rows of flow (re-export, re-import, total), which are parts of other flows"),
+        "{stderr}"
+    );
+    // Named together, they are summed as asked, with a note.
+    let both = write(dir.path(), "both.tql", "from t\nwhere flow in (\"export\", \"re-export\")\nby period\nsum value");
+    let out = tradeql(&["run", s(&both), "--store", s(&store), "--format", "csv"]);
+    assert_eq!(num(&csv_rows(&String::from_utf8_lossy(&out.stdout))[0], "value"), 13.0);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the filters select flows that overlap (re-export"));
 }
 
 #[test]
@@ -549,4 +578,80 @@ fn codes_are_named_from_the_stores_names_tables() {
     );
     let info = ok(&["info", s(&store), "--verify"]);
     assert!(info.contains("names  of partner: 2 codes named") && info.contains("verify: every file matches"), "{info}");
+}
+
+#[test]
+fn a_discrepancy_planted_in_a_generated_panel_is_found_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    ok(&[
+        "gen",
+        "--into",
+        s(&store),
+        "--dataset",
+        "panel",
+        "--partners",
+        "12",
+        "--products",
+        "6",
+        "--months",
+        "8",
+        "--density",
+        "0.7",
+        "--seed",
+        "11",
+    ]);
+    // The members' rows, and each group's row as a customs table would
+    // publish it (summed by tradeql, membership as of each month; G_LATE's
+    // members join halfway through).
+    let listing = write(dir.path(), "rows.tql", "from panel\nsort period, partner, flow, product\n");
+    let members = csv_rows(&ok(&["run", s(&listing), "--store", s(&store), "--format", "csv"]));
+    let blocs = write(
+        dir.path(),
+        "blocs.tql",
+        "from panel\ngroup partner by partner_groups as bloc\nby period, reporter, flow, product, bloc\nsum value\n",
+    );
+    let blocs = csv_rows(&ok(&["run", s(&blocs), "--store", s(&store), "--format", "csv"]));
+    assert!(blocs.len() > 50, "{}", blocs.len());
+    let mut csv = String::from("period,reporter,partner,flow,product,value\n");
+    for r in &members {
+        csv.push_str(&format!(
+            "{},{},{},{},{},{}\n",
+            &r["period"][..7],
+            r["reporter"],
+            r["partner"],
+            r["flow"],
+            r["product"],
+            r["value"]
+        ));
+    }
+    // The planted discrepancy: one bloc row 0.1% too high.
+    let planted = blocs.len() / 2;
+    for (i, r) in blocs.iter().enumerate() {
+        let v: f64 = r["value"].parse().unwrap();
+        let v = if i == planted { v * 1.001 } else { v };
+        csv.push_str(&format!(
+            "{},{},{},{},{},{v}\n",
+            &r["period"][..7],
+            r["reporter"],
+            r["bloc"],
+            r["flow"],
+            r["product"]
+        ));
+    }
+    let src = write(dir.path(), "published.csv", &csv);
+    ok(&["ingest", s(&src), "--store", s(&store), "-d", "published", "-q"]);
+    let out = tradeql(&["reconcile", "published", "--store", s(&store), "--strict", "--format", "csv"]);
+    assert_eq!(out.status.code(), Some(1));
+    let rows = csv_rows(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(rows.len(), blocs.len(), "one comparison per published bloc row");
+    let flagged: Vec<_> = rows.iter().filter(|r| r["within"] == "false").collect();
+    assert_eq!(flagged.len(), 1, "{flagged:?}");
+    let p = &blocs[planted];
+    let f = flagged[0];
+    assert_eq!(
+        (f["aggregate"].as_str(), &f["period"][..7], f["flow"].as_str(), f["product"].as_str()),
+        (p["bloc"].as_str(), &p["period"][..7], p["flow"].as_str(), p["product"].as_str())
+    );
+    assert!((num(f, "relative") + 0.001 / 1.001).abs() < 1e-9, "{f:?}");
 }

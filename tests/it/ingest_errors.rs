@@ -190,3 +190,15 @@ fn duplicate_across_two_source_files_names_both() {
     );
     assert!(!store.join("t").exists(), "nothing was written");
 }
+
+#[test]
+fn lines_are_counted_alike_in_crlf_files_and_across_blank_lines_and_quoted_newlines() {
+    let crlf =
+        "period,reporter,partner,flow,product,value\r\n2024-01,CHN,USA,export,01,1\r\n2024-02,CHN,USA,export,01,x\r\n";
+    let err = rejected(crlf, None);
+    assert!(err.starts_with("error: bad.csv:3: column `value`: cannot parse as a number (value \"x\")"), "{err}");
+    let lf = "period,reporter,partner,flow,product,value\n2024-01,CHN,USA,export,01,1\n\n\
+              2024-02,CHN,\"US\nA\",export,01,2\n2024-03,CHN,USA,export,01,y\n";
+    let err = rejected(lf, None);
+    assert!(err.starts_with("error: bad.csv:6: column `value`: cannot parse as a number (value \"y\")"), "{err}");
+}
