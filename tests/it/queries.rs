@@ -144,3 +144,45 @@ fn year_to_date_roll_up_matches_the_monthly_year_to_date() {
         year.iter().map(|r| &r["value"]).collect::<Vec<_>>()
     );
 }
+
+/// The partner figures of the customs briefing of 13 January 2025, from the
+/// partner table as published (data/README.md computes them independently).
+#[test]
+fn partner_figures_of_the_briefing_of_13_january_2025() {
+    let pct =
+        |r: &std::collections::BTreeMap<String, String>, c: &str, d: usize| format!("{:.*}", d, num(r, c) * 100.0);
+    let blocs = run_csv(&query("partners_blocs_2024.tql"), &[]);
+    let bloc = |name: &str| blocs.iter().find(|r| r["bloc"] == name).unwrap_or_else(|| panic!("{name}: {blocs:?}"));
+    assert_eq!(pct(bloc("ASEAN"), "share", 2), "15.94");
+    assert_eq!(format!("{:.3}", num(bloc("ASEAN"), "trade") / 1e12), "6.990");
+    for (name, growth, members) in
+        [("ASEAN", "9.0", "10"), ("EU", "1.6", "27"), ("CENTRAL_ASIA", "7.2", "5"), ("CHINA_CEEC", "7.5", "14")]
+    {
+        assert_eq!(pct(bloc(name), "growth", 1), growth, "{name}");
+        assert_eq!(bloc(name)["members"], members, "{name}");
+    }
+    let eu = run_csv(&query("partners_eu_flows_2024.tql"), &[]);
+    let flow = |f: &str| eu.iter().find(|r| r["flow"] == f).unwrap();
+    assert_eq!((pct(flow("export"), "growth", 1), pct(flow("import"), "growth", 1)), ("4.3".into(), "-3.3".into()));
+    let countries = run_csv(&query("partners_countries_2024.tql"), &[]);
+    let got: Vec<(String, String)> = countries.iter().map(|r| (r["partner"].clone(), pct(r, "growth", 1))).collect();
+    let want = [("USA", "4.9"), ("FRA", "2.0"), ("ESP", "4.5"), ("HUN", "12.9")];
+    assert_eq!(got, want.map(|(a, b)| (a.to_string(), b.to_string())));
+    let regions = run_csv(&query("partners_un_regions_2024.tql"), &[]);
+    let region = |n: &str| regions.iter().find(|r| r["un_region"] == n).unwrap();
+    assert_eq!(
+        (
+            pct(region("Latin America and the Caribbean"), "growth", 1),
+            region("Latin America and the Caribbean")["partners"].as_str()
+        ),
+        ("7.2".into(), "50")
+    );
+    assert_eq!((pct(region("Africa"), "growth", 1), region("Africa")["partners"].as_str()), ("6.1".into(), "59"));
+    let top = run_csv(&query("partners_top10_2024.tql"), &[]);
+    let order: Vec<&str> = top.iter().map(|r| r["partner"].as_str()).collect();
+    assert_eq!(order, ["USA", "KOR", "HKG", "JPN", "TWN", "VNM", "RUS", "MYS", "AUS", "DEU", "others"]);
+    assert_eq!(top[0]["name"], "US");
+    let usd = &run_csv(&query("trade_2024_usd.tql"), &[])[0];
+    let t = |c: &str| format!("{:.2}", num(usd, c) / 1e12);
+    assert_eq!((t("total"), t("exports"), t("imports")), ("6.09".into(), "3.54".into(), "2.56".into()));
+}
