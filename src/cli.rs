@@ -54,7 +54,11 @@ fn stdout_write(text: &str) -> Result<()> {
     about = "A columnar analytics engine for trade time series",
     long_about = "tradeql keeps trade data (value and quantity by period, reporter, partner, \
 flow, product and region) in a store of Hive-partitioned Parquet files with a manifest per \
-dataset, readable as it is by DuckDB, pyarrow and Spark."
+dataset, readable as it is by DuckDB, pyarrow and Spark.",
+    after_long_help = "Exit status: 0 done; 1 a finding (verify found damage, a batch task failed, \
+reconcile --strict found a difference); 2 bad command line; 65 bad data, mapping, query or a \
+damaged store; 66 a named file or store does not exist; 70 a failure inside tradeql; 74 a read \
+or write failed (disk full); 75 another writer holds the store: try again later."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -120,8 +124,12 @@ enum Command {
     /// Warnings (a missing comparison period, a partial year) go to stderr.
     Run {
         /// The query file (several, with --out-dir: a batch, see `tradeql batch`).
-        #[arg(required = true)]
+        #[arg(required_unless_present = "expr", conflicts_with = "expr")]
         files: Vec<PathBuf>,
+        /// A query given on the command line instead of a file; stages are
+        /// separated by newlines or `|`: -e 'from gacc | by year | sum value'.
+        #[arg(long = "expr", short = 'e', value_name = "QUERY")]
+        expr: Option<String>,
         /// Write each query's result to DIR/NAME.parquet (or --format) as one
         /// batch: queries run together, extracts are written atomically, and
         /// DIR/run.json records the run.
@@ -471,7 +479,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             after_commit(&format!("{report}\n"), if report.dry_run { None } else { Some(&done) })?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { files, out_dir, store, params, format, out, chart, engine, master } => {
+        Command::Run { files, expr, out_dir, store, params, format, out, chart, engine, master } => {
             let format = format.unwrap_or_else(|| crate::run::OutputFormat::of_path(out.as_deref()));
             let on_engine = engine_options(engine, master)?;
             if files.len() > 1 || out_dir.is_some() {
@@ -510,7 +518,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 let opts = crate::batch::BatchOptions { engine: on_engine, ..Default::default() };
                 return run_batch(std::path::Path::new("./job"), &job, &opts);
             }
-            let file = files.into_iter().next().expect("one file");
+            let query = match &expr {
+                Some(text) => crate::lang::QueryFile::from_command_line(text)?,
+                None => crate::lang::QueryFile::read(&files[0])?,
+            };
+            let file = query.path.clone();
             let store = Store::open_existing(store)?;
             if let Some(out) = out.as_deref().filter(|o| o.as_os_str() != "-") {
                 store.refuse_output_inside(out, "--out")?;
@@ -521,7 +533,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 crate::run::refuse_overwriting(chart, &file)?;
             }
             let params = crate::lang::parse_params(&params)?;
-            let query = crate::lang::QueryFile::read(&file)?;
             // One committed version, even while a writer replaces it.
             let (loaded, mut outcome) = store.read_consistent(|| {
                 let loaded = crate::lang::load(&query, &store, &params)?;
@@ -585,7 +596,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             if failed > 0 {
                 eprintln!("{failed} of {} queries have errors", files.len());
-                return Ok(ExitCode::from(2));
+                return Ok(ExitCode::from(crate::error::EXIT_DATA));
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -27,6 +27,8 @@ pub enum ErrorKind {
     Usage,
     /// Reading or writing a file failed.
     Io,
+    /// A file or store the command names does not exist.
+    NotFound,
     /// A failure inside tradeql or polars that the user did not cause.
     Internal,
 }
@@ -93,6 +95,19 @@ pub struct Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A command line that asks for something impossible (as clap's own errors).
+pub const EXIT_USAGE: u8 = 2;
+/// Bad data, a bad mapping or query, a damaged store (EX_DATAERR).
+pub const EXIT_DATA: u8 = 65;
+/// A named file or store does not exist (EX_NOINPUT).
+pub const EXIT_NO_INPUT: u8 = 66;
+/// A failure inside tradeql (EX_SOFTWARE).
+pub const EXIT_INTERNAL: u8 = 70;
+/// Reading or writing failed: a full disk, a permission (EX_IOERR).
+pub const EXIT_IO: u8 = 74;
+/// Another writer holds the store: try again later (EX_TEMPFAIL).
+pub const EXIT_BUSY: u8 = 75;
+
 impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Error { kind, message: message.into(), location: Box::default(), hints: Vec::new(), more: Vec::new() }
@@ -120,7 +135,8 @@ impl Error {
 
     /// An I/O failure on `path`, with what we were doing.
     pub fn io(doing: &str, path: &Path, err: std::io::Error) -> Self {
-        Self::new(ErrorKind::Io, format!("{doing} {}: {err}", path.display())).in_file(path)
+        let kind = if err.kind() == std::io::ErrorKind::NotFound { ErrorKind::NotFound } else { ErrorKind::Io };
+        Self::new(kind, format!("{doing} {}: {err}", path.display())).in_file(path)
     }
 
     pub fn in_file(mut self, file: impl Into<PathBuf>) -> Self {
@@ -150,10 +166,18 @@ impl Error {
     }
 
     /// The exit code the CLI uses for this error.
+    /// The process exit status for this error, after sysexits(3), so that a
+    /// scheduler can tell what to do: fix the command (2), fix the data or the
+    /// query (65), look for the missing file (66), retry later (75: another
+    /// writer holds the store), check the disk (74), report a bug (70).
     pub fn exit_code(&self) -> u8 {
         match self.kind {
-            ErrorKind::Internal => 3,
-            _ => 2,
+            ErrorKind::Usage => EXIT_USAGE,
+            ErrorKind::Input | ErrorKind::Mapping | ErrorKind::Query | ErrorKind::Store => EXIT_DATA,
+            ErrorKind::NotFound => EXIT_NO_INPUT,
+            ErrorKind::Locked => EXIT_BUSY,
+            ErrorKind::Io => EXIT_IO,
+            ErrorKind::Internal => EXIT_INTERNAL,
         }
     }
 
@@ -276,7 +300,11 @@ mod tests {
 
     #[test]
     fn internal_errors_exit_differently() {
-        assert_eq!(Error::internal("x").exit_code(), 3);
-        assert_eq!(Error::input("x").exit_code(), 2);
+        assert_eq!(Error::internal("x").exit_code(), 70);
+        assert_eq!(Error::input("x").exit_code(), 65);
+        assert_eq!(Error::usage("x").exit_code(), 2);
+        assert_eq!(Error::new(ErrorKind::Locked, "x").exit_code(), 75);
+        let missing = std::io::Error::from(std::io::ErrorKind::NotFound);
+        assert_eq!(Error::io("cannot read", Path::new("x.csv"), missing).exit_code(), 66);
     }
 }

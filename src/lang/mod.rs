@@ -38,6 +38,33 @@ impl QueryFile {
         QueryFile::from_bytes(path, bytes)
     }
 
+    /// A query typed on the command line (`run -e`): stages are separated by
+    /// newlines or by `|` outside quotes; errors name it `-e`.
+    pub fn from_command_line(text: &str) -> Result<QueryFile> {
+        let mut out = String::with_capacity(text.len());
+        let mut quoted = false;
+        let mut stage_start = false;
+        for c in text.chars() {
+            if stage_start && (c == ' ' || c == '\t') {
+                continue; // each stage starts at its first word, as on its own line
+            }
+            stage_start = false;
+            match c {
+                '"' => {
+                    quoted = !quoted;
+                    out.push(c);
+                }
+                '|' if !quoted => {
+                    out.push('\n');
+                    stage_start = true;
+                }
+                _ => out.push(c),
+            }
+        }
+        out.push('\n');
+        QueryFile::from_bytes(Path::new("-e"), out.into_bytes())
+    }
+
     /// A query from its bytes; errors name the line and column of the first
     /// byte that is not UTF-8.
     pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<QueryFile> {

@@ -165,7 +165,7 @@ impl Store {
     pub fn open_existing(root: impl Into<PathBuf>) -> Result<Store> {
         let store = Store::at(root);
         if !store.root.is_dir() {
-            return Err(Error::store(format!("no store at {}", store.root.display()))
+            return Err(Error::new(crate::ErrorKind::NotFound, format!("no store at {}", store.root.display()))
                 .hint("create one with `tradeql ingest FILE --store DIR --dataset NAME`"));
         }
         Ok(store)

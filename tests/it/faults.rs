@@ -334,7 +334,7 @@ fn numbers_are_checked_not_bent() {
     let good = good_store(dir.path());
     let q = query(dir.path(), "from trade\nby month\nsum value\nshow rolling(value, 4294967298)\n");
     let (code, _, err) = run_query(&good, &q, &[]);
-    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(code, Some(65), "{err}");
     assert!(err.contains("longer than any series"), "{err}");
     // A full standard output is an error.
     let q = query(dir.path(), SUM_BY_PERIOD);
@@ -344,7 +344,7 @@ fn numbers_are_checked_not_bent() {
             .stderr(Stdio::null())
             .status()
             .unwrap();
-        assert_eq!(status.code(), Some(2), "{format} to /dev/full");
+        assert_eq!(status.code(), Some(74), "{format} to /dev/full");
     }
 }
 
@@ -381,7 +381,7 @@ fn verify_finds_every_damage_the_manifest_could_hide() {
     edit(&|m| m["files"][0]["path"] = "/etc/passwd".into());
     let q = query(dir.path(), SUM_BY_PERIOD);
     let (code, _, err) = run_query(&store, &q, &[]);
-    assert_eq!(code, Some(2));
+    assert_eq!(code, Some(65));
     assert!(err.contains("damaged manifest"), "{err}");
     std::fs::write(&manifest_path, &original).unwrap();
     ok(&["info", s(&store), "--verify"]);
@@ -442,7 +442,7 @@ fn a_full_disk_during_an_ingest_is_said_and_leaves_the_store_as_it_was() {
     let out = tradeql(&["ingest", s(&big), "--store", s(&store), "-d", "trade", "-q"]);
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     let _ = Command::new("umount").arg(&mnt).status();
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(out.status.code(), Some(74), "{err}");
     assert!(err.contains("the disk is full"), "{err}");
     assert!(!err.contains("thrift"), "{err}");
     let _ = before;
@@ -460,7 +460,7 @@ fn refused_quickly(text: &str, message: &str) {
     for command in ["check", "run"] {
         let out = tradeql(&[command, s(&q), "--store", s(&store)]);
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{command}: {}", &err[..err.len().min(2000)]);
+        assert_eq!(out.status.code(), Some(65), "{command}: {}", &err[..err.len().min(2000)]);
         assert!(err.contains(message), "{command}: {}", &err[..err.len().min(2000)]);
         assert!(err.len() < 4000, "{command}: the error echoes the input ({} bytes)", err.len());
     }
@@ -511,7 +511,7 @@ fn a_full_standard_output_is_an_error_not_a_panic() {
         let out = cmd(&args).stdout(std::fs::File::create("/dev/full").unwrap()).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!err.contains("panicked"), "{args:?}: {err}");
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(74), "{args:?}: {err}");
     }
     let out = cmd(&["info", s(&store)]).stdout(std::fs::File::create("/dev/full").unwrap()).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("the disk is full"));
@@ -759,7 +759,7 @@ fn a_report_that_cannot_be_printed_says_the_change_committed() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(out.status.code(), Some(74), "{err}");
     assert!(err.contains("version 2 of trade is committed, but its report was not printed"), "{err}");
     assert_eq!(totals(&store, "trade"), (3, 610.0));
 }
@@ -922,4 +922,39 @@ fn an_output_file_is_written_in_the_format_its_extension_names() {
     let path = dir.path().join("y.parquet");
     ok(&["run", s(&q), "--store", s(&store), "--out", s(&path), "-f", "csv"]);
     assert!(std::fs::read(&path).unwrap().starts_with(b"period,value"));
+}
+
+/// Exit statuses a scheduler can act on (sysexits): fix the command, fix the
+/// data, find the file, retry later.
+#[test]
+fn exit_statuses_tell_a_typo_bad_data_a_missing_file_and_a_busy_store_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = good_store(dir.path());
+    let code = |args: &[&str]| tradeql(args).status.code();
+    assert_eq!(code(&["run", "--no-such-flag"]), Some(2), "usage");
+    let bad = write(dir.path(), "bad.csv", "period,reporter,partner,flow,product,value\n2024-01,CHN,USA,X,01,x\n");
+    assert_eq!(code(&["ingest", s(&bad), "--store", s(&store), "-d", "trade", "-q"]), Some(65), "bad data");
+    let q = write(dir.path(), "q.tql", "from trade\nby year\nshow groth(value)\n");
+    assert_eq!(code(&["run", s(&q), "--store", s(&store)]), Some(65), "bad query");
+    let missing = dir.path().join("missing.csv");
+    assert_eq!(code(&["ingest", s(&missing), "--store", s(&store), "-d", "trade", "-q"]), Some(66), "missing file");
+    assert_eq!(code(&["info", s(&dir.path().join("nostore"))]), Some(66), "missing store");
+    // A busy store: another writer holds the lock (a paused ingest).
+    let slow = write(dir.path(), "slow.csv", "period,reporter,partner,flow,product,value\n2030-01,CHN,USA,X,01,1\n");
+    let _ = std::fs::remove_file(store.join(".tradeql/lock")); // it names the last holder
+    let mut writer = cmd(&["ingest", s(&slow), "--store", s(&store), "-d", "trade", "-q"])
+        .env("TRADEQL_PAUSE_AT", "ingest:converted")
+        .env("TRADEQL_PAUSE_MS", "3000")
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !std::fs::read_to_string(store.join(".tradeql/lock")).unwrap_or_default().contains("ingest into trade") {
+        assert!(started.elapsed() < Duration::from_secs(60), "the first ingest never took the lock");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = tradeql(&["ingest", s(&slow), "--store", s(&store), "-d", "trade", "-q"]);
+    let _ = writer.wait();
+    assert_eq!(out.status.code(), Some(75), "busy: {}", String::from_utf8_lossy(&out.stderr));
+    let help = ok(&["--help"]);
+    assert!(help.replace('\n', " ").contains("75 another writer holds the store"), "{help}");
 }

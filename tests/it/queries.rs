@@ -186,3 +186,32 @@ fn partner_figures_of_the_briefing_of_13_january_2025() {
     let t = |c: &str| format!("{:.2}", num(usd, c) / 1e12);
     assert_eq!((t("total"), t("exports"), t("imports")), ("6.09".into(), "3.54".into(), "2.56".into()));
 }
+
+#[test]
+fn a_one_line_query_runs_with_e_and_its_errors_name_the_stage() {
+    let got = csv_rows(&ok(&[
+        "run",
+        "-e",
+        "from gacc | where year = 2024 | by year | sum value",
+        "--store",
+        s(bundled_store()),
+        "--format",
+        "csv",
+    ]));
+    assert_eq!(got.len(), 1);
+    assert_eq!(format!("{:.2}", num(&got[0], "value") / 1e12), "43.85");
+    // A `|` inside quotes is text, not a stage break.
+    let out = tradeql(&[
+        "run",
+        "-e",
+        "from gacc | where partner = \"a|b\" | by year | sum value",
+        "--store",
+        s(bundled_store()),
+    ]);
+    assert_eq!(out.status.code(), Some(65));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("-e:2:"), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = fails(&["run", "-e", "from gacc | by year | show groth(value)", "--store", s(bundled_store())]);
+    assert!(err.starts_with("error: -e:3:6: unknown function `groth`"), "{err}");
+    let err = fails(&["run", "-e", "from gacc", "queries/trade_2024.tql"]);
+    assert!(err.contains("cannot be used with"), "{err}");
+}

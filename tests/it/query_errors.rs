@@ -23,7 +23,7 @@ fn every_error_query_gives_its_expected_message() {
             .args(["check", s(rel), "--store", s(bundled_store())])
             .output()
             .unwrap();
-        assert_eq!(out.status.code(), Some(2), "{}: check should fail", q.display());
+        assert_eq!(out.status.code(), Some(65), "{}: check should fail", q.display());
         let got = String::from_utf8_lossy(&out.stderr).replace(s(bundled_store()), "STORE");
         let expected_path = q.with_extension("stderr");
         if bless {
