@@ -82,9 +82,13 @@ enum Command {
     /// Periods already stored are replaced (revisions); other periods are kept.
     /// The store is changed all at once or not at all.
     Ingest {
-        /// Source files (.csv or .parquet), ingested together as one change.
+        /// Source files (.csv, .parquet or workbooks), ingested together as one
+        /// change; `-` reads standard input (see --input-format).
         #[arg(required = true)]
         sources: Vec<PathBuf>,
+        /// The format of standard input (`-`): csv (default) or parquet.
+        #[arg(long, value_name = "csv|parquet")]
+        input_format: Option<String>,
         /// The store directory (created if missing).
         #[arg(long, short, env = "TRADEQL_STORE", default_value = "store")]
         store: PathBuf,
@@ -130,6 +134,10 @@ enum Command {
         /// separated by newlines or `|`: -e 'from gacc | by year | sum value'.
         #[arg(long = "expr", short = 'e', value_name = "QUERY")]
         expr: Option<String>,
+        /// Print every row of a table on a terminal (it is cut after
+        /// 200 rows otherwise; files and pipes always get every row).
+        #[arg(long)]
+        all: bool,
         /// Write each query's result to DIR/NAME.parquet (or --format) as one
         /// batch: queries run together, extracts are written atomically, and
         /// DIR/run.json records the run.
@@ -443,6 +451,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Ingest {
             sources,
+            input_format,
             store,
             dataset,
             mapping,
@@ -468,6 +477,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 workers: jobs,
                 progress: !quiet,
                 timings,
+                input_format,
             })?;
             if report.recovery.rolled_back || report.recovery.rolled_forward {
                 eprintln!("note: recovered an interrupted commit before ingesting");
@@ -479,7 +489,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             after_commit(&format!("{report}\n"), if report.dry_run { None } else { Some(&done) })?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { files, expr, out_dir, store, params, format, out, chart, engine, master } => {
+        Command::Run { files, expr, all, out_dir, store, params, format, out, chart, engine, master } => {
+            crate::run::print_all(all);
             let format = format.unwrap_or_else(|| crate::run::OutputFormat::of_path(out.as_deref()));
             let on_engine = engine_options(engine, master)?;
             if files.len() > 1 || out_dir.is_some() {

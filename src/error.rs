@@ -241,6 +241,11 @@ fn free_bytes(dir: &Path) -> Option<u64> {
     (rc == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
 }
 
+/// Columns `text` takes on a terminal (CJK characters take two, combining marks none).
+pub fn display_width(text: &str) -> usize {
+    unicode_width::UnicodeWidthStr::width(text)
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}{}", self.place(), self.message)?;
@@ -250,7 +255,12 @@ impl fmt::Display for Error {
         if let (Some(snippet), Some(line)) = (&self.location.snippet, self.location.line) {
             let gutter = " ".repeat(line.to_string().len());
             let (text, col, width) = snippet.window();
-            write!(f, "\n{gutter} |\n{line} | {text}\n{gutter} | {}{}", " ".repeat(col - 1), "^".repeat(width))?;
+            // The caret under the span by display width: a CJK character takes two columns.
+            let shown: Vec<char> = text.chars().collect();
+            let before: String = shown.iter().take(col - 1).collect();
+            let span: String = shown.iter().skip(col - 1).take(width).collect();
+            let (pad, marks) = (display_width(&before), display_width(&span).max(1));
+            write!(f, "\n{gutter} |\n{line} | {text}\n{gutter} | {}{}", " ".repeat(pad), "^".repeat(marks))?;
         }
         for hint in &self.hints {
             write!(f, "\n  help: {hint}")?;

@@ -177,6 +177,7 @@ pub fn generate(spec: &PanelSpec, csv: Option<&Path>, into: Option<(&Path, &str)
                     workers: None,
                     progress: false,
                     timings: false,
+                    input_format: None,
                 })?;
                 Ok(format!("{report}\n{g}"))
             })();

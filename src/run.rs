@@ -5,13 +5,14 @@
 //! computed, to CSV, JSON, Parquet or Arrow IPC. A file output is written to a
 //! temporary name and renamed, so a failure never leaves half a file.
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result, display_width};
 use crate::lang::compile::{Compiled, ResultShape, WarningKind};
 use crate::lang::plan::{Format, Plan, TimeKey};
 use crate::period::{Frequency, Period};
 use polars::prelude::*;
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Output formats of `tradeql run`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -307,6 +308,17 @@ fn destination(path: &Path) -> Result<Destination> {
     }
 }
 
+/// Rows past which a table on a terminal is cut (`--all` prints them all;
+/// files and pipes always get every row).
+pub const TERMINAL_ROWS: usize = 200;
+
+static PRINT_ALL: AtomicBool = AtomicBool::new(false);
+
+/// `--all`: tables on a terminal are printed whole.
+pub fn print_all(on: bool) {
+    PRINT_ALL.store(on, Ordering::Relaxed);
+}
+
 /// Writes `frame` to `out` (or stdout, also for `--out -`) in `format`.
 /// A regular file is written to a temporary name and renamed; a device or
 /// pipe is written to directly. Every write is flushed and checked.
@@ -375,6 +387,16 @@ fn write_to<W: Write>(
 ) -> Result<()> {
     let io = |e: std::io::Error| Error::new(ErrorKind::Io, format!("cannot write the result: {e}"));
     match format {
+        OutputFormat::Table if terminal && frame.height() > TERMINAL_ROWS && !PRINT_ALL.load(Ordering::Relaxed) => {
+            let shown = TERMINAL_ROWS / 2;
+            let mut text = table(&frame.head(Some(shown)), plan)?;
+            text.push_str(&format!(
+                "... {} more rows not shown ({} in all): --all prints them; a file or a pipe gets every row\n",
+                frame.height() - shown,
+                frame.height()
+            ));
+            w.write_all(text.as_bytes()).map_err(io)?;
+        }
         OutputFormat::Table => {
             let text = table(frame, plan)?;
             w.write_all(text.as_bytes()).map_err(io)?;
@@ -509,7 +531,7 @@ pub fn table(frame: &DataFrame, plan: &Plan) -> Result<String> {
     let widths: Vec<usize> = headers
         .iter()
         .zip(&cells)
-        .map(|(h, c)| c.iter().map(|s| s.chars().count()).chain([h.chars().count()]).max().unwrap_or(0))
+        .map(|(h, c)| c.iter().map(|s| display_width(s)).chain([display_width(h)]).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
     let line = |out: &mut String, items: &[String]| {
@@ -518,7 +540,7 @@ pub fn table(frame: &DataFrame, plan: &Plan) -> Result<String> {
             .enumerate()
             .map(|(i, s)| {
                 // Padded by hand: a format width past 65,535 panics, and a cell may be that long.
-                let pad = " ".repeat(widths[i].saturating_sub(s.chars().count()));
+                let pad = " ".repeat(widths[i].saturating_sub(display_width(s)));
                 if right[i] { format!("{pad}{s}") } else { format!("{s}{pad}") }
             })
             .collect();

@@ -53,6 +53,31 @@ pub struct IngestOptions {
     pub progress: bool,
     /// Print how long each phase took to stderr.
     pub timings: bool,
+    /// The format of a source read from standard input (`-`): csv or parquet.
+    pub input_format: Option<String>,
+}
+
+/// The name standard input goes by in errors and in the manifest.
+const STDIN_NAME: &str = "stdin";
+
+/// Copies standard input to a temporary file of `format` (csv or parquet):
+/// a source is read twice (header, then blocks) and hashed.
+fn spool_stdin(format: Option<&str>) -> Result<tempfile::NamedTempFile> {
+    let suffix = match format {
+        Some("csv") | None => ".csv",
+        Some("parquet") => ".parquet",
+        Some(other) => {
+            return Err(Error::usage(format!("--input-format is csv or parquet, not {other:?}")));
+        }
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix("tradeql-stdin-")
+        .suffix(suffix)
+        .tempfile()
+        .map_err(|e| Error::io("cannot spool standard input to", &std::env::temp_dir(), e))?;
+    std::io::copy(&mut std::io::stdin().lock(), tmp.as_file_mut())
+        .map_err(|e| Error::io("cannot read standard input into", tmp.path(), e))?;
+    Ok(tmp)
 }
 
 /// What an ingest did (or, with `dry_run`, would do).
@@ -101,6 +126,28 @@ impl std::fmt::Display for IngestReport {
 
 /// Ingests `opts.sources` into one dataset of the store.
 pub fn ingest(opts: &IngestOptions) -> Result<IngestReport> {
+    // `-` is standard input, spooled to a temporary file for the run.
+    let mut spooled = None;
+    let mut owned = opts.clone();
+    for source in owned.sources.iter_mut().filter(|s| s.as_os_str() == "-") {
+        if spooled.is_some() {
+            return Err(Error::usage("standard input (-) can be given once"));
+        }
+        let tmp = spool_stdin(opts.input_format.as_deref())?;
+        *source = tmp.path().to_path_buf();
+        spooled = Some(tmp);
+    }
+    if spooled.is_none() && opts.input_format.is_some() {
+        return Err(Error::usage("--input-format is for a source read from standard input (-)"));
+    }
+    let stdin_path = spooled.as_ref().map(|t| t.path().to_path_buf());
+    let opts = &owned;
+    let result = ingest_sources(opts, stdin_path.as_deref());
+    drop(spooled);
+    result
+}
+
+fn ingest_sources(opts: &IngestOptions, stdin_path: Option<&Path>) -> Result<IngestReport> {
     let mapping = match &opts.mapping {
         Some(path) => Mapping::load(path)?,
         None => Mapping::default(),
@@ -127,7 +174,7 @@ pub fn ingest(opts: &IngestOptions) -> Result<IngestReport> {
     // committed (a failure, a dry run).
     let made_store = !opts.store.exists();
     std::fs::create_dir_all(&opts.store).map_err(|e| Error::io("cannot create store", &opts.store, e))?;
-    let result = ingest_into(opts, &mapping, &dataset);
+    let result = ingest_into(opts, &mapping, &dataset, stdin_path);
     if made_store && (result.is_err() || opts.dry_run) {
         remove_unused_store(&opts.store);
     }
@@ -144,13 +191,13 @@ fn remove_unused_store(root: &Path) {
     }
 }
 
-fn ingest_into(opts: &IngestOptions, mapping: &Mapping, dataset: &str) -> Result<IngestReport> {
+fn ingest_into(opts: &IngestOptions, mapping: &Mapping, dataset: &str, stdin: Option<&Path>) -> Result<IngestReport> {
     let store = Store::at(&opts.store);
     let lock = store.lock(opts.wait, &format!("ingest into {dataset}"))?;
     let recovery = store.recover(&lock)?;
     let old = store.manifest(dataset)?;
     let staging = store.staging_dir(&lock)?;
-    let result = ingest_locked(opts, mapping, dataset, &store, &lock, old.as_ref(), &staging);
+    let result = ingest_locked(opts, mapping, dataset, &store, &lock, old.as_ref(), &staging, stdin);
     // Staged files left behind (dry run, failure) go now; committed ones were moved.
     let _ = std::fs::remove_dir_all(&staging);
     let mut report = result?;
@@ -210,6 +257,7 @@ fn ingest_locked(
     lock: &StoreLock,
     old: Option<&Manifest>,
     staging: &Path,
+    stdin: Option<&Path>,
 ) -> Result<IngestReport> {
     let group_names: Vec<String> = store
         .groups_manifest()?
@@ -260,7 +308,10 @@ fn ingest_locked(
     for path in &opts.sources {
         let opened = source::open_all(path, delimiter, &sheets)?;
         let mut sha256 = String::new();
-        for src in opened {
+        for mut src in opened {
+            if stdin == Some(path.as_path()) {
+                src.name = PathBuf::from(STDIN_NAME);
+            }
             let src_index = got.names.len();
             got.names.push(src.name.clone());
             let name = src.name.clone();
@@ -293,7 +344,8 @@ fn ingest_locked(
             }
         }
         let bytes = std::fs::metadata(path).map_err(|e| Error::io("cannot read", path, e))?.len();
-        got.sources.push(SourceFile { path: path.display().to_string(), bytes, sha256 });
+        let shown = if stdin == Some(path.as_path()) { STDIN_NAME.to_string() } else { path.display().to_string() };
+        got.sources.push(SourceFile { path: shown, bytes, sha256 });
     }
     bar.finish_and_clear();
     for (k, rule) in mapping.rows.iter().enumerate() {

@@ -655,3 +655,24 @@ fn a_discrepancy_planted_in_a_generated_panel_is_found_and_nothing_else() {
     );
     assert!((num(f, "relative") + 0.001 / 1.001).abs() < 1e-9, "{f:?}");
 }
+
+#[test]
+fn tables_and_carets_align_chinese_names_by_display_width() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = "period,reporter,partner,flow,product,value\n2024-01,CHN,美国,X,01,5\n2024-01,CHN,USA,X,01,7\n";
+    try_ingest(dir.path(), csv, "", &[]).unwrap();
+    let store = dir.path().join("store");
+    let q = write(dir.path(), "p.tql", "from t\nby partner\nsum value\nsort partner");
+    let table = ok(&["run", s(&q), "--store", s(&store)]);
+    let lines: Vec<&str> = table.lines().collect();
+    // Every line puts the value column at the same display column: 美国 takes four.
+    let width = |t: &str| t.chars().map(|c| if (c as u32) >= 0x1100 { 2 } else { 1 }).sum::<usize>();
+    let ends: Vec<usize> = lines.iter().map(|l| width(l)).collect();
+    assert!(ends.iter().all(|e| *e == ends[0]), "{table}");
+    let q = write(dir.path(), "bad.tql", "from t\nwhere partner = \"美国\" and valu > 1\nby year\nsum value");
+    let err = fails(&["check", s(&q), "--store", s(&store)]);
+    let shown: Vec<&str> = err.lines().collect();
+    let (code_line, caret_line) = (shown[2], shown[3]);
+    let at = code_line.find("valu").unwrap();
+    assert_eq!(width(&code_line[..at]), caret_line.find('^').unwrap(), "{err}");
+}

@@ -202,3 +202,33 @@ fn lines_are_counted_alike_in_crlf_files_and_across_blank_lines_and_quoted_newli
     let err = rejected(lf, None);
     assert!(err.starts_with("error: bad.csv:6: column `value`: cannot parse as a number (value \"y\")"), "{err}");
 }
+
+#[test]
+fn standard_input_is_a_source_named_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let feed = |text: &str, extra: &[&str]| {
+        let mut args = vec!["ingest", "-", "--store", s(&store), "-d", "t", "-q"];
+        args.extend(extra);
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tradeql"))
+            .args(&args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = feed("period,reporter,partner,flow,product,value\n2024-01,CHN,USA,X,01,5\n", &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(totals(&store, "t"), (1, 5.0));
+    assert!(ok(&["info", s(&store)]).contains("source v1   stdin sha256"));
+    let out = feed("period,reporter,partner,flow,product,value\n2024-02,CHN,USA,X,01,x\n", &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("error: stdin:2: column `value`: cannot parse as a number (value \"x\")"), "{err}");
+    let out = feed("", &["--input-format", "xlsx"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--input-format is csv or parquet"));
+}
