@@ -37,6 +37,23 @@ fn bundled_store(dir: &Path) -> PathBuf {
     ]);
     tradeql_cmd(&["groups", "add", "partner_groups", &d("partner_groups.csv"), "--store", &s]);
     tradeql_cmd(&["groups", "add", "hs_sections", &d("hs_section_groups.csv"), "--of", "product", "--store", &s]);
+    tradeql_cmd(&["groups", "add", "un_regions", &d("un_regions.csv"), "--of", "partner", "--store", &s]);
+    tradeql_cmd(&["rates", "add", &d("fx_monthly.csv"), "--store", &s]);
+    let partners = ["ingest", &d("gacc_partners_2024.csv"), "-m", &d("gacc_partners.toml"), "--store", &s, "-q"];
+    tradeql_cmd(&partners);
+    tradeql_cmd(&[
+        "names",
+        "add",
+        &d("country_codes.csv"),
+        "--of",
+        "partner",
+        "--code",
+        "iso3",
+        "--name",
+        "name_en",
+        "--store",
+        &s,
+    ]);
     store
 }
 

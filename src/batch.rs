@@ -287,7 +287,8 @@ fn expand(base: &Path, pattern: &str) -> Result<Vec<PathBuf>> {
         return Ok(vec![path]);
     }
     let (prefix, suffix) = name.split_once('*').expect("contains *");
-    let dir = path.parent().unwrap_or(base);
+    // `partners_*.tql` of a job in the current folder: its folder is `.`.
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| Error::io("cannot list", dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))

@@ -49,7 +49,8 @@ type Key = (i32, String, String, String, Option<String>);
 
 #[derive(Default)]
 struct Side {
-    sum: f64,
+    /// None: no member reported a value.
+    sum: Option<f64>,
     members: u32,
 }
 
@@ -64,7 +65,7 @@ pub fn reconcile(opts: &ReconcileOptions) -> Result<Reconciliation> {
 
 fn reconcile_now(store: &Store, root: &Path, opts: &ReconcileOptions) -> Result<Reconciliation> {
     let manifest = store.manifest(&opts.dataset)?.ok_or_else(|| {
-        Error::usage(format!("the store {} has no dataset {}", root.display(), opts.dataset))
+        Error::new(crate::ErrorKind::NotFound, format!("the store {} has no dataset {}", root.display(), opts.dataset))
             .hint("list the datasets with `tradeql info STORE`")
     })?;
     let groups = store.groups_manifest()?;
@@ -118,10 +119,13 @@ fn reconcile_now(store: &Store, root: &Path, opts: &ReconcileOptions) -> Result<
     }
     let keys = [col("period"), col("reporter"), col("flow"), col("product"), col("region")];
     let value = col(measure).cast(DataType::Float64);
+    // A sum of no reported values is no value (September's year to date), not 0.
+    let summed =
+        when(value.clone().count().gt(lit(0))).then(value.clone().sum()).otherwise(lit(NULL).cast(DataType::Float64));
     let member_rows = rows
         .clone()
         .filter(col("partner").is_in(lit(Series::new("".into(), aggregates.clone())).implode(false), false).not());
-    let mut published: BTreeMap<(String, Key), f64> = BTreeMap::new();
+    let mut published: BTreeMap<(String, Key), Option<f64>> = BTreeMap::new();
     let mut members: BTreeMap<(String, Key), Side> = BTreeMap::new();
     let mut notes = Vec::new();
     let mut compared_codes: Vec<String> = Vec::new();
@@ -131,8 +135,11 @@ fn reconcile_now(store: &Store, root: &Path, opts: &ReconcileOptions) -> Result<
         let sums = member_rows
             .clone()
             .group_by(keys.clone())
-            .agg([value.clone().sum().alias("sum"), col("partner").n_unique().alias("members")])
+            .agg([summed.clone().alias("sum"), col("partner").n_unique().alias("members")])
             .collect()?;
+        if sums.height() == 0 {
+            return Err(Error::usage(format!("{} has no member rows to add up to its world row", opts.dataset)));
+        }
         add_sides(&sums, "WLD", &mut members)?;
     }
     // Each group that the dataset also publishes as a row.
@@ -158,7 +165,7 @@ fn reconcile_now(store: &Store, root: &Path, opts: &ReconcileOptions) -> Result<
         by.extend(keys.iter().cloned());
         let sums = joined
             .group_by(by)
-            .agg([value.clone().sum().alias("sum"), col("partner").n_unique().alias("members")])
+            .agg([summed.clone().alias("sum"), col("partner").n_unique().alias("members")])
             .collect()?;
         let groups_col = sums.column("group")?.str()?.clone();
         for name in &names {
@@ -170,6 +177,14 @@ fn reconcile_now(store: &Store, root: &Path, opts: &ReconcileOptions) -> Result<
     for code in aggregates.iter().filter(|a| present.contains(a) && !compared_codes.contains(a) && wanted(a)) {
         notes.push(format!("{code}: no group table lists its members, so it is not compared"));
     }
+    if compared_codes.is_empty() && !opts.only.is_empty() {
+        return Err(Error::usage(format!(
+            "{}: no group table lists the members of {}, so it cannot be compared",
+            opts.dataset,
+            opts.only.join(", ")
+        ))
+        .hint("store one whose group is named as the aggregate row: tradeql groups add NAME FILE --of partner"));
+    }
     if compared_codes.is_empty() {
         return Err(Error::usage(format!(
             "nothing to reconcile in {}: it has no world row (WLD) and no row named as a group of a partner group table",
@@ -180,15 +195,15 @@ fn reconcile_now(store: &Store, root: &Path, opts: &ReconcileOptions) -> Result<
     let rows_of = rows
         .filter(col("partner").is_in(lit(Series::new("".into(), compared_codes.clone())).implode(false), false))
         .group_by([col("partner"), col("period"), col("reporter"), col("flow"), col("product"), col("region")])
-        .agg([value.sum().alias("sum")])
+        .agg([summed.alias("sum")])
         .collect()?;
     {
         let partner = rows_of.column("partner")?.str()?;
         let sums = rows_of.column("sum")?.f64()?;
         let keys = read_keys(&rows_of)?;
         for (i, key) in keys.into_iter().enumerate() {
-            if let (Some(p), Some(v)) = (partner.get(i), sums.get(i)) {
-                published.insert((p.to_string(), key), v);
+            if let Some(p) = partner.get(i) {
+                published.insert((p.to_string(), key), sums.get(i));
             }
         }
     }
@@ -223,16 +238,16 @@ fn add_sides(sums: &DataFrame, code: &str, into: &mut BTreeMap<(String, Key), Si
     let n = sums.column("members")?.cast(&DataType::UInt32)?;
     let n = n.u32()?;
     for (i, key) in read_keys(sums)?.into_iter().enumerate() {
-        into.insert((code.to_string(), key), Side { sum: s.get(i).unwrap_or(0.0), members: n.get(i).unwrap_or(0) });
+        into.insert((code.to_string(), key), Side { sum: s.get(i), members: n.get(i).unwrap_or(0) });
     }
     Ok(())
 }
 
 fn build(
     members: BTreeMap<(String, Key), Side>,
-    published: BTreeMap<(String, Key), f64>,
+    published: BTreeMap<(String, Key), Option<f64>>,
     tolerance: f64,
-    notes: Vec<String>,
+    mut notes: Vec<String>,
 ) -> Result<Reconciliation> {
     let mut all: Vec<(String, Key)> = members.keys().chain(published.keys()).cloned().collect();
     all.sort();
@@ -242,11 +257,17 @@ fn build(
     let (mut n, mut sum, mut publ, mut diff, mut rel, mut within) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut flagged = 0;
+    let mut unreported = 0;
     for k in &all {
         let m = members.get(k);
-        let p = published.get(k).copied();
-        let d = match (m, p) {
-            (Some(m), Some(p)) => Some(m.sum - p),
+        let p = published.get(k).copied().flatten();
+        let m_sum = m.and_then(|m| m.sum);
+        if m_sum.is_none() && p.is_none() {
+            unreported += 1; // neither side reports the measure here: nothing to compare
+            continue;
+        }
+        let d = match (m_sum, p) {
+            (Some(m), Some(p)) => Some(m - p),
             _ => None,
         };
         let r = match (d, p) {
@@ -266,13 +287,18 @@ fn build(
         product.push(pr.clone());
         region.push(rg.clone());
         n.push(m.map_or(0, |m| m.members));
-        sum.push(m.map(|m| m.sum));
+        sum.push(m_sum);
         publ.push(p);
         diff.push(d);
         rel.push(r);
         within.push(ok);
     }
-    let len = all.len();
+    if unreported > 0 {
+        notes.push(format!(
+            "{unreported} periods and flows where neither members nor aggregate report a value are not compared"
+        ));
+    }
+    let len = agg.len();
     let mut columns = vec![
         Column::new("aggregate".into(), agg),
         Int32Chunked::from_vec("period".into(), period).into_date().into_column(),

@@ -306,7 +306,15 @@ fn ingest_locked(
     let clock = Phases::start(opts.timings);
     let sheets = source::SheetChoice { sheet: mapping.sheet.clone(), header_row: mapping.header_row };
     for path in &opts.sources {
-        let opened = source::open_all(path, delimiter, &sheets)?;
+        let opened = source::open_all(path, delimiter, &sheets).map_err(|mut e| {
+            if let Some(tmp) = stdin.filter(|s| *s == path.as_path()) {
+                e.message = e.message.replace(&tmp.display().to_string(), STDIN_NAME);
+                if e.location.file.as_deref() == Some(tmp) {
+                    e.location.file = Some(PathBuf::from(STDIN_NAME));
+                }
+            }
+            e
+        })?;
         let mut sha256 = String::new();
         for mut src in opened {
             if stdin == Some(path.as_path()) {

@@ -1004,6 +1004,7 @@ impl Compiler<'_> {
                     (AggFunc::Sum, Some(x)) if a.name.starts_with("__uv_") => {
                         x.filter(col("quantity").gt(lit(0.0))).sum()
                     }
+                    (AggFunc::Sum, Some(x)) if sums_to_null(a) => null_when_empty(x),
                     (AggFunc::Sum, Some(x)) => x.sum(),
                     (AggFunc::Mean, Some(x)) => x.mean(),
                     (AggFunc::Min, Some(x)) => x.min(),
@@ -1077,6 +1078,10 @@ impl Compiler<'_> {
                         // polars' sum of a group splits it over threads and adds
                         // the parts in the order they finish. Nulls count as 0,
                         // as in a sum.
+                        // A further measure no member reports stays null.
+                        _ if sums_to_null(a) => when(c.clone().count().gt(lit(0)))
+                            .then(c.fill_null(lit(0.0)).cum_sum(false).last())
+                            .otherwise(lit(NULL).cast(DataType::Float64)),
                         _ => c.fill_null(lit(0.0)).cum_sum(false).last(),
                     }
                 })
@@ -1261,7 +1266,14 @@ impl Compiler<'_> {
         let members = ranked.clone().filter(col("__top_rank").lt_eq(lit(n as u32)));
         let schema = members.clone().collect_schema()?;
         let group_keys: Vec<Expr> = keys.iter().filter(|k| *k != dim).map(|k| col(k.as_str())).collect();
-        let mut sums: Vec<Expr> = plan.aggs.iter().map(|a| col(a.name.as_str()).sum()).collect();
+        let mut sums: Vec<Expr> = plan
+            .aggs
+            .iter()
+            .map(|a| {
+                let x = col(a.name.as_str());
+                if sums_to_null(a) { null_when_empty(x).alias(a.name.as_str()) } else { x.sum() }
+            })
+            .collect();
         sums.extend(
             self.warnings.iter().filter(|w| !folded.silenced.contains(&w.column)).map(|w| col(w.column.as_str()).max()),
         );
@@ -1913,8 +1925,25 @@ fn split_and<'a>(x: &'a RExpr, out: &mut Vec<&'a RExpr>) {
 const CALENDAR_COLUMNS: [&str; 4] = ["period", "year", "quarter", "month"];
 
 /// An aggregate of the plan as the pushdown computes it, if it can.
+/// Whether a sum of `a` is null when no row of the group has a value (a
+/// further measure, or a column derived from one: September's year to date
+/// is not reported, not zero). Value and quantity keep their sum of none as 0.
+pub(crate) fn sums_to_null(a: &Agg) -> bool {
+    a.func == AggFunc::Sum
+        && !a.name.starts_with("__uv_")
+        && a.arg.as_deref().is_some_and(|c| c != "value" && c != "quantity")
+}
+
+/// The sum of `x`, null when `x` has no value in the group.
+fn null_when_empty(x: Expr) -> Expr {
+    when(x.clone().count().gt(lit(0))).then(x.sum()).otherwise(lit(NULL).cast(DataType::Float64))
+}
+
 fn pushdown_agg(a: &Agg) -> Option<pushdown::Agg> {
     use pushdown::AggFunc as P;
+    if sums_to_null(a) {
+        return None; // the pass sums no values to 0
+    }
     let func = match (a.func, &a.arg) {
         (AggFunc::Sum, Some(_)) if a.name.starts_with("__uv_") => P::SumWherePositiveQuantity,
         (AggFunc::Sum, Some(_)) => P::Sum,

@@ -400,12 +400,11 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// A plan that only says how to show the columns of a frame made
-    /// elsewhere (`reconcile`): each named column with its format.
-    pub fn for_display(formats: &[(&str, Option<Format>)]) -> Plan {
+    /// A plan of `dataset` that does nothing yet: the resolver fills it.
+    pub fn new(dataset: String, frequency: Frequency) -> Plan {
         Plan {
-            dataset: String::new(),
-            frequency: Frequency::Month,
+            dataset,
+            frequency,
             left_out: Vec::new(),
             mixed: Vec::new(),
             summed_together: Vec::new(),
@@ -422,14 +421,7 @@ impl Plan {
             aggs: Vec::new(),
             top: None,
             post_derives: Vec::new(),
-            outputs: formats
-                .iter()
-                .map(|(name, format)| Output {
-                    name: name.to_string(),
-                    expr: RExpr::Col(name.to_string()),
-                    format: *format,
-                })
-                .collect(),
+            outputs: Vec::new(),
             post_filters: Vec::new(),
             sort: Vec::new(),
             limit: None,
@@ -439,6 +431,21 @@ impl Plan {
             measures: Vec::new(),
             names: Vec::new(),
         }
+    }
+
+    /// A plan that only says how to show the columns of a frame made
+    /// elsewhere (`reconcile`): each named column with its format.
+    pub fn for_display(formats: &[(&str, Option<Format>)]) -> Plan {
+        let mut plan = Plan::new(String::new(), Frequency::Month);
+        plan.outputs = formats
+            .iter()
+            .map(|(name, format)| Output {
+                name: name.to_string(),
+                expr: RExpr::Col(name.to_string()),
+                format: *format,
+            })
+            .collect();
+        plan
     }
 
     /// The visible columns of an aggregated result: the period, the keys, then

@@ -151,35 +151,9 @@ pub fn resolve(query: &Query, catalog: &Catalog<'_>, overrides: &[(String, Strin
         }
     }
     let manifest = catalog.manifest;
-    let mut plan = Plan {
-        dataset: manifest.dataset.clone(),
-        frequency: manifest.frequency,
-        left_out: Vec::new(),
-        mixed: Vec::new(),
-        summed_together: Vec::new(),
-        cut: None,
-        warnings: Vec::new(),
-        notes: Vec::new(),
-        row_filters: Vec::new(),
-        derives: Vec::new(),
-        groups: Vec::new(),
-        time: None,
-        ytd: false,
-        ytd_through: None,
-        keys: Vec::new(),
-        aggs: Vec::new(),
-        top: None,
-        post_derives: Vec::new(),
-        outputs: Vec::new(),
-        post_filters: Vec::new(),
-        sort: Vec::new(),
-        limit: None,
-        hs_sections: catalog.groups.tables.iter().find(|t| t.name == "hs_sections").map(|t| t.path.clone()),
-        rates: None,
-        chart: None,
-        measures: manifest.measures.iter().map(|m| m.name.clone()).collect(),
-        names: Vec::new(),
-    };
+    let mut plan = Plan::new(manifest.dataset.clone(), manifest.frequency);
+    plan.hs_sections = catalog.groups.tables.iter().find(|t| t.name == "hs_sections").map(|t| t.path.clone());
+    plan.measures = manifest.measures.iter().map(|m| m.name.clone()).collect();
     let mut saw_from = false;
     let mut mentions_aggregate = false;
     for (index, stage) in query.stages.iter().enumerate() {

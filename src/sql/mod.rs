@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::lang::ast::BinOp;
 use crate::lang::compile::{
     FoldedMeasures, ResultShape, WarningColumn, WarningKind, calendar_bound, check_top_aggregates, convert_targets,
-    fx_column, m_text, name_column, name_dims, partial_warning, post_exprs, sub_periods, uses_section,
+    fx_column, m_text, name_column, name_dims, partial_warning, post_exprs, sub_periods, sums_to_null, uses_section,
     without_terms_on,
 };
 use crate::lang::plan::*;
@@ -586,7 +586,9 @@ impl Sql<'_> {
                 (AggFunc::Sum, Some(x)) if a.name.starts_with("__uv_") => {
                     format!("COALESCE(SUM(CASE WHEN {} > 0 THEN {x} END), 0e0)", self.q("quantity"))
                 }
-                // polars sums no values (or only nulls) to 0, SQL to NULL.
+                // A further measure's sum of no values is null, as SQL has it;
+                // value and quantity sum none to 0, as polars does.
+                (AggFunc::Sum, Some(x)) if sums_to_null(a) => format!("SUM({x})"),
                 (AggFunc::Sum, Some(x)) => format!("COALESCE(SUM({x}), 0e0)"),
                 (AggFunc::Mean, Some(x)) => format!("AVG({x})"),
                 (AggFunc::Min, Some(x)) => format!("MIN({x})"),
@@ -704,6 +706,8 @@ impl Sql<'_> {
                 format!("{} AS {q}", self.d.string("others"))
             } else if others_keys.contains(c) {
                 q
+            } else if plan.aggs.iter().any(|a| a.name == *c && sums_to_null(a)) {
+                format!("SUM({q}) AS {q}")
             } else if plan.aggs.iter().any(|a| a.name == *c) {
                 format!("COALESCE(SUM({q}), 0e0) AS {q}")
             } else if folded.summed.contains(c) {

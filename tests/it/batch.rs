@@ -232,3 +232,20 @@ fn bad_job_files_are_explained() {
     let err = fails(&["batch", s(&j)]);
     assert!(err.contains("the job's pattern none-*.tql matches no file"), "{err}");
 }
+
+#[test]
+fn a_job_in_the_current_folder_expands_its_globs_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_copy(dir.path());
+    write(dir.path(), "a_one.tql", "from gacc\nby year\nsum value\n");
+    write(dir.path(), "a_two.tql", "from gacc\nby flow\nsum value\n");
+    job(dir.path(), &store, "[[query]]\nfile = \"a_*.tql\"\n");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tradeql"))
+        .current_dir(dir.path())
+        .args(["batch", "job.toml"])
+        .env_remove("TRADEQL_STORE")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("2 ok, 0 skipped, 0 failed"));
+}

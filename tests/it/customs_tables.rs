@@ -676,3 +676,44 @@ fn tables_and_carets_align_chinese_names_by_display_width() {
     let at = code_line.find("valu").unwrap();
     assert_eq!(width(&code_line[..at]), caret_line.find('^').unwrap(), "{err}");
 }
+
+#[test]
+fn a_measure_no_row_reports_sums_to_null_not_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = partner_store(dir.path());
+    // September's year to date is null on every row: its sum is no figure.
+    let got = rows_of(
+        dir.path(),
+        &store,
+        "from gacc_partners\nwhere period in 2024-08 .. 2024-10 and flow = \"total\" and partner = \"WLD\"\nby period\nagg v = sum(value), ytd = sum(value_ytd)\nsort period",
+    );
+    let ytd: Vec<&str> = got.iter().map(|r| r["ytd"].as_str()).collect();
+    assert_eq!(ytd[1], "", "{got:?}");
+    assert!(!ytd[0].is_empty() && !ytd[2].is_empty(), "{got:?}");
+    // The same on a bloc: null trade and growth, never 0 and NaN.
+    let text =
+        std::fs::read_to_string(repo_file("queries/partners_blocs_2024.tql")).unwrap().replace("2024-12", "2024-09");
+    let blocs = rows_of(dir.path(), &store, &text);
+    assert!(blocs.iter().all(|r| r["trade"].is_empty() && r["growth"].is_empty()), "{blocs:?}");
+    // Reconcile compares nothing there, and says so.
+    let out =
+        tradeql(&["reconcile", "gacc_partners", "--store", s(&store), "--measure", "value_ytd", "--only", "ASEAN"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("3 periods and flows where neither members nor aggregate report a value are not compared"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("0 of 30 comparisons"), "{stderr}");
+    // A dataset without member rows, and an aggregate no table lists.
+    let gacc = dir.path().join("gacc");
+    ingest_gacc(&gacc);
+    let err = fails(&["reconcile", "gacc", "--store", s(&gacc)]);
+    assert!(err.contains("gacc has no member rows to add up to its world row"), "{err}");
+    let err = fails(&["reconcile", "gacc_partners", "--store", s(&store), "--only", "AFRICA"]);
+    assert!(err.contains("no group table lists the members of AFRICA"), "{err}");
+}
+
+fn repo_file(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}

@@ -9,6 +9,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Waits until the store's lock names `holder` (a paused writer took it).
+fn wait_for_lock(store: &Path, holder: &str) {
+    let started = Instant::now();
+    while !std::fs::read_to_string(store.join(".tradeql/lock")).unwrap_or_default().contains(holder) {
+        assert!(started.elapsed() < Duration::from_secs(60), "the writer never took the lock");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn cmd(args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_tradeql"));
     c.args(args).env_remove("TRADEQL_STORE").env_remove("TRADEQL_CRASH_AT").env_remove("TRADEQL_PAUSE_AT");
@@ -158,11 +167,7 @@ fn deleting_the_lock_file_lets_no_second_writer_in_and_loses_no_write() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let started = Instant::now();
-    while !std::fs::read_to_string(store.join(".tradeql/lock")).unwrap_or_default().contains("ingest into trade") {
-        assert!(started.elapsed() < Duration::from_secs(60), "the first ingest never took the lock");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_lock(&store, "ingest into trade");
     std::fs::remove_file(store.join(".tradeql/lock")).unwrap();
     // Writer B: refused at once without --wait ...
     let err = fails(&["ingest", s(&b), "--store", s(&store), "-d", "trade", "-q"]);
@@ -947,11 +952,7 @@ fn exit_statuses_tell_a_typo_bad_data_a_missing_file_and_a_busy_store_apart() {
         .env("TRADEQL_PAUSE_MS", "3000")
         .spawn()
         .unwrap();
-    let started = Instant::now();
-    while !std::fs::read_to_string(store.join(".tradeql/lock")).unwrap_or_default().contains("ingest into trade") {
-        assert!(started.elapsed() < Duration::from_secs(60), "the first ingest never took the lock");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_lock(&store, "ingest into trade");
     let out = tradeql(&["ingest", s(&slow), "--store", s(&store), "-d", "trade", "-q"]);
     let _ = writer.wait();
     assert_eq!(out.status.code(), Some(75), "busy: {}", String::from_utf8_lossy(&out.stderr));

@@ -228,6 +228,12 @@ fn standard_input_is_a_source_named_stdin() {
     let out = feed("period,reporter,partner,flow,product,value\n2024-02,CHN,USA,X,01,x\n", &[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.starts_with("error: stdin:2: column `value`: cannot parse as a number (value \"x\")"), "{err}");
+    let out = feed("", &[]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).starts_with("error: stdin: the file is empty"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = feed("", &["--input-format", "xlsx"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--input-format is csv or parquet"));
