@@ -491,7 +491,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Run { files, expr, all, out_dir, store, params, format, out, chart, engine, master } => {
             crate::run::print_all(all);
-            let format = format.unwrap_or_else(|| crate::run::OutputFormat::of_path(out.as_deref()));
+            let format = crate::run::OutputFormat::chosen(format, out.as_deref())?;
             let on_engine = engine_options(engine, master)?;
             if files.len() > 1 || out_dir.is_some() {
                 let Some(out_dir) = out_dir else {
@@ -699,7 +699,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if let Some(o) = &out {
                 crate::store::Store::at(&store).refuse_output_inside(o, "--out")?;
             }
-            let format = format.unwrap_or_else(|| crate::run::OutputFormat::of_path(out.as_deref()));
+            let format = crate::run::OutputFormat::chosen(format, out.as_deref())?;
             let plan = r.plan();
             let summary = r.summary();
             let mut frame = if flagged { r.beyond()? } else { std::mem::take(&mut r.frame) };

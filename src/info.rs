@@ -92,6 +92,9 @@ pub fn info(store: &Store, verify: bool, wait: bool) -> Result<InfoReport> {
             for s in &ing.sources {
                 let _ = writeln!(text, "  source v{:<3} {} sha256 {}", ing.version, s.path, &s.sha256[..16]);
             }
+            for t in &ing.code_tables {
+                let _ = writeln!(text, "  codes  v{:<3} {} sha256 {}", ing.version, t.path, &t.sha256[..16]);
+            }
         }
     }
     if !groups.tables.is_empty() {

@@ -36,6 +36,34 @@ impl OutputFormat {
             _ => OutputFormat::Table,
         }
     }
+
+    /// The format of a run: `--format` if given, else `--out`'s extension.
+    /// A `--format` that contradicts the extension (`-f csv --out x.parquet`)
+    /// is refused: the file would not hold what its name says.
+    pub fn chosen(format: Option<OutputFormat>, out: Option<&Path>) -> Result<OutputFormat> {
+        let by_name = out.filter(|p| p.extension().is_some()).map(|p| OutputFormat::of_path(Some(p)));
+        match (format, by_name) {
+            (Some(f), Some(n)) if n != OutputFormat::Table && f != n => Err(Error::usage(format!(
+                "--format {} contradicts --out {}, whose extension says {}",
+                f.name(),
+                out.map(|p| p.display().to_string()).unwrap_or_default(),
+                n.name()
+            ))
+            .hint("leave out --format (the extension decides), or name the file by its format")),
+            (Some(f), _) => Ok(f),
+            (None, _) => Ok(OutputFormat::of_path(out)),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            OutputFormat::Table => "table",
+            OutputFormat::Csv => "csv",
+            OutputFormat::Json => "json",
+            OutputFormat::Parquet => "parquet",
+            OutputFormat::Arrow => "arrow",
+        }
+    }
 }
 
 /// A collected result and what to warn about.

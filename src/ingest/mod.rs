@@ -713,12 +713,21 @@ fn build_manifest(
         }
         None => None,
     };
+    let code_tables = mapping
+        .code_tables
+        .values()
+        .map(|t| {
+            let (sha256, bytes) = store::sha256_file(&t.path)?;
+            Ok(SourceFile { path: t.path.display().to_string(), bytes, sha256 })
+        })
+        .collect::<Result<Vec<_>>>()?;
     let mut ingests = old.map(|m| m.ingests.clone()).unwrap_or_default();
     ingests.push(IngestRecord {
         version,
         at: store::now(),
         sources: got.sources.clone(),
         mapping: mapping_file,
+        code_tables,
         rows: got.rows,
         rejected: got.rejects.len() as u64,
         periods_added: added.iter().map(Period::to_string).collect(),

@@ -139,6 +139,9 @@ pub struct IngestRecord {
     pub at: String,
     pub sources: Vec<SourceFile>,
     pub mapping: Option<SourceFile>,
+    /// The code tables the mapping read (`[codes.X]`), by content.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub code_tables: Vec<SourceFile>,
     pub rows: u64,
     pub rejected: u64,
     pub periods_added: Vec<String>,

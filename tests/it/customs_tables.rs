@@ -56,6 +56,8 @@ fn the_partner_table_as_shipped_keeps_rows_units_codes_and_kinds() {
     assert!(info.contains("flow:       2870 aggregate rows (total)"), "{info}");
     assert!(info.contains("verify: every file matches its manifest"), "{info}");
     assert!(info.contains("value_ytd (CNY)") && info.contains("growth_ytd (ratio)"), "{info}");
+    // The code table the mapping read is recorded with the ingest, by content.
+    assert!(info.contains("codes  v1   ") && info.contains("gacc_partner_codes.csv sha256"), "{info}");
     // Units: 10,000 yuan; September in thousand dollars at 2024-09's 7.0760 yuan.
     let listed = rows_of(
         dir.path(),

@@ -613,7 +613,7 @@ fn outputs_never_land_inside_the_store_or_on_the_query() {
     let q = query(dir.path(), SUM_BY_PERIOD);
     let before = snapshot(&store);
     for out in ["trade/manifest.json", "trade/year=2024/part-v000001.parquet", "_groups/x.csv", "new.csv"] {
-        let err = fails(&["run", s(&q), "--store", s(&store), "-f", "csv", "--out", s(&store.join(out))]);
+        let err = fails(&["run", s(&q), "--store", s(&store), "--out", s(&store.join(out))]);
         assert!(err.contains("inside the store"), "{out}: {err}");
     }
     let err = fails(&["run", s(&q), "--store", s(&store), "--chart", s(&store.join("trade/x.svg"))]);
@@ -923,8 +923,9 @@ fn an_output_file_is_written_in_the_format_its_extension_names() {
     assert!(out("x.json").starts_with(b"["));
     assert!(out("x.txt").starts_with(b"period"));
     assert!(String::from_utf8(out("x.txt")).unwrap().contains("-------"));
-    // `-f` still decides when given.
-    let path = dir.path().join("y.parquet");
+    // `-f` decides for a name without a known extension (a mismatch is refused,
+    // see a_format_that_contradicts_the_out_extension_is_refused).
+    let path = dir.path().join("y.dat");
     ok(&["run", s(&q), "--store", s(&store), "--out", s(&path), "-f", "csv"]);
     assert!(std::fs::read(&path).unwrap().starts_with(b"period,value"));
 }
@@ -958,4 +959,20 @@ fn exit_statuses_tell_a_typo_bad_data_a_missing_file_and_a_busy_store_apart() {
     assert_eq!(out.status.code(), Some(75), "busy: {}", String::from_utf8_lossy(&out.stderr));
     let help = ok(&["--help"]);
     assert!(help.replace('\n', " ").contains("75 another writer holds the store"), "{help}");
+}
+
+#[test]
+fn a_format_that_contradicts_the_out_extension_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = good_store(dir.path());
+    let q = query(dir.path(), SUM_BY_PERIOD);
+    let out = dir.path().join("x.parquet");
+    let res = tradeql(&["run", s(&q), "--store", s(&store), "-f", "csv", "--out", s(&out)]);
+    assert_eq!(res.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(err.contains("--format csv contradicts --out") && err.contains("whose extension says parquet"), "{err}");
+    assert!(!out.exists());
+    // Agreeing, or a name without a known extension, is fine.
+    ok(&["run", s(&q), "--store", s(&store), "-f", "parquet", "--out", s(&out)]);
+    ok(&["run", s(&q), "--store", s(&store), "-f", "csv", "--out", s(&dir.path().join("x.dat"))]);
 }
