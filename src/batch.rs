@@ -445,7 +445,7 @@ fn write_extract(
                 let mut part = part.drop(column)?;
                 let file = dir.join("part-0.parquet");
                 let f = std::fs::File::create(&file).map_err(|e| Error::io("cannot create", &file, e))?;
-                parquet_writer(f, parquet)?.finish(&mut part).map_err(|e| crate::error::writing(&file, e))?;
+                parquet_writer(f, parquet, plan)?.finish(&mut part).map_err(|e| crate::error::writing(&file, e))?;
             }
             Ok(())
         })();
@@ -474,7 +474,7 @@ fn write_extract(
         let mut file = std::fs::File::create(&tmp).map_err(|e| Error::io("cannot create", &tmp, e))?;
         match task.format {
             OutputFormat::Parquet => {
-                parquet_writer(&mut file, parquet)?.finish(frame)?;
+                parquet_writer(&mut file, parquet, plan)?.finish(frame)?;
             }
             other => crate::run::write_frame(frame, plan, other, &mut file)?,
         }
@@ -568,7 +568,7 @@ fn reconcile_task(
     record
 }
 
-fn parquet_writer<W: std::io::Write>(w: W, opts: &ParquetOptions) -> Result<ParquetWriter<W>> {
+fn parquet_writer<W: std::io::Write>(w: W, opts: &ParquetOptions, plan: &lang::plan::Plan) -> Result<ParquetWriter<W>> {
     let compression = match opts.compression.as_deref().unwrap_or("zstd") {
         "zstd" => ParquetCompression::Zstd(None),
         "snappy" => ParquetCompression::Snappy,
@@ -580,7 +580,10 @@ fn parquet_writer<W: std::io::Write>(w: W, opts: &ParquetOptions) -> Result<Parq
             )));
         }
     };
-    Ok(ParquetWriter::new(w).with_compression(compression).with_row_group_size(opts.row_group_size))
+    Ok(ParquetWriter::new(w)
+        .with_compression(compression)
+        .with_row_group_size(opts.row_group_size)
+        .with_key_value_metadata(Some(crate::run::result_metadata(plan))))
 }
 
 /// A progress line on a terminal while queries run (nothing otherwise; the

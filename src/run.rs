@@ -12,6 +12,7 @@ use crate::period::{Frequency, Period};
 use polars::prelude::*;
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Output formats of `tradeql run`.
@@ -336,6 +337,43 @@ fn destination(path: &Path) -> Result<Destination> {
     }
 }
 
+/// What a Parquet result carries beside its columns (key `tradeql`, JSON):
+/// the dataset, its currency and units, and how each shown column is meant
+/// (`pct` is a ratio shown as a percentage, `trillion` a value shown in
+/// trillions): the numbers themselves are never scaled.
+pub fn result_metadata(plan: &Plan) -> KeyValueMetadata {
+    KeyValueMetadata::from_static(vec![("tradeql".to_string(), result_metadata_text(plan))])
+}
+
+/// The JSON of [`result_metadata`] (also an Arrow result's schema metadata).
+pub fn result_metadata_text(plan: &Plan) -> String {
+    let formats: serde_json::Map<String, serde_json::Value> = plan
+        .outputs
+        .iter()
+        .filter_map(|o| {
+            let name = match o.format? {
+                Format::Pct => "pct",
+                Format::Pct2 => "pct",
+                Format::Sci => "sci",
+                Format::Pp => "pp",
+                Format::Int => "int",
+                Format::Scale(_, unit) => unit,
+            };
+            Some((o.name.clone(), serde_json::Value::from(name)))
+        })
+        .collect();
+    let units: serde_json::Map<String, serde_json::Value> =
+        plan.measure_units.iter().map(|(m, u)| (m.clone(), serde_json::Value::from(u.as_str()))).collect();
+    let meta = serde_json::json!({
+        "dataset": plan.dataset,
+        "currency": plan.currency,
+        "quantity_unit": plan.quantity_unit,
+        "measure_units": units,
+        "formats": formats,
+    });
+    meta.to_string()
+}
+
 /// Rows past which a table on a terminal is cut (`--all` prints them all;
 /// files and pipes always get every row).
 pub const TERMINAL_ROWS: usize = 200;
@@ -437,9 +475,15 @@ fn write_to<W: Write>(
             ));
         }
         OutputFormat::Parquet => {
-            ParquetWriter::new(w).finish(frame)?;
+            ParquetWriter::new(w).with_key_value_metadata(Some(result_metadata(plan))).finish(frame)?;
         }
-        OutputFormat::Arrow => IpcWriter::new(w).finish(frame)?,
+        OutputFormat::Arrow => {
+            let mut writer = IpcWriter::new(w);
+            let meta: std::collections::BTreeMap<PlSmallStr, PlSmallStr> =
+                [("tradeql".into(), result_metadata_text(plan).into())].into_iter().collect();
+            writer.set_custom_schema_metadata(Arc::new(meta));
+            writer.finish(frame)?
+        }
     }
     Ok(())
 }

@@ -397,6 +397,11 @@ pub struct Plan {
     pub measures: Vec<String>,
     /// For each dimension name() reads: its names table (relative to `_groups/`).
     pub names: Vec<(String, String)>,
+    /// The dataset's currency and quantity unit, and its further measures'
+    /// units, for the metadata of Parquet results.
+    pub currency: Option<String>,
+    pub quantity_unit: Option<String>,
+    pub measure_units: Vec<(String, String)>,
 }
 
 impl Plan {
@@ -430,6 +435,9 @@ impl Plan {
             chart: None,
             measures: Vec::new(),
             names: Vec::new(),
+            currency: None,
+            quantity_unit: None,
+            measure_units: Vec::new(),
         }
     }
 

@@ -154,6 +154,9 @@ pub fn resolve(query: &Query, catalog: &Catalog<'_>, overrides: &[(String, Strin
     let mut plan = Plan::new(manifest.dataset.clone(), manifest.frequency);
     plan.hs_sections = catalog.groups.tables.iter().find(|t| t.name == "hs_sections").map(|t| t.path.clone());
     plan.measures = manifest.measures.iter().map(|m| m.name.clone()).collect();
+    plan.currency = manifest.currency.clone();
+    plan.quantity_unit = manifest.quantity_unit.clone();
+    plan.measure_units = manifest.measures.iter().map(|m| (m.name.clone(), m.unit.clone())).collect();
     let mut saw_from = false;
     let mut mentions_aggregate = false;
     for (index, stage) in query.stages.iter().enumerate() {

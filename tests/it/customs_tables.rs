@@ -719,3 +719,36 @@ fn a_measure_no_row_reports_sums_to_null_not_zero() {
 fn repo_file(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
+
+#[test]
+fn parquet_and_arrow_results_carry_their_currency_units_and_formats() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = partner_store(dir.path());
+    let q = write(
+        dir.path(),
+        "b.tql",
+        "from gacc_partners\nwhere period = 2024-12 and flow = \"total\" and partner = \"WLD\"\nby partner\nagg ytd = sum(value_ytd)\nshow ytd as trillion\n",
+    );
+    let out = dir.path().join("b.parquet");
+    ok(&["run", s(&q), "--store", s(&store), "--out", s(&out)]);
+    use polars::prelude::SerReader;
+    let mut reader = polars::prelude::ParquetReader::new(std::fs::File::open(&out).unwrap());
+    let meta = reader.get_metadata().unwrap();
+    let kv = meta.key_value_metadata.as_ref().unwrap();
+    let text = kv.iter().find(|k| k.key == "tradeql").and_then(|k| k.value.clone()).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(json["dataset"], "gacc_partners");
+    assert_eq!(json["currency"], "CNY");
+    assert_eq!(json["measure_units"]["growth_ytd"], "ratio");
+    assert_eq!(json["formats"]["ytd"], "trillion", "{json}");
+    // The numbers are never scaled: the ytd is in yuan.
+    let frame = reader.finish().unwrap();
+    let ytd = frame.column("ytd").unwrap().f64().unwrap().get(0).unwrap();
+    assert!((ytd / 1e12 - 43.85).abs() < 0.01, "{ytd}");
+    // Arrow IPC results carry the same JSON in their schema metadata.
+    let arrow = dir.path().join("b.arrow");
+    ok(&["run", s(&q), "--store", s(&store), "--out", s(&arrow)]);
+    let mut ipc = polars::prelude::IpcReader::new(std::fs::File::open(&arrow).unwrap());
+    let schema_meta = ipc.custom_metadata().unwrap().unwrap();
+    assert!(schema_meta.get("tradeql").is_some_and(|t| t.contains("\"currency\":\"CNY\"")), "{schema_meta:?}");
+}
