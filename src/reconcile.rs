@@ -100,7 +100,9 @@ fn reconcile_now(store: &Store, root: &Path, opts: &ReconcileOptions) -> Result<
     let rows = scan_dataset(root, &manifest)?;
     let present: Vec<String> = {
         let df = rows.clone().select([col("partner").unique()]).collect()?;
-        df.column("partner")?.str()?.iter().flatten().map(str::to_string).collect()
+        let mut codes: Vec<String> = df.column("partner")?.str()?.iter().flatten().map(str::to_string).collect();
+        codes.sort(); // messages list them in one order on every run
+        codes
     };
     let aggregates = manifest.aggregate_candidates("partner", &groups);
     let wanted = |code: &str| opts.only.is_empty() || opts.only.iter().any(|o| o == code);

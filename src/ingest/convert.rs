@@ -106,11 +106,29 @@ enum RuleAction {
 }
 
 /// Whether a source field holds the value a rule's `when` asks for: the same
-/// text, or the same number (`09` is month 9).
+/// text, or the same number (`09` is month 9). A wanted value written with a
+/// leading zero (`"01"`, an HS chapter) is a code: its text must match.
 fn field_is(field: &str, wanted: &str) -> bool {
     let field = field.trim();
-    field == wanted
-        || matches!((field.parse::<f64>(), wanted.parse::<f64>()), (Ok(a), Ok(b)) if a == b && a.is_finite())
+    if field == wanted {
+        return true;
+    }
+    if wanted.len() > 1 && wanted.starts_with('0') && !wanted.starts_with("0.") {
+        return false;
+    }
+    matches!((field.parse::<f64>(), wanted.parse::<f64>()), (Ok(a), Ok(b)) if a == b && a.is_finite())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::field_is;
+
+    #[test]
+    fn a_rule_matches_numbers_however_written_and_codes_as_written() {
+        assert!(field_is("09", "9") && field_is(" 9 ", "9") && field_is("9.0", "9"));
+        assert!(!field_is("10", "9") && !field_is("Sep", "9"));
+        assert!(field_is("01", "01") && !field_is("1", "01") && !field_is("001", "01"));
+    }
 }
 
 /// A record of source fields, by position; `None` where the record is too short.
