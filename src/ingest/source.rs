@@ -248,6 +248,20 @@ fn column_letters(mut i: usize) -> String {
 }
 
 impl Source {
+    /// A source that is a whole file, named by its path.
+    fn of_file(
+        path: &Path,
+        format: Format,
+        header: Vec<String>,
+        bytes: u64,
+        delimiter: u8,
+        data_start: (u64, u64),
+        parquet: Option<(LazyFrame, usize)>,
+    ) -> Source {
+        let (path, name) = (path.to_path_buf(), path.to_path_buf());
+        Source { path, name, line_offset: 0, format, header, bytes, delimiter, data_start, parquet }
+    }
+
     /// Opens `path` and reads its header; an empty file is an error.
     pub fn open(path: &Path, delimiter: u8) -> Result<Source> {
         let format = Format::of(path)?;
@@ -287,17 +301,7 @@ impl Source {
                     return Err(Error::input("the file has a header but no rows").in_file(path));
                 }
                 check_header(&header, path)?;
-                Ok(Source {
-                    path: path.to_path_buf(),
-                    name: path.to_path_buf(),
-                    line_offset: 0,
-                    format,
-                    header,
-                    bytes,
-                    delimiter,
-                    data_start,
-                    parquet: None,
-                })
+                Ok(Source::of_file(path, format, header, bytes, delimiter, data_start, None))
             }
             Format::Workbook => Err(Error::internal("a workbook is opened by open_all")),
             Format::Parquet => {
@@ -315,17 +319,7 @@ impl Source {
                     return Err(Error::input("the file is empty: no rows").in_file(path));
                 }
                 check_header(&header, path)?;
-                Ok(Source {
-                    path: path.to_path_buf(),
-                    name: path.to_path_buf(),
-                    line_offset: 0,
-                    format,
-                    header,
-                    bytes,
-                    delimiter,
-                    data_start: (0, 0),
-                    parquet: Some((lf, rows)),
-                })
+                Ok(Source::of_file(path, format, header, bytes, delimiter, (0, 0), Some((lf, rows))))
             }
         }
     }
