@@ -228,11 +228,7 @@ impl JobFile {
                             .collect::<Vec<_>>()
                             .join("-"),
                     };
-                    if !store::is_plain_name(&name)
-                        || name.starts_with('.')
-                        || name.ends_with(".tmp")
-                        || name.ends_with(".old")
-                    {
+                    if !is_extract_name(&name) {
                         return Err(Error::usage(format!(
                             "bad extract name {:?} for {}: a name is one file name, not starting with a dot \
                              nor ending in .tmp or .old",
@@ -489,6 +485,12 @@ fn write_extract(
     Ok(Some(store::sha256_file(&task.output)?.0))
 }
 
+/// Whether `name` may name an extract: one file name, not hidden, and not
+/// one of the names the swap of an extract uses (`.tmp`, `.old`).
+fn is_extract_name(name: &str) -> bool {
+    store::is_plain_name(name) && !name.starts_with('.') && !name.ends_with(".tmp") && !name.ends_with(".old")
+}
+
 /// Runs one `[[reconcile]]` entry into its extract; its record says what it found.
 fn reconcile_task(
     rec: &JobReconcile,
@@ -520,8 +522,12 @@ fn reconcile_task(
     };
     let outcome = (|| -> Result<()> {
         let format = parse_format(rec.format.as_deref().or(job.format.as_deref()).unwrap_or("parquet"))?;
-        if !store::is_plain_name(&name) || name.starts_with('.') || name.ends_with(".tmp") || name.ends_with(".old") {
-            return Err(Error::usage(format!("bad extract name {:?} for [[reconcile]]", crate::error::shown(&name))));
+        if !is_extract_name(&name) {
+            return Err(Error::usage(format!(
+                "bad extract name {:?} for [[reconcile]]: a name is one file name, not starting with a dot \
+                 nor ending in .tmp or .old",
+                crate::error::shown(&name)
+            )));
         }
         let output = out_dir.join(format!("{name}.{}", extension(format)));
         record.output = output.display().to_string();
@@ -540,7 +546,7 @@ fn reconcile_task(
             tolerance: rec.tolerance.unwrap_or(crate::reconcile::DEFAULT_TOLERANCE),
         };
         let mut found = crate::reconcile::reconcile(&opts)?;
-        record.dataset_version = store.manifest(&rec.dataset)?.map(|m| m.version);
+        record.dataset_version = Some(found.version);
         record.notes = found.notes.clone();
         let summary = found.summary();
         let plan = found.plan();

@@ -688,6 +688,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Reconcile { dataset, store, groups, only, measure, tolerance, strict, flagged, format, out } => {
+            // Where and how the comparisons go is checked before they are made.
+            if let Some(o) = &out {
+                crate::store::Store::at(&store).refuse_output_inside(o, "--out")?;
+            }
+            let format = crate::run::OutputFormat::chosen(format, out.as_deref())?;
             let mut r = crate::reconcile::reconcile(&crate::reconcile::ReconcileOptions {
                 store: store.clone(),
                 dataset,
@@ -696,10 +701,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 measure,
                 tolerance,
             })?;
-            if let Some(o) = &out {
-                crate::store::Store::at(&store).refuse_output_inside(o, "--out")?;
-            }
-            let format = crate::run::OutputFormat::chosen(format, out.as_deref())?;
             let plan = r.plan();
             let summary = r.summary();
             let mut frame = if flagged { r.beyond()? } else { std::mem::take(&mut r.frame) };

@@ -260,6 +260,14 @@ impl Mapping {
         self.measures.keys().cloned().collect()
     }
 
+    /// The measures with their units, as a dataset's manifest keeps them.
+    pub fn measure_specs(&self) -> Vec<crate::store::manifest::MeasureSpec> {
+        self.measures
+            .iter()
+            .map(|(name, m)| crate::store::manifest::MeasureSpec { name: name.clone(), unit: m.unit.clone() })
+            .collect()
+    }
+
     /// The partner (product, region) codes this mapping makes aggregates:
     /// those it lists, and those its code table marks of an aggregate kind.
     pub fn aggregates_of(&self, column: &str) -> Vec<String> {

@@ -9,7 +9,7 @@
 //! relative difference, and flags those beyond a tolerance.
 
 use crate::error::{Error, Result};
-use crate::lang::compile::scan_dataset;
+use crate::lang::compile::{join_groups, scan_dataset};
 use crate::store::{GROUPS_DIR, Store};
 use polars::prelude::*;
 use std::collections::BTreeMap;
@@ -36,6 +36,8 @@ pub struct ReconcileOptions {
 
 /// The comparisons, one row each, and how many are beyond the tolerance.
 pub struct Reconciliation {
+    /// The version of the dataset the comparisons read.
+    pub version: u64,
     pub frame: DataFrame,
     pub compared: usize,
     pub flagged: usize,
@@ -158,11 +160,8 @@ fn reconcile_now(store: &Store, root: &Path, opts: &ReconcileOptions) -> Result<
         let file = root.join(GROUPS_DIR).join(&t.path);
         let table = crate::store::scan_file(&file)?
             .filter(col("group").is_in(lit(Series::new("".into(), names.clone())).implode(false), false));
-        let joined =
-            member_rows.clone().join(table, [col("partner")], [col("member")], JoinArgs::new(JoinType::Inner)).filter(
-                (col("valid_from").is_null().or(col("valid_from").lt_eq(col("period"))))
-                    .and(col("valid_to").is_null().or(col("period").lt_eq(col("valid_to")))),
-            );
+        // Members as of each period, as a query's group mapping takes them.
+        let joined = join_groups(member_rows.clone(), table, "partner", "group", None);
         let mut by = vec![col("group")];
         by.extend(keys.iter().cloned());
         let sums = joined
@@ -209,7 +208,7 @@ fn reconcile_now(store: &Store, root: &Path, opts: &ReconcileOptions) -> Result<
             }
         }
     }
-    build(members, published, opts.tolerance, notes)
+    build(members, published, opts.tolerance, notes, manifest.version)
 }
 
 fn list<'a>(items: impl Iterator<Item = &'a String>) -> String {
@@ -250,6 +249,7 @@ fn build(
     published: BTreeMap<(String, Key), Option<f64>>,
     tolerance: f64,
     mut notes: Vec<String>,
+    version: u64,
 ) -> Result<Reconciliation> {
     let mut all: Vec<(String, Key)> = members.keys().chain(published.keys()).cloned().collect();
     all.sort();
@@ -325,7 +325,7 @@ fn build(
         Column::new("relative".into(), rel),
         Column::new("within".into(), within),
     ]);
-    Ok(Reconciliation { frame: DataFrame::new(len, columns)?, compared: len, flagged, tolerance, notes })
+    Ok(Reconciliation { version, frame: DataFrame::new(len, columns)?, compared: len, flagged, tolerance, notes })
 }
 
 impl Reconciliation {

@@ -53,6 +53,10 @@ const REGION: usize = 5;
 const VALUE: usize = 6;
 const QUANTITY: usize = 7;
 const QUANTITY_UNIT: usize = 8;
+/// Targets are the canonical columns, then the further measures: measure `j`
+/// is target `FIRST_MEASURE + j`.
+const FIRST_MEASURE: usize = CANONICAL.len();
+const NEGATIVE_HINT: &str = "if the source publishes negative revisions, declare allow_negative = true in the mapping";
 
 /// Where one canonical column's value comes from.
 #[derive(Debug, Clone)]
@@ -282,11 +286,14 @@ impl Layout {
             measures.push(MeasureSlot { source, scale: decl.scale.unwrap_or(1.0), money });
         }
         let target_index = |t: &str| {
-            CANONICAL.iter().position(|c| *c == t).or_else(|| measure_names.iter().position(|m| m == t).map(|j| 9 + j))
+            CANONICAL
+                .iter()
+                .position(|c| *c == t)
+                .or_else(|| measure_names.iter().position(|m| m == t).map(|j| FIRST_MEASURE + j))
         };
         let mut melted = Vec::new();
         for (name, cells) in &sets {
-            let mut slots = vec![None; 9 + measure_names.len()];
+            let mut slots = vec![None; FIRST_MEASURE + measure_names.len()];
             for (target, column) in cells {
                 let idx = find(column).ok_or_else(|| missing_column(column, "[wide] columns"))?;
                 if let Some(t) = target_index(target) {
@@ -385,24 +392,23 @@ impl Layout {
         read.extend(year_column);
         read.extend(rules.iter().flat_map(|(w, _)| w.iter().map(|(c, _)| *c)));
         for d in &mapping.drop {
-            if find(d).is_none() {
-                let mut e = Error::mapping(format!(
-                    "drop names column `{d}`, but the file has no such column; it has: {}",
-                    header.join(", ")
-                ));
-                if let Some(s) = closest(d, header.iter().map(String::as_str)) {
-                    e = e.hint(format!("did you mean `{s}`?"));
+            match find(d) {
+                None => {
+                    let mut e = Error::mapping(format!(
+                        "drop names column `{d}`, but the file has no such column; it has: {}",
+                        header.join(", ")
+                    ));
+                    if let Some(s) = closest(d, header.iter().map(String::as_str)) {
+                        e = e.hint(format!("did you mean `{s}`?"));
+                    }
+                    return Err(e);
                 }
-                return Err(e);
-            }
-        }
-        for d in &mapping.drop {
-            if let Some(i) = find(d)
-                && read.contains(&i)
-            {
-                return Err(Error::mapping(format!(
-                    "drop lists column `{d}`, which the mapping reads: drop only the columns it leaves unread"
-                )));
+                Some(i) if read.contains(&i) => {
+                    return Err(Error::mapping(format!(
+                        "drop lists column `{d}`, which the mapping reads: drop only the columns it leaves unread"
+                    )));
+                }
+                Some(_) => {}
             }
         }
         // The melted names of a layout by flow must be flows (after [recode.flow]).
@@ -446,7 +452,7 @@ impl Layout {
             code_table: std::array::from_fn(|i| mapping.code_tables.contains_key(CANONICAL[i])),
             aggregate_partners,
             aggregate_products,
-            aggregate_regions: mapping.aggregate_regions.clone(),
+            aggregate_regions: mapping.aggregates_of("region"),
         })
     }
 
@@ -456,11 +462,11 @@ impl Layout {
     }
 
     fn source_of(&self, target: usize) -> &Source {
-        if target < 9 { &self.sources[target] } else { &self.measures[target - 9].source }
+        if target < FIRST_MEASURE { &self.sources[target] } else { &self.measures[target - FIRST_MEASURE].source }
     }
 
     fn target_name(&self, target: usize) -> &str {
-        if target < 9 { CANONICAL[target] } else { &self.measure_names[target - 9] }
+        if target < FIRST_MEASURE { CANONICAL[target] } else { &self.measure_names[target - FIRST_MEASURE] }
     }
 
     /// The source column name behind target `i` (a canonical column or a
@@ -509,8 +515,7 @@ impl Layout {
         }
         let rule = hit.map(|k| &self.rules[k].1);
         if matches!(rule, Some(RuleAction::Skip)) {
-            batch.skipped += 1;
-            return Ok(());
+            return Ok(()); // counted in rule_hits
         }
         if self.wide.is_empty() {
             let row = self.row(rec, line, None, rule).map_err(with_record)?;
@@ -565,32 +570,38 @@ impl Layout {
         Some(raw)
     }
 
-    /// The factor from a row's money cells to the dataset's currency: the
-    /// rule's scale (or `default`) and, for a rule in another currency, the
-    /// rate of the row's period.
-    fn money_factor(&self, rule: Option<&RuleAction>, default: f64, period: Period) -> Result<f64, String> {
-        let Some(RuleAction::Read { scale, currency, .. }) = rule else { return Ok(default) };
-        let mut factor = scale.unwrap_or(default);
-        if let (Some(from), Some(to)) = (currency, &self.currency)
-            && from != to
-        {
-            let per_usd = |c: &str| -> Result<f64, String> {
-                if c == "USD" {
-                    return Ok(1.0);
-                }
-                self.rates
-                    .as_ref()
-                    .and_then(|r| r.get(c))
-                    .and_then(|by| by.get(&Period { frequency: Frequency::Month, ..period }.days()))
-                    .copied()
-                    .ok_or_else(|| format!("the store has no {c} rate for {period}"))
-            };
-            if period.frequency != Frequency::Month {
-                return Err(format!("rates are monthly; a {}ly row cannot be converted", period.frequency));
-            }
-            factor *= per_usd(to)? / per_usd(from)?;
+    /// A rule's scale for money cells, or `default` (the mapping's own).
+    fn money_scale(rule: Option<&RuleAction>, default: f64) -> f64 {
+        match rule {
+            Some(RuleAction::Read { scale: Some(s), .. }) => *s,
+            _ => default,
         }
-        Ok(factor)
+    }
+
+    /// The exchange factor of a row's money cells into the dataset's
+    /// currency: 1, or for a rule in another currency the rate of the row's
+    /// period (once per row, for the value and every money measure).
+    fn exchange(&self, rule: Option<&RuleAction>, period: Period) -> Result<f64, String> {
+        let Some(RuleAction::Read { currency: Some(from), .. }) = rule else { return Ok(1.0) };
+        let Some(to) = &self.currency else { return Ok(1.0) };
+        if from == to {
+            return Ok(1.0);
+        }
+        if period.frequency != Frequency::Month {
+            return Err(format!("rates are monthly; a {}ly row cannot be converted", period.frequency));
+        }
+        let per_usd = |c: &str| -> Result<f64, String> {
+            if c == "USD" {
+                return Ok(1.0);
+            }
+            self.rates
+                .as_ref()
+                .and_then(|r| r.get(c))
+                .and_then(|by| by.get(&period.days()))
+                .copied()
+                .ok_or_else(|| format!("the store has no {c} rate for {period}"))
+        };
+        Ok(per_usd(to)? / per_usd(from)?)
     }
 
     fn row<'a, R: Record>(
@@ -674,7 +685,7 @@ impl Layout {
         if let Some(r) = region {
             code(REGION, r)?;
         }
-        let money = self.money_factor(rule, self.value_scale, period).map_err(|why| {
+        let fx = self.exchange(rule, period).map_err(|why| {
             fail(
                 VALUE,
                 &period.to_string(),
@@ -688,17 +699,13 @@ impl Layout {
             (Some(_), None | Some("")) => "0",
             _ => required(VALUE)?,
         };
+        let money = Self::money_scale(rule, self.value_scale) * fx;
         let value = self.number(value_text).map_err(|(reason, hint)| fail(VALUE, value_text, reason, hint))? * money;
         if !value.is_finite() {
             return Err(fail(VALUE, value_text, "the value times value_scale is too large for a number".into(), None));
         }
         if value < 0.0 && !self.allow_negative {
-            return Err(fail(
-                VALUE,
-                value_text,
-                "negative trade value".into(),
-                Some("if the source publishes negative revisions, declare allow_negative = true in the mapping".into()),
-            ));
+            return Err(fail(VALUE, value_text, "negative trade value".into(), Some(NEGATIVE_HINT.into())));
         }
         let quantity = match self.text(rec, QUANTITY, wide).filter(|t| !t.is_empty()) {
             None => None,
@@ -728,26 +735,15 @@ impl Layout {
             if matches!(rule, Some(RuleAction::Read { nulls, .. }) if nulls.contains(&j)) {
                 continue;
             }
-            let Some(t) = self.raw_text(rec, 9 + j, wide).filter(|t| !t.is_empty()) else { continue };
-            let factor = if m.money {
-                self.money_factor(rule, m.scale, period).map_err(|why| fail(9 + j, t, why, None))?
-            } else {
-                m.scale
-            };
-            let n = self.number(t).map_err(|(reason, hint)| fail(9 + j, t, reason, hint))? * factor;
+            let target = FIRST_MEASURE + j;
+            let Some(t) = self.raw_text(rec, target, wide).filter(|t| !t.is_empty()) else { continue };
+            let factor = if m.money { Self::money_scale(rule, m.scale) * fx } else { m.scale };
+            let n = self.number(t).map_err(|(reason, hint)| fail(target, t, reason, hint))? * factor;
             if !n.is_finite() {
-                return Err(fail(9 + j, t, "the number times its scale is too large".into(), None));
+                return Err(fail(target, t, "the number times its scale is too large".into(), None));
             }
             if n < 0.0 && m.money && !self.allow_negative {
-                return Err(fail(
-                    9 + j,
-                    t,
-                    "negative trade value".into(),
-                    Some(
-                        "if the source publishes negative revisions, declare allow_negative = true in the mapping"
-                            .into(),
-                    ),
-                ));
+                return Err(fail(target, t, "negative trade value".into(), Some(NEGATIVE_HINT.into())));
             }
             measures[j] = Some(n);
         }
@@ -973,8 +969,6 @@ pub struct Batch {
     pub frequency: Option<(Frequency, u64)>,
     /// A row whose frequency differs from the first one.
     pub mixed: Option<(u64, String)>,
-    /// Source records left out by a `[[rows]]` rule.
-    pub skipped: u64,
     /// Source records each `[[rows]]` rule picked, by rule.
     pub rule_hits: Vec<u64>,
     capacity: usize,
@@ -990,7 +984,6 @@ impl Batch {
             periods: HashSet::new(),
             frequency: None,
             mixed: None,
-            skipped: 0,
             rule_hits: Vec::new(),
             capacity,
             measures,

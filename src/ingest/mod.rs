@@ -244,7 +244,6 @@ struct Gathered {
     names: Vec<PathBuf>,
     /// Source records each `[[rows]]` rule picked.
     rule_hits: Vec<u64>,
-    skipped: u64,
     warnings: Vec<String>,
 }
 
@@ -268,25 +267,26 @@ fn ingest_locked(
         .collect();
     let delimiter = mapping.delimiter.as_ref().map_or(b',', |d| d.as_bytes()[0]);
     let workers = opts.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-    let currency =
-        opts.currency.clone().or_else(|| mapping.currency.clone()).or_else(|| old.and_then(|m| m.currency.clone()));
+    let currency = dataset_currency(opts, mapping, old);
     let rates =
         if mapping.rows.iter().any(|r| r.currency.is_some()) { crate::rates::read_all(&opts.store)? } else { None };
     let context = Context { group_names: &group_names, currency: currency.as_deref(), rates: rates.as_ref() };
     let measure_names = mapping.measure_names();
-    if let Some(old) = old {
-        let stored: Vec<String> = old.measures.iter().map(|m| format!("{} ({})", m.name, m.unit)).collect();
-        let declared: Vec<String> =
-            measure_names.iter().map(|m| format!("{m} ({})", mapping.measures[m].unit)).collect();
-        if stored != declared {
-            let list = |l: &[String]| if l.is_empty() { "none".to_string() } else { l.join(", ") };
-            return Err(Error::input(format!(
-                "the dataset {dataset} holds the further measures {}, but this mapping declares {}",
-                list(&stored),
-                list(&declared)
-            ))
-            .hint("a dataset keeps the measures and units of its first ingest; ingest into another dataset with --dataset"));
-        }
+    if let Some(old) = old
+        && old.measures != mapping.measure_specs()
+    {
+        let list = |l: &[store::manifest::MeasureSpec]| {
+            let shown: Vec<String> = l.iter().map(|m| format!("{} ({})", m.name, m.unit)).collect();
+            if shown.is_empty() { "none".to_string() } else { shown.join(", ") }
+        };
+        return Err(Error::input(format!(
+            "the dataset {dataset} holds the further measures {}, but this mapping declares {}",
+            list(&old.measures),
+            list(&mapping.measure_specs())
+        ))
+        .hint(
+            "a dataset keeps the measures and units of its first ingest; ingest into another dataset with --dataset",
+        ));
     }
     let mut writer = PartitionWriter::new(staging.join("new"), &measure_names);
     let mut dups = DuplicateCheck::new(staging.join("keys"), DEDUP_BUDGET);
@@ -298,7 +298,6 @@ fn ingest_locked(
         sources: Vec::new(),
         names: Vec::new(),
         rule_hits: Vec::new(),
-        skipped: 0,
         warnings: Vec::new(),
     };
     let total_bytes: u64 = opts.sources.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
@@ -306,19 +305,23 @@ fn ingest_locked(
     let clock = Phases::start(opts.timings);
     let sheets = source::SheetChoice { sheet: mapping.sheet.clone(), header_row: mapping.header_row };
     for path in &opts.sources {
+        // Standard input, spooled to a temporary file, is named `stdin`.
+        let is_stdin = stdin == Some(path.as_path());
+        let shown = if is_stdin { PathBuf::from(STDIN_NAME) } else { path.clone() };
         let opened = source::open_all(path, delimiter, &sheets).map_err(|mut e| {
-            if let Some(tmp) = stdin.filter(|s| *s == path.as_path()) {
-                e.message = e.message.replace(&tmp.display().to_string(), STDIN_NAME);
-                if e.location.file.as_deref() == Some(tmp) {
-                    e.location.file = Some(PathBuf::from(STDIN_NAME));
+            if is_stdin {
+                e.message = e.message.replace(&path.display().to_string(), STDIN_NAME);
+                if e.location.file.as_deref() == Some(path.as_path()) {
+                    e.location.file = Some(shown.clone());
                 }
             }
             e
         })?;
+        let bytes = opened.first().map_or(0, |s| s.bytes);
         let mut sha256 = String::new();
         for mut src in opened {
-            if stdin == Some(path.as_path()) {
-                src.name = PathBuf::from(STDIN_NAME);
+            if is_stdin {
+                src.name = shown.clone();
             }
             let src_index = got.names.len();
             got.names.push(src.name.clone());
@@ -329,7 +332,7 @@ fn ingest_locked(
                 let w = format!(
                     "{}: column `{column}` is not read: its values are not stored \
                      (map it, or list it under drop = [...] in the mapping to leave it out)",
-                    path.display()
+                    shown.display()
                 );
                 if !got.warnings.contains(&w) {
                     got.warnings.push(w);
@@ -351,9 +354,7 @@ fn ingest_locked(
                 return Err(e);
             }
         }
-        let bytes = std::fs::metadata(path).map_err(|e| Error::io("cannot read", path, e))?.len();
-        let shown = if stdin == Some(path.as_path()) { STDIN_NAME.to_string() } else { path.display().to_string() };
-        got.sources.push(SourceFile { path: shown, bytes, sha256 });
+        got.sources.push(SourceFile { path: shown.display().to_string(), bytes, sha256 });
     }
     bar.finish_and_clear();
     for (k, rule) in mapping.rows.iter().enumerate() {
@@ -437,7 +438,8 @@ fn ingest_locked(
         periods_replaced,
         years_rewritten,
         recovery: Recovery::default(),
-        skipped: got.skipped,
+        // The records the skipping rules picked.
+        skipped: mapping.rows.iter().zip(&got.rule_hits).filter(|(r, _)| r.skip).map(|(_, n)| n).sum(),
         warnings: got.warnings.clone(),
     };
     let rejects_tmp = match &opts.rejects {
@@ -508,7 +510,6 @@ fn absorb(
         }
     }
     got.periods.extend(batch.periods.iter().copied());
-    got.skipped += batch.skipped;
     if got.rule_hits.len() < batch.rule_hits.len() {
         got.rule_hits.resize(batch.rule_hits.len(), 0);
     }
@@ -733,13 +734,7 @@ fn build_manifest(
         periods_added: added.iter().map(Period::to_string).collect(),
         periods_replaced: replaced.iter().map(Period::to_string).collect(),
     });
-    let currency =
-        opts.currency.clone().or_else(|| mapping.currency.clone()).or_else(|| old.and_then(|m| m.currency.clone()));
-    let measures: Vec<store::manifest::MeasureSpec> = mapping
-        .measure_names()
-        .into_iter()
-        .map(|name| store::manifest::MeasureSpec { unit: mapping.measures[&name].unit.clone(), name })
-        .collect();
+    let currency = dataset_currency(opts, mapping, old);
     if let (Some(old_cur), Some(new_cur)) = (old.and_then(|m| m.currency.as_ref()), &currency)
         && old_cur != new_cur
     {
@@ -769,9 +764,14 @@ fn build_manifest(
         aggregate_codes: aggregate_codes(old, mapping),
         files,
         ingests,
-        measures,
+        measures: mapping.measure_specs(),
     };
     Ok((manifest, moves, removed, added, replaced))
+}
+
+/// The dataset's currency: the command line's, the mapping's, or the stored one.
+fn dataset_currency(opts: &IngestOptions, mapping: &Mapping, old: Option<&Manifest>) -> Option<String> {
+    opts.currency.clone().or_else(|| mapping.currency.clone()).or_else(|| old.and_then(|m| m.currency.clone()))
 }
 
 /// The distinct codes of each code column of a staged file, for the columns

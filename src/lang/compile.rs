@@ -960,32 +960,7 @@ impl Compiler<'_> {
     /// Each row joined to every group its member belongs to (groups overlap),
     /// membership as of the row's period or a fixed date.
     fn map_groups(&self, lf: LazyFrame, g: &GroupMap) -> Result<LazyFrame> {
-        let table = self.group_table(&g.path)?.select([
-            col("member").alias(g.dim.as_str()),
-            col("group").alias(g.alias.as_str()),
-            col("valid_from").alias("__valid_from"),
-            col("valid_to").alias("__valid_to"),
-        ]);
-        let valid = |when: Expr| {
-            (col("__valid_from").is_null().or(col("__valid_from").lt_eq(when.clone())))
-                .and(col("__valid_to").is_null().or(col("__valid_to").gt_eq(when)))
-        };
-        let mut args = JoinArgs::new(JoinType::Inner);
-        args.maintain_order = MaintainOrderJoin::Left;
-        Ok(match g.as_of {
-            // Membership at a fixed date: filter the small table, then join.
-            Some(d) => lf.join(
-                table.filter(valid(date_lit(d))).drop(cols(["__valid_from", "__valid_to"])),
-                [col(g.dim.as_str())],
-                [col(g.dim.as_str())],
-                args,
-            ),
-            // Membership as of each row's period: filter the joined rows.
-            None => lf
-                .join(table, [col(g.dim.as_str())], [col(g.dim.as_str())], args)
-                .filter(valid(col("period")))
-                .drop(cols(["__valid_from", "__valid_to"])),
-        })
+        Ok(join_groups(lf, self.group_table(&g.path)?, &g.dim, &g.alias, g.as_of))
     }
 
     fn aggregate(&mut self, lf: LazyFrame, manifest: &Manifest) -> Result<LazyFrame> {
@@ -2129,6 +2104,40 @@ pub(crate) fn calendar_only(x: &RExpr) -> bool {
 
 fn uses_code(x: &RExpr, f: CodeFn) -> bool {
     x.any(&mut |e| matches!(e, RExpr::Code(g, _) if *g == f))
+}
+
+/// `rows` joined to every group of a group table (`group,member,valid_from,
+/// valid_to`) that the row's `dim` code belongs to, the group's name as
+/// `alias`: membership at the fixed date `as_of` (days), or as of each row's
+/// period. A row in no group is left out; groups overlap, so a row may be
+/// joined to several.
+pub(crate) fn join_groups(rows: LazyFrame, table: LazyFrame, dim: &str, alias: &str, as_of: Option<i32>) -> LazyFrame {
+    let table = table.select([
+        col("member").alias(dim),
+        col("group").alias(alias),
+        col("valid_from").alias("__valid_from"),
+        col("valid_to").alias("__valid_to"),
+    ]);
+    let valid = |when: Expr| {
+        (col("__valid_from").is_null().or(col("__valid_from").lt_eq(when.clone())))
+            .and(col("__valid_to").is_null().or(col("__valid_to").gt_eq(when)))
+    };
+    let mut args = JoinArgs::new(JoinType::Inner);
+    args.maintain_order = MaintainOrderJoin::Left;
+    match as_of {
+        // Membership at a fixed date: filter the small table, then join.
+        Some(d) => rows.join(
+            table.filter(valid(date_lit(d))).drop(cols(["__valid_from", "__valid_to"])),
+            [col(dim)],
+            [col(dim)],
+            args,
+        ),
+        // Membership as of each row's period: filter the joined rows.
+        None => rows
+            .join(table, [col(dim)], [col(dim)], args)
+            .filter(valid(col("period")))
+            .drop(cols(["__valid_from", "__valid_to"])),
+    }
 }
 
 /// The column a names join adds for `dim`.
