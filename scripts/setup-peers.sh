@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the independent readers and peer engines that the tests and
 # benchmarks compare tradeql against into ./.venv, from PyPI: DuckDB, pyarrow,
-# and pyspark (Spark in local mode, for the scale-out tests). Spark needs Java
+# pandas, polars and pyspark (Spark in local mode, for the scale-out tests);
+# and pyarrow 14 alone into ./.venv-pyarrow14 (the oldest reader the store's
+# files are promised to). Spark needs Java
 # 17 or newer: when no java is on the PATH, it is installed from Debian's
 # packages (openjdk-17-jre-headless), and strace likewise. Idempotent: a second run with everything
 # present does nothing.
@@ -11,9 +13,14 @@ venv=.venv
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
 fi
-if ! "$venv/bin/python" -c 'import duckdb, pyarrow, pyspark' 2>/dev/null; then
+if ! "$venv/bin/python" -c 'import duckdb, pyarrow, pyspark, pandas, polars' 2>/dev/null; then
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-        'duckdb==1.5.*' 'pyarrow==26.*' 'pyspark==4.3.*'
+        'duckdb==1.5.*' 'pyarrow==26.*' 'pyspark==4.3.*' 'pandas==3.*' 'polars==2.*'
+fi
+old=.venv-pyarrow14
+if ! "$old/bin/python" -c 'import pyarrow; assert pyarrow.__version__.startswith("14.")' 2>/dev/null; then
+    python3 -m venv "$old"
+    "$old/bin/python" -m pip install --quiet --disable-pip-version-check 'pyarrow==14.*' 'numpy<2'
 fi
 if ! command -v java >/dev/null 2>&1; then
     sudo=""
@@ -29,5 +36,6 @@ if ! command -v strace >/dev/null 2>&1; then
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq strace >/dev/null
 fi
-"$venv/bin/python" -c 'import duckdb, pyarrow, pyspark; print("peers: duckdb", duckdb.__version__, "pyarrow", pyarrow.__version__, "pyspark", pyspark.__version__)'
+"$venv/bin/python" -c 'import duckdb, pyarrow, pyspark, pandas, polars; print("peers: duckdb", duckdb.__version__, "pyarrow", pyarrow.__version__, "pyspark", pyspark.__version__, "pandas", pandas.__version__, "polars", polars.__version__)'
+"$old/bin/python" -c 'import pyarrow; print("old reader: pyarrow", pyarrow.__version__)'
 java -version 2>&1 | head -1

@@ -316,24 +316,6 @@ fn clean(path: &Path) -> PathBuf {
     if out.is_empty() { PathBuf::from(".") } else { out.iter().collect() }
 }
 
-/// Swaps two paths atomically (Linux `renameat2(RENAME_EXCHANGE)`); false
-/// where the file system cannot (or `TRADEQL_NO_EXCHANGE` is set, for the
-/// tests of the two-rename fallback).
-fn exchange(a: &Path, b: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    if std::env::var_os("TRADEQL_NO_EXCHANGE").is_some() {
-        return false;
-    }
-    let (Ok(a), Ok(b)) =
-        (std::ffi::CString::new(a.as_os_str().as_bytes()), std::ffi::CString::new(b.as_os_str().as_bytes()))
-    else {
-        return false;
-    };
-    // SAFETY: both are valid C strings; AT_FDCWD makes them relative to the working folder.
-    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_EXCHANGE) };
-    rc == 0
-}
-
 /// One SHA-256 over a partitioned extract: every file's path and content
 /// hash, in order, so that `--incremental` sees a file changed, added or gone.
 fn folder_sha256(dir: &Path) -> Result<String> {
@@ -441,7 +423,9 @@ fn write_extract(
                 let mut part = part.drop(column)?;
                 let file = dir.join("part-0.parquet");
                 let f = std::fs::File::create(&file).map_err(|e| Error::io("cannot create", &file, e))?;
-                parquet_writer(f, parquet, plan)?.finish(&mut part).map_err(|e| crate::error::writing(&file, e))?;
+                parquet_writer(f, parquet, plan, part.schema())?
+                    .finish(&mut part)
+                    .map_err(|e| crate::error::writing(&file, e))?;
             }
             Ok(())
         })();
@@ -452,7 +436,7 @@ fn write_extract(
         crate::failpoint("batch:extract-staged");
         // Swapped in one step where the system can (the name always holds
         // an extract); else set aside, then renamed in.
-        if task.output.is_dir() && exchange(&tmp, &task.output) {
+        if task.output.is_dir() && store::exchange(&tmp, &task.output) {
             let _ = std::fs::remove_dir_all(&tmp);
             return folder_sha256(&task.output).map(Some);
         }
@@ -470,7 +454,7 @@ fn write_extract(
         let mut file = std::fs::File::create(&tmp).map_err(|e| Error::io("cannot create", &tmp, e))?;
         match task.format {
             OutputFormat::Parquet => {
-                parquet_writer(&mut file, parquet, plan)?.finish(frame)?;
+                parquet_writer(&mut file, parquet, plan, frame.schema())?.finish(frame)?;
             }
             other => crate::run::write_frame(frame, plan, other, &mut file)?,
         }
@@ -574,7 +558,12 @@ fn reconcile_task(
     record
 }
 
-fn parquet_writer<W: std::io::Write>(w: W, opts: &ParquetOptions, plan: &lang::plan::Plan) -> Result<ParquetWriter<W>> {
+fn parquet_writer<W: std::io::Write>(
+    w: W,
+    opts: &ParquetOptions,
+    plan: &lang::plan::Plan,
+    schema: &Schema,
+) -> Result<ParquetWriter<W>> {
     let compression = match opts.compression.as_deref().unwrap_or("zstd") {
         "zstd" => ParquetCompression::Zstd(None),
         "snappy" => ParquetCompression::Snappy,
@@ -589,7 +578,7 @@ fn parquet_writer<W: std::io::Write>(w: W, opts: &ParquetOptions, plan: &lang::p
     Ok(ParquetWriter::new(w)
         .with_compression(compression)
         .with_row_group_size(opts.row_group_size)
-        .with_key_value_metadata(Some(crate::run::result_metadata(plan))))
+        .with_key_value_metadata(Some(crate::run::result_metadata(plan, schema))))
 }
 
 /// A progress line on a terminal while queries run (nothing otherwise; the

@@ -73,6 +73,30 @@ enum Engine {
     Duckdb,
 }
 
+/// Which kept version a query reads (the current one by default).
+#[derive(clap::Args, Debug, Default)]
+struct AsOf {
+    /// Read version N of the dataset (`tradeql info` lists the kept versions);
+    /// in the query itself: `from gacc@N`.
+    #[arg(long, value_name = "N", conflicts_with = "as_of")]
+    as_of_version: Option<u64>,
+    /// Read the version that was current at the end of DATE (YYYY-MM-DD, UTC).
+    #[arg(long, value_name = "DATE")]
+    as_of: Option<String>,
+}
+
+impl AsOf {
+    fn vintage(&self) -> crate::Result<Option<crate::store::Vintage>> {
+        if let Some(d) = &self.as_of {
+            if chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_err() {
+                return Err(crate::Error::usage(format!("--as-of {d:?}: give a date as YYYY-MM-DD")));
+            }
+            return Ok(Some(crate::store::Vintage::Date(d.clone())));
+        }
+        Ok(self.as_of_version.map(crate::store::Vintage::Version))
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Ingest CSV or Parquet files into a dataset of the store.
@@ -169,6 +193,8 @@ enum Command {
         /// Spark master URL for --engine spark (default local[*]): spark://HOST:7077, yarn, ...
         #[arg(long, value_name = "URL")]
         master: Option<String>,
+        #[command(flatten)]
+        as_of: AsOf,
     },
     /// Print a query compiled to one SQL statement for Spark or DuckDB.
     ///
@@ -239,6 +265,27 @@ enum Command {
         store: PathBuf,
         #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
         params: Vec<String>,
+        #[command(flatten)]
+        as_of: AsOf,
+    },
+    /// Remove a dataset's old versions: all but the last --keep (the current
+    /// one is always kept), and the files no kept version lists.
+    ///
+    /// Every revision keeps the version it replaces (`info` lists them; a query
+    /// reads one with `from gacc@3` or `--as-of-version`), until this removes
+    /// it. A file a running query may be reading is removed by the next writer.
+    Vacuum {
+        /// The dataset (every dataset when left out).
+        #[arg(long)]
+        dataset: Option<String>,
+        /// How many of the latest versions to keep, the current one included.
+        #[arg(long, value_name = "N")]
+        keep: usize,
+        #[arg(long, short, env = "TRADEQL_STORE", default_value = "store")]
+        store: PathBuf,
+        /// Wait for a running writer instead of failing (exit 75).
+        #[arg(long)]
+        wait: bool,
     },
     /// Measure aggregation speed: the five benchmark queries (or a folder of
     /// queries) on a store's `trade` dataset, side by side with peers.
@@ -489,7 +536,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             after_commit(&format!("{report}\n"), if report.dry_run { None } else { Some(&done) })?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { files, expr, all, out_dir, store, params, format, out, chart, engine, master } => {
+        Command::Run { files, expr, all, out_dir, store, params, format, out, chart, engine, master, as_of } => {
             crate::run::print_all(all);
             let format = crate::run::OutputFormat::chosen(format, out.as_deref())?;
             let on_engine = engine_options(engine, master)?;
@@ -497,7 +544,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 let Some(out_dir) = out_dir else {
                     return Err(crate::Error::usage("several queries need --out-dir DIR for their extracts"));
                 };
-                if !params.is_empty() || out.is_some() || chart.is_some() {
+                if !params.is_empty() || out.is_some() || chart.is_some() || as_of.vintage()?.is_some() {
                     return Err(crate::Error::usage(
                         "with --out-dir, give parameters and names in a job file (tradeql batch)",
                     ));
@@ -534,7 +581,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 None => crate::lang::QueryFile::read(&files[0])?,
             };
             let file = query.path.clone();
-            let store = Store::open_existing(store)?;
+            let store = Store::open_existing(store)?.reading(as_of.vintage()?);
             if let Some(out) = out.as_deref().filter(|o| o.as_os_str() != "-") {
                 store.refuse_output_inside(out, "--out")?;
                 crate::run::refuse_overwriting(out, &file)?;
@@ -577,6 +624,34 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             for w in &outcome.warnings {
                 eprintln!("warning: {w}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Vacuum { dataset, keep, store, wait } => {
+            if keep == 0 {
+                return Err(crate::Error::usage("--keep 0 would remove the current version: keep 1 or more"));
+            }
+            let store = Store::open_existing(store)?;
+            let lock = store.lock(wait, "vacuum")?;
+            store.recover(&lock)?;
+            let datasets = match dataset {
+                Some(d) => vec![d],
+                None => store.datasets()?,
+            };
+            for d in datasets {
+                let done = store.vacuum(&lock, &d, keep)?;
+                let versions: Vec<String> = done.versions_removed.iter().map(|v| format!("v{v}")).collect();
+                outln!(
+                    "{d}: removed {} ({} files, {} bytes){}",
+                    if versions.is_empty() { "no version".to_string() } else { versions.join(", ") },
+                    done.files_removed,
+                    done.bytes_freed,
+                    if done.files_retired > 0 {
+                        format!("; {} files a reader holds are removed by the next writer", done.files_retired)
+                    } else {
+                        String::new()
+                    }
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -627,8 +702,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             out!("{}", q.text);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Explain { file, store, params } => {
-            let store = Store::open_existing(store)?;
+        Command::Explain { file, store, params, as_of } => {
+            let store = Store::open_existing(store)?.reading(as_of.vintage()?);
             let params = crate::lang::parse_params(&params)?;
             let query = crate::lang::QueryFile::read(&file)?;
             let loaded = store.read_consistent(|| crate::lang::load(&query, &store, &params))?;

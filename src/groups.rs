@@ -192,7 +192,9 @@ pub(crate) fn commit_reference(
     let result = (|| -> Result<u64> {
         let staged = staging.join(format!("{name}.parquet"));
         let file = std::fs::File::create(&staged).map_err(|e| Error::io("cannot create", &staged, e))?;
-        ParquetWriter::new(file).finish(&mut frame)?;
+        ParquetWriter::new(file)
+            .with_key_value_metadata(Some(store::portable_metadata(frame.schema())))
+            .finish(&mut frame)?;
         let (sha256, bytes) = store::sha256_file(&staged)?;
         let (src_sha, src_bytes) = store::sha256_file(source)?;
         let rel = format!("{name}-v{version:06}.parquet");

@@ -88,6 +88,32 @@ pub fn info(store: &Store, verify: bool, wait: bool) -> Result<InfoReport> {
             let _ = writeln!(text, "  measures    {} (beside value and quantity)", list.join(", "));
         }
         let _ = writeln!(text, "  files       {} ({} bytes)", m.files.len(), bytes);
+        let kept = store.versions(name)?;
+        let _ = writeln!(
+            text,
+            "  versions    {} kept{}",
+            kept.len(),
+            if kept.len() > 1 { " (`from NAME@N` reads one; `tradeql vacuum --keep N` removes old ones)" } else { "" }
+        );
+        for ing in m.ingests.iter().filter(|i| kept.contains(&i.version)) {
+            let sources: Vec<&str> = ing.sources.iter().map(|s| s.path.as_str()).collect();
+            let mut what = Vec::new();
+            if !ing.periods_added.is_empty() {
+                what.push(format!("added {}", span_of(&ing.periods_added, m.frequency)));
+            }
+            if !ing.periods_replaced.is_empty() {
+                what.push(format!("revised {}", span_of(&ing.periods_replaced, m.frequency)));
+            }
+            let _ = writeln!(
+                text,
+                "    v{:<4} {}  {} rows from {}{}",
+                ing.version,
+                ing.at,
+                ing.rows,
+                sources.join(", "),
+                if what.is_empty() { String::new() } else { format!(": {}", what.join("; ")) }
+            );
+        }
         for ing in &m.ingests {
             for s in &ing.sources {
                 let _ = writeln!(text, "  source v{:<3} {} sha256 {}", ing.version, s.path, &s.sha256[..16]);
@@ -129,6 +155,17 @@ pub fn info(store: &Store, verify: bool, wait: bool) -> Result<InfoReport> {
         }
     }
     Ok(InfoReport { text, problems })
+}
+
+/// Period labels as runs (`2024-01 .. 2024-03, 2024-05`).
+fn span_of(labels: &[String], frequency: crate::period::Frequency) -> String {
+    let mut periods: Vec<crate::period::Period> = labels
+        .iter()
+        .filter_map(|p| crate::period::Period::parse(p).ok())
+        .map(|p| crate::period::Period { frequency, ..p })
+        .collect();
+    periods.sort();
+    describe_periods(&periods)
 }
 
 /// For each dimension that holds aggregate codes: how many rows are

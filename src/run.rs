@@ -341,8 +341,13 @@ fn destination(path: &Path) -> Result<Destination> {
 /// the dataset, its currency and units, and how each shown column is meant
 /// (`pct` is a ratio shown as a percentage, `trillion` a value shown in
 /// trillions): the numbers themselves are never scaled.
-pub fn result_metadata(plan: &Plan) -> KeyValueMetadata {
-    KeyValueMetadata::from_static(vec![("tradeql".to_string(), result_metadata_text(plan))])
+/// With the portable `ARROW:schema` of `schema` (see
+/// [`crate::store::portable_arrow_schema`]).
+pub fn result_metadata(plan: &Plan, schema: &Schema) -> KeyValueMetadata {
+    KeyValueMetadata::from_static(vec![
+        crate::store::portable_arrow_schema(schema),
+        ("tradeql".to_string(), result_metadata_text(plan)),
+    ])
 }
 
 /// The JSON of [`result_metadata`] (also an Arrow result's schema metadata).
@@ -475,10 +480,11 @@ fn write_to<W: Write>(
             ));
         }
         OutputFormat::Parquet => {
-            ParquetWriter::new(w).with_key_value_metadata(Some(result_metadata(plan))).finish(frame)?;
+            ParquetWriter::new(w).with_key_value_metadata(Some(result_metadata(plan, frame.schema()))).finish(frame)?;
         }
         OutputFormat::Arrow => {
-            let mut writer = IpcWriter::new(w);
+            // Plain strings, not views: readable by pyarrow 14 too.
+            let mut writer = IpcWriter::new(w).with_compat_level(CompatLevel::oldest());
             let meta: std::collections::BTreeMap<PlSmallStr, PlSmallStr> =
                 [("tradeql".into(), result_metadata_text(plan).into())].into_iter().collect();
             writer.set_custom_schema_metadata(Arc::new(meta));

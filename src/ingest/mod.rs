@@ -423,7 +423,7 @@ fn ingest_locked(
         .in_file(&opts.sources[0])
         .hint("ingest it into another dataset with --dataset"));
     }
-    let (manifest, moves, removed, periods_added, periods_replaced) =
+    let (manifest, moves, periods_added, periods_replaced) =
         build_manifest(opts, mapping, dataset, old, &got, frequency, staged, staging)?;
     clock.mark("merge revisions, hash files");
     let years_rewritten: Vec<i32> = moves.iter().filter_map(|(_, to)| year_of_path(to)).collect();
@@ -457,11 +457,11 @@ fn ingest_locked(
     store.commit(
         lock,
         Commit {
-            manifest_path: format!("{dataset}/manifest.json"),
+            manifest_path: store::Store::dataset_rel(dataset, "manifest.json"),
             manifest_json: serde_json::to_string_pretty(&manifest)?,
             version: manifest.version,
             moves,
-            removed,
+            removed: Vec::new(),
         },
     )?;
     if let (Some(tmp), Some(path)) = (rejects_tmp, &opts.rejects) {
@@ -617,9 +617,9 @@ fn year_of_path(rel: &str) -> Option<i32> {
     rel.split('/').find_map(|part| part.strip_prefix("year=")).and_then(|y| y.parse().ok())
 }
 
-type Built = (Manifest, Vec<(PathBuf, String)>, Vec<String>, Vec<Period>, Vec<Period>);
+type Built = (Manifest, Vec<(PathBuf, String)>, Vec<Period>, Vec<Period>);
 
-/// The new manifest, the moves and deletions that make it true, and which
+/// The new manifest, the moves that make it true, and which
 /// periods are new or replaced. Years that keep stored periods are merged here.
 #[allow(clippy::too_many_arguments)]
 fn build_manifest(
@@ -644,16 +644,11 @@ fn build_manifest(
     }
     let new_years: BTreeSet<i32> = staged.iter().map(|s| s.year).collect();
     let mut files: Vec<DataFile> = Vec::new();
-    let mut removed = Vec::new();
     let mut moves = Vec::new();
     let old_files = old.map(|m| m.files.clone()).unwrap_or_default();
-    for f in &old_files {
-        if new_years.contains(&f.year) {
-            removed.push(format!("{dataset}/{}", f.path));
-        } else {
-            files.push(f.clone());
-        }
-    }
+    // The files of the years rewritten stay in the store, for the version
+    // they belong to (until `vacuum`).
+    files.extend(old_files.iter().filter(|f| !new_years.contains(&f.year)).cloned());
     let new_period_series =
         || Int32Chunked::from_vec("period".into(), new_days.iter().copied().collect()).into_date().into_series();
     for s in staged {
@@ -666,7 +661,7 @@ fn build_manifest(
             (s.path, s.rows, s.aggregate_rows)
         } else {
             // A revision of part of a year: keep the stored periods it does not replace.
-            let dir = store::Store::at(&opts.store).dataset_dir(dataset);
+            let dir = store::Store::at(&opts.store).files_dir(dataset);
             let mut parts = Vec::new();
             for f in &kept {
                 parts.push(
@@ -694,7 +689,7 @@ fn build_manifest(
             periods: periods.into_iter().collect(),
             codes: file_codes(&path)?,
         });
-        moves.push((path, format!("{dataset}/{rel}")));
+        moves.push((path, store::Store::dataset_rel(dataset, &format!("files/{rel}"))));
     }
     files.sort_by_key(|f| f.year);
     let mut all_periods: Vec<Period> = files
@@ -766,7 +761,7 @@ fn build_manifest(
         ingests,
         measures: mapping.measure_specs(),
     };
-    Ok((manifest, moves, removed, added, replaced))
+    Ok((manifest, moves, added, replaced))
 }
 
 /// The dataset's currency: the command line's, the mapping's, or the stored one.

@@ -67,7 +67,9 @@ impl PartitionWriter {
         if !self.years.contains_key(&year) {
             std::fs::create_dir_all(&self.dir).map_err(|e| Error::io("cannot create", &self.dir, e))?;
             let path = self.dir.join(format!("year={year}.parquet"));
-            let writer = writer_for(&path)?.batched(&self.schema)?;
+            let writer = writer_for(&path)?
+                .with_key_value_metadata(Some(crate::store::portable_metadata(&self.schema)))
+                .batched(&self.schema)?;
             self.years.insert(year, YearFile { path, writer, written: 0, aggregates: 0 });
         }
         let y = self.years.get_mut(&year).expect("inserted above");
@@ -90,10 +92,13 @@ impl PartitionWriter {
 }
 
 /// Writes a lazy frame to one Parquet file with the store's options.
-pub fn sink_parquet(lf: LazyFrame, path: &Path) -> Result<()> {
+pub fn sink_parquet(mut lf: LazyFrame, path: &Path) -> Result<()> {
+    let schema = lf.collect_schema()?;
+    let options =
+        ParquetWriteOptions { key_value_metadata: Some(crate::store::portable_metadata(&schema)), ..write_options() };
     lf.sink(
         SinkDestination::File { target: SinkTarget::Path(PlRefPath::new(path.to_string_lossy().as_ref())) },
-        FileWriteFormat::Parquet(Arc::new(write_options())),
+        FileWriteFormat::Parquet(Arc::new(options)),
         UnifiedSinkArgs { mkdir: true, ..Default::default() },
     )?
     .collect()

@@ -22,8 +22,8 @@ pub struct Param {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Stage {
-    /// `from DATASET`
-    From(Ident),
+    /// `from DATASET` or `from DATASET@VERSION` (a kept version).
+    From { name: Ident, version: Option<(u64, Span)> },
     /// `where COND`: filters rows before `by`, result rows after it.
     Where(Expr),
     /// `derive NAME = EXPR, ...`

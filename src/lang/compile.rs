@@ -441,7 +441,7 @@ pub fn distinct_values(store: &Path, manifest: &Manifest, column: &str) -> Resul
 
 /// The files of a dataset as a pushdown pass reads them.
 fn pass_files(store: &Path, manifest: &Manifest) -> Vec<PassFile> {
-    let dir = store.join(&manifest.dataset);
+    let dir = crate::store::files_dir(store, &manifest.dataset);
     manifest
         .files
         .iter()
@@ -455,6 +455,31 @@ fn pass_files(store: &Path, manifest: &Manifest) -> Vec<PassFile> {
 }
 
 /// The rows of a dataset: the files its manifest lists, with the Hive `year`.
+/// Where each period of `manifest`'s dataset was first published: each kept
+/// version (up to `manifest`'s) with the periods (days) it held first.
+pub fn first_releases(store: &crate::store::Store, manifest: &Manifest) -> Result<Vec<(Manifest, Vec<i32>)>> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for v in store.versions(&manifest.dataset)?.into_iter().filter(|v| *v <= manifest.version) {
+        let m = store.manifest_version(&manifest.dataset, v)?;
+        let days: Vec<i32> = m.period_values().into_iter().filter(|p| seen.insert(*p)).map(|p| p.days()).collect();
+        if !days.is_empty() {
+            out.push((m, days));
+        }
+    }
+    Ok(out)
+}
+
+/// The rows of each period as first published ([`Plan::first_releases`]).
+fn first_release_scan(store: &Path, plan: &Plan) -> Result<LazyFrame> {
+    let mut parts = Vec::new();
+    for (m, days) in &plan.first_releases {
+        let first = Int32Chunked::from_vec("period".into(), days.clone()).into_date().into_series();
+        parts.push(scan_dataset(store, m)?.filter(col("period").is_in(lit(first).implode(false), false)));
+    }
+    Ok(concat(parts, UnionArgs::default())?)
+}
+
 pub fn scan_dataset(store: &Path, manifest: &Manifest) -> Result<LazyFrame> {
     scan_files(store, manifest, |_| true)
 }
@@ -465,7 +490,7 @@ fn scan_files(
     manifest: &Manifest,
     keep: impl Fn(&crate::store::manifest::DataFile) -> bool,
 ) -> Result<LazyFrame> {
-    let dir = store.join(&manifest.dataset);
+    let dir = crate::store::files_dir(store, &manifest.dataset);
     let paths: Vec<PlRefPath> = manifest
         .files
         .iter()
@@ -508,6 +533,9 @@ struct Compiler<'a> {
     /// The dataset's rows as the query reads them, for the total of a named
     /// aggregate row (`share(value, region = "CN")`).
     scan: Option<LazyFrame>,
+    /// Whether a year roll-up may read each year's files itself (false while
+    /// aggregating rows of other versions: `first_release`).
+    by_file_year: bool,
 }
 
 impl<'a> Compiler<'a> {
@@ -526,6 +554,7 @@ impl<'a> Compiler<'a> {
             coverage: None,
             joined: Default::default(),
             scan: None,
+            by_file_year: true,
         }
     }
 }
@@ -851,7 +880,7 @@ impl Compiler<'_> {
         manifest: &Manifest,
         time: Option<TimeKey>,
     ) -> Result<LazyFrame> {
-        let by_file_year = time == Some(TimeKey::Year) && self.plan.frequency != Frequency::Year;
+        let by_file_year = self.by_file_year && time == Some(TimeKey::Year) && self.plan.frequency != Frequency::Year;
         if !by_file_year {
             let grouped = lf.group_by(keys).agg(aggs);
             return Ok(match self.shared.as_deref_mut() {
@@ -1339,6 +1368,32 @@ impl Compiler<'_> {
         self.plan.keys.iter().map(|k| col(k.as_str())).collect()
     }
 
+    /// `a` as first published: the query's row stage and aggregation over
+    /// each period's rows in the first kept version that held the period
+    /// (the versions up to the one the query reads), joined on the keys.
+    fn first_release(&mut self, lf: LazyFrame, a: &RExpr, base: &LazyFrame) -> Result<(LazyFrame, Expr)> {
+        let manifest = self.manifest;
+        let (rows, _) = self.rows(first_release_scan(self.store, self.plan)?)?;
+        // A second aggregation of other files: by polars, and what it would
+        // add to the query's warnings and pushdown report is the first's.
+        let kept = (self.warnings.len(), self.coverage.clone(), self.polars_rows, self.pushed_down.len());
+        let shared = self.shared.take();
+        self.by_file_year = false;
+        let first = with_pushdown(false, || self.aggregate(rows, manifest));
+        self.by_file_year = true;
+        self.shared = shared;
+        self.warnings.truncate(kept.0);
+        self.coverage = kept.1;
+        self.polars_rows = kept.2;
+        self.pushed_down.truncate(kept.3);
+        let (first, cx) = self.column_of(first?, a, base)?;
+        let name = self.fresh("first");
+        let keys = self.row_keys();
+        let mut select = keys.clone();
+        select.push(col(cx.as_str()).alias(name.as_str()));
+        Ok((lf.join(first.select(select), keys.clone(), keys, join_args()), col(name.as_str())))
+    }
+
     /// Joins the value of `column` from `months` earlier onto each row, as `__prevN`.
     ///
     /// Once per column and offset: `yoy(total)` and `change(total)`, or the
@@ -1604,6 +1659,7 @@ impl Compiler<'_> {
                 (lf, when(col(cx.as_str()).is_null()).then(lit(NULL)).otherwise(rank).cast(DataType::Float64))
             }
             Measure::UnitValue => (lf, unit_value()),
+            Measure::FirstRelease(a) => self.first_release(lf, a, base)?,
         })
     }
 

@@ -44,7 +44,7 @@ pub struct Token {
     pub span: Span,
 }
 
-const SYMBOLS: [&str; 16] = ["..", "!=", "<=", ">=", "=", "<", ">", "+", "-", "*", "/", "(", ")", ",", "%", ":"];
+const SYMBOLS: [&str; 17] = ["..", "!=", "<=", ">=", "=", "<", ">", "+", "-", "*", "/", "(", ")", ",", "%", ":", "@"];
 
 /// Splits `text` into tokens; comments (`#` to end of line) are dropped,
 /// newlines kept (they separate stages).

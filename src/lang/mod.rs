@@ -132,11 +132,15 @@ pub fn load_with_scan(
     let from = query
         .stages
         .iter()
-        .find_map(|s| if let ast::Stage::From(name) = s { Some(name.clone()) } else { None })
+        .find_map(|s| match s {
+            ast::Stage::From { name, version } => Some((name.clone(), *version)),
+            _ => None,
+        })
         .ok_or_else(|| {
             err(diag::Diag::new(diag::Span::default(), "the query has no `from DATASET` stage")
                 .hint("start it with, for example: from gacc"))
         })?;
+    let (from, version) = from;
     let manifest = store.manifest(&from.name)?.ok_or_else(|| {
         let datasets = store.datasets().unwrap_or_default();
         let mut d = diag::Diag::new(
@@ -150,6 +154,15 @@ pub fn load_with_scan(
         };
         err(d)
     })?;
+    // A kept version: `from gacc@3`, else the store's --as-of-version / --as-of.
+    let manifest = match (version, store.as_of()) {
+        (Some((v, span)), _) => store.manifest_version(&from.name, v).map_err(|e| {
+            let hint = e.hints.first().cloned().unwrap_or_else(|| "`tradeql info` lists the kept versions".into());
+            err(diag::Diag::new(span, e.message).hint(hint))
+        })?,
+        (None, Some(vintage)) => store.manifest_as_of(&from.name, vintage)?,
+        (None, None) => manifest,
+    };
     let groups = store.groups_manifest()?;
     // Each column's codes are read once, however many literals are checked against them.
     let read: std::cell::RefCell<std::collections::HashMap<String, Vec<String>>> = Default::default();
@@ -197,6 +210,9 @@ pub fn load_with_scan(
             Box::new(plan::RExpr::Num(f64::from(through))),
         ));
         plan.ytd_through = Some(through);
+    }
+    if plan.reads_first_release {
+        plan.first_releases = compile::first_releases(store, &manifest)?;
     }
     let reach = compile::calendar_reach(&plan, &manifest, store.root())?;
     plan.cut = compile::cut_periods(&plan, &manifest, &reach);

@@ -56,7 +56,11 @@ pub fn parse(tokens: &[Token], text_len: usize) -> Result<Query, Diag> {
                 let value = p.expr()?;
                 query.params.push(Param { name, value });
             }
-            "from" => query.stages.push(Stage::From(p.ident("a dataset name")?)),
+            "from" => {
+                let name = p.ident("a dataset name")?;
+                let version = if p.eat("@") { Some(p.version()?) } else { None };
+                query.stages.push(Stage::From { name, version });
+            }
             "where" => query.stages.push(Stage::Where(p.expr()?)),
             "derive" => {
                 let mut items = Vec::new();
@@ -295,6 +299,12 @@ impl<'a> Parser<'a> {
             }
             _ => Err(self.unexpected(&format!("{wanted} (a whole number from 1)"))),
         }
+    }
+
+    /// A version after `@`: a whole number from 1, with its span.
+    fn version(&mut self) -> Result<(u64, Span), Diag> {
+        let n = self.count("a version of the dataset")?;
+        Ok((n as u64, self.last_span()))
     }
 
     fn eat(&mut self, sym: &str) -> bool {

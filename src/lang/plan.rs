@@ -220,6 +220,9 @@ pub enum Measure {
     Record(RExpr),
     Streak(RExpr),
     UnitValue,
+    /// x as first published: computed the same way from each period's rows
+    /// in the first kept version that held the period.
+    FirstRelease(RExpr),
 }
 
 impl Measure {
@@ -250,6 +253,7 @@ impl Measure {
             Measure::Record(_) => "record",
             Measure::Streak(_) => "streak",
             Measure::UnitValue => "unit_value",
+            Measure::FirstRelease(_) => "first_release",
             Measure::Versus { name, .. } => name,
         }
     }
@@ -379,6 +383,11 @@ pub struct Plan {
     /// which also adds the filter `month <= ytd_through`).
     pub ytd: bool,
     pub ytd_through: Option<u32>,
+    /// Whether a measure reads `first_release()`.
+    pub reads_first_release: bool,
+    /// Where each period was first published: the kept version that first
+    /// held it, with those periods (days). Set when the query is loaded.
+    pub first_releases: Vec<(crate::store::Manifest, Vec<i32>)>,
     pub keys: Vec<String>,
     pub aggs: Vec<Agg>,
     pub top: Option<(usize, String, String)>,
@@ -422,6 +431,8 @@ impl Plan {
             time: None,
             ytd: false,
             ytd_through: None,
+            reads_first_release: false,
+            first_releases: Vec::new(),
             keys: Vec::new(),
             aggs: Vec::new(),
             top: None,
@@ -563,7 +574,8 @@ impl fmt::Display for RExpr {
                     | Measure::Pp(x)
                     | Measure::Ytd(x)
                     | Measure::Record(x)
-                    | Measure::Streak(x) => write!(f, "{x}")?,
+                    | Measure::Streak(x)
+                    | Measure::FirstRelease(x) => write!(f, "{x}")?,
                     Measure::Share(x, w, of) | Measure::Contribution(x, w, of) => {
                         write!(f, "{x}")?;
                         if let Some(t) = of {

@@ -82,7 +82,7 @@ const ROW_COLUMNS: [(&str, Ty); 13] = [
 /// Columns whose values are codes, checked when compared with a literal.
 const CODE_COLUMNS: [&str; 5] = ["reporter", "partner", "flow", "product", "region"];
 
-const MEASURES: [&str; 17] = [
+const MEASURES: [&str; 18] = [
     "yoy",
     "change",
     "pop_change",
@@ -100,6 +100,7 @@ const MEASURES: [&str; 17] = [
     "rank",
     "high",
     "record",
+    "first_release",
 ];
 const OTHER_FUNCTIONS: [&str; 10] =
     ["streak", "unit_value", "chapter", "heading", "section", "name", "if", "year", "quarter", "month"];
@@ -127,6 +128,7 @@ pub fn resolve(query: &Query, catalog: &Catalog<'_>, overrides: &[(String, Strin
         mixed: None,
         tests_aggregate: false,
         uses_unit_value: false,
+        first_release: false,
         measure_depth: 0,
         top_dim: None,
         names: Vec::new(),
@@ -161,7 +163,7 @@ pub fn resolve(query: &Query, catalog: &Catalog<'_>, overrides: &[(String, Strin
     let mut mentions_aggregate = false;
     for (index, stage) in query.stages.iter().enumerate() {
         match stage {
-            Stage::From(name) => {
+            Stage::From { name, .. } => {
                 if name.name != manifest.dataset {
                     return Err(Diag::new(name.span, format!("internal: query is for dataset `{}`", name.name)));
                 }
@@ -340,6 +342,7 @@ pub fn resolve(query: &Query, catalog: &Catalog<'_>, overrides: &[(String, Strin
         return Err(Diag::new(Span::default(), "the query has no `from DATASET` stage"));
     }
     plan.rates = r.rates.clone();
+    plan.reads_first_release = r.first_release;
     plan.names = r.names.clone();
     plan.names.sort();
     plan.names.dedup();
@@ -448,9 +451,12 @@ fn default_name(x: &RExpr) -> Option<String> {
         RExpr::Col(c) => Some(c.clone()),
         RExpr::Measure(m) => {
             let inner = match m.as_ref() {
-                Measure::Yoy(a) | Measure::Pop(a) | Measure::Pp(a) | Measure::Ytd(a) | Measure::Record(a) => {
-                    default_name(a)
-                }
+                Measure::Yoy(a)
+                | Measure::Pop(a)
+                | Measure::Pp(a)
+                | Measure::Ytd(a)
+                | Measure::Record(a)
+                | Measure::FirstRelease(a) => default_name(a),
                 Measure::Share(a, ..) | Measure::Contribution(a, ..) | Measure::Rank(a, _) => default_name(a),
                 Measure::Rolling(a, n, _) | Measure::High(a, n) => default_name(a).map(|s| format!("{s}_{n}")),
                 Measure::Versus { x: a, back: Back::Years(n), .. } if *n > 1 => {
@@ -508,6 +514,8 @@ struct Resolver<'a> {
     /// Whether unit_value() appears, alone or inside a measure: it needs the
     /// sums of value and quantity.
     uses_unit_value: bool,
+    /// Whether first_release() appears.
+    first_release: bool,
     /// Measures open around the expression being resolved.
     measure_depth: usize,
     /// The dimension of a `top` stage, whose folded rows are named "others".
@@ -1054,6 +1062,18 @@ impl Resolver<'_> {
                     _ => m(Measure::Record(x)),
                 };
                 (out, if n == "record" { Ty::Bool } else { Ty::Num })
+            }
+            "first_release" => {
+                self.check_arity(args, 1, span, n)?;
+                if !self.aggregated {
+                    return Err(Diag::new(
+                        span,
+                        "first_release() compares aggregated rows: use it after `by` or `sum`",
+                    ));
+                }
+                let x = self.num_arg(args, 0, span, "first_release()")?;
+                self.first_release = true;
+                (m(Measure::FirstRelease(x)), Ty::Num)
             }
             "share" | "rank" => {
                 if n == "share" && args.len() == 2 {

@@ -276,7 +276,21 @@ impl Sql<'_> {
 
     fn compile(&mut self, manifest: &Manifest) -> Result<String> {
         let plan = self.plan;
-        let mut f = self.scan(manifest)?;
+        let scan = self.scan(manifest, None)?;
+        let (f, base) = self.rows(scan)?;
+        let aggregated = plan.time.is_some() || !plan.keys.is_empty() || !plan.aggs.is_empty();
+        if !aggregated {
+            return self.listing(&f);
+        }
+        let f = self.aggregate(&f, manifest)?;
+        self.measured(f, base)
+    }
+
+    /// The row stage over `f` (the polars compiler's `rows`): names, HS
+    /// sections, exchange rates, derived columns, filters and group mappings.
+    /// Returns the rows and the base rows before any group mapping.
+    fn rows(&mut self, mut f: Frame) -> Result<(Frame, Frame)> {
+        let plan = self.plan;
         let row_exprs: Vec<&RExpr> = plan.derives.iter().map(|(_, x)| x).chain(plan.row_filters.iter()).collect();
         f = self.with_names(&f, &name_dims(&row_exprs));
         if let Some(path) = &plan.hs_sections
@@ -320,11 +334,13 @@ impl Sql<'_> {
             let e = self.expr(x)?;
             f = self.filter(&f, &e);
         }
-        let aggregated = plan.time.is_some() || !plan.keys.is_empty() || !plan.aggs.is_empty();
-        if !aggregated {
-            return self.listing(&f);
-        }
-        f = self.aggregate(&f, manifest)?;
+        Ok((f, base))
+    }
+
+    /// The rest of `compile` (mirroring the polars compiler's `compile`): the
+    /// aggregated rows `f` labelled, measured, filtered.
+    fn measured(&mut self, mut f: Frame, base: Frame) -> Result<String> {
+        let plan = self.plan;
         if let Some(t) = plan.time {
             let tq = self.q("__t");
             let label = match t {
@@ -398,14 +414,16 @@ impl Sql<'_> {
 
     /// The dataset's rows: exactly the files the manifest lists (a consistent
     /// snapshot even while an ingest writes new files), with the Hive `year`
-    /// and the calendar columns.
-    fn scan(&mut self, manifest: &Manifest) -> Result<Frame> {
+    /// and the calendar columns; with `only`, the rows of those periods (days).
+    fn scan(&mut self, manifest: &Manifest, only: Option<&[i32]>) -> Result<Frame> {
         if manifest.files.is_empty() {
             return Err(Error::store(format!("the dataset {} has no files", manifest.dataset)));
         }
         let stored: Vec<String> =
             STORED.iter().map(|c| c.to_string()).chain(manifest.measures.iter().map(|m| m.name.clone())).collect();
-        let file = |p: &str| format!("{}/{}/{p}", self.uri, manifest.dataset);
+        let file = |p: &str| {
+            format!("{}/{}", self.uri, crate::store::Store::dataset_rel(&manifest.dataset, &format!("files/{p}")))
+        };
         let rows = match self.d {
             // One branch per file, its partition value a literal: Spark reads a
             // list of files without partition discovery, and folds a filter on
@@ -433,6 +451,13 @@ impl Sql<'_> {
                     y = self.q("year")
                 )
             }
+        };
+        let rows = match only {
+            Some(days) => {
+                let dates: Vec<String> = days.iter().map(|d| format!("DATE '{}'", date_text(*d))).collect();
+                format!("SELECT * FROM ({rows}) WHERE {} IN ({})", self.q("period"), dates.join(", "))
+            }
+            None => rows,
         };
         let mut cols = stored;
         cols.push("year".into());
@@ -1087,10 +1112,44 @@ impl Sql<'_> {
                 self.materialise(&f, &rank, "rank")
             }
             Measure::UnitValue => (f.clone(), self.unit_value()),
+            Measure::FirstRelease(a) => self.first_release(f, a, base)?,
         })
     }
 
     /// value / quantity over the rows that report a quantity.
+    /// `a` as first published (the polars compiler's `first_release`): the
+    /// row stage and aggregation over each version's first periods, joined.
+    fn first_release(&mut self, f: &Frame, a: &RExpr, base: &Frame) -> Result<(Frame, String)> {
+        let mut parts = Vec::new();
+        for (m, days) in &self.plan.first_releases {
+            parts.push(self.scan(m, Some(days))?);
+        }
+        let Some(first) = parts.first().cloned() else {
+            return Err(Error::internal("first_release() without the versions that first held each period"));
+        };
+        let union: Vec<String> =
+            parts.iter().map(|p| format!("SELECT {} FROM {}", self.list(&first.cols), p.name)).collect();
+        let scan = self.cte(union.join("\nUNION ALL "), first.cols.clone());
+        // What a second row stage and aggregation would add is the first's.
+        let kept = (self.warnings.len(), self.coverage.clone(), self.unfiltered.clone());
+        let rows = self.rows(scan);
+        let manifest = &self.plan.first_releases[0].0;
+        let agg = rows.and_then(|(rows, _)| self.aggregate(&rows, manifest));
+        self.warnings.truncate(kept.0);
+        self.coverage = kept.1;
+        self.unfiltered = kept.2;
+        let (agg, cx) = self.column_of(&agg?, a, base)?;
+        let name = self.fresh("first");
+        let mut select = vec![self.q("__t")];
+        select.extend(self.series_partition());
+        select.push(format!("{} AS {}", self.q(&cx), self.q(&name)));
+        let first = format!("SELECT {} FROM {}", select.join(", "), agg.name);
+        let on = self.on_row_keys("a", "b");
+        let f = self.join_column(f, &first, &name, &on);
+        let q = self.q(&name);
+        Ok((f, q))
+    }
+
     fn unit_value(&self) -> String {
         let (v, q) = (self.q("__uv_value"), self.q("__uv_quantity"));
         format!("(CASE WHEN {q} > 0 THEN {} END)", self.d.divide(&v, &q))

@@ -1,21 +1,34 @@
-//! The trade store: Hive-partitioned Parquet files plus a manifest per dataset.
+//! The trade store: Hive-partitioned Parquet files plus a manifest per dataset,
+//! every version kept until `vacuum`.
 //!
 //! Layout:
 //! ```text
-//! <store>/<dataset>/manifest.json
-//! <store>/<dataset>/year=2024/part-v000003.parquet
+//! <store>/<dataset>/year=2024/part-v000003.parquet    the published tree: the current
+//!                                                     version's files and nothing else
+//! <store>/.tradeql/datasets/<dataset>/manifest.json   the current version
+//! <store>/.tradeql/datasets/<dataset>/versions/v000003.json   every kept version
+//! <store>/.tradeql/datasets/<dataset>/files/year=2024/part-v000003.parquet
+//!                                                     every kept version's files
 //! <store>/_groups/manifest.json, <store>/_groups/<table>.parquet
 //! <store>/.tradeql/lock            held by whoever writes
 //! <store>/.tradeql/journal.json    present only while a commit is in flight
 //! <store>/.tradeql/staging/<id>/   new files before they are committed
 //! ```
-//! A change is committed in four steps: the journal (which files come and go)
-//! is written; the new files are renamed into place under names no other version
-//! uses; the manifest is replaced (the commit point); the replaced files are
-//! deleted and the journal removed. A process killed at any moment leaves either
-//! the old or the new version, and [`Store::recover`], which every writer runs
-//! under the lock first, finishes or undoes the interrupted commit using only the
-//! journal, so it never deletes a file it did not create.
+//! tradeql reads the files of `.tradeql/datasets/<dataset>/files/`, which no
+//! commit moves or deletes (only `vacuum` does, and not while a reader reads).
+//! The published tree holds hard links to the current version's files, so a
+//! plain reader (pyarrow, DuckDB, Spark, polars) pointed at `<store>/<dataset>`
+//! reads it as Hive-partitioned Parquet.
+//!
+//! A change is committed in five steps: the journal (which files come) is
+//! written; the new files are renamed into `files/` under names no other version
+//! uses, and the version's manifest is written to `versions/`; the manifest is
+//! replaced (the commit point); each year the change touched is published by
+//! swapping its folder whole (`renameat2(RENAME_EXCHANGE)`) for one of links to
+//! the new files; the journal is removed. A process killed at any moment leaves
+//! either the old or the new version, and [`Store::recover`], which every writer
+//! runs under the lock first, finishes or undoes the interrupted commit using
+//! only the journal, so it never deletes a file it did not create.
 
 pub mod manifest;
 pub mod pushdown;
@@ -33,11 +46,24 @@ use std::path::{Path, PathBuf};
 
 pub(crate) const INTERNAL: &str = ".tradeql";
 pub const GROUPS_DIR: &str = "_groups";
+/// `.tradeql/datasets/`: each dataset's manifests and files.
+const DATASETS: &str = "datasets";
 
 /// A store directory.
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    /// Which version queries read when they name none (`--as-of-version`,
+    /// `--as-of`); the current one when None. Writers ignore it.
+    as_of: Option<Vintage>,
+}
+
+/// A kept version, by number or as it stood at the end of a day (UTC).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Vintage {
+    Version(u64),
+    /// `YYYY-MM-DD`.
+    Date(String),
 }
 
 /// Proof that this process holds the store's write lock; released on drop
@@ -82,19 +108,22 @@ impl Journal {
     /// the files a journal lists, so a journal that names anything else
     /// (`../x`, an absolute path) is refused, not followed.
     fn check(&self) -> Result<()> {
-        let folder = match self.manifest.split_once('/') {
-            Some((folder, "manifest.json")) if is_plain_name(folder) => Some(folder),
-            _ => None,
-        };
-        let bad = match folder {
+        let bad = match journal_folder(&self.manifest) {
             None => Some(&self.manifest),
             // A commit changes one dataset (or the group tables): files of its own folder only.
-            Some(folder) => self.added.iter().chain(&self.removed).find(|p| match p.split_once('/') {
-                Some((f, _)) if f != folder => true,
-                Some((GROUPS_DIR, rest)) => !is_groups_file(rest),
-                Some((f, rest)) => f.starts_with('.') || !is_data_path(rest),
-                None => true,
-            }),
+            Some(Folder::Groups) => {
+                self.added.iter().chain(&self.removed).find(|p| !p.strip_prefix("_groups/").is_some_and(is_groups_file))
+            }
+            Some(Folder::Dataset(dataset)) => {
+                let own = Store::dataset_rel(dataset, "");
+                self.added.iter().chain(&self.removed).find(|p| match p.strip_prefix(&own) {
+                    Some(rest) => match rest.strip_prefix("files/") {
+                        Some(data) => !is_data_path(data),
+                        None => !rest.strip_prefix("versions/").is_some_and(is_version_file),
+                    },
+                    None => true,
+                })
+            }
         };
         match bad {
             None => Ok(()),
@@ -105,6 +134,36 @@ impl Journal {
             .hint("look at .tradeql/journal.json, and remove it by hand once the store is as it should be")),
         }
     }
+}
+
+/// Whose files a journal's manifest (relative to the store root) governs.
+enum Folder<'a> {
+    Groups,
+    Dataset(&'a str),
+}
+
+fn journal_folder(manifest: &str) -> Option<Folder<'_>> {
+    if manifest == "_groups/manifest.json" {
+        return Some(Folder::Groups);
+    }
+    let dataset = manifest.strip_prefix(".tradeql/datasets/")?.strip_suffix("/manifest.json")?;
+    (is_plain_name(dataset) && !dataset.starts_with(['.', '_'])).then_some(Folder::Dataset(dataset))
+}
+
+/// What a journal's manifest is of, in words: `gacc`, or `the group tables`.
+fn shown_manifest(manifest: &str) -> String {
+    match journal_folder(manifest) {
+        Some(Folder::Dataset(d)) => d.to_string(),
+        Some(Folder::Groups) => "the group tables".into(),
+        None => manifest.to_string(),
+    }
+}
+
+/// A kept version's manifest: `vNNNNNN.json`.
+fn is_version_file(name: &str) -> bool {
+    name.strip_prefix('v')
+        .and_then(|n| n.strip_suffix(".json"))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// One plain file or folder name: no separator, not `.`/`..`, not empty.
@@ -149,12 +208,36 @@ pub struct Recovery {
     pub rolled_back: bool,
     pub files_removed: usize,
     pub staging_removed: usize,
+    /// Year folders of the published trees brought up to their current version.
+    pub years_published: usize,
+    /// Datasets moved from the earlier layout (manifest among the data).
+    pub datasets_moved: usize,
+}
+
+/// What [`Store::vacuum`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Vacuum {
+    pub versions_removed: Vec<u64>,
+    pub files_removed: usize,
+    /// Files left for the readers reading them (deleted by the next writer).
+    pub files_retired: usize,
+    pub bytes_freed: u64,
 }
 
 impl Store {
     /// A store at `root`; nothing is read or created yet.
     pub fn at(root: impl Into<PathBuf>) -> Store {
-        Store { root: root.into() }
+        Store { root: root.into(), as_of: None }
+    }
+
+    /// The same store, its queries reading `vintage` instead of the current version.
+    pub fn reading(mut self, vintage: Option<Vintage>) -> Store {
+        self.as_of = vintage;
+        self
+    }
+
+    pub fn as_of(&self) -> Option<&Vintage> {
+        self.as_of.as_ref()
     }
 
     pub fn root(&self) -> &Path {
@@ -209,12 +292,32 @@ impl Store {
         self.root.join(INTERNAL)
     }
 
+    /// The published tree of `dataset`: what a plain Parquet reader reads.
     pub fn dataset_dir(&self, dataset: &str) -> PathBuf {
         self.root.join(dataset)
     }
 
+    /// `.tradeql/datasets/<dataset>/<rest>`, relative to the store root.
+    pub fn dataset_rel(dataset: &str, rest: &str) -> String {
+        format!("{INTERNAL}/{DATASETS}/{dataset}/{rest}")
+    }
+
+    /// The folder of a dataset's manifests and files.
+    fn meta_dir(&self, dataset: &str) -> PathBuf {
+        self.internal().join(DATASETS).join(dataset)
+    }
+
+    /// Where tradeql reads a dataset's files (every kept version's).
+    pub fn files_dir(&self, dataset: &str) -> PathBuf {
+        files_dir(&self.root, dataset)
+    }
+
     fn manifest_path(&self, dataset: &str) -> PathBuf {
-        self.dataset_dir(dataset).join("manifest.json")
+        self.meta_dir(dataset).join("manifest.json")
+    }
+
+    fn version_path(&self, dataset: &str, version: u64) -> PathBuf {
+        self.meta_dir(dataset).join("versions").join(version_file(version))
     }
 
     /// Takes the write lock. With `wait`, blocks until the holder is done;
@@ -257,6 +360,87 @@ impl Store {
         }
         let path = self.manifest_path(dataset);
         let manifest: Option<Manifest> = read_json(&path)?;
+        if manifest.is_none() && self.root.join(dataset).join("manifest.json").is_file() {
+            return Err(Error::store(format!(
+                "the dataset {dataset} is in the layout of an earlier tradeql (its manifest.json among the data)"
+            ))
+            .hint("any write to the store, or `tradeql info --verify`, moves it to the current layout"));
+        }
+        checked_files(&path, manifest)
+    }
+
+    /// Version `version` of `dataset` (the current one, or one kept in
+    /// `versions/`). Errors naming the kept versions when it is not kept.
+    pub fn manifest_version(&self, dataset: &str, version: u64) -> Result<Manifest> {
+        let Some(current) = self.manifest(dataset)? else {
+            return Err(Error::new(ErrorKind::NotFound, format!("no dataset {dataset} in the store")));
+        };
+        if version == current.version {
+            return Ok(current);
+        }
+        let path = self.version_path(dataset, version);
+        match checked_files(&path, read_json(&path)?)? {
+            Some(m) => Ok(m),
+            None => {
+                let kept: Vec<String> = self.versions(dataset)?.iter().map(|v| v.to_string()).collect();
+                Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!("version {version} of {dataset} is not kept (kept: {})", kept.join(", ")),
+                ))
+            }
+        }
+    }
+
+    /// The version of `dataset` that `vintage` names: a kept version, or the
+    /// last one committed by the end of a day.
+    pub fn manifest_as_of(&self, dataset: &str, vintage: &Vintage) -> Result<Manifest> {
+        let date = match vintage {
+            Vintage::Version(v) => return self.manifest_version(dataset, *v),
+            Vintage::Date(d) => d,
+        };
+        let mut found = None;
+        for v in self.versions(dataset)? {
+            let m = self.manifest_version(dataset, v)?;
+            if m.updated_at.get(..10).is_some_and(|day| day <= date.as_str()) {
+                found = Some(m);
+            }
+        }
+        found.ok_or_else(|| {
+            Error::new(ErrorKind::NotFound, format!("no kept version of {dataset} was committed by the end of {date}"))
+                .hint("`tradeql info` lists the kept versions with their dates")
+        })
+    }
+
+    /// The kept versions of `dataset`, oldest first (the current one last).
+    pub fn versions(&self, dataset: &str) -> Result<Vec<u64>> {
+        let dir = self.meta_dir(dataset).join("versions");
+        let mut out: Vec<u64> = match fs::read_dir(&dir) {
+            Ok(entries) => entries
+                .flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().to_string();
+                    if !is_version_file(&name) {
+                        return None;
+                    }
+                    name[1..name.len() - 5].parse().ok()
+                })
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(Error::io("cannot list", &dir, e)),
+        };
+        if let Some(m) = self.manifest(dataset)? {
+            out.retain(|v| *v <= m.version);
+            out.push(m.version);
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+}
+
+/// A manifest read from `path`, refused when it lists a file outside its dataset.
+fn checked_files(path: &Path, manifest: Option<Manifest>) -> Result<Option<Manifest>> {
+    {
         if let Some(m) = &manifest {
             for f in &m.files {
                 if !is_data_path(&f.path) {
@@ -265,13 +449,15 @@ impl Store {
                          (year=YYYY/part-vNNNNNN.parquet)",
                         crate::error::shown(&f.path)
                     ))
-                    .in_file(&path));
+                    .in_file(path));
                 }
             }
         }
         Ok(manifest)
     }
+}
 
+impl Store {
     /// The groups manifest, or an empty one. Errors if it lists a file
     /// outside `_groups/`.
     pub fn groups_manifest(&self) -> Result<GroupsManifest> {
@@ -346,17 +532,32 @@ impl Store {
         out
     }
 
-    /// Names of all datasets (directories with a manifest), sorted.
+    /// Names of all datasets (those with a manifest), sorted.
     pub fn datasets(&self) -> Result<Vec<String>> {
+        if !self.root.is_dir() {
+            return Err(Error::new(ErrorKind::NotFound, format!("no store at {}", self.root.display())));
+        }
         let mut names = Vec::new();
-        let entries = fs::read_dir(&self.root).map_err(|e| Error::io("cannot list", &self.root, e))?;
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().to_string();
-            if name.starts_with('.') || name.starts_with('_') {
-                continue;
+        let dir = self.internal().join(DATASETS);
+        if let Ok(entries) = fs::read_dir(&dir) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().to_string();
+                if is_plain_name(&name) && !name.starts_with(['.', '_']) && entry.path().join("manifest.json").is_file()
+                {
+                    names.push(name);
+                }
             }
-            if entry.path().join("manifest.json").is_file() {
-                names.push(name);
+        }
+        // A dataset of the earlier layout: listed, so that reading it says what to do.
+        if let Ok(entries) = fs::read_dir(&self.root) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().to_string();
+                if !name.starts_with(['.', '_'])
+                    && entry.path().join("manifest.json").is_file()
+                    && !names.contains(&name)
+                {
+                    names.push(name);
+                }
             }
         }
         names.sort();
@@ -393,16 +594,24 @@ impl Store {
                 format!(
                     "{} changed while this change was prepared (version {on_disk} on disk, {} expected): \
                      nothing was written",
-                    change.manifest_path,
+                    shown_manifest(&change.manifest_path),
                     change.version - 1
                 ),
             )
             .hint("run the command again"));
         }
+        let dataset = match journal_folder(&change.manifest_path) {
+            Some(Folder::Dataset(d)) => Some(d.to_string()),
+            _ => None,
+        };
+        let mut added: Vec<String> = change.moves.iter().map(|(_, to)| to.clone()).collect();
+        if let Some(d) = &dataset {
+            added.push(Store::dataset_rel(d, &format!("versions/{}", version_file(change.version))));
+        }
         let journal = Journal {
             manifest: change.manifest_path.clone(),
             to_version: change.version,
-            added: change.moves.iter().map(|(_, to)| to.clone()).collect(),
+            added,
             removed: change.removed.clone(),
         };
         journal.check()?;
@@ -422,6 +631,9 @@ impl Store {
             }
         }
         crate::failpoint("commit:files-moved");
+        if let Some(d) = &dataset {
+            write_atomic(&self.version_path(d, change.version), change.manifest_json.as_bytes())?;
+        }
         let tmp = write_temporary(&manifest_path, change.manifest_json.as_bytes())?;
         fs::rename(&tmp, &manifest_path).map_err(|e| Error::io("cannot replace", &manifest_path, e))?;
         // The commit point is behind us: what fails now fails after the commit.
@@ -430,15 +642,155 @@ impl Store {
                 e.kind,
                 format!(
                     "version {} of {} is committed, but what follows the commit failed: {e}",
-                    change.version, change.manifest_path
+                    change.version,
+                    shown_manifest(&change.manifest_path)
                 ),
             )
             .hint("the data is stored; the next writer (or `tradeql info --verify`) finishes the clean-up")
         };
         sync_dir(manifest_path.parent().expect("manifest has a folder")).map_err(committed)?;
         crate::failpoint("commit:manifest-replaced");
+        if let Some(d) = &dataset {
+            self.publish(d).map_err(committed)?;
+        }
         self.finish_journal(&journal).map_err(committed)?;
         Ok(())
+    }
+
+    /// Brings the published tree of `dataset` to its current version: each
+    /// year folder that does not hold exactly the version's files (as links)
+    /// is built anew beside it and swapped in whole, so that a plain reader of
+    /// the folder sees the year's old files or its new ones, never both.
+    /// Entries the version does not know (a user's files) move with the year.
+    /// Returns how many year folders it replaced.
+    fn publish(&self, dataset: &str) -> Result<usize> {
+        let Some(m) = self.manifest(dataset)? else { return Ok(0) };
+        let tree = self.dataset_dir(dataset);
+        if fs::symlink_metadata(&tree).is_ok_and(|t| t.file_type().is_symlink()) {
+            return Err(Error::store(format!(
+                "{} is a link: tradeql publishes a dataset's files into a folder of the store only",
+                tree.display()
+            )));
+        }
+        fs::create_dir_all(&tree).map_err(|e| Error::io("cannot create", &tree, e))?;
+        let pool = self.files_dir(dataset);
+        // (A file listed twice is verify's to report; it is published once.)
+        let mut years: std::collections::BTreeMap<&str, std::collections::BTreeSet<&str>> = Default::default();
+        for f in &m.files {
+            let (year, name) = f.path.split_once('/').expect("a checked data path");
+            years.entry(year).or_default().insert(name);
+        }
+        let mut replaced = 0;
+        for (year, names) in &years {
+            let live = tree.join(year);
+            let entries = list_names(&live);
+            let ours = |n: &String| pool.join(year).join(n).exists();
+            let current = names.iter().all(|n| same_file(&live.join(n), &pool.join(year).join(n)))
+                && entries.iter().filter(|n| ours(n)).count() == names.len();
+            if current {
+                continue;
+            }
+            let next = self.internal().join("staging").join(format!("publish-{}-{year}", std::process::id()));
+            let _ = fs::remove_dir_all(&next);
+            fs::create_dir_all(&next).map_err(|e| Error::io("cannot create", &next, e))?;
+            for name in names {
+                let (from, to) = (pool.join(year).join(name), next.join(name));
+                fs::hard_link(&from, &to).map_err(|e| Error::io("cannot link", &to, e))?;
+            }
+            for stray in entries.iter().filter(|n| !ours(n)) {
+                let _ = fs::rename(live.join(stray), next.join(stray));
+            }
+            sync_dir(&next)?;
+            if fs::symlink_metadata(&live).is_ok() {
+                exchange_or_replace(&next, &live)?;
+            } else {
+                fs::rename(&next, &live).map_err(|e| Error::io("cannot publish", &live, e))?;
+            }
+            sync_dir(&tree)?;
+            if replaced == 0 {
+                crate::failpoint("publish:first-year-swapped");
+            }
+            // The old folder held links only: the files stay in `files/`.
+            let _ = fs::remove_dir_all(&next);
+            replaced += 1;
+        }
+        // A year folder the version has no file of.
+        for name in list_names(&tree) {
+            let path = tree.join(&name);
+            if name.starts_with("year=") && !years.contains_key(name.as_str()) && path.is_dir() {
+                let gone = self.internal().join("staging").join(format!("unpublish-{}-{name}", std::process::id()));
+                fs::rename(&path, &gone).map_err(|e| Error::io("cannot remove", &path, e))?;
+                let _ = fs::remove_dir_all(&gone);
+                replaced += 1;
+            }
+        }
+        Ok(replaced)
+    }
+
+    /// Moves a dataset of the earlier layout (`<dataset>/manifest.json` among
+    /// its files) to this one: its files linked into `files/`, its manifest
+    /// kept as the current version. Earlier versions were not kept then.
+    fn move_to_current_layout(&self, dataset: &str) -> Result<bool> {
+        let old = self.root.join(dataset).join("manifest.json");
+        if !old.is_file() || self.manifest_path(dataset).exists() {
+            return Ok(false);
+        }
+        let text = fs::read_to_string(&old).map_err(|e| Error::io("cannot read", &old, e))?;
+        let m = checked_files(&old, read_json::<Manifest>(&old)?)?.expect("read above");
+        for f in &m.files {
+            let (from, to) = (self.root.join(dataset).join(&f.path), self.files_dir(dataset).join(&f.path));
+            if !same_file(&from, &to) {
+                let dir = to.parent().expect("a data path has a folder");
+                fs::create_dir_all(dir).map_err(|e| Error::io("cannot create", dir, e))?;
+                let _ = fs::remove_file(&to);
+                fs::hard_link(&from, &to).map_err(|e| Error::io("cannot link", &to, e))?;
+            }
+        }
+        write_atomic(&self.version_path(dataset, m.version), text.as_bytes())?;
+        write_atomic(&self.manifest_path(dataset), text.as_bytes())?;
+        remove_if_exists(&old)?;
+        Ok(true)
+    }
+
+    /// Removes the versions of `dataset` older than its last `keep` (the
+    /// current version is always kept), and the files no kept version lists.
+    /// A file a reader may be reading is left until the next writer.
+    pub fn vacuum(&self, lock: &StoreLock, dataset: &str, keep: usize) -> Result<Vacuum> {
+        let Some(current) = self.manifest(dataset)? else {
+            return Err(Error::new(ErrorKind::NotFound, format!("no dataset {dataset} in the store")));
+        };
+        let versions = self.versions(dataset)?;
+        let keep = keep.max(1);
+        let (gone, kept) = versions.split_at(versions.len().saturating_sub(keep));
+        let mut needed = std::collections::HashSet::new();
+        for v in kept {
+            needed.extend(self.manifest_version(dataset, *v)?.files.into_iter().map(|f| f.path));
+        }
+        let pool = self.files_dir(dataset);
+        let mut removed = Vec::new();
+        let mut bytes_freed = 0;
+        for path in files_under(&pool) {
+            let rel = path.strip_prefix(&pool).expect("under the pool").to_string_lossy().to_string();
+            if !needed.contains(&rel) && is_data_path(&rel) {
+                bytes_freed += fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                removed.push(Store::dataset_rel(dataset, &format!("files/{rel}")));
+            }
+        }
+        let files = removed.len();
+        removed.extend(gone.iter().map(|v| Store::dataset_rel(dataset, &format!("versions/{}", version_file(*v)))));
+        let journal = Journal {
+            manifest: Store::dataset_rel(dataset, "manifest.json"),
+            to_version: current.version,
+            added: Vec::new(),
+            removed,
+        };
+        journal.check()?;
+        let _ = lock;
+        write_atomic(&self.internal().join("journal.json"), serde_json::to_string_pretty(&journal)?.as_bytes())?;
+        let retired_before = self.retired()?.len();
+        self.finish_journal(&journal)?;
+        let files_retired = self.retired()?.len().saturating_sub(retired_before).min(files);
+        Ok(Vacuum { versions_removed: gone.to_vec(), files_removed: files - files_retired, files_retired, bytes_freed })
     }
 
     /// Deletes what the new version no longer needs, then the journal.
@@ -550,10 +902,17 @@ impl Store {
     }
 
     /// The files (relative to the store root) the manifest at `manifest`
-    /// (relative) lists: a dataset's data files, or the group tables and rates.
+    /// (relative) lists: a dataset's data files and its current version's
+    /// copy, or the group tables and rates.
     fn listed_by(&self, manifest: &str) -> Result<std::collections::HashSet<String>> {
-        let folder = manifest.split_once('/').map_or("", |(f, _)| f);
+        let folder = match journal_folder(manifest) {
+            Some(Folder::Dataset(d)) => Store::dataset_rel(d, "files"),
+            _ => GROUPS_DIR.to_string(),
+        };
         let mut out = std::collections::HashSet::new();
+        if let (Some(Folder::Dataset(d)), Some(v)) = (journal_folder(manifest), self.version_on_disk(manifest)?) {
+            out.insert(Store::dataset_rel(d, &format!("versions/{}", version_file(v))));
+        }
         let Some(m) = read_json::<serde_json::Value>(&self.root.join(manifest))? else { return Ok(out) };
         let paths = |key: &str| -> Vec<String> {
             m.get(key)
@@ -596,6 +955,13 @@ impl Store {
             }
         }
         report.files_removed += self.sweep_retired(_lock)?;
+        for dataset in self.datasets().unwrap_or_default() {
+            report.datasets_moved += usize::from(self.move_to_current_layout(&dataset)?);
+            // A damaged manifest is verify's to report, and a reader's to refuse.
+            if self.manifest(&dataset).is_ok() {
+                report.years_published += self.publish(&dataset)?;
+            }
+        }
         let staging = self.internal().join("staging");
         if let Ok(entries) = fs::read_dir(&staging) {
             for entry in entries.flatten() {
@@ -606,9 +972,78 @@ impl Store {
         // A manifest written to its temporary name but never renamed.
         for dataset in self.datasets().unwrap_or_default() {
             let _ = remove_if_exists(&self.manifest_path(&dataset).with_extension("json.tmp"));
+            let versions = self.meta_dir(&dataset).join("versions");
+            for name in list_names(&versions).iter().filter(|n| n.ends_with(".json.tmp")) {
+                let _ = remove_if_exists(&versions.join(name));
+            }
         }
         Ok(report)
     }
+}
+
+/// `v000003.json`.
+fn version_file(version: u64) -> String {
+    format!("v{version:06}.json")
+}
+
+/// Where tradeql reads the files of `dataset` in the store at `root`.
+pub fn files_dir(root: &Path, dataset: &str) -> PathBuf {
+    root.join(INTERNAL).join(DATASETS).join(dataset).join("files")
+}
+
+/// The names in folder `dir` (none when it cannot be listed).
+fn list_names(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .map(|entries| entries.flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect())
+        .unwrap_or_default()
+}
+
+/// Every plain file under `dir`, recursively, links not followed.
+pub(crate) fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in fs::read_dir(&d).into_iter().flatten().flatten() {
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => todo.push(entry.path()),
+                Ok(t) if t.is_file() => out.push(entry.path()),
+                _ => {}
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Swaps two paths atomically (Linux `renameat2(RENAME_EXCHANGE)`); false
+/// where the file system cannot (or `TRADEQL_NO_EXCHANGE` is set, for the
+/// tests of the two-rename fallback).
+pub(crate) fn exchange(a: &Path, b: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    if std::env::var_os("TRADEQL_NO_EXCHANGE").is_some() {
+        return false;
+    }
+    let (Ok(a), Ok(b)) =
+        (std::ffi::CString::new(a.as_os_str().as_bytes()), std::ffi::CString::new(b.as_os_str().as_bytes()))
+    else {
+        return false;
+    };
+    // SAFETY: both are valid C strings; AT_FDCWD makes them relative to the working folder.
+    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_EXCHANGE) };
+    rc == 0
+}
+
+/// Puts folder `new` at `live` and the old `live` at `new`: at once where the
+/// file system swaps, else by two renames (for a moment a reader finds no
+/// folder at `live`, never a mix of the two).
+fn exchange_or_replace(new: &Path, live: &Path) -> Result<()> {
+    if exchange(new, live) {
+        return Ok(());
+    }
+    let aside = new.with_extension("old");
+    fs::rename(live, &aside).map_err(|e| Error::io("cannot move aside", live, e))?;
+    fs::rename(new, live).map_err(|e| Error::io("cannot publish", live, e))?;
+    fs::rename(&aside, new).map_err(|e| Error::io("cannot move", &aside, e))
 }
 
 /// An exclusive `flock` on the folder `dir` itself (a lock that cannot be
@@ -639,6 +1074,23 @@ pub(crate) fn scan_file(path: &Path) -> Result<polars::prelude::LazyFrame> {
     use polars::prelude::*;
     let args = ScanArgsParquet { hive_options: HiveOptions::new_disabled(), ..Default::default() };
     Ok(LazyFrame::scan_parquet(PlRefPath::new(path.to_string_lossy().as_ref()), args)?)
+}
+
+/// The `ARROW:schema` entry of a Parquet file written from `schema`, with
+/// plain (large) strings where polars holds string views: readers before
+/// pyarrow 15 cannot read a file whose schema names a view. The column data
+/// is the same either way (UTF-8 byte arrays); every Parquet file tradeql
+/// writes carries this entry.
+pub fn portable_arrow_schema(schema: &polars::prelude::Schema) -> (String, String) {
+    use polars::prelude::SchemaExt;
+    let arrow = schema.to_arrow(polars::prelude::CompatLevel::oldest());
+    let kv = polars_parquet::arrow::write::schema_to_metadata_key(&arrow);
+    (kv.key, kv.value.unwrap_or_default())
+}
+
+/// [`portable_arrow_schema`] as the key-value metadata of a Parquet writer.
+pub fn portable_metadata(schema: &polars::prelude::Schema) -> polars::prelude::KeyValueMetadata {
+    polars::prelude::KeyValueMetadata::from_static(vec![portable_arrow_schema(schema)])
 }
 
 /// The current time, UTC, to the second, RFC 3339.

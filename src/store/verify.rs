@@ -1,9 +1,10 @@
 //! `info --verify`: does the store hold exactly what its manifests say?
 //!
 //! Every listed file must exist with the recorded size, SHA-256 and row count;
-//! the rows must add up to the manifest's total; and no Parquet file may sit in
-//! a dataset directory without being listed, since DuckDB or Spark scanning the
-//! directory would read it.
+//! the rows must add up to the manifest's total; the published tree must hold
+//! exactly the current version's files (no other file may sit there, since
+//! DuckDB or Spark scanning the folder would read it); and every kept version
+//! must still have its files.
 
 use super::{GROUPS_DIR, Store, sha256_file};
 use crate::error::Result;
@@ -23,7 +24,7 @@ pub fn verify(store: &Store) -> Result<Vec<Problem>> {
     }
     for folder in folders_without_manifest(store) {
         problems.push(Problem(format!(
-            "{}: a dataset folder without its manifest.json (tradeql does not see its data; glob readers do)",
+            "{}: a dataset folder without a manifest in .tradeql/datasets/ (tradeql does not see its data; glob readers do)",
             folder.display()
         )));
     }
@@ -38,7 +39,8 @@ pub fn verify(store: &Store) -> Result<Vec<Problem>> {
                 continue;
             }
         };
-        let dir = store.dataset_dir(&dataset);
+        let dir = store.files_dir(&dataset);
+        let tree = store.dataset_dir(&dataset);
         if manifest.dataset != dataset {
             problems.push(Problem(format!("{dataset}: its manifest names the dataset {:?}", manifest.dataset)));
         }
@@ -118,11 +120,46 @@ pub fn verify(store: &Store) -> Result<Vec<Problem>> {
                 summary(&all_periods)
             )));
         }
+        // The published tree: the current version's files, as links, and nothing else.
+        for file in &manifest.files {
+            let published = tree.join(&file.path);
+            if !super::same_file(&published, &dir.join(&file.path)) {
+                problems.push(Problem(format!(
+                    "{}: not published (plain readers of {} do not see it)",
+                    published.display(),
+                    tree.display()
+                )));
+            }
+        }
+        let current: std::collections::HashSet<std::path::PathBuf> =
+            manifest.files.iter().map(|f| tree.join(&f.path)).collect();
+        for path in files_under(&tree) {
+            if !current.contains(&path) {
+                problems.push(Problem(format!(
+                    "{}: not a file of the current version of {dataset} (plain readers of the folder read it)",
+                    path.display()
+                )));
+            }
+        }
+        // Every kept version still has its files; no file belongs to none.
+        for version in store.versions(&dataset)? {
+            match store.manifest_version(&dataset, version) {
+                Ok(m) => {
+                    for f in &m.files {
+                        if listed.insert(dir.join(&f.path)) && !dir.join(&f.path).is_file() {
+                            problems.push(Problem(format!(
+                                "{}: missing, and version {version} of {dataset} lists it",
+                                dir.join(&f.path).display()
+                            )));
+                        }
+                    }
+                }
+                Err(e) => problems.push(Problem(format!("{dataset}: version {version}: {e}"))),
+            }
+        }
         for path in files_under(&dir) {
-            let own = path.parent() == Some(dir.as_path())
-                && path.file_name().is_some_and(|n| n == "manifest.json" || n == "manifest.json.tmp");
-            if !own && !listed.contains(&path) && !retired.contains(&path) {
-                problems.push(Problem(format!("{}: not listed in the manifest of {dataset}", path.display())));
+            if !listed.contains(&path) && !retired.contains(&path) {
+                problems.push(Problem(format!("{}: not listed by any kept version of {dataset}", path.display())));
             }
         }
     }
@@ -175,7 +212,7 @@ fn folders_without_manifest(store: &Store) -> Vec<std::path::PathBuf> {
         .flatten()
         .filter(|e| {
             let name = e.file_name().to_string_lossy().to_string();
-            !name.starts_with(['.', '_']) && e.path().is_dir() && !e.path().join("manifest.json").is_file()
+            !name.starts_with(['.', '_']) && e.path().is_dir() && !store.datasets().unwrap_or_default().contains(&name)
         })
         .map(|e| e.path())
         .filter(|p| !parquet_files_under(p).is_empty())

@@ -41,7 +41,7 @@ fn the_release_job_writes_every_extract_as_run_gives_it() {
     let _ = std::fs::remove_file(&job);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.starts_with("20 ok, 0 skipped, 0 failed"), "{stdout}");
+    assert!(stdout.starts_with("21 ok, 0 skipped, 0 failed"), "{stdout}");
     let extracts = dir.path().join("extracts");
     for (extract, query, params) in [
         ("trade_2023.parquet", "trade_2024.tql", Some("year=2023")),
@@ -50,6 +50,7 @@ fn the_release_job_writes_every_extract_as_run_gives_it() {
         ("ytd_flows.parquet", "ytd_flows.tql", None),
         ("minerals_top_partners.parquet", "minerals_top_partners.tql", None),
         ("minerals_blocs.parquet", "minerals_blocs.tql", None),
+        ("revisions_2024.parquet", "revisions_2024.tql", None),
     ] {
         let mut args = vec![
             "run".to_string(),

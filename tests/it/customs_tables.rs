@@ -120,7 +120,7 @@ fn try_ingest(dir: &Path, csv: &str, mapping: &str, extra: &[&str]) -> Result<St
 
 /// The store of `dir` holds no dataset `t`.
 fn nothing_written(dir: &Path) {
-    assert!(!dir.join("store/t/manifest.json").exists(), "a failed ingest wrote the dataset");
+    assert!(!dir.join("store/.tradeql/datasets/t/manifest.json").exists(), "a failed ingest wrote the dataset");
 }
 
 const WIDE: &str = "year,month,name,x_m,x_c,m_m,m_c,note\n";

@@ -116,9 +116,14 @@ fn a_crafted_journal_deletes_nothing_outside_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let store = good_store(dir.path());
     let victim = write(dir.path(), "victim.txt", "keep me");
-    for named in [s(&victim).to_string(), "../victim.txt".to_string(), "trade/../../victim.txt".to_string()] {
+    for named in [
+        s(&victim).to_string(),
+        "../victim.txt".to_string(),
+        ".tradeql/datasets/trade/files/../../../../../victim.txt".to_string(),
+        ".tradeql/datasets/trade/../../../victim.txt".to_string(),
+    ] {
         let journal = serde_json::json!({
-            "manifest": "trade/manifest.json", "to_version": 99, "added": [named], "removed": []
+            "manifest": ".tradeql/datasets/trade/manifest.json", "to_version": 99, "added": [named], "removed": []
         });
         std::fs::write(store.join(".tradeql/journal.json"), journal.to_string()).unwrap();
         let err = fails(&["info", s(&store), "--verify"]);
@@ -137,7 +142,7 @@ fn rejects_never_overwrite_an_input_or_a_file_of_the_store() {
     let store = good_store(dir.path());
     let src = write(dir.path(), "bad.csv", &format!("{GOOD}2024-03,CHN,USA,export,850110,oops\n"));
     let before = std::fs::read(&src).unwrap();
-    let manifest = store.join("trade/manifest.json");
+    let manifest = store.join(".tradeql/datasets/trade/manifest.json");
     let manifest_before = std::fs::read(&manifest).unwrap();
     let err = fails(&["ingest", s(&src), "--store", s(&store), "-d", "trade", "--rejects", s(&src), "-q"]);
     assert!(err.contains("is an input of this ingest"), "{err}");
@@ -361,7 +366,7 @@ fn verify_finds_every_damage_the_manifest_could_hide() {
     let store = good_store(dir.path());
     let src = dir.path().join("good.csv");
     ok(&["ingest", s(&src), "--store", s(&store), "-d", "second", "-q"]);
-    let manifest_path = store.join("trade/manifest.json");
+    let manifest_path = store.join(".tradeql/datasets/trade/manifest.json");
     let original = std::fs::read_to_string(&manifest_path).unwrap();
     let edit = |f: &dyn Fn(&mut serde_json::Value)| {
         let mut m: serde_json::Value = serde_json::from_str(&original).unwrap();
@@ -391,11 +396,11 @@ fn verify_finds_every_damage_the_manifest_could_hide() {
     std::fs::write(&manifest_path, &original).unwrap();
     ok(&["info", s(&store), "--verify"]);
     // A dataset whose manifest was deleted.
-    std::fs::remove_file(store.join("second/manifest.json")).unwrap();
+    std::fs::remove_dir_all(store.join(".tradeql/datasets/second")).unwrap();
     let out = tradeql(&["info", s(&store), "--verify"]);
     assert!(!out.status.success());
     let report = String::from_utf8_lossy(&out.stdout);
-    assert!(report.contains("second: a dataset folder without its manifest.json"), "{report}");
+    assert!(report.contains("second: a dataset folder without a manifest in .tradeql/datasets/"), "{report}");
 }
 
 #[test]
@@ -416,7 +421,7 @@ fn an_error_after_the_commit_point_says_that_the_data_committed() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("version 2 of trade/manifest.json is committed"), "{err}");
+    assert!(err.contains("version 2 of trade is committed"), "{err}");
     // It did commit: the next verify finishes the clean-up.
     ok(&["info", s(&store), "--verify"]);
     assert_eq!(totals(&store, "trade"), (3, 610.0));
@@ -446,11 +451,15 @@ fn a_full_disk_during_an_ingest_is_said_and_leaves_the_store_as_it_was() {
     let before = totals(&store, "trade");
     let out = tradeql(&["ingest", s(&big), "--store", s(&store), "-d", "trade", "-q"]);
     let err = String::from_utf8_lossy(&out.stderr).to_string();
+    // Read before the disk goes: a plain reader and tradeql see the old version.
+    let after = totals(&store, "trade");
+    let verified = tradeql(&["info", s(&store), "--verify"]);
     let _ = Command::new("umount").arg(&mnt).status();
     assert_eq!(out.status.code(), Some(74), "{err}");
     assert!(err.contains("the disk is full"), "{err}");
     assert!(!err.contains("thrift"), "{err}");
-    let _ = before;
+    assert_eq!(after, before);
+    assert!(verified.status.success(), "{}", String::from_utf8_lossy(&verified.stdout));
 }
 
 // ---------------------------------------------------------------- classes 6 and 7
@@ -612,7 +621,13 @@ fn outputs_never_land_inside_the_store_or_on_the_query() {
     let store = good_store(dir.path());
     let q = query(dir.path(), SUM_BY_PERIOD);
     let before = snapshot(&store);
-    for out in ["trade/manifest.json", "trade/year=2024/part-v000001.parquet", "_groups/x.csv", "new.csv"] {
+    for out in [
+        ".tradeql/datasets/trade/manifest.json",
+        ".tradeql/datasets/trade/files/year=2024/part-v000001.parquet",
+        "trade/year=2024/part-v000001.parquet",
+        "_groups/x.csv",
+        "new.csv",
+    ] {
         let err = fails(&["run", s(&q), "--store", s(&store), "--out", s(&store.join(out))]);
         assert!(err.contains("inside the store"), "{out}: {err}");
     }
@@ -641,28 +656,31 @@ fn a_journal_never_deletes_live_data_nor_follows_a_linked_folder() {
     let dir = tempfile::tempdir().unwrap();
     let store = good_store(dir.path());
     ok(&["ingest", s(&dir.path().join("good.csv")), "--store", s(&store), "-d", "second", "-q"]);
-    let live = "trade/year=2024/part-v000001.parquet";
+    let live = ".tradeql/datasets/trade/files/year=2024/part-v000001.parquet";
+    let other = ".tradeql/datasets/second/files/year=2024/part-v000001.parquet";
+    let version = ".tradeql/datasets/trade/versions/v000001.json";
+    let manifest = ".tradeql/datasets/trade/manifest.json";
     for journal in [
         // Another dataset's committed file.
-        serde_json::json!({"manifest": "trade/manifest.json", "to_version": 2,
-            "added": ["second/year=2024/part-v000001.parquet"], "removed": []}),
+        serde_json::json!({"manifest": manifest, "to_version": 2, "added": [other], "removed": []}),
         // A file the committed manifest still lists, to roll forward.
-        serde_json::json!({"manifest": "trade/manifest.json", "to_version": 1, "added": [], "removed": [live]}),
+        serde_json::json!({"manifest": manifest, "to_version": 1, "added": [], "removed": [live, version]}),
         // The same, to roll back.
-        serde_json::json!({"manifest": "trade/manifest.json", "to_version": 2, "added": [live], "removed": []}),
+        serde_json::json!({"manifest": manifest, "to_version": 2, "added": [live, version], "removed": []}),
     ] {
         std::fs::write(store.join(".tradeql/journal.json"), journal.to_string()).unwrap();
         let _ = tradeql(&["info", s(&store), "--verify"]);
-        assert!(store.join(live).exists() && store.join("second/year=2024/part-v000001.parquet").exists());
+        assert!(store.join(live).exists() && store.join(other).exists() && store.join(version).exists());
         let _ = std::fs::remove_file(store.join(".tradeql/journal.json"));
     }
+    ok(&["info", s(&store), "--verify"]);
     // A partition folder that is a link to somewhere else.
     let outside = dir.path().join("outside");
     std::fs::create_dir(&outside).unwrap();
     let precious = write(&outside, "part-v000009.parquet", "precious");
-    std::os::unix::fs::symlink(&outside, store.join("trade/year=2030")).unwrap();
-    let journal = serde_json::json!({"manifest": "trade/manifest.json", "to_version": 9,
-        "added": ["trade/year=2030/part-v000009.parquet"], "removed": []});
+    std::os::unix::fs::symlink(&outside, store.join(".tradeql/datasets/trade/files/year=2030")).unwrap();
+    let journal = serde_json::json!({"manifest": ".tradeql/datasets/trade/manifest.json", "to_version": 9,
+        "added": [".tradeql/datasets/trade/files/year=2030/part-v000009.parquet"], "removed": []});
     std::fs::write(store.join(".tradeql/journal.json"), journal.to_string()).unwrap();
     let _ = tradeql(&["info", s(&store), "--verify"]);
     assert_eq!(std::fs::read_to_string(&precious).unwrap(), "precious");
@@ -773,7 +791,7 @@ fn a_report_that_cannot_be_printed_says_the_change_committed() {
 fn verify_checks_the_manifests_own_facts_and_stray_files() {
     let dir = tempfile::tempdir().unwrap();
     let store = good_store(dir.path());
-    let path = store.join("trade/manifest.json");
+    let path = store.join(".tradeql/datasets/trade/manifest.json");
     let original = std::fs::read_to_string(&path).unwrap();
     for (edit, said) in [
         (("aggregate_rows", serde_json::json!(7)), "aggregate rows"),
@@ -791,7 +809,18 @@ fn verify_checks_the_manifests_own_facts_and_stray_files() {
     std::fs::write(&path, &original).unwrap();
     write(&store.join("trade/year=2024"), "notes.txt", "stray");
     let out = tradeql(&["info", s(&store), "--verify"]);
-    assert!(!out.status.success() && String::from_utf8_lossy(&out.stdout).contains("notes.txt: not listed"));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success() && said.contains("notes.txt: not a file of the current version of trade"), "{said}");
+    // A user's file in the published tree moves with its year, never deleted.
+    let revised = write(dir.path(), "revised.csv", &GOOD.replace(",100\n", ",500\n"));
+    ok(&["ingest", s(&revised), "--store", s(&store), "-d", "trade", "-q"]);
+    assert_eq!(std::fs::read_to_string(store.join("trade/year=2024/notes.txt")).unwrap(), "stray");
+    std::fs::remove_file(store.join("trade/year=2024/notes.txt")).unwrap();
+    // A file in the kept versions' folder that no version lists.
+    write(&store.join(".tradeql/datasets/trade/files/year=2024"), "part-v000077.parquet", "stray");
+    let out = tradeql(&["info", s(&store), "--verify"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success() && said.contains("part-v000077.parquet: not listed by any kept version"), "{said}");
 }
 
 #[test]

@@ -74,8 +74,10 @@ fn run_on_spark_prints_like_a_polars_run_and_sql_reads_the_manifests_files() {
     let (_, store, file) = corpus.queries.iter().find(|(n, _, _)| n == "trade_2024").unwrap();
     // The SQL names exactly the manifest's files, under the URI given.
     let text = ok(&["sql", s(file), "--dialect", "spark", "--store", s(store), "--store-uri", "s3a://bucket/store/"]);
-    assert!(text.contains("FROM parquet.`s3a://bucket/store/gacc/year=2024/part-v000001.parquet`"), "{text}");
-    assert!(text.contains("FROM parquet.`s3a://bucket/store/gacc/year=2023/part-v000001.parquet`"), "{text}");
+    let from = |year: i32| {
+        format!("FROM parquet.`s3a://bucket/store/.tradeql/datasets/gacc/files/year={year}/part-v000001.parquet`")
+    };
+    assert!(text.contains(&from(2024)) && text.contains(&from(2023)), "{text}");
     let text = ok(&["sql", s(file), "--dialect", "duckdb", "--store", s(store)]);
     assert!(text.contains("read_parquet(['/"), "{text}");
 

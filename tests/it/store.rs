@@ -220,5 +220,5 @@ fn verify_finds_damage() {
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("part-v000001.parquet: content differs from the manifest (SHA-256)"), "{text}");
-    assert!(text.contains("stray.parquet: not listed in the manifest of trade"), "{text}");
+    assert!(text.contains("stray.parquet: not a file of the current version of trade"), "{text}");
 }
