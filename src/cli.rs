@@ -158,8 +158,11 @@ enum Command {
         /// separated by newlines or `|`: -e 'from gacc | by year | sum value'.
         #[arg(long = "expr", short = 'e', value_name = "QUERY")]
         expr: Option<String>,
-        /// Print every row of a table on a terminal (it is cut after
-        /// 200 rows otherwise; files and pipes always get every row).
+        /// Print every row and column of a table on a terminal (otherwise a
+        /// table is cut after 200 rows, and a wide one fitted to the
+        /// terminal's width: names cut with `…`, columns that still do not fit
+        /// named below it; numbers are never cut; files and pipes always get
+        /// everything).
         #[arg(long)]
         all: bool,
         /// Write each query's result to DIR/NAME.parquet (or --format) as one
@@ -195,6 +198,10 @@ enum Command {
         master: Option<String>,
         #[command(flatten)]
         as_of: AsOf,
+        /// Put each code's name beside it (`partner_name` after `partner`),
+        /// from the store's names tables (`tradeql names add`).
+        #[arg(long)]
+        names: bool,
     },
     /// Print a query compiled to one SQL statement for Spark or DuckDB.
     ///
@@ -536,7 +543,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             after_commit(&format!("{report}\n"), if report.dry_run { None } else { Some(&done) })?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { files, expr, all, out_dir, store, params, format, out, chart, engine, master, as_of } => {
+        Command::Run { files, expr, all, out_dir, store, params, format, out, chart, engine, master, as_of, names } => {
             crate::run::print_all(all);
             let format = crate::run::OutputFormat::chosen(format, out.as_deref())?;
             let on_engine = engine_options(engine, master)?;
@@ -544,7 +551,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 let Some(out_dir) = out_dir else {
                     return Err(crate::Error::usage("several queries need --out-dir DIR for their extracts"));
                 };
-                if !params.is_empty() || out.is_some() || chart.is_some() || as_of.vintage()?.is_some() {
+                if !params.is_empty() || out.is_some() || chart.is_some() || as_of.vintage()?.is_some() || names {
                     return Err(crate::Error::usage(
                         "with --out-dir, give parameters and names in a job file (tradeql batch)",
                     ));
@@ -581,7 +588,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 None => crate::lang::QueryFile::read(&files[0])?,
             };
             let file = query.path.clone();
-            let store = Store::open_existing(store)?.reading(as_of.vintage()?);
+            // A query of files (`from "FILE"`) needs no store.
+            let store = match Store::open_existing(&store) {
+                Err(_) if crate::lang::reads_files(&query) => Store::at(store),
+                Err(e) => {
+                    // A query that does not parse says so before the store is missed.
+                    crate::lang::parse(&query)?;
+                    return Err(e);
+                }
+                opened => opened?,
+            }
+            .reading(as_of.vintage()?);
             if let Some(out) = out.as_deref().filter(|o| o.as_os_str() != "-") {
                 store.refuse_output_inside(out, "--out")?;
                 crate::run::refuse_overwriting(out, &file)?;
@@ -613,6 +630,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     path,
                 )?;
                 eprintln!("chart: {} ({:?}, {} series)", path.display(), drawn.kind, drawn.series.len());
+            }
+            if names {
+                outcome.frame = crate::run::with_code_names(outcome.frame, &store)?;
             }
             crate::run::write(&mut outcome.frame, &loaded.plan, format, out.as_deref())?;
             if let Some(m) = loaded.plan.ytd_through {

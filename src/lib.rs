@@ -5,6 +5,7 @@
 //! manifest per dataset ([`ingest`], [`store`]). ARCHITECTURE.md has the table of
 //! stages and the module that owns each.
 
+pub mod adhoc;
 pub mod batch;
 pub mod bench;
 pub mod chart;

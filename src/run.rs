@@ -75,6 +75,35 @@ pub struct Outcome {
     pub notes: Vec<String>,
 }
 
+/// `frame` with a column `DIM_name` after each code column (reporter,
+/// partner, product, region) that a names table of `store` names (`run
+/// --names`); a code the table lacks has a null name. Reporters are named by
+/// the partner table when they have none of their own.
+pub fn with_code_names(frame: DataFrame, store: &crate::store::Store) -> Result<DataFrame> {
+    let names = store.groups_manifest()?.names;
+    let mut out = frame;
+    for dim in ["reporter", "partner", "product", "region"] {
+        let table = names
+            .iter()
+            .find(|t| t.of == dim)
+            .or_else(|| names.iter().find(|t| dim == "reporter" && t.of == "partner"));
+        let (Some(table), Ok(codes)) = (table, out.column(dim).and_then(|c| c.str().cloned())) else { continue };
+        let name = format!("{dim}_name");
+        if out.column(&name).is_ok() {
+            continue;
+        }
+        let path = store.root().join(crate::store::GROUPS_DIR).join(&table.path);
+        let read = crate::store::scan_file(&path)?.select([col("code"), col("name")]).collect()?;
+        let (code, named) = (read.column("code")?.str()?, read.column("name")?.str()?);
+        let lookup: std::collections::HashMap<&str, &str> =
+            code.iter().zip(named.iter()).filter_map(|(c, n)| Some((c?, n?))).collect();
+        let values: StringChunked = codes.iter().map(|c| c.and_then(|c| lookup.get(c).copied())).collect();
+        let at = out.get_column_index(dim).expect("the column is there") + 1;
+        out.insert_column(at, values.with_name(name.as_str().into()).into_column())?;
+    }
+    Ok(out)
+}
+
 /// Collects a compiled query; turns the warning columns into sentences.
 pub fn collect(compiled: &Compiled) -> Result<Outcome> {
     let engine = engine_for([compiled]);
@@ -460,7 +489,7 @@ fn write_to<W: Write>(
     match format {
         OutputFormat::Table if terminal && frame.height() > TERMINAL_ROWS && !PRINT_ALL.load(Ordering::Relaxed) => {
             let shown = TERMINAL_ROWS / 2;
-            let mut text = table(&frame.head(Some(shown)), plan)?;
+            let mut text = table_within(&frame.head(Some(shown)), plan, terminal_width())?;
             text.push_str(&format!(
                 "... {} more rows not shown ({} in all): --all prints them; a file or a pipe gets every row\n",
                 frame.height() - shown,
@@ -469,7 +498,8 @@ fn write_to<W: Write>(
             w.write_all(text.as_bytes()).map_err(io)?;
         }
         OutputFormat::Table => {
-            let text = table(frame, plan)?;
+            let fit = if terminal && !PRINT_ALL.load(Ordering::Relaxed) { terminal_width() } else { None };
+            let text = table_within(frame, plan, fit)?;
             w.write_all(text.as_bytes()).map_err(io)?;
         }
         OutputFormat::Csv => CsvWriter::new(w).include_header(true).finish(&mut finite_only(frame)?)?,
@@ -564,6 +594,11 @@ fn number(v: f64, format: Option<Format>) -> String {
 
 /// The result as an aligned text table.
 pub fn table(frame: &DataFrame, plan: &Plan) -> Result<String> {
+    table_within(frame, plan, None)
+}
+
+/// [`table`] no wider than `fit` display columns (see [`render`]).
+pub fn table_within(frame: &DataFrame, plan: &Plan, fit: Option<usize>) -> Result<String> {
     let freq = match plan.time {
         Some(TimeKey::Month) => Frequency::Month,
         _ => plan.frequency,
@@ -606,11 +641,52 @@ pub fn table(frame: &DataFrame, plan: &Plan) -> Result<String> {
         }
         cells.push(col_cells);
     }
-    let widths: Vec<usize> = headers
+    Ok(render(&headers, &cells, &right, fit))
+}
+
+/// The narrowest a text column is cut to when a table is fitted to a terminal.
+const NARROWEST_TEXT: usize = 10;
+
+/// The table as text; with `fit`, no wider than `fit` display columns: text
+/// columns (names, codes) are cut, widest first, down to [`NARROWEST_TEXT`],
+/// each cut cell ending in `…`; numbers are never cut; columns that still do
+/// not fit are left out from the right, and a last line names them.
+fn render(headers: &[String], cells: &[Vec<String>], right: &[bool], fit: Option<usize>) -> String {
+    let mut widths: Vec<usize> = headers
         .iter()
-        .zip(&cells)
+        .zip(cells)
         .map(|(h, c)| c.iter().map(|s| display_width(s)).chain([display_width(h)]).max().unwrap_or(0))
         .collect();
+    let total = |w: &[usize]| w.iter().sum::<usize>() + 2 * w.len().saturating_sub(1);
+    let mut shown = headers.len();
+    if let Some(limit) = fit {
+        while total(&widths) > limit {
+            let widest =
+                (0..widths.len()).filter(|i| !right[*i] && widths[*i] > NARROWEST_TEXT).max_by_key(|i| widths[*i]);
+            match widest {
+                Some(i) => widths[i] -= 1,
+                None => break,
+            }
+        }
+        while shown > 1 && total(&widths[..shown]) > limit {
+            shown -= 1;
+        }
+    }
+    let cut = |s: &str, w: usize| -> String {
+        if display_width(s) <= w {
+            return s.to_string();
+        }
+        let mut out = String::new();
+        for c in s.chars() {
+            if display_width(&out) + display_width(&c.to_string()) + 1 > w {
+                break;
+            }
+            out.push(c);
+        }
+        out.push('…');
+        out
+    };
+    let widths = &widths[..shown];
     let mut out = String::new();
     let line = |out: &mut String, items: &[String]| {
         let parts: Vec<String> = items
@@ -618,6 +694,7 @@ pub fn table(frame: &DataFrame, plan: &Plan) -> Result<String> {
             .enumerate()
             .map(|(i, s)| {
                 // Padded by hand: a format width past 65,535 panics, and a cell may be that long.
+                let s = &cut(s, widths[i]);
                 let pad = " ".repeat(widths[i].saturating_sub(display_width(s)));
                 if right[i] { format!("{pad}{s}") } else { format!("{s}{pad}") }
             })
@@ -625,15 +702,38 @@ pub fn table(frame: &DataFrame, plan: &Plan) -> Result<String> {
         out.push_str(parts.join("  ").trim_end());
         out.push('\n');
     };
-    line(&mut out, &headers);
+    line(&mut out, &headers[..shown]);
     let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
     out.push_str(&rule.join("  "));
     out.push('\n');
-    for i in 0..frame.height() {
-        let row: Vec<String> = cells.iter().map(|c| c[i].clone()).collect();
+    let rows = cells.first().map_or(0, Vec::len);
+    for i in 0..rows {
+        let row: Vec<String> = cells[..shown].iter().map(|c| c[i].clone()).collect();
         line(&mut out, &row);
     }
-    Ok(out)
+    if shown < headers.len() {
+        out.push_str(&format!(
+            "... {} not shown ({}): a wider terminal or --all shows them; a file or a pipe gets every column\n",
+            match headers.len() - shown {
+                1 => "1 column".to_string(),
+                n => format!("{n} columns"),
+            },
+            headers[shown..].join(", ")
+        ));
+    }
+    out
+}
+
+/// The display width of the terminal on standard output: `$COLUMNS`, else
+/// what the terminal says; None when neither says.
+fn terminal_width() -> Option<usize> {
+    if let Some(n) = std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).filter(|n| *n > 0) {
+        return Some(n);
+    }
+    // SAFETY: TIOCGWINSZ fills a winsize struct for a terminal; the result is checked.
+    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) };
+    (rc == 0 && size.ws_col > 0).then_some(usize::from(size.ws_col))
 }
 
 /// The polars engine queries run on: the streaming engine unless
@@ -642,5 +742,46 @@ pub fn engine() -> Engine {
     match std::env::var("TRADEQL_ENGINE").as_deref() {
         Ok("in-memory") => Engine::InMemory,
         _ => Engine::Streaming,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grid() -> (Vec<String>, Vec<Vec<String>>, Vec<bool>) {
+        let headers = vec!["partner_name".to_string(), "value (billion)".into(), "share %".into()];
+        let cells = vec![
+            vec!["Lao People's Democratic Republic".to_string(), "中华人民共和国香港特别行政区".into()],
+            vec!["1,234.50".to_string(), "98.10".into()],
+            vec!["12.30%".to_string(), "0.80%".into()],
+        ];
+        (headers, cells, vec![false, true, true])
+    }
+
+    #[test]
+    fn a_wide_table_is_fitted_by_cutting_names_never_numbers() {
+        let (h, c, r) = grid();
+        let whole = render(&h, &c, &r, None);
+        assert!(whole.contains("Lao People's Democratic Republic"));
+        let fitted = render(&h, &c, &r, Some(40));
+        for line in fitted.lines() {
+            assert!(display_width(line) <= 40, "{line:?} is {} wide", display_width(line));
+        }
+        assert!(fitted.contains("1,234.50") && fitted.contains("12.30%") && fitted.contains("0.80%"), "{fitted}");
+        assert!(fitted.contains('…'), "{fitted}");
+        // A CJK name is cut by display width (two columns a character).
+        let cjk = fitted.lines().nth(3).unwrap();
+        assert!(cjk.starts_with("中华人民") && !cjk.contains("香港特别"), "{cjk}");
+    }
+
+    #[test]
+    fn columns_that_cannot_fit_are_left_out_and_named() {
+        let (h, c, r) = grid();
+        let fitted = render(&h, &c, &r, Some(24));
+        assert!(fitted.contains("... 2 columns not shown (value (billion), share %)"), "{fitted}");
+        for line in fitted.lines().take(4) {
+            assert!(display_width(line) <= 24, "{line:?}");
+        }
     }
 }

@@ -24,6 +24,9 @@ pub struct Param {
 pub enum Stage {
     /// `from DATASET` or `from DATASET@VERSION` (a kept version).
     From { name: Ident, version: Option<(u64, Span)> },
+    /// `from "FILE" [mapping "M.toml"]`: a CSV, Parquet or workbook file (or
+    /// a `*` pattern of them), read without a store.
+    FromFile { path: String, mapping: Option<String>, span: Span },
     /// `where COND`: filters rows before `by`, result rows after it.
     Where(Expr),
     /// `derive NAME = EXPR, ...`

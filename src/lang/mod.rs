@@ -105,6 +105,14 @@ pub struct Loaded {
     pub plan: plan::Plan,
     pub manifest: Manifest,
     pub compiled: compile::Compiled,
+    /// The scratch store of `from "FILE"`, kept while the plan reads it.
+    pub adhoc: Option<std::sync::Arc<crate::adhoc::AdHoc>>,
+}
+
+/// Whether a query reads files (`from "FILE"`) rather than a dataset of a
+/// store (then it needs no store; false when it does not parse).
+pub fn reads_files(file: &QueryFile) -> bool {
+    parse(file).is_ok_and(|q| q.stages.iter().any(|s| matches!(s, ast::Stage::FromFile { .. })))
 }
 
 /// Parses a query (syntax only).
@@ -133,14 +141,33 @@ pub fn load_with_scan(
         .stages
         .iter()
         .find_map(|s| match s {
-            ast::Stage::From { name, version } => Some((name.clone(), *version)),
+            ast::Stage::From { name, version } => Some((name.clone(), *version, None)),
+            ast::Stage::FromFile { path, mapping, span } => {
+                Some((ast::Ident { name: String::new(), span: *span }, None, Some((path, mapping.as_deref()))))
+            }
             _ => None,
         })
         .ok_or_else(|| {
             err(diag::Diag::new(diag::Span::default(), "the query has no `from DATASET` stage")
                 .hint("start it with, for example: from gacc"))
         })?;
-    let (from, version) = from;
+    let (mut from, version, file_source) = from;
+    // `from "FILE"`: read into a scratch store, which the query then reads.
+    let adhoc = match file_source {
+        Some((path, mapping)) => {
+            let base = if file.path.as_os_str() == "-e" {
+                Path::new(".")
+            } else {
+                file.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
+            };
+            let read = crate::adhoc::read(path, mapping, base, store)?;
+            from.name = read.dataset.clone();
+            Some(std::sync::Arc::new(read))
+        }
+        None => None,
+    };
+    let store = adhoc.as_ref().map_or(store, |a| &a.store);
+    let shared = if adhoc.is_some() { None } else { shared };
     let manifest = store.manifest(&from.name)?.ok_or_else(|| {
         let datasets = store.datasets().unwrap_or_default();
         let mut d = diag::Diag::new(
@@ -230,13 +257,17 @@ pub fn load_with_scan(
             }
         }
     }
+    if let Some(a) = &adhoc {
+        plan.warnings.extend(a.warnings.iter().map(|w| format!("reading {}: {w}", a.dataset)));
+    }
     // In a batch, every query reads the dataset through the shared per-year scans.
     let (scan, shared) = match shared {
         Some(s) => (s.dataset_scan(store.root(), &manifest)?, Some(s)),
+        None if adhoc.is_some() => (compile::scan_dataset(store.root(), &manifest)?, None),
         None => (scan_for(&manifest)?, None),
     };
     let compiled = compile::plan_to_lazy_from(&plan, &manifest, store.root(), scan, shared)?;
-    Ok(Loaded { plan, manifest, compiled })
+    Ok(Loaded { plan, manifest, compiled, adhoc })
 }
 
 /// The distinct values of a code column of a dataset (read from its files).

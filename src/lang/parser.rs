@@ -56,8 +56,13 @@ pub fn parse(tokens: &[Token], text_len: usize) -> Result<Query, Diag> {
                 let value = p.expr()?;
                 query.params.push(Param { name, value });
             }
+            "from" if matches!(p.peek(), Some(Tok::Str(_))) => {
+                let (path, span) = p.text()?;
+                let mapping = if p.eat_word("mapping") { Some(p.text()?.0) } else { None };
+                query.stages.push(Stage::FromFile { path, mapping, span });
+            }
             "from" => {
-                let name = p.ident("a dataset name")?;
+                let name = p.ident("a dataset name or a \"file\"")?;
                 let version = if p.eat("@") { Some(p.version()?) } else { None };
                 query.stages.push(Stage::From { name, version });
             }
@@ -298,6 +303,17 @@ impl<'a> Parser<'a> {
                 Ok(*n as usize)
             }
             _ => Err(self.unexpected(&format!("{wanted} (a whole number from 1)"))),
+        }
+    }
+
+    /// A text literal and its span.
+    fn text(&mut self) -> Result<(String, Span), Diag> {
+        match self.toks.get(self.pos) {
+            Some(Token { tok: Tok::Str(s), span }) => {
+                self.pos += 1;
+                Ok((s.clone(), *span))
+            }
+            _ => Err(self.unexpected("a file name in quotes")),
         }
     }
 

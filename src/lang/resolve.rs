@@ -163,6 +163,7 @@ pub fn resolve(query: &Query, catalog: &Catalog<'_>, overrides: &[(String, Strin
     let mut mentions_aggregate = false;
     for (index, stage) in query.stages.iter().enumerate() {
         match stage {
+            Stage::FromFile { .. } => saw_from = true,
             Stage::From { name, .. } => {
                 if name.name != manifest.dataset {
                     return Err(Diag::new(name.span, format!("internal: query is for dataset `{}`", name.name)));

@@ -755,7 +755,7 @@ impl Store {
     /// Removes the versions of `dataset` older than its last `keep` (the
     /// current version is always kept), and the files no kept version lists.
     /// A file a reader may be reading is left until the next writer.
-    pub fn vacuum(&self, lock: &StoreLock, dataset: &str, keep: usize) -> Result<Vacuum> {
+    pub fn vacuum(&self, _lock: &StoreLock, dataset: &str, keep: usize) -> Result<Vacuum> {
         let Some(current) = self.manifest(dataset)? else {
             return Err(Error::new(ErrorKind::NotFound, format!("no dataset {dataset} in the store")));
         };
@@ -785,7 +785,6 @@ impl Store {
             removed,
         };
         journal.check()?;
-        let _ = lock;
         write_atomic(&self.internal().join("journal.json"), serde_json::to_string_pretty(&journal)?.as_bytes())?;
         let retired_before = self.retired()?.len();
         self.finish_journal(&journal)?;

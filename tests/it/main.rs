@@ -2,6 +2,7 @@
 //! All modules build into this one test binary (each binary that links polars
 //! is large, so there is only one).
 
+mod adhoc;
 mod anyones_data;
 mod batch;
 mod charts;
