@@ -41,13 +41,16 @@ pub enum ChartKind {
     Bar,
 }
 
-/// What was drawn: the kind and each series with its number of points.
+/// What was drawn: the kind and each series with its number of points;
+/// what was left out, in words (values that are not finite numbers).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Drawn {
     pub kind: ChartKind,
     pub series: Vec<(String, usize)>,
+    pub skipped: Vec<String>,
 }
 
+#[derive(Clone)]
 struct Series {
     name: String,
     /// (x, amount) in display units.
@@ -64,6 +67,95 @@ fn register_font() -> Result<()> {
 
 fn number(column: &Column, i: usize) -> Option<f64> {
     column.get(i).ok().and_then(|v| v.extract::<f64>())
+}
+
+/// The values of `column` that can be drawn: finite numbers. Infinite and NaN
+/// values (growth from a zero base) are counted into `skipped`, never drawn.
+fn finite(column: &Column, i: usize, skipped: &mut BTreeMap<String, usize>) -> Option<f64> {
+    let v = number(column, i)?;
+    if v.is_finite() {
+        return Some(v);
+    }
+    *skipped.entry(column.name().to_string()).or_default() += 1;
+    None
+}
+
+/// A chart's title from a query's text: the first sentence of its leading
+/// comment (`# ...` lines before the first stage); when that is long, the
+/// part before its first colon, else cut at a word with `…`.
+pub fn title_of(query: &str) -> Option<String> {
+    let comment: Vec<&str> = query
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| l.is_empty())
+        .map_while(|l| l.strip_prefix('#'))
+        .map(str::trim)
+        .collect();
+    let text = comment.join(" ");
+    let sentence = text.split(". ").next().unwrap_or_default().trim().trim_end_matches('.');
+    if sentence.is_empty() {
+        return None;
+    }
+    const LONGEST: usize = 80;
+    if sentence.chars().count() <= LONGEST {
+        return Some(sentence.to_string());
+    }
+    if let Some((head, _)) = sentence.split_once(": ").filter(|(h, _)| h.chars().count() <= LONGEST) {
+        return Some(head.to_string());
+    }
+    let mut out = String::new();
+    for word in sentence.split(' ') {
+        if out.chars().count() + word.chars().count() + 1 > LONGEST - 1 {
+            break;
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    out.push('…');
+    Some(out)
+}
+
+/// The distance between two neighbouring periods of the x axis.
+fn step_of(time: Option<TimeKey>, data: Frequency) -> f64 {
+    match time {
+        Some(TimeKey::Year) | None => 1.0,
+        Some(TimeKey::Half) => 0.5,
+        Some(TimeKey::Quarter) => 0.25,
+        Some(TimeKey::Month) => f64::from(data.months()) / 12.0,
+    }
+}
+
+/// The runs of `points` (sorted by x) without a gap: a missing period or a
+/// null breaks the line.
+pub(crate) fn segments(points: &[(f64, f64)], step: f64) -> Vec<Vec<(f64, f64)>> {
+    let mut out: Vec<Vec<(f64, f64)>> = Vec::new();
+    for p in points {
+        match out.last_mut() {
+            Some(run) if run.last().is_some_and(|q| p.0 - q.0 <= step * 1.5) => run.push(*p),
+            _ => out.push(vec![*p]),
+        }
+    }
+    out
+}
+
+/// Which periods of the x axis are labelled: every one up to 24; beyond,
+/// each quarter's first month (monthly data, up to 72) or each year's first
+/// period; always a regular subset of the result's own periods.
+pub(crate) fn labelled(xs: &[f64], step: f64) -> Vec<f64> {
+    let every = |k: usize| -> Vec<f64> {
+        xs.iter().copied().filter(|x| (((x * 12.0).round() as i64).rem_euclid(12) as usize).is_multiple_of(k)).collect()
+    };
+    if xs.len() <= 24 || step >= 1.0 {
+        return xs.to_vec();
+    }
+    let quarters = every(3);
+    if step < 0.25 && xs.len() <= 72 && !quarters.is_empty() {
+        return quarters;
+    }
+    let years = every(12);
+    if years.is_empty() { xs.to_vec() } else { years }
 }
 
 fn text(column: &Column, i: usize) -> String {
@@ -214,13 +306,14 @@ pub fn draw(
         Ok(false)
     };
     // Build the series: one per group (or per amount column when ungrouped).
+    let mut skipped: BTreeMap<String, usize> = BTreeMap::new();
     let mut series: Vec<Series> = Vec::new();
     if keys.is_empty() {
         for a in &amounts {
             let col = frame.column(a)?;
             let mut s = Series { name: a.clone(), points: Vec::new(), rate: Vec::new(), marks: Vec::new() };
             for (i, (x, _)) in xs.iter().enumerate() {
-                if let Some(v) = number(col, i) {
+                if let Some(v) = finite(col, i, &mut skipped) {
                     s.points.push((*x, v * scale));
                 }
             }
@@ -231,21 +324,29 @@ pub fn draw(
         let amount = frame.column(&first)?;
         let rate = rate_col.as_ref().map(|r| frame.column(r)).transpose()?;
         for (i, (x, _)) in xs.iter().enumerate() {
-            let name =
-                keys.iter().map(|k| frame.column(k).map(|c| text(c, i))).collect::<PolarsResult<Vec<_>>>()?.join(" / ");
+            // A code's name where the result has it (`run --names`, or a
+            // `partner_name` column), else the code.
+            let name = keys
+                .iter()
+                .map(|k| {
+                    let named = frame.column(&format!("{k}_name")).ok().map(|c| text(c, i)).filter(|n| n != "null");
+                    Ok(named.unwrap_or(text(frame.column(k)?, i)))
+                })
+                .collect::<PolarsResult<Vec<_>>>()?
+                .join(" / ");
             let s = groups.entry(name.clone()).or_insert(Series {
                 name,
                 points: Vec::new(),
                 rate: Vec::new(),
                 marks: Vec::new(),
             });
-            if let Some(v) = number(amount, i) {
+            if let Some(v) = finite(amount, i, &mut skipped) {
                 s.points.push((*x, v * scale));
                 if marked(i)? {
                     s.marks.push((*x, v * scale));
                 }
             }
-            if let Some(r) = rate.and_then(|c| number(c, i)) {
+            if let Some(r) = rate.and_then(|c| finite(c, i, &mut skipped)) {
                 s.rate.push((*x, r * rate_scale));
             }
         }
@@ -255,7 +356,12 @@ pub fn draw(
             total(b).total_cmp(&total(a)).then(a.name.cmp(&b.name))
         });
         if all.len() > MAX_SERIES {
-            let rest = all.split_off(MAX_SERIES - 1);
+            let mut rest = all.split_off(MAX_SERIES - 1);
+            // The query's own "others" (`top`) joins the chart's: one "others".
+            if let Some(i) = all.iter().position(|s| s.name == "others") {
+                rest.push(all.remove(i));
+                all.push(rest.remove(0));
+            }
             let mut others: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
             for s in rest {
                 for (x, v) in s.points {
@@ -281,7 +387,11 @@ pub fn draw(
         && let (Some(r), Some(s)) = (&rate_col, series.first_mut())
     {
         let col = frame.column(r)?;
-        s.rate = xs.iter().enumerate().filter_map(|(i, (x, _))| number(col, i).map(|v| (*x, v * rate_scale))).collect();
+        s.rate = xs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (x, _))| finite(col, i, &mut skipped).map(|v| (*x, v * rate_scale)))
+            .collect();
         let amount = frame.column(&first)?;
         for (i, (x, _)) in xs.iter().enumerate() {
             if let (true, Some(v)) = (marked(i)?, number(amount, i)) {
@@ -294,6 +404,14 @@ pub fn draw(
         let what = plan.dataset.clone();
         format!("{what}: {}", amounts.join(", "))
     });
+    let step = step_of(time, plan.frequency);
+    let axes = Axes {
+        step,
+        grouped: !keys.is_empty(),
+        right_room: false,
+        rate_name: rate_col.clone(),
+        marks: marks.iter().filter(|_| series.iter().any(|s| !s.marks.is_empty())).cloned().collect(),
+    };
     let y_label = unit_label(&first, first_format, currency);
     let rate_label = rate_col
         .as_deref()
@@ -307,15 +425,19 @@ pub fn draw(
             .iter()
             .map(|s| (s.name.clone(), if kind == ChartKind::Line { s.points.len() } else { 1 }))
             .collect(),
+        skipped: skipped
+            .iter()
+            .map(|(c, n)| format!("{n} value{} of {c} not finite (infinite or NaN)", if *n == 1 { "" } else { "s" }))
+            .collect(),
     };
     let result = (|| -> Result<()> {
         if ext == "svg" {
             let root = SVGBackend::new(&tmp, (WIDTH, HEIGHT)).into_drawing_area();
-            render(&root, kind, &series, &labels, &title, &y_label, rate_label.as_deref(), time)?;
+            panels(&root, kind, &series, &labels, &title, &y_label, rate_label.as_deref(), &axes)?;
             root.present().map_err(|e| Error::internal(format!("cannot draw the chart: {e}")))?;
         } else {
             let root = BitMapBackend::new(&tmp, (WIDTH, HEIGHT)).into_drawing_area();
-            render(&root, kind, &series, &labels, &title, &y_label, rate_label.as_deref(), time)?;
+            panels(&root, kind, &series, &labels, &title, &y_label, rate_label.as_deref(), &axes)?;
             root.present().map_err(|e| Error::internal(format!("cannot draw the chart: {e}")))?;
         }
         std::fs::rename(&tmp, path).map_err(|e| Error::io("cannot write", path, e))
@@ -352,7 +474,60 @@ fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
     }
     let lo = lo.min(0.0);
     let pad = ((hi - lo) * 0.08).max(1e-9);
-    (lo, hi + pad)
+    // Below zero (a fall), room for a labelled tick under the lowest point.
+    (if lo < 0.0 { lo - pad } else { lo }, hi + pad)
+}
+
+/// Draws the chart, in two panels when the columns of an ungrouped line chart
+/// differ in size by more than 4 times (a year-to-date sum beside monthly
+/// values): the first column and those near its size above, with the rate;
+/// the larger ones below, on their own axis.
+#[allow(clippy::too_many_arguments)]
+fn panels<DB: DrawingBackend>(
+    root: &DrawingArea<DB, plotters::coord::Shift>,
+    kind: ChartKind,
+    series: &[Series],
+    labels: &BTreeMap<u64, String>,
+    title: &str,
+    y_label: &str,
+    rate_label: Option<&str>,
+    axes: &Axes,
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let size = |s: &Series| s.points.iter().map(|p| p.1.abs()).fold(0.0, f64::max);
+    let reference = series.first().map_or(0.0, size);
+    let (near, large): (Vec<Series>, Vec<Series>) =
+        series.iter().cloned().partition(|s| axes.grouped || reference == 0.0 || size(s) <= 4.0 * reference);
+    if kind != ChartKind::Line || large.is_empty() {
+        return render(root, kind, series, labels, title, y_label, rate_label, axes);
+    }
+    let (upper, lower) = root.split_vertically(HEIGHT as i32 * 58 / 100);
+    render(&upper, kind, &near, labels, title, y_label, rate_label, axes)?;
+    let below =
+        Axes { step: axes.step, grouped: false, right_room: rate_label.is_some(), rate_name: None, marks: Vec::new() };
+    let offset: Vec<Series> = large.into_iter().map(|s| Series { rate: Vec::new(), marks: Vec::new(), ..s }).collect();
+    // Colours follow the series' order across both panels.
+    let mut all =
+        vec![Series { name: String::new(), points: Vec::new(), rate: Vec::new(), marks: Vec::new() }; near.len()];
+    all.extend(offset);
+    render(&lower, kind, &all, labels, "", y_label, None, &below)
+}
+
+/// How the line chart's axes and legend are drawn.
+struct Axes {
+    /// The distance between two neighbouring periods.
+    step: f64,
+    /// Whether the series are groups (else columns of one result).
+    grouped: bool,
+    /// Whether room is kept for a right axis without one (a lower panel
+    /// aligned with an upper one that has it).
+    right_room: bool,
+    /// The rate column drawn on the right axis, if any.
+    rate_name: Option<String>,
+    /// The yes/no columns that mark points (one legend entry for them).
+    marks: Vec<String>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -364,7 +539,7 @@ fn render<DB: DrawingBackend>(
     title: &str,
     y_label: &str,
     rate_label: Option<&str>,
-    time: Option<TimeKey>,
+    axes: &Axes,
 ) -> Result<()>
 where
     DB::ErrorType: 'static,
@@ -411,7 +586,7 @@ where
     }
     let xs: Vec<f64> = labels.keys().map(|b| f64::from_bits(*b)).collect();
     let (x0, x1) = (xs.first().copied().unwrap_or(0.0), xs.last().copied().unwrap_or(1.0));
-    let step = if time == Some(TimeKey::Year) { 1.0 } else { 1.0 / 12.0 };
+    let step = axes.step;
     let (lo, hi) = bounds(series.iter().flat_map(|s| s.points.iter().map(|p| p.1)));
     let rates: Vec<&Series> = series.iter().filter(|s| !s.rate.is_empty()).collect();
     let (rlo, rhi) = bounds(rates.iter().flat_map(|s| s.rate.iter().map(|p| p.1)));
@@ -421,48 +596,79 @@ where
         .margin(16)
         .x_label_area_size(50)
         .y_label_area_size(90)
-        .right_y_label_area_size(if rates.is_empty() { 10 } else { 70 })
+        .right_y_label_area_size(if rates.is_empty() && !axes.right_room { 10 } else { 70 })
         .build_cartesian_2d((x0 - step * 0.5)..(x1 + step * 0.5), lo..hi)
         .map_err(plot_err)?
         .set_secondary_coord((x0 - step * 0.5)..(x1 + step * 0.5), rlo..rhi);
-    let label_of = |x: &f64| -> String {
-        labels
-            .range(..)
-            .min_by(|a, b| (f64::from_bits(*a.0) - x).abs().total_cmp(&(f64::from_bits(*b.0) - x).abs()))
-            .filter(|(b, _)| (f64::from_bits(**b) - x).abs() < step * 0.5)
-            .map(|(_, l)| l.clone())
-            .unwrap_or_default()
-    };
+    // The x axis is the result's own periods: a tick and a label at each
+    // labelled period (plotters' own ticks fall between them).
     chart
         .configure_mesh()
         .light_line_style(WHITE)
-        .x_labels(labels.len().min(13))
-        .x_label_formatter(&label_of)
+        .disable_x_mesh()
+        .x_labels(0)
         .y_desc(y_label)
         .label_style(font(13))
         .draw()
         .map_err(plot_err)?;
+    let (bx, by) = root.get_base_pixel();
+    for x in labelled(&xs, step) {
+        let (px, py) = chart.backend_coord(&(x, lo));
+        let (px, py) = (px - bx, py - by);
+        let label = labels.get(&x.to_bits()).cloned().unwrap_or_default();
+        root.draw(&PathElement::new(vec![(px, py), (px, py + 5)], BLACK)).map_err(plot_err)?;
+        let style = font(13).into_text_style(root).pos(plotters::style::text_anchor::Pos::new(
+            plotters::style::text_anchor::HPos::Center,
+            plotters::style::text_anchor::VPos::Top,
+        ));
+        root.draw(&Text::new(label, (px, py + 8), style)).map_err(plot_err)?;
+    }
     if let Some(rl) = rate_label {
         chart.configure_secondary_axes().y_desc(rl).label_style(font(13)).draw().map_err(plot_err)?;
+        // Rates below zero read against a zero line.
+        if rlo < 0.0 && rhi > 0.0 {
+            let zero = vec![(x0 - step * 0.5, 0.0), (x1 + step * 0.5, 0.0)];
+            chart.draw_secondary_series(LineSeries::new(zero, BLACK.mix(0.5).stroke_width(1))).map_err(plot_err)?;
+        }
     }
+    let ungrouped = !axes.grouped;
     for (i, s) in series.iter().enumerate() {
         let c = colour(i);
-        chart
-            .draw_series(LineSeries::new(s.points.iter().copied(), c.stroke_width(2)))
-            .map_err(plot_err)?
-            .label(s.name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+        // One legend entry per series, on its first run; a gap starts a new run.
+        for (j, run) in segments(&s.points, step).into_iter().enumerate() {
+            let drawn = chart.draw_series(LineSeries::new(run, c.stroke_width(2))).map_err(plot_err)?;
+            if j == 0 {
+                drawn
+                    .label(s.name.clone())
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+            }
+        }
         if !s.marks.is_empty() {
             chart.draw_series(s.marks.iter().map(|p| Circle::new(*p, 5, c.filled()))).map_err(plot_err)?;
         }
         if !s.rate.is_empty() {
-            let name = format!("{} (rate, right axis)", s.name);
-            chart
-                .draw_secondary_series(DashedLineSeries::new(s.rate.iter().copied(), 6, 4, c.stroke_width(1)))
-                .map_err(plot_err)?
-                .label(name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(1)));
+            let rate = axes.rate_name.clone().unwrap_or_else(|| "rate".into());
+            let name =
+                if ungrouped { format!("{rate} (right axis)") } else { format!("{}: {rate} (right axis)", s.name) };
+            for (j, run) in segments(&s.rate, step).into_iter().enumerate() {
+                let drawn = chart
+                    .draw_secondary_series(DashedLineSeries::new(run, 6, 4, c.stroke_width(1)))
+                    .map_err(plot_err)?;
+                if j == 0 {
+                    drawn
+                        .label(name.clone())
+                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(1)));
+                }
+            }
         }
+    }
+    if !axes.marks.is_empty() {
+        // The marked points' own legend entry: a dot, named by what marks them.
+        chart
+            .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())
+            .map_err(plot_err)?
+            .label(axes.marks.join(", "))
+            .legend(|(x, y)| Circle::new((x + 10, y), 5, BLACK.filled()));
     }
     chart
         .configure_series_labels()

@@ -621,15 +621,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Ok((loaded, outcome))
             })?;
             if let Some(path) = &chart {
-                let options = loaded.plan.chart.clone().unwrap_or_default();
-                let drawn = crate::chart::draw(
-                    &outcome.frame,
-                    &loaded.plan,
-                    loaded.manifest.currency.as_deref(),
-                    &options,
-                    path,
-                )?;
+                let mut options = loaded.plan.chart.clone().unwrap_or_default();
+                // Without `chart title "..."`, the query's first comment line.
+                if options.title.is_none() {
+                    options.title = crate::chart::title_of(&query.text);
+                }
+                // Legends name codes where the store has their names.
+                let named = crate::run::with_code_names(outcome.frame.clone(), &store)?;
+                let drawn =
+                    crate::chart::draw(&named, &loaded.plan, loaded.manifest.currency.as_deref(), &options, path)?;
                 eprintln!("chart: {} ({:?}, {} series)", path.display(), drawn.kind, drawn.series.len());
+                for s in &drawn.skipped {
+                    eprintln!("chart: left out {s}");
+                }
             }
             if names {
                 outcome.frame = crate::run::with_code_names(outcome.frame, &store)?;

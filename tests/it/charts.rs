@@ -21,6 +21,20 @@ fn lines_with_points(svg: &str, n: usize) -> usize {
         .count()
 }
 
+/// The text elements of an SVG, in order.
+fn texts(svg: &str) -> Vec<String> {
+    svg.split("<text")
+        .skip(1)
+        .filter_map(|t| t.split_once('>').and_then(|(_, r)| r.split_once("</text>")).map(|(t, _)| t.trim().to_string()))
+        .map(|t| t.replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">"))
+        .collect()
+}
+
+/// The x-axis labels: the texts that are periods.
+fn period_labels(svg: &str) -> Vec<String> {
+    texts(svg).into_iter().filter(|t| tradeql::period::Period::parse(t).is_ok() && t.contains('-')).collect()
+}
+
 #[test]
 fn monthly_flows_draw_two_lines_of_24_months_with_rates() {
     let dir = tempfile::tempdir().unwrap();
@@ -86,7 +100,9 @@ fn one_period_is_drawn_as_bars_and_records_are_marked() {
     let svg = dir.path().join("monthly.svg");
     ok(&["run", &query("monthly_2024.tql"), "--store", s(bundled_store()), "--chart", s(&svg)]);
     let text = std::fs::read_to_string(&svg).unwrap();
-    assert_eq!(text.matches("<circle").count(), 1, "one record marked");
+    // The record dot, and its legend entry named by the columns that mark it.
+    assert_eq!(text.matches("<circle").count(), 2, "one record marked, one legend dot");
+    assert!(texts(&text).contains(&"value_record, above_4tn".to_string()), "{:?}", texts(&text));
 }
 
 #[test]
@@ -112,4 +128,96 @@ fn results_that_cannot_be_charted_say_why() {
     let err = fails(&["run", s(&q), "--store", s(bundled_store())]);
     assert!(err.contains("unknown chart `pie`") && err.contains("charts are `line` or `bar`"), "{err}");
     assert!(!svg.exists(), "no chart file after a failure");
+}
+
+#[test]
+fn the_x_axis_labels_the_results_own_periods() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("flows.svg");
+    ok(&["run", &query("monthly_flows.tql"), "--store", s(bundled_store()), "--chart", s(&svg)]);
+    let months: Vec<String> = (2023..=2024).flat_map(|y| (1..=12).map(move |m| format!("{y}-{m:02}"))).collect();
+    // 24 months: each labelled, once, in order.
+    assert_eq!(period_labels(&std::fs::read_to_string(&svg).unwrap()), months);
+    // Quarters are labelled as quarters.
+    let q = write(dir.path(), "q.tql", "from gacc\nby quarter\nsum value\nshow value as trillion\n");
+    ok(&["run", s(&q), "--store", s(bundled_store()), "--chart", s(&svg)]);
+    let quarters: Vec<String> = (2023..=2024).flat_map(|y| (1..=4).map(move |k| format!("{y}-Q{k}"))).collect();
+    assert_eq!(period_labels(&std::fs::read_to_string(&svg).unwrap()), quarters);
+    // 30 months of a panel: each quarter's first month, a regular subset.
+    let panel = dir.path().join("panel");
+    gen_into(&panel, "--partners 3 --products 3 --months 30 --seed 4 --start 2022-01");
+    let m = write(dir.path(), "m.tql", "from trade\nby month\nsum value\n");
+    ok(&["run", s(&m), "--store", s(&panel), "--chart", s(&svg)]);
+    let firsts: Vec<String> = (0..10).map(|i| format!("{}-{:02}", 2022 + i * 3 / 12, (i * 3) % 12 + 1)).collect();
+    assert_eq!(period_labels(&std::fs::read_to_string(&svg).unwrap()), firsts);
+}
+
+#[test]
+fn a_missing_month_breaks_the_line_and_legends_name_each_series_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("gap.svg");
+    // The partner table has no March: January-February, then April-December.
+    let q = "from gacc_partners | where partner in (\"USA\", \"JPN\") and flow = \"export\" \
+             | by month, partner | sum value | show value as billion";
+    ok(&["run", "-e", q, "--store", s(bundled_store()), "--chart", s(&svg)]);
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert_eq!(lines_with_points(&text, 9), 2, "April-December, one line per partner");
+    assert!(lines_with_points(&text, 2) >= 2, "January-February, apart from April on");
+    let labels = texts(&text);
+    // Names, not ISO3 codes, from the store's names table; each once.
+    for name in ["US", "Japan"] {
+        assert_eq!(labels.iter().filter(|t| *t == name).count(), 1, "{name}: {labels:?}");
+    }
+    assert!(!labels.contains(&"USA".to_string()));
+    assert!(!period_labels(&text).contains(&"2024-03".to_string()));
+}
+
+#[test]
+fn a_rate_is_named_as_the_query_names_it_with_ticks_below_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("m.svg");
+    ok(&["run", &query("monthly_2024.tql"), "--store", s(bundled_store()), "--chart", s(&svg)]);
+    let labels = texts(&std::fs::read_to_string(&svg).unwrap());
+    assert!(labels.contains(&"value_yoy (right axis)".to_string()), "{labels:?}");
+    assert_eq!(labels.iter().filter(|t| t.contains("right axis")).count(), 1);
+    // Title from the query's first comment sentence, cut at its colon.
+    assert_eq!(labels[0], "Monthly total trade in 2024");
+    // March 2024 fell (-1.3%): a labelled tick below zero.
+    assert!(labels.iter().any(|t| t.starts_with('-') && t.parse::<f64>().is_ok()), "{labels:?}");
+    // The year-to-date sum is on a panel of its own (two value axes).
+    assert_eq!(labels.iter().filter(|t| *t == "value (trillion CNY)").count(), 2, "{labels:?}");
+}
+
+#[test]
+fn an_infinite_growth_is_left_out_and_said_and_the_chart_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = write(
+        dir.path(),
+        "inf.tql",
+        "from gacc\nderive e = if(flow = \"export\" and year = 2024, value, 0)\nby month\nagg e = sum(e)\n\
+         show e as trillion, g = yoy(e) as pct\n",
+    );
+    let svg = dir.path().join("inf.svg");
+    let started = std::time::Instant::now();
+    let out = tradeql(&["run", s(&q), "--store", s(bundled_store()), "--chart", s(&svg)]);
+    // It used to loop for over ten minutes; the bound is loose for a loaded machine.
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("chart: left out 12 values of g not finite (infinite or NaN)"), "{err}");
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("<polyline"));
+}
+
+#[test]
+fn the_querys_others_and_the_charts_others_are_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = write(
+        dir.path(),
+        "top.tql",
+        "from critical_minerals\nby year, partner\nsum value\ntop 9 partner by value\nshow value as million\n",
+    );
+    let svg = dir.path().join("top.svg");
+    ok(&["run", s(&q), "--store", s(bundled_store()), "--chart", s(&svg)]);
+    let labels = texts(&std::fs::read_to_string(&svg).unwrap());
+    assert_eq!(labels.iter().filter(|t| *t == "others").count(), 1, "{labels:?}");
 }
