@@ -5,7 +5,7 @@
 # and pyarrow 14 alone into ./.venv-pyarrow14 (the oldest reader the store's
 # files are promised to). Spark needs Java
 # 17 or newer: when no java is on the PATH, it is installed from Debian's
-# packages (openjdk-17-jre-headless), and strace likewise. Idempotent: a second run with everything
+# packages (openjdk-17-jre-headless), and strace and chromium likewise. Idempotent: a second run with everything
 # present does nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,6 +35,13 @@ if ! command -v strace >/dev/null 2>&1; then
     if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq strace >/dev/null
+fi
+# Headless Chromium loads the release page in the report test.
+if ! command -v chromium >/dev/null 2>&1; then
+    sudo=""
+    if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
 fi
 "$venv/bin/python" -c 'import duckdb, pyarrow, pyspark, pandas, polars; print("peers: duckdb", duckdb.__version__, "pyarrow", pyarrow.__version__, "pyspark", pyspark.__version__, "pandas", pandas.__version__, "polars", polars.__version__)'
 "$old/bin/python" -c 'import pyarrow; print("old reader: pyarrow", pyarrow.__version__)'

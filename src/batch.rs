@@ -151,6 +151,8 @@ pub struct BatchOptions {
     /// the whole job) instead of polars; extracts are written the same way,
     /// and run.json names the engine.
     pub engine: Option<(crate::sql::Dialect, crate::sql::engine::EngineOptions)>,
+    /// Also write the release as one self-contained web page here.
+    pub report: Option<PathBuf>,
 }
 
 fn parse_format(text: &str) -> Result<OutputFormat> {
@@ -643,6 +645,15 @@ pub fn run_job(
     let tasks = job.tasks(&base)?;
     let out_dir = clean(&base.join(&job.out_dir));
     Store::at(clean(&base.join(&job.store))).refuse_output_inside(&out_dir, "the extracts folder")?;
+    if let Some(page) = &opts.report {
+        Store::at(clean(&base.join(&job.store))).refuse_output_inside(page, "--report")?;
+        if page.is_dir() {
+            return Err(Error::usage(format!(
+                "--report {} is a folder: give a file such as report.html",
+                page.display()
+            )));
+        }
+    }
     std::fs::create_dir_all(&out_dir).map_err(|e| Error::io("cannot create", &out_dir, e))?;
     let _out_lock = lock_out_dir(&out_dir, opts.wait)?;
     clean_stale(&out_dir)?;
@@ -787,6 +798,7 @@ pub fn run_job(
     spinner.finish_and_clear();
     let together = started.elapsed().as_secs_f64();
     let n = runnable.len().max(1) as f64;
+    let mut entries = Vec::new();
     for ((i, loaded, _), outcome) in runnable.iter().zip(outcomes) {
         let task = &tasks[*i];
         let record = records[*i].as_mut().expect("set above");
@@ -795,7 +807,23 @@ pub fn run_job(
             record.warnings = std::mem::take(&mut o.warnings);
             record.notes = std::mem::take(&mut o.notes);
             let rows = o.frame.height() as u64;
-            write_extract(task, &mut o.frame, &job.parquet, &loaded.plan).map(|sha| (rows, sha))
+            let written = write_extract(task, &mut o.frame, &job.parquet, &loaded.plan).map(|sha| (rows, sha))?;
+            if opts.report.is_some() {
+                let version = loaded.manifest.version;
+                let mut e = crate::report::entry(
+                    &task.name,
+                    &task.query,
+                    &task.params,
+                    &loaded.plan,
+                    version,
+                    &o.frame,
+                    &store,
+                )?;
+                e.warnings = record.warnings.clone();
+                e.notes = record.notes.clone();
+                entries.push(e);
+            }
+            Ok(written)
         });
         match outcome {
             Ok((rows, sha)) => {
@@ -826,5 +854,11 @@ pub fn run_job(
         tasks: records.into_iter().flatten().collect(),
     };
     store::write_atomic(&out_dir.join(RUN_MANIFEST), serde_json::to_string_pretty(&manifest)?.as_bytes())?;
+    if let Some(path) = &opts.report {
+        let left: Vec<String> = manifest.tasks.iter().filter(|t| t.status != "ok").map(|t| t.name.clone()).collect();
+        let name = job_path.file_stem().map_or_else(|| "job".into(), |s| s.to_string_lossy().to_string());
+        let html = crate::report::page(&name, &entries, &manifest.started_at, manifest.seconds, &left);
+        crate::report::write(path, &html)?;
+    }
     Ok(manifest)
 }

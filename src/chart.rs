@@ -140,22 +140,30 @@ pub(crate) fn segments(points: &[(f64, f64)], step: f64) -> Vec<Vec<(f64, f64)>>
     out
 }
 
-/// Which periods of the x axis are labelled: every one up to 24; beyond,
-/// each quarter's first month (monthly data, up to 72) or each year's first
-/// period; always a regular subset of the result's own periods.
+/// The most period labels the x axis holds before they would overlap.
+const MOST_LABELS: usize = 12;
+
+/// Which periods of the x axis are labelled: every one up to 12; beyond,
+/// each quarter's first month (monthly data), else each year's first period,
+/// else every 2nd, 5th or 10th year: always a regular subset of the result's
+/// own periods.
 pub(crate) fn labelled(xs: &[f64], step: f64) -> Vec<f64> {
-    let every = |k: usize| -> Vec<f64> {
-        xs.iter().copied().filter(|x| (((x * 12.0).round() as i64).rem_euclid(12) as usize).is_multiple_of(k)).collect()
-    };
-    if xs.len() <= 24 || step >= 1.0 {
+    if xs.len() <= MOST_LABELS {
         return xs.to_vec();
     }
-    let quarters = every(3);
-    if step < 0.25 && xs.len() <= 72 && !quarters.is_empty() {
+    let month = |x: &f64| ((x * 12.0).round() as i64).rem_euclid(12);
+    let year = |x: &f64| (x * 12.0).round() as i64 / 12;
+    let quarters: Vec<f64> = xs.iter().copied().filter(|x| month(x) % 3 == 0).collect();
+    if step < 0.25 && !quarters.is_empty() && quarters.len() <= MOST_LABELS {
         return quarters;
     }
-    let years = every(12);
-    if years.is_empty() { xs.to_vec() } else { years }
+    for every in [1, 2, 5, 10, 20, 50] {
+        let years: Vec<f64> = xs.iter().copied().filter(|x| month(x) == 0 && year(x) % every == 0).collect();
+        if !years.is_empty() && years.len() <= MOST_LABELS {
+            return years;
+        }
+    }
+    xs.iter().copied().step_by(xs.len().div_ceil(MOST_LABELS)).collect()
 }
 
 fn text(column: &Column, i: usize) -> String {

@@ -255,6 +255,11 @@ enum Command {
         /// Spark master URL for --engine spark (default local[*]).
         #[arg(long, value_name = "URL")]
         master: Option<String>,
+        /// Also write the release as one web page: each extract's title, table
+        /// (as the terminal shows it) and chart (inline SVG), its warnings,
+        /// and the data versions; self-contained, it opens offline.
+        #[arg(long, value_name = "FILE.html")]
+        report: Option<PathBuf>,
     },
     /// Check query files against the store without running them.
     Check {
@@ -679,7 +684,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Batch { job, incremental, sequential, jobs, wait, engine, master } => {
+        Command::Batch { job, incremental, sequential, jobs, wait, engine, master, report } => {
             let engine = engine_options(engine, master)?;
             if let Some(n) = jobs {
                 // Before polars starts its thread pools (they read this once).
@@ -687,7 +692,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 unsafe { std::env::set_var("POLARS_MAX_THREADS", n.max(1).to_string()) };
             }
             let file = crate::batch::JobFile::load(&job)?;
-            run_batch(&job, &file, &crate::batch::BatchOptions { incremental, sequential, wait, engine })
+            run_batch(&job, &file, &crate::batch::BatchOptions { incremental, sequential, wait, engine, report })
         }
         Command::Check { files, store, params } => {
             let store = Store::open_existing(store)?;

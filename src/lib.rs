@@ -21,6 +21,7 @@ pub mod panel;
 pub mod period;
 pub mod rates;
 pub mod reconcile;
+pub mod report;
 pub mod run;
 pub mod sql;
 pub mod store;

@@ -599,6 +599,17 @@ pub fn table(frame: &DataFrame, plan: &Plan) -> Result<String> {
 
 /// [`table`] no wider than `fit` display columns (see [`render`]).
 pub fn table_within(frame: &DataFrame, plan: &Plan, fit: Option<usize>) -> Result<String> {
+    let (headers, cells, right) = table_cells(frame, plan)?;
+    Ok(render(&headers, &cells, &right, fit))
+}
+
+/// The cells of a result as the terminal table shows them: headers with
+/// their units, each column's formatted cells, and whether it is a number
+/// (aligned right).
+pub type Cells = (Vec<String>, Vec<Vec<String>>, Vec<bool>);
+
+/// The headers, cells and alignment of [`table`].
+pub fn table_cells(frame: &DataFrame, plan: &Plan) -> Result<Cells> {
     let freq = match plan.time {
         Some(TimeKey::Month) => Frequency::Month,
         _ => plan.frequency,
@@ -641,7 +652,7 @@ pub fn table_within(frame: &DataFrame, plan: &Plan, fit: Option<usize>) -> Resul
         }
         cells.push(col_cells);
     }
-    Ok(render(&headers, &cells, &right, fit))
+    Ok((headers, cells, right))
 }
 
 /// The narrowest a text column is cut to when a table is fitted to a terminal.

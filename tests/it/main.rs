@@ -20,6 +20,7 @@ mod peers;
 mod pushdown;
 mod queries;
 mod query_errors;
+mod report;
 mod scaleout;
 mod store;
 mod vintages;
