@@ -23,8 +23,9 @@ pub struct AdHoc {
 /// `mapping` if given, with the reference tables of `store`.
 pub fn read(pattern: &str, mapping: Option<&str>, base: &Path, store: &Store) -> Result<AdHoc> {
     let sources = expand(&base.join(pattern))?;
+    sweep_abandoned();
     let dir = tempfile::Builder::new()
-        .prefix("tradeql-adhoc-")
+        .prefix(&format!("{PREFIX}{}-", std::process::id()))
         .tempdir()
         .map_err(|e| Error::io("cannot create a scratch store in", &std::env::temp_dir(), e))?;
     let root = dir.path().join("store");
@@ -55,13 +56,46 @@ pub fn read(pattern: &str, mapping: Option<&str>, base: &Path, store: &Store) ->
         timings: false,
         input_format: None,
     };
-    let report = crate::ingest::ingest(&opts).map_err(|e| match mapping {
-        None if e.kind == ErrorKind::Input => {
-            e.hint(format!("a file in another layout is read through a mapping: from {pattern:?} mapping \"M.toml\""))
+    let report = crate::ingest::ingest(&opts).map_err(|mut e| {
+        // A query keeps no rows: what an ingest would suggest for them does not apply.
+        e.hints.retain(|h| !h.contains("--rejects"));
+        if e.kind == ErrorKind::Input {
+            e.hints.push(format!(
+                "`tradeql ingest {} --rejects BAD.csv` keeps the good rows and lists the bad ones",
+                pattern
+            ));
         }
-        _ => e,
+        match mapping {
+            None if e.kind == ErrorKind::Input => e.hint(format!(
+                "a file in another layout is read through a mapping: from {pattern:?} mapping \"M.toml\""
+            )),
+            _ => e,
+        }
     })?;
     Ok(AdHoc { _dir: dir, store: Store::at(root), dataset, warnings: report.warnings })
+}
+
+/// Scratch stores are `<temp>/tradeql-adhoc-<pid>-XXXXXX`.
+const PREFIX: &str = "tradeql-adhoc-";
+
+/// Removes the scratch stores of processes that are gone (killed, or
+/// stopped by a signal before they could remove their own).
+fn sweep_abandoned() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let Some(pid) = name.strip_prefix(PREFIX).and_then(|r| r.split('-').next()).and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: kill with signal 0 only asks whether the process exists.
+        let gone = pid > 0
+            && unsafe { libc::kill(pid, 0) } != 0
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone && entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// The files a path names: itself, or those its last part's `*`/`?` pattern

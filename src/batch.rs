@@ -776,7 +776,7 @@ pub fn run_job(
     };
     let outcomes: Vec<Result<crate::run::Outcome>> = if let Some((dialect, options)) = &opts.engine {
         let pairs: Vec<(&lang::Loaded, &std::path::Path)> =
-            runnable.iter().map(|(_, l, _)| (l, store.root())).collect();
+            runnable.iter().map(|(_, l, _)| (l, l.store_root(store.root()))).collect();
         match crate::sql::run_loaded(&pairs, *dialect, options) {
             Ok(results) => results,
             // The engine did not start (not installed, no Java): every task fails with why.

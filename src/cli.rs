@@ -619,7 +619,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 let outcome = match &on_engine {
                     None => crate::run::collect(&loaded.compiled)?,
                     Some((d, options)) => {
-                        let mut results = crate::sql::run_loaded(&[(&loaded, store.root())], *d, options)?;
+                        let root = loaded.store_root(store.root());
+                        let mut results = crate::sql::run_loaded(&[(&loaded, root)], *d, options)?;
                         results.remove(0)?
                     }
                 };
@@ -719,6 +720,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let store = Store::open_existing(store)?;
             let params = crate::lang::parse_params(&params)?;
             let loaded = crate::lang::load(&crate::lang::QueryFile::read(&file)?, &store, &params)?;
+            if loaded.adhoc.is_some() {
+                return Err(crate::Error::usage(
+                    "`from \"FILE\"` reads a scratch store that is gone once the query is done, so SQL for it \
+                     would name no file: ingest the file into a store first",
+                ));
+            }
             let q = crate::sql::compile_loaded(&loaded, store.root(), dialect, store_uri.as_deref())?;
             outln!(
                 "-- {} compiled by tradeql {} for {} (dataset {} version {})",

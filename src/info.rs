@@ -38,6 +38,18 @@ pub fn info(store: &Store, verify: bool, wait: bool) -> Result<InfoReport> {
             recovery.files_removed
         );
     }
+    if recovery.years_published > 0 {
+        let _ = writeln!(
+            text,
+            "  published {} year folder{} again: the published tree did not hold the current version \
+             (an interrupted commit, or files changed by hand)",
+            recovery.years_published,
+            if recovery.years_published == 1 { "" } else { "s" }
+        );
+    }
+    if recovery.datasets_moved > 0 {
+        let _ = writeln!(text, "  moved {} dataset(s) from the earlier layout", recovery.datasets_moved);
+    }
     if lock.is_none() && store.has_pending_journal() {
         let _ = writeln!(text, "  an interrupted commit is pending; the next ingest or `info --verify` recovers it");
     }

@@ -115,6 +115,13 @@ pub fn reads_files(file: &QueryFile) -> bool {
     parse(file).is_ok_and(|q| q.stages.iter().any(|s| matches!(s, ast::Stage::FromFile { .. })))
 }
 
+impl Loaded {
+    /// The store the plan reads: `store`, or the scratch store of `from "FILE"`.
+    pub fn store_root<'a>(&'a self, store: &'a Path) -> &'a Path {
+        self.adhoc.as_ref().map_or(store, |a| a.store.root())
+    }
+}
+
 /// Parses a query (syntax only).
 pub fn parse(file: &QueryFile) -> Result<ast::Query> {
     let tokens = lexer::lex(&file.text).map_err(|d| d.into_error(&file.path, &file.text))?;
@@ -160,6 +167,11 @@ pub fn load_with_scan(
             } else {
                 file.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
             };
+            if store.as_of().is_some() {
+                return Err(Error::usage(
+                    "--as-of and --as-of-version choose a version of a store's dataset; `from \"FILE\"` reads the file as it is",
+                ));
+            }
             let read = crate::adhoc::read(path, mapping, base, store)?;
             from.name = read.dataset.clone();
             Some(std::sync::Arc::new(read))
@@ -183,6 +195,13 @@ pub fn load_with_scan(
     })?;
     // A kept version: `from gacc@3`, else the store's --as-of-version / --as-of.
     let manifest = match (version, store.as_of()) {
+        (Some((v, span)), Some(vintage)) if *vintage != crate::store::Vintage::Version(v) => {
+            return Err(err(diag::Diag::new(
+                span,
+                format!("the query reads version {v}, and --as-of asks for another"),
+            )
+            .hint("give one: `from NAME@N` in the query, or --as-of-version / --as-of")));
+        }
         (Some((v, span)), _) => store.manifest_version(&from.name, v).map_err(|e| {
             let hint = e.hints.first().cloned().unwrap_or_else(|| "`tradeql info` lists the kept versions".into());
             err(diag::Diag::new(span, e.message).hint(hint))

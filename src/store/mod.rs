@@ -657,12 +657,18 @@ impl Store {
         Ok(())
     }
 
-    /// Brings the published tree of `dataset` to its current version: each
-    /// year folder that does not hold exactly the version's files (as links)
-    /// is built anew beside it and swapped in whole, so that a plain reader of
-    /// the folder sees the year's old files or its new ones, never both.
-    /// Entries the version does not know (a user's files) move with the year.
-    /// Returns how many year folders it replaced.
+    /// Brings the published tree of `dataset` to its current version, year
+    /// by year, so that a plain reader of the folder sees each year's old
+    /// files or its new ones, never both, and never loses a file it listed.
+    ///
+    /// A year's file is published under a name that does not change with the
+    /// version (`part-0.parquet`, see [`published_files`]): a revision
+    /// renames a link to the new file over it, one atomic step, so a reader
+    /// that listed the folder before opens the old file or the new one. A
+    /// year that is new, holds several files, or holds files under other
+    /// names is built anew as a folder of links beside it and swapped in whole
+    /// (`renameat2(RENAME_EXCHANGE)`). Entries the version does not know (a
+    /// user's files) stay. Returns how many years it changed.
     fn publish(&self, dataset: &str) -> Result<usize> {
         let Some(m) = self.manifest(dataset)? else { return Ok(0) };
         let tree = self.dataset_dir(dataset);
@@ -674,57 +680,76 @@ impl Store {
         }
         fs::create_dir_all(&tree).map_err(|e| Error::io("cannot create", &tree, e))?;
         let pool = self.files_dir(dataset);
-        // (A file listed twice is verify's to report; it is published once.)
-        let mut years: std::collections::BTreeMap<&str, std::collections::BTreeSet<&str>> = Default::default();
-        for f in &m.files {
-            let (year, name) = f.path.split_once('/').expect("a checked data path");
-            years.entry(year).or_default().insert(name);
+        let mut years: std::collections::BTreeMap<String, Vec<(String, String)>> = Default::default();
+        for (published, stored) in published_files(&m) {
+            let (year, name) = published.split_once('/').expect("a year folder");
+            years.entry(year.to_string()).or_default().push((name.to_string(), stored));
         }
-        let mut replaced = 0;
-        for (year, names) in &years {
+        let staging = self.internal().join("staging");
+        fs::create_dir_all(&staging).map_err(|e| Error::io("cannot create", &staging, e))?;
+        let mut changed = 0;
+        for (year, files) in &years {
             let live = tree.join(year);
             let entries = list_names(&live);
-            let ours = |n: &String| pool.join(year).join(n).exists();
-            let current = names.iter().all(|n| same_file(&live.join(n), &pool.join(year).join(n)))
-                && entries.iter().filter(|n| ours(n)).count() == names.len();
+            // Names tradeql published there: the fixed ones, or an earlier
+            // layout's (a stored file's own name).
+            let ours = |n: &String| n.starts_with("part-") && n.ends_with(".parquet");
+            let current = files.iter().all(|(name, stored)| same_file(&live.join(name), &pool.join(stored)))
+                && entries.iter().filter(|n| ours(n)).count() == files.len();
             if current {
                 continue;
             }
-            let next = self.internal().join("staging").join(format!("publish-{}-{year}", std::process::id()));
-            let _ = fs::remove_dir_all(&next);
-            fs::create_dir_all(&next).map_err(|e| Error::io("cannot create", &next, e))?;
-            for name in names {
-                let (from, to) = (pool.join(year).join(name), next.join(name));
-                fs::hard_link(&from, &to).map_err(|e| Error::io("cannot link", &to, e))?;
-            }
-            for stray in entries.iter().filter(|n| !ours(n)) {
-                let _ = fs::rename(live.join(stray), next.join(stray));
-            }
-            sync_dir(&next)?;
-            if fs::symlink_metadata(&live).is_ok() {
-                exchange_or_replace(&next, &live)?;
+            let in_place = files.len() == 1
+                && live.is_dir()
+                && entries.iter().filter(|n| ours(n)).all(|n| *n == files[0].0)
+                && !fs::symlink_metadata(&live).is_ok_and(|t| t.file_type().is_symlink());
+            if in_place {
+                // One file, replaced by a rename: no moment without it.
+                let (name, stored) = &files[0];
+                let link = staging.join(format!("publish-{}-{year}.parquet", std::process::id()));
+                if fs::symlink_metadata(&link).is_ok() {
+                    let _ = fs::remove_file(&link);
+                }
+                fs::hard_link(pool.join(stored), &link).map_err(|e| Error::io("cannot link", &link, e))?;
+                fs::rename(&link, live.join(name)).map_err(|e| Error::io("cannot publish", &live.join(name), e))?;
+                sync_dir(&live)?;
             } else {
-                fs::rename(&next, &live).map_err(|e| Error::io("cannot publish", &live, e))?;
+                let next = staging.join(format!("publish-{}-{year}", std::process::id()));
+                let _ = fs::remove_dir_all(&next);
+                fs::create_dir_all(&next).map_err(|e| Error::io("cannot create", &next, e))?;
+                for (name, stored) in files {
+                    let to = next.join(name);
+                    fs::hard_link(pool.join(stored), &to).map_err(|e| Error::io("cannot link", &to, e))?;
+                }
+                for stray in entries.iter().filter(|n| !ours(n)) {
+                    let _ = fs::rename(live.join(stray), next.join(stray));
+                }
+                sync_dir(&next)?;
+                if fs::symlink_metadata(&live).is_ok() {
+                    exchange_or_replace(&next, &live)?;
+                } else {
+                    fs::rename(&next, &live).map_err(|e| Error::io("cannot publish", &live, e))?;
+                }
+                sync_dir(&tree)?;
+                // The old folder held links only: the files stay in `files/`.
+                let _ = fs::remove_dir_all(&next);
             }
-            sync_dir(&tree)?;
-            if replaced == 0 {
+            if changed == 0 {
                 crate::failpoint("publish:first-year-swapped");
             }
-            // The old folder held links only: the files stay in `files/`.
-            let _ = fs::remove_dir_all(&next);
-            replaced += 1;
+            changed += 1;
         }
         // A year folder the version has no file of.
         for name in list_names(&tree) {
             let path = tree.join(&name);
-            if name.starts_with("year=") && !years.contains_key(name.as_str()) && path.is_dir() {
-                let gone = self.internal().join("staging").join(format!("unpublish-{}-{name}", std::process::id()));
+            if name.starts_with("year=") && !years.contains_key(&name) && path.is_dir() {
+                let gone = staging.join(format!("unpublish-{}-{name}", std::process::id()));
                 fs::rename(&path, &gone).map_err(|e| Error::io("cannot remove", &path, e))?;
                 let _ = fs::remove_dir_all(&gone);
-                replaced += 1;
+                changed += 1;
             }
         }
-        Ok(replaced)
+        Ok(changed)
     }
 
     /// Moves a dataset of the earlier layout (`<dataset>/manifest.json` among
@@ -768,11 +793,11 @@ impl Store {
         }
         let pool = self.files_dir(dataset);
         let mut removed = Vec::new();
-        let mut bytes_freed = 0;
+        let mut sizes = Vec::new();
         for path in files_under(&pool) {
             let rel = path.strip_prefix(&pool).expect("under the pool").to_string_lossy().to_string();
             if !needed.contains(&rel) && is_data_path(&rel) {
-                bytes_freed += fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                sizes.push((path.clone(), fs::metadata(&path).map(|m| m.len()).unwrap_or(0)));
                 removed.push(Store::dataset_rel(dataset, &format!("files/{rel}")));
             }
         }
@@ -786,9 +811,10 @@ impl Store {
         };
         journal.check()?;
         write_atomic(&self.internal().join("journal.json"), serde_json::to_string_pretty(&journal)?.as_bytes())?;
-        let retired_before = self.retired()?.len();
         self.finish_journal(&journal)?;
-        let files_retired = self.retired()?.len().saturating_sub(retired_before).min(files);
+        // What a reader still holds stays (retired) until the next writer.
+        let files_retired = sizes.iter().filter(|(p, _)| p.exists()).count();
+        let bytes_freed = sizes.iter().filter(|(p, _)| !p.exists()).map(|(_, n)| n).sum();
         Ok(Vacuum { versions_removed: gone.to_vec(), files_removed: files - files_retired, files_retired, bytes_freed })
     }
 
@@ -954,6 +980,11 @@ impl Store {
             }
         }
         report.files_removed += self.sweep_retired(_lock)?;
+        // A journal written to its temporary name but never renamed.
+        let tmp = self.internal().join("journal.json.tmp");
+        if tmp.exists() {
+            let _ = remove_if_exists(&tmp);
+        }
         for dataset in self.datasets().unwrap_or_default() {
             report.datasets_moved += usize::from(self.move_to_current_layout(&dataset)?);
             // A damaged manifest is verify's to report, and a reader's to refuse.
@@ -964,7 +995,13 @@ impl Store {
         let staging = self.internal().join("staging");
         if let Ok(entries) = fs::read_dir(&staging) {
             for entry in entries.flatten() {
-                fs::remove_dir_all(entry.path()).map_err(|e| Error::io("cannot remove", &entry.path(), e))?;
+                let path = entry.path();
+                let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    fs::remove_dir_all(&path)
+                } else {
+                    fs::remove_file(&path)
+                };
+                removed.map_err(|e| Error::io("cannot remove", &path, e))?;
                 report.staging_removed += 1;
             }
         }
@@ -978,6 +1015,27 @@ impl Store {
         }
         Ok(report)
     }
+}
+
+/// Where each file of `m` is published, relative to the dataset's folder,
+/// with its stored path: `year=2024/part-0.parquet` for the year's first
+/// file (in the manifest's order), `part-1.parquet` for a second, and so on.
+/// The names do not change with the version, so a revision replaces a file
+/// in place.
+pub fn published_files(m: &Manifest) -> Vec<(String, String)> {
+    let mut seen: std::collections::BTreeMap<i32, usize> = Default::default();
+    let mut listed = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for f in &m.files {
+        if !listed.insert(&f.path) {
+            continue;
+        }
+        let year = f.path.split_once('/').map_or("", |(y, _)| y);
+        let n = seen.entry(f.year).or_default();
+        out.push((format!("{year}/part-{n}.parquet"), f.path.clone()));
+        *n += 1;
+    }
+    out
 }
 
 /// `v000003.json`.

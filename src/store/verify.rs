@@ -121,9 +121,10 @@ pub fn verify(store: &Store) -> Result<Vec<Problem>> {
             )));
         }
         // The published tree: the current version's files, as links, and nothing else.
-        for file in &manifest.files {
-            let published = tree.join(&file.path);
-            if !super::same_file(&published, &dir.join(&file.path)) {
+        let published_files = super::published_files(&manifest);
+        for (published, stored) in &published_files {
+            let published = tree.join(published);
+            if !super::same_file(&published, &dir.join(stored)) {
                 problems.push(Problem(format!(
                     "{}: not published (plain readers of {} do not see it)",
                     published.display(),
@@ -132,7 +133,7 @@ pub fn verify(store: &Store) -> Result<Vec<Problem>> {
             }
         }
         let current: std::collections::HashSet<std::path::PathBuf> =
-            manifest.files.iter().map(|f| tree.join(&f.path)).collect();
+            published_files.iter().map(|(p, _)| tree.join(p)).collect();
         for path in files_under(&tree) {
             if !current.contains(&path) {
                 problems.push(Problem(format!(

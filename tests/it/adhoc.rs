@@ -93,3 +93,55 @@ fn names_are_put_beside_codes_on_request() {
     let table = ok(&["run", "-e", q, "--store", s(&store), "--names"]);
     assert!(table.lines().next().unwrap().contains("partner_name"), "{table}");
 }
+
+#[test]
+fn a_scratch_store_left_by_a_killed_run_is_removed_by_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path().join("tmp");
+    // One of a process that is gone (no such pid), one of this live test.
+    let dead = tmp.join("tradeql-adhoc-999999999-abc123");
+    let live = tmp.join(format!("tradeql-adhoc-{}-def456", std::process::id()));
+    std::fs::create_dir_all(dead.join("store")).unwrap();
+    std::fs::create_dir_all(&live).unwrap();
+    let csv =
+        write(dir.path(), "a.csv", "period,reporter,partner,flow,product,value\n2024-01,CHN,USA,export,TOTAL,5\n");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tradeql"))
+        .args(["run", "-e", &format!("from \"{}\" | by year | sum value", csv.display()), "-f", "csv"])
+        .args(["-s", s(&dir.path().join("none"))])
+        .env("TMPDIR", &tmp)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "year,value\n2024,5.0\n");
+    assert!(!dead.exists(), "the dead run's scratch store is removed");
+    assert!(live.exists(), "a running process's is not");
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(left.len(), 1, "the run removed its own: {left:?}");
+}
+
+#[test]
+fn a_file_query_runs_on_duckdb_and_version_choices_do_not_apply_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv =
+        write(dir.path(), "a.csv", "period,reporter,partner,flow,product,value\n2024-01,CHN,USA,export,TOTAL,5\n");
+    let q = format!("from \"{}\" | by year | sum value", csv.display());
+    let nowhere = dir.path().join("none");
+    let err = fails(&["run", "-e", &q, "-s", s(&nowhere), "--as-of", "2020-01-01"]);
+    assert!(err.contains("reads the file as it is"), "{err}");
+    let err = fails(&["sql", s(&write(dir.path(), "q.tql", &q.replace(" | ", "\n"))), "--dialect", "duckdb"]);
+    assert!(err.contains("ingest the file into a store first"), "{err}");
+    if let Some(python) = crate::peers::peer_python() {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tradeql"))
+            .args(["run", "-e", &q, "-s", s(&nowhere), "-f", "csv", "--engine", "duckdb"])
+            .env("TRADEQL_PYTHON", python)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "year,value\n2024,5.0\n");
+    }
+    // A bad row's help names the ingest command, not a flag run lacks.
+    let bad =
+        write(dir.path(), "bad.csv", "period,reporter,partner,flow,product,value\n2024-01,CHN,USA,export,TOTAL,x\n");
+    let err = fails(&["run", "-e", &format!("from \"{}\" | by year | sum value", bad.display()), "-s", s(&nowhere)]);
+    assert!(!err.contains("pass --rejects") && err.contains("tradeql ingest"), "{err}");
+}

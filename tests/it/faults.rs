@@ -624,7 +624,7 @@ fn outputs_never_land_inside_the_store_or_on_the_query() {
     for out in [
         ".tradeql/datasets/trade/manifest.json",
         ".tradeql/datasets/trade/files/year=2024/part-v000001.parquet",
-        "trade/year=2024/part-v000001.parquet",
+        "trade/year=2024/part-0.parquet",
         "_groups/x.csv",
         "new.csv",
     ] {

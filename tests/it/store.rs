@@ -42,7 +42,11 @@ fn revision_replaces_its_periods_and_keeps_the_others() {
     // 2023 was not touched: same file as version 1.
     assert_eq!(m.files[0].path, "year=2023/part-v000001.parquet");
     assert_eq!(m.files[1].path, "year=2024/part-v000002.parquet");
-    assert!(!store.join("t/year=2024/part-v000001.parquet").exists(), "the replaced file is gone");
+    // The published 2024 file is the new version's; the replaced one is kept for version 1.
+    let pool = store.join(".tradeql/datasets/t/files");
+    assert!(tradeql::store::same_file(&store.join("t/year=2024/part-0.parquet"), &pool.join(&m.files[1].path)));
+    assert!(pool.join("year=2024/part-v000001.parquet").is_file(), "version 1's file is kept");
+    assert_eq!(std::fs::read_dir(store.join("t/year=2024")).unwrap().count(), 1, "one file a year published");
     let info = ok(&["info", s(&store), "--verify"]);
     assert!(info.contains("periods     2023-01 .. 2025-01 (25 periods)"), "{info}");
     assert!(info.contains("verify: every file matches its manifest"), "{info}");
@@ -174,7 +178,7 @@ fn parquet_sources_ingest_like_csv() {
     let dir = tempfile::tempdir().unwrap();
     let store = good_store(dir.path());
     // Re-ingest the stored file itself as a source into another dataset.
-    let file = store.join("trade/year=2024/part-v000001.parquet");
+    let file = store.join("trade/year=2024/part-0.parquet");
     ok(&["ingest", s(&file), "--store", s(&store), "-d", "copy", "-q"]);
     assert_eq!(totals(&store, "copy"), totals(&store, "trade"));
 }
@@ -210,7 +214,7 @@ fn groups_are_stored_checked_and_flag_bloc_rows() {
 fn verify_finds_damage() {
     let dir = tempfile::tempdir().unwrap();
     let store = good_store(dir.path());
-    let file = store.join("trade/year=2024/part-v000001.parquet");
+    let file = store.join("trade/year=2024/part-0.parquet");
     let mut bytes = std::fs::read(&file).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;

@@ -139,11 +139,85 @@ fn a_store_of_the_earlier_layout_is_moved_by_the_next_writer() {
     let manifest = std::fs::read_to_string(store.join(".tradeql/datasets/t/manifest.json")).unwrap();
     std::fs::remove_dir_all(store.join(".tradeql")).unwrap();
     std::fs::write(store.join("t/manifest.json"), &manifest).unwrap();
+    let listed: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+    let path = listed["files"][0]["path"].as_str().unwrap();
+    std::fs::rename(store.join("t/year=2024/part-0.parquet"), store.join("t").join(path)).unwrap();
     let out = tradeql(&["run", "-e", "from t | by period | sum value", "--store", s(&store)]);
     assert_eq!(out.status.code(), Some(65));
     assert!(String::from_utf8_lossy(&out.stderr).contains("in the layout of an earlier tradeql"));
     let info = ok(&["info", s(&store), "--verify"]);
     assert!(info.contains("verify: every file matches its manifest"), "{info}");
     assert!(!store.join("t/manifest.json").exists());
+    // Published under the name that stays: the earlier name is gone.
+    assert!(store.join("t/year=2024/part-0.parquet").is_file() && !store.join("t").join(path).exists());
     assert_eq!(csv(&store, "from t | by period | sum value", &[]).len(), 3);
+}
+
+#[test]
+fn a_version_named_twice_is_refused_and_verify_says_what_it_republished() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = three_versions(dir.path());
+    let err = fails(&["run", "-e", "from t@2 | by period | sum value", "--store", s(&store), "--as-of-version", "1"]);
+    assert!(err.contains("the query reads version 2, and --as-of asks for another"), "{err}");
+    // The same version twice is no conflict.
+    ok(&["run", "-e", "from t@2 | by period | sum value", "--store", s(&store), "--as-of-version", "2"]);
+    // A published year removed by hand: verify brings it back and says so.
+    std::fs::remove_dir_all(store.join("t/year=2024")).unwrap();
+    let info = ok(&["info", s(&store), "--verify"]);
+    assert!(info.contains("published 1 year folder again"), "{info}");
+    assert_eq!(totals(&store, "t"), (3, 670.0));
+}
+
+/// Revisions back to back while a plain reader lists the published folder and
+/// opens what it listed, as a glob reader does: never a file missing, never two
+/// files in a year.
+#[test]
+fn a_plain_reader_never_misses_a_file_it_listed_while_revisions_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = three_versions(dir.path());
+    let (a, b) = (
+        write(
+            dir.path(),
+            "a.csv",
+            &format!("{HEADER}2024-01,CHN,USA,export,TOTAL,1\n2023-05,CHN,USA,export,TOTAL,2\n"),
+        ),
+        write(
+            dir.path(),
+            "b.csv",
+            &format!("{HEADER}2024-01,CHN,USA,export,TOTAL,3\n2023-05,CHN,USA,export,TOTAL,4\n"),
+        ),
+    );
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (done, tree) = (done.clone(), store.join("t"));
+        std::thread::spawn(move || {
+            let (mut reads, mut problems) = (0, Vec::new());
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                for year in std::fs::read_dir(&tree).unwrap().flatten() {
+                    let files: Vec<_> = std::fs::read_dir(year.path())
+                        .map(|d| d.flatten().map(|e| e.path()).collect())
+                        .unwrap_or_default();
+                    if files.len() != 1 {
+                        problems.push(format!("{} holds {files:?}", year.path().display()));
+                    }
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                    for f in files {
+                        if let Err(e) = std::fs::read(&f) {
+                            problems.push(format!("{}: {e}", f.display()));
+                        }
+                        reads += 1;
+                    }
+                }
+            }
+            (reads, problems)
+        })
+    };
+    for i in 0..40 {
+        let file = if i % 2 == 0 { &a } else { &b };
+        ok(&["ingest", s(file), "--store", s(&store), "-d", "t", "-q"]);
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (reads, problems) = reader.join().unwrap();
+    assert!(reads > 100, "only {reads} reads");
+    assert!(problems.is_empty(), "{} of {reads} reads: {:?}", problems.len(), &problems[..problems.len().min(5)]);
 }
