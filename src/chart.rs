@@ -27,6 +27,23 @@ pub const MAX_RATE_SERIES: usize = 3;
 pub const WIDTH: u32 = 960;
 pub const HEIGHT: u32 = 540;
 const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+/// DejaVu Sans cut to Latin and punctuation (25 KB): what an SVG carries.
+const FONT_LATIN: &[u8] = include_bytes!("../assets/DejaVuSans-latin.ttf");
+/// WenQuanYi Micro Hei cut to GB 2312 (1.2 MB; scripts/cjk-font.sh): Chinese text.
+const FONT_CJK: &[u8] = include_bytes!("../assets/WenQuanYiMicroHei-gb2312.ttf");
+const LATIN: &str = "DejaVu Sans";
+const CJK: &str = "WenQuanYi Micro Hei";
+
+/// Whether `text` holds Chinese (or other CJK) characters.
+fn has_cjk(text: &str) -> bool {
+    text.chars().any(|c| matches!(c as u32, 0x2E80..=0x9FFF | 0xF900..=0xFAFF | 0xFF00..=0xFFEF))
+}
+
+/// The font a text is drawn with: the CJK one where it has CJK characters
+/// (it has Latin letters too), else DejaVu Sans.
+fn family_of(text: &str) -> &'static str {
+    if has_cjk(text) { CJK } else { LATIN }
+}
 
 /// What the query's `chart` stage asks for.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -61,7 +78,10 @@ struct Series {
 
 fn register_font() -> Result<()> {
     static DONE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let ok = *DONE.get_or_init(|| plotters::style::register_font("sans-serif", FontStyle::Normal, FONT).is_ok());
+    let ok = *DONE.get_or_init(|| {
+        plotters::style::register_font(LATIN, FontStyle::Normal, FONT).is_ok()
+            && plotters::style::register_font(CJK, FontStyle::Normal, FONT_CJK).is_ok()
+    });
     if ok { Ok(()) } else { Err(Error::internal("the embedded chart font did not load")) }
 }
 
@@ -443,6 +463,8 @@ pub fn draw(
             let root = SVGBackend::new(&tmp, (WIDTH, HEIGHT)).into_drawing_area();
             panels(&root, kind, &series, &labels, &title, &y_label, rate_label.as_deref(), &axes)?;
             root.present().map_err(|e| Error::internal(format!("cannot draw the chart: {e}")))?;
+            drop(root);
+            embed_fonts(&tmp)?;
         } else {
             let root = BitMapBackend::new(&tmp, (WIDTH, HEIGHT)).into_drawing_area();
             panels(&root, kind, &series, &labels, &title, &y_label, rate_label.as_deref(), &axes)?;
@@ -455,6 +477,30 @@ pub fn draw(
     }
     result?;
     Ok(drawn)
+}
+
+/// Puts the fonts an SVG names inside it (`@font-face` with the font's
+/// bytes), so that it looks as the PNG does on a machine without them:
+/// DejaVu Sans cut to Latin (25 KB, 34 KB as base64), and the CJK font (1.2
+/// MB) only when the chart has Chinese text.
+fn embed_fonts(path: &Path) -> Result<()> {
+    use base64::Engine as _;
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io("cannot read", path, e))?;
+    let Some(open) = text.find("<svg").and_then(|at| text[at..].find('>').map(|end| at + end + 1)) else {
+        return Ok(());
+    };
+    let face = |family: &str, bytes: &[u8]| {
+        format!(
+            "@font-face{{font-family:\"{family}\";src:url(data:font/ttf;base64,{})}}",
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        )
+    };
+    let mut style = face(LATIN, FONT_LATIN);
+    if has_cjk(&text) {
+        style.push_str(&face(CJK, FONT_CJK));
+    }
+    let out = format!("{}\n<defs><style>{style}</style></defs>{}", &text[..open], &text[open..]);
+    std::fs::write(path, out).map_err(|e| Error::io("cannot write", path, e))
 }
 
 fn colour(i: usize) -> RGBColor {
@@ -553,13 +599,16 @@ where
     DB::ErrorType: 'static,
 {
     root.fill(&WHITE).map_err(plot_err)?;
-    let font = |size: i32| ("sans-serif", size).into_font();
+    let font = |size: i32| (LATIN, size).into_font();
+    let font_for = |text: &str, size: i32| (family_of(text), size).into_font();
+    let any_cjk = series.iter().any(|s| has_cjk(&s.name));
+    let names_font = |size: i32| if any_cjk { (CJK, size).into_font() } else { font(size) };
     if kind == ChartKind::Bar {
         let values: Vec<(String, f64)> =
             series.iter().map(|s| (s.name.clone(), s.points.last().map_or(0.0, |p| p.1))).collect();
         let (lo, hi) = bounds(values.iter().map(|v| v.1));
         let mut chart = ChartBuilder::on(root)
-            .caption(title, font(20))
+            .caption(title, font_for(title, 20))
             .margin(16)
             .x_label_area_size(60)
             .y_label_area_size(90)
@@ -580,7 +629,7 @@ where
                     String::new()
                 }
             })
-            .label_style(font(13))
+            .label_style(names_font(13))
             .draw()
             .map_err(plot_err)?;
         chart
@@ -600,7 +649,7 @@ where
     let (rlo, rhi) = bounds(rates.iter().flat_map(|s| s.rate.iter().map(|p| p.1)));
     let rlo = rlo.min(-rhi * 0.05);
     let mut chart = ChartBuilder::on(root)
-        .caption(title, font(20))
+        .caption(title, font_for(title, 20))
         .margin(16)
         .x_label_area_size(50)
         .y_label_area_size(90)
@@ -683,7 +732,7 @@ where
         .position(SeriesLabelPosition::UpperLeft)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK.mix(0.3))
-        .label_font(font(12))
+        .label_font(names_font(12))
         .draw()
         .map_err(plot_err)?;
     Ok(())

@@ -717,9 +717,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Sql { file, dialect, store_uri, store, params } => {
-            let store = Store::open_existing(store)?;
+            let query = crate::lang::QueryFile::read(&file)?;
+            let store = match Store::open_existing(&store) {
+                Err(_) if crate::lang::reads_files(&query) => Store::at(store),
+                opened => opened?,
+            };
             let params = crate::lang::parse_params(&params)?;
-            let loaded = crate::lang::load(&crate::lang::QueryFile::read(&file)?, &store, &params)?;
+            let loaded = crate::lang::load(&query, &store, &params)?;
             if loaded.adhoc.is_some() {
                 return Err(crate::Error::usage(
                     "`from \"FILE\"` reads a scratch store that is gone once the query is done, so SQL for it \

@@ -308,7 +308,11 @@ pub fn bench(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<Benc
     let paths: Vec<String> = manifest
         .as_ref()
         .map(|m| {
-            m.files.iter().map(|f| store.dataset_dir("trade").join(&f.path).to_string_lossy().to_string()).collect()
+            // The published files, as a user's own polars would read them.
+            crate::store::published_files(m)
+                .iter()
+                .map(|(p, _)| store.dataset_dir("trade").join(p).to_string_lossy().to_string())
+                .collect()
         })
         .unwrap_or_default();
     let spark = if opts.peers.contains(&Peer::Spark) {

@@ -228,3 +228,40 @@ fn the_querys_others_and_the_charts_others_are_one() {
     let labels = texts(&std::fs::read_to_string(&svg).unwrap());
     assert_eq!(labels.iter().filter(|t| *t == "others").count(), 1, "{labels:?}");
 }
+
+#[test]
+fn chinese_names_draw_glyphs_and_the_svg_carries_its_fonts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let csv = write(
+        dir.path(),
+        "t.csv",
+        "period,reporter,partner,flow,product,value\n2024-01,CHN,USA,export,TOTAL,5\n2024-01,CHN,JPN,export,TOTAL,3\n",
+    );
+    ok(&["ingest", s(&csv), "--store", s(&store), "-d", "t", "-q"]);
+    let q = write(dir.path(), "q.tql", "from t\nby partner\nsum value\n");
+    // The same chart with two different Chinese names: drawn glyphs differ,
+    // missing-glyph boxes would not.
+    let mut pngs = Vec::new();
+    for (i, names) in ["code,name\nUSA,美国\nJPN,日本\n", "code,name\nUSA,中国\nJPN,韩国\n"].iter().enumerate()
+    {
+        let table = write(dir.path(), &format!("names{i}.csv"), names);
+        ok(&["names", "add", s(&table), "--of", "partner", "--store", s(&store)]);
+        let png = dir.path().join(format!("c{i}.png"));
+        ok(&["run", s(&q), "--store", s(&store), "--chart", s(&png)]);
+        pngs.push(std::fs::read(&png).unwrap());
+    }
+    assert_ne!(pngs[0], pngs[1], "the Chinese names drew as the same boxes");
+    let svg = dir.path().join("c.svg");
+    ok(&["run", s(&q), "--store", s(&store), "--chart", s(&svg)]);
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(texts(&text).contains(&"中国".to_string()), "{:?}", texts(&text));
+    assert!(text.contains("@font-face{font-family:\"WenQuanYi Micro Hei\";src:url(data:font/ttf;base64,"));
+    assert!(text.contains("font-family=\"WenQuanYi Micro Hei\""));
+    // A chart without Chinese carries the Latin font only.
+    let latin = dir.path().join("l.svg");
+    let plain = write(dir.path(), "p.tql", "from t\nby period\nsum value\n");
+    ok(&["run", s(&plain), "--store", s(&store), "--chart", s(&latin)]);
+    let text = std::fs::read_to_string(&latin).unwrap();
+    assert!(text.contains("@font-face{font-family:\"DejaVu Sans\"") && !text.contains("WenQuanYi"));
+}
