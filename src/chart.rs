@@ -45,18 +45,8 @@ fn family_of(text: &str) -> &'static str {
     if has_cjk(text) { CJK } else { LATIN }
 }
 
-/// What the query's `chart` stage asks for.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ChartOptions {
-    pub kind: Option<ChartKind>,
-    pub title: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChartKind {
-    Line,
-    Bar,
-}
+// What a query says of its chart belongs to the language; the chart reads it.
+pub use crate::lang::plan::{ChartKind, ChartOptions};
 
 /// What was drawn: the kind and each series with its number of points;
 /// what was left out, in words (values that are not finite numbers).

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-/// The columns of the canonical trade table (DESIGN.md), in store order.
+/// The columns of the canonical trade table (README, Ingest), in store order.
 pub const CANONICAL: [&str; 9] =
     ["period", "reporter", "partner", "flow", "product", "region", "value", "quantity", "quantity_unit"];
 

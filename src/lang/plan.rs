@@ -195,7 +195,7 @@ pub struct TotalRow {
     pub code: String,
 }
 
-/// A trade measure (DESIGN.md), computed on the aggregated rows.
+/// A trade measure (README, Measures), computed on the aggregated rows.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Measure {
     /// A comparison with the value `back` earlier, keyed by calendar, named as
@@ -401,7 +401,7 @@ pub struct Plan {
     /// The rates table (relative to `_groups/`) and the dataset's currency, for convert().
     pub rates: Option<(String, String)>,
     /// The query's `chart` stage, if any.
-    pub chart: Option<crate::chart::ChartOptions>,
+    pub chart: Option<ChartOptions>,
     /// The dataset's further measures (stored after `aggregate`).
     pub measures: Vec<String>,
     /// For each dimension name() reads: its names table (relative to `_groups/`).
@@ -719,4 +719,17 @@ pub fn months_label(last: u32) -> String {
     ];
     let last = last.clamp(1, 12) as usize;
     if last == 1 { NAMES[0].to_string() } else { format!("{}-{}", NAMES[0], NAMES[last - 1]) }
+}
+
+/// What the query's `chart` stage asks for.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChartOptions {
+    pub kind: Option<ChartKind>,
+    pub title: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChartKind {
+    Line,
+    Bar,
 }

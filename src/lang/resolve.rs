@@ -321,15 +321,15 @@ pub fn resolve(query: &Query, catalog: &Catalog<'_>, overrides: &[(String, Strin
                 }
                 let kind = match kind.as_ref().map(|k| (k, k.name.as_str())) {
                     None => None,
-                    Some((_, "line")) => Some(crate::chart::ChartKind::Line),
-                    Some((_, "bar")) => Some(crate::chart::ChartKind::Bar),
+                    Some((_, "line")) => Some(super::plan::ChartKind::Line),
+                    Some((_, "bar")) => Some(super::plan::ChartKind::Bar),
                     Some((k, other)) => {
                         return Err(
                             Diag::new(k.span, format!("unknown chart `{other}`")).hint("charts are `line` or `bar`")
                         );
                     }
                 };
-                plan.chart = Some(crate::chart::ChartOptions { kind, title: title.clone() });
+                plan.chart = Some(super::plan::ChartOptions { kind, title: title.clone() });
             }
             Stage::Limit(n, span) => {
                 if plan.limit.is_some() {
