@@ -372,23 +372,23 @@ impl Store {
     /// Version `version` of `dataset` (the current one, or one kept in
     /// `versions/`). Errors naming the kept versions when it is not kept.
     pub fn manifest_version(&self, dataset: &str, version: u64) -> Result<Manifest> {
+        // Every commit writes its version's copy, so one read answers (a store
+        // moved from the earlier layout has its current version's copy too).
+        let path = self.version_path(dataset, version);
+        if let Some(m) = checked_files(&path, read_json(&path)?)? {
+            return Ok(m);
+        }
         let Some(current) = self.manifest(dataset)? else {
             return Err(Error::new(ErrorKind::NotFound, format!("no dataset {dataset} in the store")));
         };
         if version == current.version {
             return Ok(current);
         }
-        let path = self.version_path(dataset, version);
-        match checked_files(&path, read_json(&path)?)? {
-            Some(m) => Ok(m),
-            None => {
-                let kept: Vec<String> = self.versions(dataset)?.iter().map(|v| v.to_string()).collect();
-                Err(Error::new(
-                    ErrorKind::NotFound,
-                    format!("version {version} of {dataset} is not kept (kept: {})", kept.join(", ")),
-                ))
-            }
-        }
+        let kept: Vec<String> = self.versions(dataset)?.iter().map(|v| v.to_string()).collect();
+        Err(Error::new(
+            ErrorKind::NotFound,
+            format!("version {version} of {dataset} is not kept (kept: {})", kept.join(", ")),
+        ))
     }
 
     /// The version of `dataset` that `vintage` names: a kept version, or the
@@ -650,8 +650,10 @@ impl Store {
         };
         sync_dir(manifest_path.parent().expect("manifest has a folder")).map_err(committed)?;
         crate::failpoint("commit:manifest-replaced");
-        if let Some(d) = &dataset {
-            self.publish(d).map_err(committed)?;
+        if let Some(d) = &dataset
+            && let Some(m) = self.manifest(d).map_err(committed)?
+        {
+            self.publish(d, &m).map_err(committed)?;
         }
         self.finish_journal(&journal).map_err(committed)?;
         Ok(())
@@ -669,8 +671,7 @@ impl Store {
     /// names is built anew as a folder of links beside it and swapped in whole
     /// (`renameat2(RENAME_EXCHANGE)`). Entries the version does not know (a
     /// user's files) stay. Returns how many years it changed.
-    fn publish(&self, dataset: &str) -> Result<usize> {
-        let Some(m) = self.manifest(dataset)? else { return Ok(0) };
+    fn publish(&self, dataset: &str, m: &Manifest) -> Result<usize> {
         let tree = self.dataset_dir(dataset);
         if fs::symlink_metadata(&tree).is_ok_and(|t| t.file_type().is_symlink()) {
             return Err(Error::store(format!(
@@ -681,7 +682,7 @@ impl Store {
         fs::create_dir_all(&tree).map_err(|e| Error::io("cannot create", &tree, e))?;
         let pool = self.files_dir(dataset);
         let mut years: std::collections::BTreeMap<String, Vec<(String, String)>> = Default::default();
-        for (published, stored) in published_files(&m) {
+        for (published, stored) in published_files(m) {
             let (year, name) = published.split_once('/').expect("a year folder");
             years.entry(year.to_string()).or_default().push((name.to_string(), stored));
         }
@@ -988,8 +989,8 @@ impl Store {
         for dataset in self.datasets().unwrap_or_default() {
             report.datasets_moved += usize::from(self.move_to_current_layout(&dataset)?);
             // A damaged manifest is verify's to report, and a reader's to refuse.
-            if self.manifest(&dataset).is_ok() {
-                report.years_published += self.publish(&dataset)?;
+            if let Ok(Some(m)) = self.manifest(&dataset) {
+                report.years_published += self.publish(&dataset, &m)?;
             }
         }
         let staging = self.internal().join("staging");
