@@ -673,7 +673,7 @@ pub fn run_job(
     // (or a store made anew) makes every extract stale.
     let groups = store.groups_manifest()?;
     let groups_key = format!("groups {} {}", groups.version, groups.updated_at);
-    let mut shared_groups = lang::compile::SharedAggregates::default();
+    let mut shared_groups = crate::exec::SharedAggregates::default();
     for (i, task) in tasks.iter().enumerate() {
         let start = Instant::now();
         let base_record = |query_sha256: String, key: String| TaskRecord {
@@ -706,7 +706,7 @@ pub fn run_job(
         let query_sha = sha256_text(&file.text);
         // Together, queries on the same dataset read each of its files once,
         // through shared cached scans, and share identical group-bys.
-        let mut scan_for = |m: &store::Manifest| lang::compile::scan_dataset(store.root(), m);
+        let mut scan_for = |m: &store::Manifest| crate::exec::scan_dataset(store.root(), m);
         let share = if opts.sequential || opts.engine.is_some() { None } else { Some(&mut shared_groups) };
         match lang::load_with_scan(&file, &store, &task.params, &mut scan_for, share) {
             Err(e) => {

@@ -408,7 +408,7 @@ fn dataset_codes(store: &Path, m: &crate::store::Manifest, of: &str) -> Result<V
     if let Some(listed) = m.listed_codes(of) {
         return Ok(listed);
     }
-    let frame = crate::lang::compile::scan_dataset(store, m)?.select([col(of).unique()]).collect()?;
+    let frame = crate::exec::scan_dataset(store, m)?.select([col(of).unique()]).collect()?;
     let values = frame.column(of)?.str()?.clone();
     Ok(values.iter().flatten().map(str::to_string).collect())
 }

@@ -11,6 +11,7 @@ pub mod bench;
 pub mod chart;
 pub mod cli;
 pub mod error;
+pub mod exec;
 
 pub mod groups;
 pub mod info;

@@ -9,7 +9,8 @@
 //! relative difference, and flags those beyond a tolerance.
 
 use crate::error::{Error, Result};
-use crate::lang::compile::{join_groups, scan_dataset};
+use crate::exec::scan_dataset;
+use crate::lang::compile::join_groups;
 use crate::store::{GROUPS_DIR, Store};
 use polars::prelude::*;
 use std::collections::BTreeMap;

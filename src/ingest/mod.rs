@@ -772,11 +772,15 @@ fn dataset_currency(opts: &IngestOptions, mapping: &Mapping, old: Option<&Manife
 /// The distinct codes of each code column of a staged file, for the columns
 /// with at most `CODES_KEPT` of them (read off the dictionary pages).
 fn file_codes(path: &Path) -> Result<BTreeMap<String, Vec<String>>> {
-    let file =
-        store::pushdown::PassFile { path: path.to_path_buf(), year: 0, has_aggregate_rows: false, periods: Vec::new() };
+    let file = crate::exec::pushdown::PassFile {
+        path: path.to_path_buf(),
+        year: 0,
+        has_aggregate_rows: false,
+        periods: Vec::new(),
+    };
     let mut codes = BTreeMap::new();
     for column in ["reporter", "partner", "flow", "product", "region"] {
-        let values = match store::pushdown::distinct_texts(std::slice::from_ref(&file), column) {
+        let values = match crate::exec::pushdown::distinct_texts(std::slice::from_ref(&file), column) {
             Some(v) => v,
             None => {
                 let frame = scan(path)?.select([col(column).unique()]).collect()?;

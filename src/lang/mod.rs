@@ -130,7 +130,7 @@ pub fn parse(file: &QueryFile) -> Result<ast::Query> {
 
 /// Lex, parse, resolve against `store` and compile one query file.
 pub fn load(file: &QueryFile, store: &Store, params: &[(String, String)]) -> Result<Loaded> {
-    load_with_scan(file, store, params, &mut |m| compile::scan_dataset(store.root(), m), None)
+    load_with_scan(file, store, params, &mut |m| crate::exec::scan_dataset(store.root(), m), None)
 }
 
 /// Like [`load`], with the dataset's rows read from what `scan_for` returns,
@@ -140,7 +140,7 @@ pub fn load_with_scan(
     store: &Store,
     params: &[(String, String)],
     scan_for: &mut dyn FnMut(&Manifest) -> Result<LazyFrame>,
-    shared: Option<&mut compile::SharedAggregates>,
+    shared: Option<&mut crate::exec::SharedAggregates>,
 ) -> Result<Loaded> {
     let query = parse(file)?;
     let err = |d: diag::Diag| d.into_error(&file.path, &file.text);
@@ -258,7 +258,7 @@ pub fn load_with_scan(
         plan.ytd_through = Some(through);
     }
     if plan.reads_first_release {
-        plan.first_releases = compile::first_releases(store, &manifest)?;
+        plan.first_releases = crate::exec::first_releases(store, &manifest)?;
     }
     let reach = compile::calendar_reach(&plan, &manifest, store.root())?;
     plan.cut = compile::cut_periods(&plan, &manifest, &reach);
@@ -268,7 +268,7 @@ pub fn load_with_scan(
         plan.notes.push(n);
     }
     for g in &plan.groups {
-        let members = compile::group_members(store.root(), &g.path)?;
+        let members = crate::exec::group_members(store.root(), &g.path)?;
         let known = crate::groups::KnownCodes::of_dataset(codes(&g.dim).unwrap_or_default(), &g.dim);
         for (group, member) in members {
             if let Some(why) = known.unknown(&member) {
@@ -282,7 +282,7 @@ pub fn load_with_scan(
     // In a batch, every query reads the dataset through the shared per-year scans.
     let (scan, shared) = match shared {
         Some(s) => (s.dataset_scan(store.root(), &manifest)?, Some(s)),
-        None if adhoc.is_some() => (compile::scan_dataset(store.root(), &manifest)?, None),
+        None if adhoc.is_some() => (crate::exec::scan_dataset(store.root(), &manifest)?, None),
         None => (scan_for(&manifest)?, None),
     };
     let compiled = compile::plan_to_lazy_from(&plan, &manifest, store.root(), scan, shared)?;
@@ -294,7 +294,7 @@ fn distinct_codes(store: &Store, manifest: &Manifest, column: &str) -> std::resu
     if let Some(listed) = manifest.listed_codes(column) {
         return Ok(listed);
     }
-    compile::distinct_values(store.root(), manifest, column).map_err(|e| e.to_string())
+    crate::exec::distinct_values(store.root(), manifest, column).map_err(|e| e.to_string())
 }
 
 /// `--param k=v` pairs.

@@ -31,7 +31,6 @@
 //! only the journal, so it never deletes a file it did not create.
 
 pub mod manifest;
-pub mod pushdown;
 pub mod verify;
 
 pub use manifest::{DataFile, GroupTable, GroupsManifest, Manifest};

@@ -103,7 +103,7 @@ fn every_reader_opens_the_store_and_every_extract_with_tradeqls_rows_and_sums() 
     let tq = tradeql::store::Store::at(&store);
     for dataset in tq.datasets().unwrap() {
         let m = tq.manifest(&dataset).unwrap().unwrap();
-        let (rows, mut sums) = figures(tradeql::lang::compile::scan_dataset(&store, &m).unwrap());
+        let (rows, mut sums) = figures(tradeql::exec::scan_dataset(&store, &m).unwrap());
         assert_eq!(rows, m.rows);
         sums.retain(|c, _| c == "value" || c == "quantity");
         let name = format!("store/{dataset}");

@@ -8,9 +8,9 @@
 use crate::common::*;
 use crate::corpus::{assert_same_outcome, corpus};
 use std::path::Path;
-use tradeql::lang::compile::with_pushdown;
+use tradeql::exec::with_pushdown;
 
-use tradeql::store::pushdown::NODE_NAME as NODE;
+use tradeql::exec::pushdown::NODE_NAME as NODE;
 
 #[test]
 fn every_corpus_query_gives_the_same_rows_with_and_without_the_pushdown() {
