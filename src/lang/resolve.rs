@@ -133,25 +133,7 @@ pub fn resolve(query: &Query, catalog: &Catalog<'_>, overrides: &[(String, Strin
         top_dim: None,
         names: Vec::new(),
     };
-    for p in &query.params {
-        let value = match overrides.iter().find(|(k, _)| *k == p.name.name) {
-            Some((_, v)) => literal_from_text(v),
-            None => r.literal(&p.value)?,
-        };
-        r.params.insert(p.name.name.clone(), value);
-    }
-    for (k, _) in overrides {
-        if !query.params.iter().any(|p| p.name.name == *k) {
-            let names: Vec<&str> = query.params.iter().map(|p| p.name.name.as_str()).collect();
-            let mut d = Diag::new(Span::default(), format!("--param {k}: this query has no parameter `{k}`"));
-            d = match closest(k, names.iter().copied()) {
-                Some(s) => d.hint(format!("did you mean `{s}`?")),
-                None if names.is_empty() => d.hint("this query declares no parameters"),
-                None => d.hint(format!("its parameters are: {}", names.join(", "))),
-            };
-            return Err(d);
-        }
-    }
+    r.params(query, overrides)?;
     let manifest = catalog.manifest;
     let mut plan = Plan::new(manifest.dataset.clone(), manifest.frequency);
     plan.hs_sections = catalog.groups.tables.iter().find(|t| t.name == "hs_sections").map(|t| t.path.clone());
@@ -218,119 +200,15 @@ pub fn resolve(query: &Query, catalog: &Catalog<'_>, overrides: &[(String, Strin
                     plan.aggs.push(r.agg(item)?);
                 }
             }
-            Stage::Top { n, dim, by, span } => {
-                if !r.aggregated || plan.time.is_none() && plan.keys.is_empty() {
-                    return Err(Diag::new(*span, "`top` keeps the largest members of a grouping; it needs `by` first"));
-                }
-                if !r.keys.contains(&dim.name) {
-                    return Err(Diag::new(dim.span, format!("`top` needs `{}` among the `by` keys", dim.name)));
-                }
-                if plan.top.is_some() {
-                    return Err(Diag::new(*span, "a second `top`: keep one"));
-                }
-                if !plan.outputs.is_empty() || !plan.post_derives.is_empty() {
-                    return Err(Diag::new(
-                        *span,
-                        "`top` folds the aggregated rows, so it comes before `derive` and `show`",
-                    ));
-                }
-                if r.group_aliases.contains(&dim.name) {
-                    return Err(Diag::new(
-                        dim.span,
-                        format!(
-                            "`top` over `{}`, a group column: groups overlap, so \"others\" would count members twice",
-                            dim.name
-                        ),
-                    )
-                    .hint("rank the groups instead: show rank(value), then `where rank(value) <= N`"));
-                }
-                if r.ty_of(&by.name, by.span)? != Ty::Num || !plan.aggs.iter().any(|a| a.name == by.name) {
-                    return Err(Diag::new(
-                        by.span,
-                        format!("`top` ranks by an aggregate (a `sum` or `agg` column); `{}` is not one", by.name),
-                    ));
-                }
-                if let Some(a) = plan.aggs.iter().find(|a| !matches!(a.func, AggFunc::Sum | AggFunc::Count)) {
-                    return Err(Diag::new(
-                        *span,
-                        format!(
-                            "`top` sums the rest into \"others\", which {}({}) cannot be",
-                            a.func.name(),
-                            a.arg.as_deref().unwrap_or("")
-                        ),
-                    )
-                    .hint("use sum or count"));
-                }
-                plan.top = Some((*n, dim.name.clone(), by.name.clone()));
-                r.top_dim = Some(dim.name.clone());
-            }
-            Stage::Show(items) => {
-                for item in items {
-                    let (x, ty) = r.expr(&item.expr)?;
-                    let name = match &item.name {
-                        Some(n) => n.name.clone(),
-                        None => default_name(&x).ok_or_else(|| {
-                            Diag::new(item.expr.span, "this column needs a name").hint("write `show name = ...`")
-                        })?,
-                    };
-                    let format = match &item.format {
-                        None => None,
-                        Some(f) => {
-                            let fmt = Format::parse(&f.name).ok_or_else(|| {
-                                let mut d = Diag::new(f.span, format!("unknown format `{}`", f.name));
-                                if let Some(s) = closest(&f.name, Format::NAMES) {
-                                    d = d.hint(format!("did you mean `{s}`?"));
-                                } else {
-                                    d = d.hint(format!("formats: {}", Format::NAMES.join(", ")));
-                                }
-                                d
-                            })?;
-                            if ty != Ty::Num {
-                                return Err(Diag::new(
-                                    f.span,
-                                    format!("`as {}` formats numbers; this column is {}", f.name, ty.name()),
-                                ));
-                            }
-                            Some(fmt)
-                        }
-                    };
-                    let ident =
-                        Ident { name: name.clone(), span: item.name.as_ref().map_or(item.expr.span, |n| n.span) };
-                    if !matches!(&x, RExpr::Col(c) if *c == name) {
-                        r.define(&ident, ty)?;
-                    }
-                    if std::mem::take(&mut r.uses_unit_value) {
-                        r.need_unit_value(&mut plan);
-                    }
-                    if plan.outputs.iter().any(|o| o.name == name) {
-                        return Err(Diag::new(ident.span, format!("`{name}` is shown twice"))
-                            .hint("show it once, or name the second one: `show ..., other_name = ...`"));
-                    }
-                    plan.outputs.push(Output { name, expr: x, format });
-                }
-            }
+            Stage::Top { n, dim, by, span } => r.top_stage(&mut plan, *n, dim, by, *span)?,
+            Stage::Show(items) => r.show_stage(&mut plan, items)?,
             Stage::Sort(keys) => {
                 for (k, desc) in keys {
                     r.ty_of(&k.name, k.span)?;
                     plan.sort.push((k.name.clone(), *desc));
                 }
             }
-            Stage::Chart { kind, title, span } => {
-                if plan.chart.is_some() {
-                    return Err(Diag::new(*span, "a second `chart`: keep one"));
-                }
-                let kind = match kind.as_ref().map(|k| (k, k.name.as_str())) {
-                    None => None,
-                    Some((_, "line")) => Some(super::plan::ChartKind::Line),
-                    Some((_, "bar")) => Some(super::plan::ChartKind::Bar),
-                    Some((k, other)) => {
-                        return Err(
-                            Diag::new(k.span, format!("unknown chart `{other}`")).hint("charts are `line` or `bar`")
-                        );
-                    }
-                };
-                plan.chart = Some(super::plan::ChartOptions { kind, title: title.clone() });
-            }
+            Stage::Chart { kind, title, span } => chart_stage(&mut plan, kind.as_ref(), title, *span)?,
             Stage::Limit(n, span) => {
                 if plan.limit.is_some() {
                     return Err(Diag::new(*span, "a second `limit`: keep one"));
@@ -351,6 +229,23 @@ pub fn resolve(query: &Query, catalog: &Catalog<'_>, overrides: &[(String, Strin
         plan.mixed = r.mixed_dimensions(Span::default())?;
     }
     Ok(plan)
+}
+
+/// `chart [line|bar] [title "..."]`, once.
+fn chart_stage(plan: &mut Plan, kind: Option<&Ident>, title: &Option<String>, span: Span) -> Result<(), Diag> {
+    if plan.chart.is_some() {
+        return Err(Diag::new(span, "a second `chart`: keep one"));
+    }
+    let kind = match kind.map(|k| (k, k.name.as_str())) {
+        None => None,
+        Some((_, "line")) => Some(super::plan::ChartKind::Line),
+        Some((_, "bar")) => Some(super::plan::ChartKind::Bar),
+        Some((k, other)) => {
+            return Err(Diag::new(k.span, format!("unknown chart `{other}`")).hint("charts are `line` or `bar`"));
+        }
+    };
+    plan.chart = Some(super::plan::ChartOptions { kind, title: title.clone() });
+    Ok(())
 }
 
 /// Decides which aggregate rows `plan` leaves out, given `combos`: the
@@ -935,6 +830,126 @@ impl Resolver<'_> {
         out
     }
 
+    /// The query's parameters, each `--param` override replacing its
+    /// default; an override of no parameter is an error.
+    fn params(&mut self, query: &Query, overrides: &[(String, String)]) -> Result<(), Diag> {
+        for p in &query.params {
+            let value = match overrides.iter().find(|(k, _)| *k == p.name.name) {
+                Some((_, v)) => literal_from_text(v),
+                None => self.literal(&p.value)?,
+            };
+            self.params.insert(p.name.name.clone(), value);
+        }
+        for (k, _) in overrides {
+            if !query.params.iter().any(|p| p.name.name == *k) {
+                let names: Vec<&str> = query.params.iter().map(|p| p.name.name.as_str()).collect();
+                let mut d = Diag::new(Span::default(), format!("--param {k}: this query has no parameter `{k}`"));
+                d = match closest(k, names.iter().copied()) {
+                    Some(s) => d.hint(format!("did you mean `{s}`?")),
+                    None if names.is_empty() => d.hint("this query declares no parameters"),
+                    None => d.hint(format!("its parameters are: {}", names.join(", "))),
+                };
+                return Err(d);
+            }
+        }
+        Ok(())
+    }
+
+    /// `top N DIM by COL`: after `by`, before `derive` and `show`; over a
+    /// key that is not a group column; ranking by a sum or count.
+    fn top_stage(&mut self, plan: &mut Plan, n: usize, dim: &Ident, by: &Ident, span: Span) -> Result<(), Diag> {
+        if !self.aggregated || plan.time.is_none() && plan.keys.is_empty() {
+            return Err(Diag::new(span, "`top` keeps the largest members of a grouping; it needs `by` first"));
+        }
+        if !self.keys.contains(&dim.name) {
+            return Err(Diag::new(dim.span, format!("`top` needs `{}` among the `by` keys", dim.name)));
+        }
+        if plan.top.is_some() {
+            return Err(Diag::new(span, "a second `top`: keep one"));
+        }
+        if !plan.outputs.is_empty() || !plan.post_derives.is_empty() {
+            return Err(Diag::new(span, "`top` folds the aggregated rows, so it comes before `derive` and `show`"));
+        }
+        if self.group_aliases.contains(&dim.name) {
+            return Err(Diag::new(
+                dim.span,
+                format!(
+                    "`top` over `{}`, a group column: groups overlap, so \"others\" would count members twice",
+                    dim.name
+                ),
+            )
+            .hint("rank the groups instead: show rank(value), then `where rank(value) <= N`"));
+        }
+        if self.ty_of(&by.name, by.span)? != Ty::Num || !plan.aggs.iter().any(|a| a.name == by.name) {
+            return Err(Diag::new(
+                by.span,
+                format!("`top` ranks by an aggregate (a `sum` or `agg` column); `{}` is not one", by.name),
+            ));
+        }
+        if let Some(a) = plan.aggs.iter().find(|a| !matches!(a.func, AggFunc::Sum | AggFunc::Count)) {
+            return Err(Diag::new(
+                span,
+                format!(
+                    "`top` sums the rest into \"others\", which {}({}) cannot be",
+                    a.func.name(),
+                    a.arg.as_deref().unwrap_or("")
+                ),
+            )
+            .hint("use sum or count"));
+        }
+        plan.top = Some((n, dim.name.clone(), by.name.clone()));
+        self.top_dim = Some(dim.name.clone());
+        Ok(())
+    }
+
+    /// `show`: each column named (or named after its expression), formatted
+    /// only if it is a number, shown once.
+    fn show_stage(&mut self, plan: &mut Plan, items: &[ShowItem]) -> Result<(), Diag> {
+        for item in items {
+            let (x, ty) = self.expr(&item.expr)?;
+            let name = match &item.name {
+                Some(n) => n.name.clone(),
+                None => default_name(&x).ok_or_else(|| {
+                    Diag::new(item.expr.span, "this column needs a name").hint("write `show name = ...`")
+                })?,
+            };
+            let format = match &item.format {
+                None => None,
+                Some(f) => {
+                    let fmt = Format::parse(&f.name).ok_or_else(|| {
+                        let mut d = Diag::new(f.span, format!("unknown format `{}`", f.name));
+                        if let Some(s) = closest(&f.name, Format::NAMES) {
+                            d = d.hint(format!("did you mean `{s}`?"));
+                        } else {
+                            d = d.hint(format!("formats: {}", Format::NAMES.join(", ")));
+                        }
+                        d
+                    })?;
+                    if ty != Ty::Num {
+                        return Err(Diag::new(
+                            f.span,
+                            format!("`as {}` formats numbers; this column is {}", f.name, ty.name()),
+                        ));
+                    }
+                    Some(fmt)
+                }
+            };
+            let ident = Ident { name: name.clone(), span: item.name.as_ref().map_or(item.expr.span, |n| n.span) };
+            if !matches!(&x, RExpr::Col(c) if *c == name) {
+                self.define(&ident, ty)?;
+            }
+            if std::mem::take(&mut self.uses_unit_value) {
+                self.need_unit_value(plan);
+            }
+            if plan.outputs.iter().any(|o| o.name == name) {
+                return Err(Diag::new(ident.span, format!("`{name}` is shown twice"))
+                    .hint("show it once, or name the second one: `show ..., other_name = ...`"));
+            }
+            plan.outputs.push(Output { name, expr: x, format });
+        }
+        Ok(())
+    }
+
     fn call_inner(&mut self, name: &Ident, args: &[Expr], within: &[Ident], span: Span) -> Result<(RExpr, Ty), Diag> {
         let n = name.name.as_str();
         if !within.is_empty() && !["share", "contribution", "rank"].contains(&n) {
@@ -943,83 +958,9 @@ impl Resolver<'_> {
         let m = |m: Measure| RExpr::Measure(Box::new(m));
         let measure = |r: &Self, what: &str| r.needs_time(span, what);
         Ok(match n {
-            "name" => {
-                self.check_arity(args, 1, span, n)?;
-                let (x, ty) = self.expr(&args[0])?;
-                expect_ty(ty, Ty::Str, args[0].span, "the argument of name()")?;
-                let RExpr::Col(dim) = &x else {
-                    return Err(Diag::new(
-                        args[0].span,
-                        "name() takes a code column: reporter, partner, product or region",
-                    ));
-                };
-                if !["reporter", "partner", "product", "region"].contains(&dim.as_str()) {
-                    return Err(Diag::new(
-                        args[0].span,
-                        format!("name() takes a code column: reporter, partner, product or region, not `{dim}`"),
-                    ));
-                }
-                let Some(table) = self.catalog.groups.names_of(dim) else {
-                    return Err(Diag::new(span, format!("name({dim}) needs the store's names of {dim} codes")).hint(
-                        if dim == "product" {
-                            "add them: tradeql names add data/hs_codes.csv --of product --code hscode --name description"
-                        } else {
-                            "add them: tradeql names add data/country_codes.csv --of partner --code iso3 --name name_en"
-                        },
-                    ));
-                };
-                self.names.push((dim.clone(), table.path.clone()));
-                (RExpr::Code(CodeFn::Name, Box::new(x)), Ty::Str)
-            }
-            "chapter" | "heading" | "section" => {
-                self.check_arity(args, 1, span, n)?;
-                if self.aggregated {
-                    return Err(Diag::new(span, format!("{n}() works on rows; use it in `derive` before `by`")));
-                }
-                let (x, ty) = self.expr(&args[0])?;
-                expect_ty(ty, Ty::Str, args[0].span, &format!("the argument of {n}()"))?;
-                let f = match n {
-                    "chapter" => CodeFn::Chapter,
-                    "heading" => CodeFn::Heading,
-                    _ => {
-                        if x != RExpr::Col("product".into()) {
-                            return Err(Diag::new(args[0].span, "section() looks up the `product` column"));
-                        }
-                        if !self.catalog.groups.tables.iter().any(|t| t.name == "hs_sections") {
-                            return Err(Diag::new(
-                                span,
-                                "section() needs the group table `hs_sections` (HS chapters by section)",
-                            )
-                            .hint("add it: tradeql groups add hs_sections data/hs_section_groups.csv --of product"));
-                        }
-                        CodeFn::Section
-                    }
-                };
-                (RExpr::Code(f, Box::new(x)), Ty::Str)
-            }
-            "yoy" | "change" if args.len() == 2 || n == "change" => {
-                if args.is_empty() || args.len() > 2 {
-                    return Err(Diag::new(span, format!("{n}() takes a column and, optionally, a number of years")));
-                }
-                measure(self, &format!("{n}()"))?;
-                let x = self.num_arg(args, 0, span, &format!("{n}()"))?;
-                let years = if args.len() == 2 {
-                    self.whole_arg(
-                        args,
-                        1,
-                        span,
-                        &format!("{n}() needs a number of years back, a whole number such as 4"),
-                    )?
-                } else {
-                    1
-                };
-                if years > 100 {
-                    return Err(Diag::new(args[1].span, format!("{n}(): at most 100 years back, not {years}")));
-                }
-                let how = if n == "yoy" { Compare::Growth } else { Compare::Change };
-                let name = if n == "yoy" { "yoy" } else { "change" };
-                (m(Measure::Versus { x, back: Back::Years(years as u32), how, name }), Ty::Num)
-            }
+            "name" => self.name_call(name, args, span)?,
+            "chapter" | "heading" | "section" => self.code_call(name, args, span)?,
+            "yoy" | "change" if args.len() == 2 || n == "change" => self.versus_call(name, args, span)?,
             "pop_change" | "pop_pp" => {
                 self.check_arity(args, 1, span, n)?;
                 measure(self, &format!("{n}()"))?;
@@ -1029,40 +970,7 @@ impl Resolver<'_> {
                 (m(Measure::Versus { x, back: Back::Periods(1), how, name }), Ty::Num)
             }
             "yoy" | "pop" | "mom" | "qoq" | "pp" | "ytd" | "ytd_yoy" | "record" => {
-                self.check_arity(args, 1, span, n)?;
-                let t = measure(self, &format!("{n}()"))?;
-                if n == "mom" && t != TimeKey::Month || n == "qoq" && t != TimeKey::Quarter {
-                    return Err(Diag::new(
-                        span,
-                        format!(
-                            "{n}() needs `by {}`; use pop() for the previous period of any roll-up",
-                            if n == "mom" { "month" } else { "quarter" }
-                        ),
-                    ));
-                }
-                if (n == "ytd" || n == "ytd_yoy") && matches!(t, TimeKey::Year | TimeKey::Half) {
-                    return Err(Diag::new(span, format!("{n}() needs months or quarters in `by`, not years")));
-                }
-                let x = self.num_arg(args, 0, span, &format!("{n}()"))?;
-                if n.starts_with("ytd") {
-                    refuse_sum_of_ratios(&x, args[0].span, n)?;
-                }
-                let out = match n {
-                    "yoy" => m(Measure::Yoy(x)),
-                    "pop" => m(Measure::Pop(x)),
-                    // Named as written, in warnings and default names.
-                    "mom" | "qoq" => m(Measure::Versus {
-                        x,
-                        back: Back::Periods(1),
-                        how: Compare::Growth,
-                        name: if n == "mom" { "mom" } else { "qoq" },
-                    }),
-                    "pp" => m(Measure::Pp(x)),
-                    "ytd" => m(Measure::Ytd(x)),
-                    "ytd_yoy" => m(Measure::Yoy(m(Measure::Ytd(x)))),
-                    _ => m(Measure::Record(x)),
-                };
-                (out, if n == "record" { Ty::Bool } else { Ty::Num })
+                self.period_measure_call(name, args, span)?
             }
             "first_release" => {
                 self.check_arity(args, 1, span, n)?;
@@ -1076,43 +984,8 @@ impl Resolver<'_> {
                 self.first_release = true;
                 (m(Measure::FirstRelease(x)), Ty::Num)
             }
-            "share" | "rank" => {
-                if n == "share" && args.len() == 2 {
-                    // share(x, DIM = "CODE"): of an aggregate row.
-                } else {
-                    self.check_arity(args, 1, span, n)?;
-                }
-                if !self.aggregated {
-                    return Err(Diag::new(span, format!("{n}() works on aggregated rows; it needs `by` first")));
-                }
-                if n == "share" {
-                    let c = self.summed_column(args, n)?;
-                    let w = self.within(within)?;
-                    let of = self.total_row(args, &w, n)?;
-                    return Ok((m(Measure::Share(RExpr::Col(c), w, of)), Ty::Num));
-                }
-                let x = self.num_arg(args, 0, span, &format!("{n}()"))?;
-                let w = self.within(within)?;
-                (m(Measure::Rank(x, w)), Ty::Num)
-            }
-            "contribution" => {
-                if args.len() != 2 {
-                    self.check_arity(args, 1, span, n)?;
-                }
-                measure(self, "contribution()")?;
-                let c = self.summed_column(args, n)?;
-                let w = self.within(within)?;
-                for d in &w {
-                    if self.group_aliases.contains(d) {
-                        return Err(Diag::new(
-                            within[0].span,
-                            format!("contribution() within the group column `{d}` would sum overlapping groups"),
-                        ));
-                    }
-                }
-                let of = self.total_row(args, &w, n)?;
-                (m(Measure::Contribution(RExpr::Col(c), w, of)), Ty::Num)
-            }
+            "share" | "rank" => self.share_or_rank_call(name, args, within, span)?,
+            "contribution" => self.contribution_call(name, args, within, span)?,
             "rolling" | "rolling_mean" | "high" => {
                 self.check_arity(args, 2, span, n)?;
                 measure(self, &format!("{n}()"))?;
@@ -1152,69 +1025,260 @@ impl Resolver<'_> {
                 };
                 (RExpr::Calendar(f, Box::new(x)), Ty::Num)
             }
-            "if" => {
-                self.check_arity(args, 3, span, n)?;
-                let (c, tc) = self.expr(&args[0])?;
-                expect_ty(tc, Ty::Bool, args[0].span, "the condition of if()")?;
-                let (a, ta) = self.expr(&args[1])?;
-                let (b, tb) = self.expr(&args[2])?;
-                if ta != tb {
-                    return Err(Diag::new(
-                        args[1].span.to(args[2].span),
-                        format!("if() gives {} or {}; both branches must be alike", ta.name(), tb.name()),
-                    ));
+            "if" => self.if_call(name, args, span)?,
+            "convert" => self.convert_call(name, args, span)?,
+            _ => self.unknown_call(name)?,
+        })
+    }
+
+    /// `name(DIM)`: the names table's name of a code.
+    fn name_call(&mut self, name: &Ident, args: &[Expr], span: Span) -> Result<(RExpr, Ty), Diag> {
+        let n = name.name.as_str();
+        self.check_arity(args, 1, span, n)?;
+        let (x, ty) = self.expr(&args[0])?;
+        expect_ty(ty, Ty::Str, args[0].span, "the argument of name()")?;
+        let RExpr::Col(dim) = &x else {
+            return Err(Diag::new(args[0].span, "name() takes a code column: reporter, partner, product or region"));
+        };
+        if !["reporter", "partner", "product", "region"].contains(&dim.as_str()) {
+            return Err(Diag::new(
+                args[0].span,
+                format!("name() takes a code column: reporter, partner, product or region, not `{dim}`"),
+            ));
+        }
+        let Some(table) = self.catalog.groups.names_of(dim) else {
+            return Err(Diag::new(span, format!("name({dim}) needs the store's names of {dim} codes")).hint(
+                if dim == "product" {
+                    "add them: tradeql names add data/hs_codes.csv --of product --code hscode --name description"
+                } else {
+                    "add them: tradeql names add data/country_codes.csv --of partner --code iso3 --name name_en"
+                },
+            ));
+        };
+        self.names.push((dim.clone(), table.path.clone()));
+        Ok((RExpr::Code(CodeFn::Name, Box::new(x)), Ty::Str))
+    }
+
+    /// `chapter()`, `heading()`, `section()`: a product code cut to HS chapter or
+    /// heading, or looked up in the `hs_sections` table.
+    fn code_call(&mut self, name: &Ident, args: &[Expr], span: Span) -> Result<(RExpr, Ty), Diag> {
+        let n = name.name.as_str();
+        self.check_arity(args, 1, span, n)?;
+        if self.aggregated {
+            return Err(Diag::new(span, format!("{n}() works on rows; use it in `derive` before `by`")));
+        }
+        let (x, ty) = self.expr(&args[0])?;
+        expect_ty(ty, Ty::Str, args[0].span, &format!("the argument of {n}()"))?;
+        let f = match n {
+            "chapter" => CodeFn::Chapter,
+            "heading" => CodeFn::Heading,
+            _ => {
+                if x != RExpr::Col("product".into()) {
+                    return Err(Diag::new(args[0].span, "section() looks up the `product` column"));
                 }
-                (RExpr::If(Box::new(c), Box::new(a), Box::new(b)), ta)
-            }
-            "convert" => {
-                self.check_arity(args, 2, span, n)?;
-                if self.aggregated {
-                    return Err(Diag::new(span, "convert() works on rows, each at its own period's rate")
-                        .hint("convert before `by`: derive value_usd = convert(value, \"USD\"), then sum value_usd"));
-                }
-                let x = self.num_arg(args, 0, span, "convert()")?;
-                let ExprKind::Str(target) = &args[1].kind else {
-                    return Err(Diag::new(args[1].span, "convert() takes a currency code in quotes, such as \"USD\""));
-                };
-                let manifest = self.catalog.manifest;
-                let Some(source) = manifest.currency.clone() else {
+                if !self.catalog.groups.tables.iter().any(|t| t.name == "hs_sections") {
                     return Err(Diag::new(
                         span,
-                        format!("the dataset {} has no currency in its manifest", manifest.dataset),
+                        "section() needs the group table `hs_sections` (HS chapters by section)",
                     )
-                    .hint("ingest it again with --currency (or currency = \"...\" in the mapping)"));
-                };
-                let Some(rates) = &self.catalog.groups.rates else {
-                    return Err(Diag::new(span, "convert() needs the store's exchange rates")
-                        .hint("add them: tradeql rates add RATES.csv (columns period,currency,per_usd)"));
-                };
-                for (code, at) in [(&source, span), (target, args[1].span)] {
-                    if code != "USD" && !rates.currencies.contains(code) {
-                        let mut d = Diag::new(at, format!("the rates table has no {code}"));
-                        d = match closest(code, rates.currencies.iter().map(String::as_str)) {
-                            Some(s) => d.hint(format!("did you mean \"{s}\"?")),
-                            None => {
-                                let mut all: Vec<&str> = vec!["USD"];
-                                all.extend(rates.currencies.iter().map(String::as_str).filter(|c| *c != "USD"));
-                                d.hint(format!("it has: {}", all.join(", ")))
-                            }
-                        };
-                        return Err(d);
-                    }
+                    .hint("add it: tradeql groups add hs_sections data/hs_section_groups.csv --of product"));
                 }
-                self.rates = Some((rates.path.clone(), source));
-                (RExpr::Convert(Box::new(x), target.clone()), Ty::Num)
+                CodeFn::Section
             }
-            _ => {
-                let all = MEASURES.iter().chain(OTHER_FUNCTIONS.iter()).copied();
-                let mut d = Diag::new(name.span, format!("unknown function `{n}`"));
-                d = match closest(n, all) {
-                    Some(s) => d.hint(format!("did you mean `{s}`?")),
-                    None => d.hint(format!("functions: {}, {}", MEASURES.join(", "), OTHER_FUNCTIONS.join(", "))),
+        };
+        Ok((RExpr::Code(f, Box::new(x)), Ty::Str))
+    }
+
+    /// `yoy(x, n)` and `change(x [, n])`: against n years before.
+    fn versus_call(&mut self, name: &Ident, args: &[Expr], span: Span) -> Result<(RExpr, Ty), Diag> {
+        let n = name.name.as_str();
+        let m = |m: Measure| RExpr::Measure(Box::new(m));
+        let measure = |r: &Self, what: &str| r.needs_time(span, what);
+        if args.is_empty() || args.len() > 2 {
+            return Err(Diag::new(span, format!("{n}() takes a column and, optionally, a number of years")));
+        }
+        measure(self, &format!("{n}()"))?;
+        let x = self.num_arg(args, 0, span, &format!("{n}()"))?;
+        let years = if args.len() == 2 {
+            self.whole_arg(args, 1, span, &format!("{n}() needs a number of years back, a whole number such as 4"))?
+        } else {
+            1
+        };
+        if years > 100 {
+            return Err(Diag::new(args[1].span, format!("{n}(): at most 100 years back, not {years}")));
+        }
+        let how = if n == "yoy" { Compare::Growth } else { Compare::Change };
+        let name = if n == "yoy" { "yoy" } else { "change" };
+        Ok((m(Measure::Versus { x, back: Back::Years(years as u32), how, name }), Ty::Num))
+    }
+
+    /// The one-argument measures over the calendar: yoy, pop (mom, qoq), pp,
+    /// ytd, ytd_yoy, record.
+    fn period_measure_call(&mut self, name: &Ident, args: &[Expr], span: Span) -> Result<(RExpr, Ty), Diag> {
+        let n = name.name.as_str();
+        let m = |m: Measure| RExpr::Measure(Box::new(m));
+        let measure = |r: &Self, what: &str| r.needs_time(span, what);
+        self.check_arity(args, 1, span, n)?;
+        let t = measure(self, &format!("{n}()"))?;
+        if n == "mom" && t != TimeKey::Month || n == "qoq" && t != TimeKey::Quarter {
+            return Err(Diag::new(
+                span,
+                format!(
+                    "{n}() needs `by {}`; use pop() for the previous period of any roll-up",
+                    if n == "mom" { "month" } else { "quarter" }
+                ),
+            ));
+        }
+        if (n == "ytd" || n == "ytd_yoy") && matches!(t, TimeKey::Year | TimeKey::Half) {
+            return Err(Diag::new(span, format!("{n}() needs months or quarters in `by`, not years")));
+        }
+        let x = self.num_arg(args, 0, span, &format!("{n}()"))?;
+        if n.starts_with("ytd") {
+            refuse_sum_of_ratios(&x, args[0].span, n)?;
+        }
+        let out = match n {
+            "yoy" => m(Measure::Yoy(x)),
+            "pop" => m(Measure::Pop(x)),
+            // Named as written, in warnings and default names.
+            "mom" | "qoq" => m(Measure::Versus {
+                x,
+                back: Back::Periods(1),
+                how: Compare::Growth,
+                name: if n == "mom" { "mom" } else { "qoq" },
+            }),
+            "pp" => m(Measure::Pp(x)),
+            "ytd" => m(Measure::Ytd(x)),
+            "ytd_yoy" => m(Measure::Yoy(m(Measure::Ytd(x)))),
+            _ => m(Measure::Record(x)),
+        };
+        Ok((out, if n == "record" { Ty::Bool } else { Ty::Num }))
+    }
+
+    /// `share(x [within D] [, D = "CODE"])` and `rank(x [within D])`.
+    fn share_or_rank_call(
+        &mut self,
+        name: &Ident,
+        args: &[Expr],
+        within: &[Ident],
+        span: Span,
+    ) -> Result<(RExpr, Ty), Diag> {
+        let n = name.name.as_str();
+        let m = |m: Measure| RExpr::Measure(Box::new(m));
+        if n == "share" && args.len() == 2 {
+            // share(x, DIM = "CODE"): of an aggregate row.
+        } else {
+            self.check_arity(args, 1, span, n)?;
+        }
+        if !self.aggregated {
+            return Err(Diag::new(span, format!("{n}() works on aggregated rows; it needs `by` first")));
+        }
+        if n == "share" {
+            let c = self.summed_column(args, n)?;
+            let w = self.within(within)?;
+            let of = self.total_row(args, &w, n)?;
+            return Ok((m(Measure::Share(RExpr::Col(c), w, of)), Ty::Num));
+        }
+        let x = self.num_arg(args, 0, span, &format!("{n}()"))?;
+        let w = self.within(within)?;
+        Ok((m(Measure::Rank(x, w)), Ty::Num))
+    }
+
+    /// `contribution(x [within D] [, D = "CODE"])`.
+    fn contribution_call(
+        &mut self,
+        name: &Ident,
+        args: &[Expr],
+        within: &[Ident],
+        span: Span,
+    ) -> Result<(RExpr, Ty), Diag> {
+        let n = name.name.as_str();
+        let m = |m: Measure| RExpr::Measure(Box::new(m));
+        let measure = |r: &Self, what: &str| r.needs_time(span, what);
+        if args.len() != 2 {
+            self.check_arity(args, 1, span, n)?;
+        }
+        measure(self, "contribution()")?;
+        let c = self.summed_column(args, n)?;
+        let w = self.within(within)?;
+        for d in &w {
+            if self.group_aliases.contains(d) {
+                return Err(Diag::new(
+                    within[0].span,
+                    format!("contribution() within the group column `{d}` would sum overlapping groups"),
+                ));
+            }
+        }
+        let of = self.total_row(args, &w, n)?;
+        Ok((m(Measure::Contribution(RExpr::Col(c), w, of)), Ty::Num))
+    }
+
+    /// `if(c, a, b)`: both branches of one type.
+    fn if_call(&mut self, name: &Ident, args: &[Expr], span: Span) -> Result<(RExpr, Ty), Diag> {
+        let n = name.name.as_str();
+        self.check_arity(args, 3, span, n)?;
+        let (c, tc) = self.expr(&args[0])?;
+        expect_ty(tc, Ty::Bool, args[0].span, "the condition of if()")?;
+        let (a, ta) = self.expr(&args[1])?;
+        let (b, tb) = self.expr(&args[2])?;
+        if ta != tb {
+            return Err(Diag::new(
+                args[1].span.to(args[2].span),
+                format!("if() gives {} or {}; both branches must be alike", ta.name(), tb.name()),
+            ));
+        }
+        Ok((RExpr::If(Box::new(c), Box::new(a), Box::new(b)), ta))
+    }
+
+    /// `convert(x, "CUR")`: row values at each row's monthly rate, through
+    /// the store's rates table.
+    fn convert_call(&mut self, name: &Ident, args: &[Expr], span: Span) -> Result<(RExpr, Ty), Diag> {
+        let n = name.name.as_str();
+        self.check_arity(args, 2, span, n)?;
+        if self.aggregated {
+            return Err(Diag::new(span, "convert() works on rows, each at its own period's rate")
+                .hint("convert before `by`: derive value_usd = convert(value, \"USD\"), then sum value_usd"));
+        }
+        let x = self.num_arg(args, 0, span, "convert()")?;
+        let ExprKind::Str(target) = &args[1].kind else {
+            return Err(Diag::new(args[1].span, "convert() takes a currency code in quotes, such as \"USD\""));
+        };
+        let manifest = self.catalog.manifest;
+        let Some(source) = manifest.currency.clone() else {
+            return Err(Diag::new(span, format!("the dataset {} has no currency in its manifest", manifest.dataset))
+                .hint("ingest it again with --currency (or currency = \"...\" in the mapping)"));
+        };
+        let Some(rates) = &self.catalog.groups.rates else {
+            return Err(Diag::new(span, "convert() needs the store's exchange rates")
+                .hint("add them: tradeql rates add RATES.csv (columns period,currency,per_usd)"));
+        };
+        for (code, at) in [(&source, span), (target, args[1].span)] {
+            if code != "USD" && !rates.currencies.contains(code) {
+                let mut d = Diag::new(at, format!("the rates table has no {code}"));
+                d = match closest(code, rates.currencies.iter().map(String::as_str)) {
+                    Some(s) => d.hint(format!("did you mean \"{s}\"?")),
+                    None => {
+                        let mut all: Vec<&str> = vec!["USD"];
+                        all.extend(rates.currencies.iter().map(String::as_str).filter(|c| *c != "USD"));
+                        d.hint(format!("it has: {}", all.join(", ")))
+                    }
                 };
                 return Err(d);
             }
-        })
+        }
+        self.rates = Some((rates.path.clone(), source));
+        Ok((RExpr::Convert(Box::new(x), target.clone()), Ty::Num))
+    }
+
+    /// A function tradeql does not have, with the closest one it has.
+    fn unknown_call(&mut self, name: &Ident) -> Result<(RExpr, Ty), Diag> {
+        let n = name.name.as_str();
+        let all = MEASURES.iter().chain(OTHER_FUNCTIONS.iter()).copied();
+        let mut d = Diag::new(name.span, format!("unknown function `{n}`"));
+        d = match closest(n, all) {
+            Some(s) => d.hint(format!("did you mean `{s}`?")),
+            None => d.hint(format!("functions: {}, {}", MEASURES.join(", "), OTHER_FUNCTIONS.join(", "))),
+        };
+        return Err(d);
     }
 
     fn expr(&mut self, e: &Expr) -> Result<(RExpr, Ty), Diag> {
