@@ -309,6 +309,24 @@ mod tests {
     }
 
     #[test]
+    fn the_caret_is_under_the_span_after_chinese_text() {
+        let text = "from gacc\nwhere name(partner) = \"中国\" and partnr = \"USA\"\n";
+        let start = text.find("partnr").unwrap();
+        let d = crate::lang::diag::Diag::new(crate::lang::diag::Span::new(start, start + 6), "unknown column");
+        let shown = d.into_error(Path::new("q.tql"), text).to_string();
+        let lines: Vec<&str> = shown.lines().collect();
+        assert_eq!(lines[0], "q.tql:2:32: unknown column");
+        let (source, marks) = (lines[2], lines[3]);
+        let caret = marks.find('^').unwrap();
+        // The caret starts at the terminal column where `partnr` starts (each
+        // Chinese character takes two columns), and marks its six letters.
+        let at = source.find("partnr").unwrap();
+        assert_eq!(caret, display_width(&source[..at]), "{shown}");
+        assert_eq!(caret, at - 2, "two characters of three bytes and two columns each: {shown}");
+        assert_eq!(marks[caret..].trim_end(), "^^^^^^", "{shown}");
+    }
+
+    #[test]
     fn internal_errors_exit_differently() {
         assert_eq!(Error::internal("x").exit_code(), 70);
         assert_eq!(Error::input("x").exit_code(), 65);

@@ -787,6 +787,18 @@ mod tests {
     }
 
     #[test]
+    fn cjk_names_keep_every_column_aligned() {
+        let (h, c, r) = grid();
+        let whole = render(&h, &c, &r, None);
+        // Every line (header, rule, rows) ends at the same terminal column:
+        // by characters, the lines with Chinese names would be shorter.
+        let widths: Vec<usize> = whole.lines().map(display_width).collect();
+        assert!(widths.windows(2).all(|w| w[0] == w[1]), "{widths:?}\n{whole}");
+        let chars: Vec<usize> = whole.lines().map(|l| l.chars().count()).collect();
+        assert!(chars.windows(2).any(|w| w[0] != w[1]), "the grid has no wide character: {whole}");
+    }
+
+    #[test]
     fn columns_that_cannot_fit_are_left_out_and_named() {
         let (h, c, r) = grid();
         let fitted = render(&h, &c, &r, Some(24));

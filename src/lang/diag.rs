@@ -64,3 +64,21 @@ impl Diag {
         e
     }
 }
+
+/// The most errors of one query shown in one run.
+pub const ERRORS_SHOWN: usize = 10;
+
+/// Several problems of one query as one error: the first, then each further
+/// one rendered in full (file, line, marked line, hints), up to [`ERRORS_SHOWN`].
+pub fn into_error_all(all: Vec<Diag>, file: &Path, text: &str) -> Error {
+    let count = all.len();
+    let mut errors = all.into_iter().map(|d| d.into_error(file, text));
+    let mut first = errors.next().unwrap_or_else(|| Error::internal("a query error without a diagnostic"));
+    for e in errors.by_ref().take(ERRORS_SHOWN - 1) {
+        first.more.push(format!("error: {e}"));
+    }
+    if count > ERRORS_SHOWN {
+        first.more.push(format!("... and {} more errors in this query", count - ERRORS_SHOWN));
+    }
+    first
+}

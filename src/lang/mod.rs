@@ -125,7 +125,7 @@ impl Loaded {
 /// Parses a query (syntax only).
 pub fn parse(file: &QueryFile) -> Result<ast::Query> {
     let tokens = lexer::lex(&file.text).map_err(|d| d.into_error(&file.path, &file.text))?;
-    parser::parse(&tokens, file.text.len()).map_err(|d| d.into_error(&file.path, &file.text))
+    parser::parse(&tokens, file.text.len()).map_err(|all| diag::into_error_all(all, &file.path, &file.text))
 }
 
 /// Lex, parse, resolve against `store` and compile one query file.

@@ -14,7 +14,10 @@ use crate::suggest::closest;
 pub const STAGES: [&str; 13] =
     ["param", "from", "where", "derive", "group", "by", "sum", "agg", "top", "show", "sort", "limit", "chart"];
 
-pub fn parse(tokens: &[Token], text_len: usize) -> Result<Query, Diag> {
+/// The query of `tokens`, or every stage's error: a stage that does not
+/// parse is skipped and the next one parsed, so one run reports each line's
+/// mistake (resolving needs a whole query, so it stops at its first).
+pub fn parse(tokens: &[Token], text_len: usize) -> Result<Query, Vec<Diag>> {
     // Each stage: its tokens, and which of them began a line of the file.
     let mut lines: Vec<(Vec<Token>, Vec<usize>)> = Vec::new();
     let mut current: Vec<Token> = Vec::new();
@@ -39,160 +42,172 @@ pub fn parse(tokens: &[Token], text_len: usize) -> Result<Query, Diag> {
         lines.push((current, starts));
     }
     if let Some((extra, _)) = lines.get(MAX_STAGES) {
-        return Err(Diag::new(
-            extra[0].span,
-            format!("a query has at most {MAX_STAGES} stages (lines such as `where`); this one has {}", lines.len()),
-        )
-        .hint("join conditions on one code with `in (...)`: `where partner in (\"DEU\", \"FRA\")`"));
+        return Err(vec![
+            Diag::new(
+                extra[0].span,
+                format!(
+                    "a query has at most {MAX_STAGES} stages (lines such as `where`); this one has {}",
+                    lines.len()
+                ),
+            )
+            .hint("join conditions on one code with `in (...)`: `where partner in (\"DEU\", \"FRA\")`"),
+        ]);
     }
     let mut query = Query { params: Vec::new(), stages: Vec::new() };
+    let mut errors = Vec::new();
     for (line, line_starts) in lines {
         let mut p = Parser { toks: &line, pos: 0, end: text_len, line_starts: &line_starts, depth: 0 };
-        let head = p.ident("a stage (from, where, by, sum, show, ...)")?;
-        match head.name.as_str() {
-            "param" => {
-                let name = p.ident("a parameter name")?;
-                p.expect("=")?;
-                let value = p.expr()?;
-                query.params.push(Param { name, value });
-            }
-            "from" if matches!(p.peek(), Some(Tok::Str(_))) => {
-                let (path, span) = p.text()?;
-                let mapping = if p.eat_word("mapping") { Some(p.text()?.0) } else { None };
-                query.stages.push(Stage::FromFile { path, mapping, span });
-            }
-            "from" => {
-                let name = p.ident("a dataset name or a \"file\"")?;
-                let version = if p.eat("@") { Some(p.version()?) } else { None };
-                query.stages.push(Stage::From { name, version });
-            }
-            "where" => query.stages.push(Stage::Where(p.expr()?)),
-            "derive" => {
-                let mut items = Vec::new();
-                loop {
-                    let name = p.ident("a column name")?;
-                    p.expect("=")?;
-                    items.push((name, p.expr()?));
-                    if !p.eat(",") {
-                        break;
-                    }
-                }
-                query.stages.push(Stage::Derive(items));
-            }
-            "group" => {
-                let dim = p.ident("the dimension to group (partner, product, region)")?;
-                p.keyword("by")?;
-                let table = p.ident("a group table name")?;
-                p.keyword("as")?;
-                let alias = p.ident("a name for the group column")?;
-                let as_of = if p.eat_word("as") {
-                    p.keyword("of")?;
-                    Some(p.expr()?)
-                } else {
-                    None
-                };
-                let span = head.span.to(p.last_span());
-                query.stages.push(Stage::Group { dim, table, alias, as_of, span });
-            }
-            "by" => query.stages.push(Stage::By(p.list(|p| p.ident("a grouping column"))?)),
-            "sum" => {
-                let cols = p.list(|p| p.ident("a column to sum"))?;
-                let items = cols
-                    .into_iter()
-                    .map(|c| AggItem {
-                        name: None,
-                        func: Ident { name: "sum".into(), span: head.span },
-                        span: c.span,
-                        arg: Some(c),
-                    })
-                    .collect();
-                query.stages.push(Stage::Agg(items));
-            }
-            "agg" => {
-                let items = p.list(|p| {
-                    let start = p.peek_span();
-                    let first = p.ident("an aggregate such as sum(value)")?;
-                    let (name, func) =
-                        if p.eat("=") { (Some(first), p.ident("an aggregate function")?) } else { (None, first) };
-                    p.expect("(")?;
-                    let arg = if p.peek_is(")") { None } else { Some(p.ident("a column")?) };
-                    p.expect(")")?;
-                    Ok(AggItem { name, func, arg, span: start.to(p.last_span()) })
-                })?;
-                query.stages.push(Stage::Agg(items));
-            }
-            "top" => {
-                let n = p.count("the number of members to keep")?;
-                let dim = p.ident("the dimension (partner, product, ...)")?;
-                p.keyword("by")?;
-                let by = p.ident("the column to rank by")?;
-                query.stages.push(Stage::Top { n, dim, by, span: head.span.to(p.last_span()) });
-            }
-            "show" => {
-                let items = p.list(|p| {
-                    let name = if matches!(p.peek(), Some(Tok::Ident(_))) && p.peek_at(1) == Some(&Tok::Sym("=")) {
-                        let n = p.ident("a name")?;
-                        p.expect("=")?;
-                        Some(n)
-                    } else {
-                        None
-                    };
-                    let expr = p.expr()?;
-                    let format =
-                        if p.eat_word("as") { Some(p.ident("a format (pct, pp, million, ...)")?) } else { None };
-                    Ok(ShowItem { name, expr, format })
-                })?;
-                query.stages.push(Stage::Show(items));
-            }
-            "sort" => {
-                let keys = p.list(|p| {
-                    let col = p.ident("a column to sort by")?;
-                    let desc = if p.eat_word("desc") {
-                        true
-                    } else {
-                        p.eat_word("asc");
-                        false
-                    };
-                    Ok((col, desc))
-                })?;
-                query.stages.push(Stage::Sort(keys));
-            }
-            "chart" => {
-                let kind = if matches!(p.peek(), Some(Tok::Ident(w)) if w != "title") {
-                    Some(p.ident("line or bar")?)
-                } else {
-                    None
-                };
-                let title = if p.eat_word("title") {
-                    match p.next() {
-                        Some(Token { tok: Tok::Str(t), .. }) => Some(t.clone()),
-                        _ => {
-                            p.pos -= 1;
-                            return Err(p.unexpected("the title in quotes"));
-                        }
-                    }
-                } else {
-                    None
-                };
-                query.stages.push(Stage::Chart { kind, title, span: head.span.to(p.last_span()) });
-            }
-            "limit" => {
-                let n = p.count("the number of rows")?;
-                query.stages.push(Stage::Limit(n, head.span.to(p.last_span())));
-            }
-            other => {
-                let mut d = Diag::new(head.span, format!("`{other}` does not start a stage"));
-                if let Some(s) = closest(other, STAGES) {
-                    d = d.hint(format!("did you mean `{s}`?"));
-                } else {
-                    d = d.hint(format!("a stage starts with one of: {}", STAGES.join(", ")));
-                }
-                return Err(d);
-            }
+        if let Err(d) = stage(&mut p, &mut query) {
+            errors.push(d);
         }
-        p.finish()?;
     }
-    Ok(query)
+    if errors.is_empty() { Ok(query) } else { Err(errors) }
+}
+
+/// One stage (one line and its continuations) into `query`.
+fn stage(p: &mut Parser<'_>, query: &mut Query) -> Result<(), Diag> {
+    let head = p.ident("a stage (from, where, by, sum, show, ...)")?;
+    match head.name.as_str() {
+        "param" => {
+            let name = p.ident("a parameter name")?;
+            p.expect("=")?;
+            let value = p.expr()?;
+            query.params.push(Param { name, value });
+        }
+        "from" if matches!(p.peek(), Some(Tok::Str(_))) => {
+            let (path, span) = p.text()?;
+            let mapping = if p.eat_word("mapping") { Some(p.text()?.0) } else { None };
+            query.stages.push(Stage::FromFile { path, mapping, span });
+        }
+        "from" => {
+            let name = p.ident("a dataset name or a \"file\"")?;
+            let version = if p.eat("@") { Some(p.version()?) } else { None };
+            query.stages.push(Stage::From { name, version });
+        }
+        "where" => query.stages.push(Stage::Where(p.expr()?)),
+        "derive" => {
+            let mut items = Vec::new();
+            loop {
+                let name = p.ident("a column name")?;
+                p.expect("=")?;
+                items.push((name, p.expr()?));
+                if !p.eat(",") {
+                    break;
+                }
+            }
+            query.stages.push(Stage::Derive(items));
+        }
+        "group" => {
+            let dim = p.ident("the dimension to group (partner, product, region)")?;
+            p.keyword("by")?;
+            let table = p.ident("a group table name")?;
+            p.keyword("as")?;
+            let alias = p.ident("a name for the group column")?;
+            let as_of = if p.eat_word("as") {
+                p.keyword("of")?;
+                Some(p.expr()?)
+            } else {
+                None
+            };
+            let span = head.span.to(p.last_span());
+            query.stages.push(Stage::Group { dim, table, alias, as_of, span });
+        }
+        "by" => query.stages.push(Stage::By(p.list(|p| p.ident("a grouping column"))?)),
+        "sum" => {
+            let cols = p.list(|p| p.ident("a column to sum"))?;
+            let items = cols
+                .into_iter()
+                .map(|c| AggItem {
+                    name: None,
+                    func: Ident { name: "sum".into(), span: head.span },
+                    span: c.span,
+                    arg: Some(c),
+                })
+                .collect();
+            query.stages.push(Stage::Agg(items));
+        }
+        "agg" => {
+            let items = p.list(|p| {
+                let start = p.peek_span();
+                let first = p.ident("an aggregate such as sum(value)")?;
+                let (name, func) =
+                    if p.eat("=") { (Some(first), p.ident("an aggregate function")?) } else { (None, first) };
+                p.expect("(")?;
+                let arg = if p.peek_is(")") { None } else { Some(p.ident("a column")?) };
+                p.expect(")")?;
+                Ok(AggItem { name, func, arg, span: start.to(p.last_span()) })
+            })?;
+            query.stages.push(Stage::Agg(items));
+        }
+        "top" => {
+            let n = p.count("the number of members to keep")?;
+            let dim = p.ident("the dimension (partner, product, ...)")?;
+            p.keyword("by")?;
+            let by = p.ident("the column to rank by")?;
+            query.stages.push(Stage::Top { n, dim, by, span: head.span.to(p.last_span()) });
+        }
+        "show" => {
+            let items = p.list(|p| {
+                let name = if matches!(p.peek(), Some(Tok::Ident(_))) && p.peek_at(1) == Some(&Tok::Sym("=")) {
+                    let n = p.ident("a name")?;
+                    p.expect("=")?;
+                    Some(n)
+                } else {
+                    None
+                };
+                let expr = p.expr()?;
+                let format = if p.eat_word("as") { Some(p.ident("a format (pct, pp, million, ...)")?) } else { None };
+                Ok(ShowItem { name, expr, format })
+            })?;
+            query.stages.push(Stage::Show(items));
+        }
+        "sort" => {
+            let keys = p.list(|p| {
+                let col = p.ident("a column to sort by")?;
+                let desc = if p.eat_word("desc") {
+                    true
+                } else {
+                    p.eat_word("asc");
+                    false
+                };
+                Ok((col, desc))
+            })?;
+            query.stages.push(Stage::Sort(keys));
+        }
+        "chart" => {
+            let kind = if matches!(p.peek(), Some(Tok::Ident(w)) if w != "title") {
+                Some(p.ident("line or bar")?)
+            } else {
+                None
+            };
+            let title = if p.eat_word("title") {
+                match p.next() {
+                    Some(Token { tok: Tok::Str(t), .. }) => Some(t.clone()),
+                    _ => {
+                        p.pos -= 1;
+                        return Err(p.unexpected("the title in quotes"));
+                    }
+                }
+            } else {
+                None
+            };
+            query.stages.push(Stage::Chart { kind, title, span: head.span.to(p.last_span()) });
+        }
+        "limit" => {
+            let n = p.count("the number of rows")?;
+            query.stages.push(Stage::Limit(n, head.span.to(p.last_span())));
+        }
+        other => {
+            let mut d = Diag::new(head.span, format!("`{other}` does not start a stage"));
+            if let Some(s) = closest(other, STAGES) {
+                d = d.hint(format!("did you mean `{s}`?"));
+            } else {
+                d = d.hint(format!("a stage starts with one of: {}", STAGES.join(", ")));
+            }
+            return Err(d);
+        }
+    }
+    p.finish()
 }
 
 struct Parser<'a> {

@@ -102,8 +102,8 @@ const MEASURES: [&str; 18] = [
     "record",
     "first_release",
 ];
-const OTHER_FUNCTIONS: [&str; 10] =
-    ["streak", "unit_value", "chapter", "heading", "section", "name", "if", "year", "quarter", "month"];
+const OTHER_FUNCTIONS: [&str; 11] =
+    ["streak", "unit_value", "chapter", "heading", "section", "name", "if", "year", "quarter", "month", "convert"];
 
 /// The plan of `query` against `catalog`, with `overrides` (from `--param k=v`)
 /// replacing the query's parameter defaults.
@@ -145,6 +145,13 @@ pub fn resolve(query: &Query, catalog: &Catalog<'_>, overrides: &[(String, Strin
     let mut mentions_aggregate = false;
     for (index, stage) in query.stages.iter().enumerate() {
         match stage {
+            Stage::FromFile { span, .. } if saw_from => {
+                return Err(Diag::new(*span, "a second `from`: a query reads one dataset"));
+            }
+            Stage::From { name, .. } if saw_from => {
+                return Err(Diag::new(name.span, "a second `from`: a query reads one dataset")
+                    .hint("compare datasets with two queries, or one batch job"));
+            }
             Stage::FromFile { .. } => saw_from = true,
             Stage::From { name, .. } => {
                 if name.name != manifest.dataset {
