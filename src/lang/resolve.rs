@@ -1277,7 +1277,7 @@ impl Resolver<'_> {
     }
 
     /// A function tradeql does not have, with the closest one it has.
-    fn unknown_call(&mut self, name: &Ident) -> Result<(RExpr, Ty), Diag> {
+    fn unknown_call(&self, name: &Ident) -> Result<(RExpr, Ty), Diag> {
         let n = name.name.as_str();
         let all = MEASURES.iter().chain(OTHER_FUNCTIONS.iter()).copied();
         let mut d = Diag::new(name.span, format!("unknown function `{n}`"));
@@ -1285,7 +1285,7 @@ impl Resolver<'_> {
             Some(s) => d.hint(format!("did you mean `{s}`?")),
             None => d.hint(format!("functions: {}, {}", MEASURES.join(", "), OTHER_FUNCTIONS.join(", "))),
         };
-        return Err(d);
+        Err(d)
     }
 
     fn expr(&mut self, e: &Expr) -> Result<(RExpr, Ty), Diag> {
