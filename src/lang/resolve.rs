@@ -238,6 +238,11 @@ pub fn resolve(query: &Query, catalog: &Catalog<'_>, overrides: &[(String, Strin
     Ok(plan)
 }
 
+/// A measure as an expression.
+fn measure_expr(m: Measure) -> RExpr {
+    RExpr::Measure(Box::new(m))
+}
+
 /// `chart [line|bar] [title "..."]`, once.
 fn chart_stage(plan: &mut Plan, kind: Option<&Ident>, title: &Option<String>, span: Span) -> Result<(), Diag> {
     if plan.chart.is_some() {
@@ -962,7 +967,6 @@ impl Resolver<'_> {
         if !within.is_empty() && !["share", "contribution", "rank"].contains(&n) {
             return Err(Diag::new(within[0].span, format!("{n}() takes no `within`")));
         }
-        let m = |m: Measure| RExpr::Measure(Box::new(m));
         let measure = |r: &Self, what: &str| r.needs_time(span, what);
         Ok(match n {
             "name" => self.name_call(name, args, span)?,
@@ -974,7 +978,7 @@ impl Resolver<'_> {
                 let x = self.num_arg(args, 0, span, &format!("{n}()"))?;
                 let (how, name) =
                     if n == "pop_pp" { (Compare::Points, "pop_pp") } else { (Compare::Change, "pop_change") };
-                (m(Measure::Versus { x, back: Back::Periods(1), how, name }), Ty::Num)
+                (measure_expr(Measure::Versus { x, back: Back::Periods(1), how, name }), Ty::Num)
             }
             "yoy" | "pop" | "mom" | "qoq" | "pp" | "ytd" | "ytd_yoy" | "record" => {
                 self.period_measure_call(name, args, span)?
@@ -989,7 +993,7 @@ impl Resolver<'_> {
                 }
                 let x = self.num_arg(args, 0, span, "first_release()")?;
                 self.first_release = true;
-                (m(Measure::FirstRelease(x)), Ty::Num)
+                (measure_expr(Measure::FirstRelease(x)), Ty::Num)
             }
             "share" | "rank" => self.share_or_rank_call(name, args, within, span)?,
             "contribution" => self.contribution_call(name, args, within, span)?,
@@ -1002,8 +1006,8 @@ impl Resolver<'_> {
                     refuse_sum_of_ratios(&x, args[0].span, n)?;
                 }
                 match n {
-                    "high" => (m(Measure::High(x, k)), Ty::Bool),
-                    _ => (m(Measure::Rolling(x, k, n == "rolling_mean")), Ty::Num),
+                    "high" => (measure_expr(Measure::High(x, k)), Ty::Bool),
+                    _ => (measure_expr(Measure::Rolling(x, k, n == "rolling_mean")), Ty::Num),
                 }
             }
             "streak" => {
@@ -1011,7 +1015,7 @@ impl Resolver<'_> {
                 measure(self, "streak()")?;
                 let (x, ty) = self.expr(&args[0])?;
                 expect_ty(ty, Ty::Bool, args[0].span, "the condition of streak()")?;
-                (m(Measure::Streak(x)), Ty::Num)
+                (measure_expr(Measure::Streak(x)), Ty::Num)
             }
             "unit_value" => {
                 self.check_arity(args, 0, span, n)?;
@@ -1019,7 +1023,7 @@ impl Resolver<'_> {
                     return Err(Diag::new(span, "unit_value() works on aggregated rows; it needs `by` first"));
                 }
                 self.uses_unit_value = true;
-                (m(Measure::UnitValue), Ty::Num)
+                (measure_expr(Measure::UnitValue), Ty::Num)
             }
             "year" | "quarter" | "month" => {
                 self.check_arity(args, 1, span, n)?;
@@ -1099,7 +1103,6 @@ impl Resolver<'_> {
     /// `yoy(x, n)` and `change(x [, n])`: against n years before.
     fn versus_call(&mut self, name: &Ident, args: &[Expr], span: Span) -> Result<(RExpr, Ty), Diag> {
         let n = name.name.as_str();
-        let m = |m: Measure| RExpr::Measure(Box::new(m));
         let measure = |r: &Self, what: &str| r.needs_time(span, what);
         if args.is_empty() || args.len() > 2 {
             return Err(Diag::new(span, format!("{n}() takes a column and, optionally, a number of years")));
@@ -1116,14 +1119,13 @@ impl Resolver<'_> {
         }
         let how = if n == "yoy" { Compare::Growth } else { Compare::Change };
         let name = if n == "yoy" { "yoy" } else { "change" };
-        Ok((m(Measure::Versus { x, back: Back::Years(years as u32), how, name }), Ty::Num))
+        Ok((measure_expr(Measure::Versus { x, back: Back::Years(years as u32), how, name }), Ty::Num))
     }
 
     /// The one-argument measures over the calendar: yoy, pop (mom, qoq), pp,
     /// ytd, ytd_yoy, record.
     fn period_measure_call(&mut self, name: &Ident, args: &[Expr], span: Span) -> Result<(RExpr, Ty), Diag> {
         let n = name.name.as_str();
-        let m = |m: Measure| RExpr::Measure(Box::new(m));
         let measure = |r: &Self, what: &str| r.needs_time(span, what);
         self.check_arity(args, 1, span, n)?;
         let t = measure(self, &format!("{n}()"))?;
@@ -1144,19 +1146,19 @@ impl Resolver<'_> {
             refuse_sum_of_ratios(&x, args[0].span, n)?;
         }
         let out = match n {
-            "yoy" => m(Measure::Yoy(x)),
-            "pop" => m(Measure::Pop(x)),
+            "yoy" => measure_expr(Measure::Yoy(x)),
+            "pop" => measure_expr(Measure::Pop(x)),
             // Named as written, in warnings and default names.
-            "mom" | "qoq" => m(Measure::Versus {
+            "mom" | "qoq" => measure_expr(Measure::Versus {
                 x,
                 back: Back::Periods(1),
                 how: Compare::Growth,
                 name: if n == "mom" { "mom" } else { "qoq" },
             }),
-            "pp" => m(Measure::Pp(x)),
-            "ytd" => m(Measure::Ytd(x)),
-            "ytd_yoy" => m(Measure::Yoy(m(Measure::Ytd(x)))),
-            _ => m(Measure::Record(x)),
+            "pp" => measure_expr(Measure::Pp(x)),
+            "ytd" => measure_expr(Measure::Ytd(x)),
+            "ytd_yoy" => measure_expr(Measure::Yoy(measure_expr(Measure::Ytd(x)))),
+            _ => measure_expr(Measure::Record(x)),
         };
         Ok((out, if n == "record" { Ty::Bool } else { Ty::Num }))
     }
@@ -1170,7 +1172,6 @@ impl Resolver<'_> {
         span: Span,
     ) -> Result<(RExpr, Ty), Diag> {
         let n = name.name.as_str();
-        let m = |m: Measure| RExpr::Measure(Box::new(m));
         if n == "share" && args.len() == 2 {
             // share(x, DIM = "CODE"): of an aggregate row.
         } else {
@@ -1183,11 +1184,11 @@ impl Resolver<'_> {
             let c = self.summed_column(args, n)?;
             let w = self.within(within)?;
             let of = self.total_row(args, &w, n)?;
-            return Ok((m(Measure::Share(RExpr::Col(c), w, of)), Ty::Num));
+            return Ok((measure_expr(Measure::Share(RExpr::Col(c), w, of)), Ty::Num));
         }
         let x = self.num_arg(args, 0, span, &format!("{n}()"))?;
         let w = self.within(within)?;
-        Ok((m(Measure::Rank(x, w)), Ty::Num))
+        Ok((measure_expr(Measure::Rank(x, w)), Ty::Num))
     }
 
     /// `contribution(x [within D] [, D = "CODE"])`.
@@ -1199,7 +1200,6 @@ impl Resolver<'_> {
         span: Span,
     ) -> Result<(RExpr, Ty), Diag> {
         let n = name.name.as_str();
-        let m = |m: Measure| RExpr::Measure(Box::new(m));
         let measure = |r: &Self, what: &str| r.needs_time(span, what);
         if args.len() != 2 {
             self.check_arity(args, 1, span, n)?;
@@ -1216,7 +1216,7 @@ impl Resolver<'_> {
             }
         }
         let of = self.total_row(args, &w, n)?;
-        Ok((m(Measure::Contribution(RExpr::Col(c), w, of)), Ty::Num))
+        Ok((measure_expr(Measure::Contribution(RExpr::Col(c), w, of)), Ty::Num))
     }
 
     /// `if(c, a, b)`: both branches of one type.

@@ -2,6 +2,12 @@
 
 use super::*;
 
+/// A share's or contribution's argument, `within` columns and named total row.
+type Shared<'a> = (&'a RExpr, &'a Vec<String>, Option<&'a TotalRow>);
+
+/// The window frame of running sums and counts.
+const RUNNING: &str = "ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW";
+
 impl Sql<'_> {
     /// The rest of `compile` (mirroring the polars compiler's `compile`): the
     /// aggregated rows `f` labelled, measured, filtered.
@@ -115,140 +121,169 @@ impl Sql<'_> {
         let RExpr::Measure(m) = x else {
             return self.compose(f, x, base);
         };
+        match m.as_ref() {
+            Measure::Yoy(_) | Measure::Pop(_) | Measure::Pp(_) | Measure::Versus { .. } => self.comparison(f, m, base),
+            Measure::Share(a, within, of) => self.share(f, m, (a, within, of.as_ref()), base),
+            Measure::Contribution(a, within, of) => self.contribution(f, (a, within, of.as_ref()), base),
+            Measure::Ytd(a) => self.ytd(f, a, base),
+            Measure::Rolling(a, n, mean) => self.rolling(f, a, *n, *mean, base),
+            Measure::High(a, n) => self.high(f, a, *n, base),
+            Measure::Record(a) => self.record(f, a, base),
+            Measure::Streak(cond) => self.streak(f, cond, base),
+            Measure::Rank(a, within) => self.rank(f, a, within, base),
+            Measure::UnitValue => Ok((f.clone(), self.unit_value())),
+            Measure::FirstRelease(a) => self.first_release(f, a, base),
+        }
+    }
+
+    /// The months of the query's roll-up period (12 without one).
+    fn t_months(&self) -> i32 {
+        self.plan.time.map_or(12, |t| t.months() as i32)
+    }
+
+    /// yoy, pop, pp and the comparisons n years or one period back, as `Compiler::comparison`.
+    fn comparison(&mut self, f: &Frame, m: &Measure, base: &Frame) -> Result<(Frame, String)> {
+        let t_months = self.t_months();
+        let (a, back, how) = m.comparison().ok_or_else(|| Error::internal("not a comparison"))?;
+        let (f, cx) = self.column_of(f, a, base)?;
+        let months = back.months(t_months);
+        let (f, prev) = self.previous(&f, &cx, months);
+        let (qc, qp) = (self.q(&cx), self.q(&prev));
+        let measure = m_text(m, a);
+        let f = self.missing_base(&f, &qp, months, measure.clone(), back.text());
+        let e = match how {
+            Compare::Points => format!("(({qc} - {qp}) * 1e2)"),
+            Compare::Change => format!("({qc} - {qp})"),
+            Compare::Growth => format!("({} - 1e0)", self.d.divide(&qc, &qp)),
+        };
+        Ok((self.unequal_periods(&f, months, measure, back.text()), e))
+    }
+
+    /// `share(...)`, as `Compiler::share`.
+    fn share(&mut self, f: &Frame, m: &Measure, (a, within, of): Shared<'_>, base: &Frame) -> Result<(Frame, String)> {
+        let (agg_name, row_col) = self.plan.sum_columns(a, "share")?;
+        let qc = self.q(agg_name);
+        if self.plan.groups.is_empty() && of.is_none() {
+            // Each base row is in one aggregated row: their sum is the base total.
+            let part = self.period_partition(within);
+            let (f, total) =
+                self.materialise(f, &format!("SUM({qc}) OVER ({})", partition_by(&part).trim_end()), "total");
+            return Ok((f, self.d.divide(&qc, &total)));
+        }
+        // Groups may overlap: divide by the total of the base rows.
+        let total = self.fresh("total");
+        let rows = self.total_rows(base, of)?;
+        let totals = self.base_totals(&rows, within, &row_col, &total, 0);
+        let f = self.join_column(f, &totals, &total, &self.on_time_within(within));
+        let f = match of {
+            Some(of) => {
+                let kind =
+                    WarningKind::NoTotalRow { measure: m_text(m, a), row: format!("{} = {:?}", of.dim, of.code) };
+                self.warn(&f, &format!("({} IS NULL)", self.q(&total)), kind)
+            }
+            None => f,
+        };
+        Ok((f, self.d.divide(&qc, &self.q(&total))))
+    }
+
+    /// `contribution(...)`, as `Compiler::contribution`.
+    fn contribution(&mut self, f: &Frame, (a, within, of): Shared<'_>, base: &Frame) -> Result<(Frame, String)> {
+        let (agg_name, row_col) = self.plan.sum_columns(a, "contribution")?;
+        let (f, prev) = self.previous(f, agg_name, 12);
+        // The total of the base rows (before group mapping: never a
+        // sum of overlapping groups), or of the named aggregate row.
+        let total = self.fresh("total");
+        let rows = self.total_rows(base, of)?;
+        let totals = self.base_totals(&rows, within, &row_col, &total, 12);
+        let f = self.join_column(&f, &totals, &total, &self.on_time_within(within));
+        let qp = self.q(&prev);
+        let f = self.missing_base(&f, &qp, 12, format!("contribution({agg_name})"), "a year before".into());
+        let f = self.unequal_periods(&f, 12, format!("contribution({agg_name})"), "a year before".into());
+        let growth = format!("({} - {qp})", self.q(agg_name));
+        Ok((f, format!("({} * 1e2)", self.d.divide(&growth, &self.q(&total)))))
+    }
+
+    /// `ytd(x)`, as `Compiler::ytd`.
+    fn ytd(&mut self, f: &Frame, a: &RExpr, base: &Frame) -> Result<(Frame, String)> {
         let time = self.plan.time;
-        let t_months = time.map_or(12, |t| t.months() as i32);
-        let running = "ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW";
-        Ok(match m.as_ref() {
-            Measure::Yoy(_) | Measure::Pop(_) | Measure::Pp(_) | Measure::Versus { .. } => {
-                let (a, back, how) = m.comparison().ok_or_else(|| Error::internal("not a comparison"))?;
-                let (f, cx) = self.column_of(f, a, base)?;
-                let months = back.months(t_months);
-                let (f, prev) = self.previous(&f, &cx, months);
-                let (qc, qp) = (self.q(&cx), self.q(&prev));
-                let measure = m_text(m, a);
-                let f = self.missing_base(&f, &qp, months, measure.clone(), back.text());
-                let e = match how {
-                    Compare::Points => format!("(({qc} - {qp}) * 1e2)"),
-                    Compare::Change => format!("({qc} - {qp})"),
-                    Compare::Growth => format!("({} - 1e0)", self.d.divide(&qc, &qp)),
-                };
-                (self.unequal_periods(&f, months, measure, back.text()), e)
-            }
-            Measure::Share(a, within, of) => {
-                let (agg_name, row_col) = self.plan.sum_columns(a, "share")?;
-                let qc = self.q(agg_name);
-                if self.plan.groups.is_empty() && of.is_none() {
-                    // Each base row is in one aggregated row: their sum is the base total.
-                    let part = self.period_partition(within);
-                    let (f, total) =
-                        self.materialise(f, &format!("SUM({qc}) OVER ({})", partition_by(&part).trim_end()), "total");
-                    return Ok((f, self.d.divide(&qc, &total)));
-                }
-                // Groups may overlap: divide by the total of the base rows.
-                let total = self.fresh("total");
-                let rows = self.total_rows(base, of.as_ref())?;
-                let totals = self.base_totals(&rows, within, &row_col, &total, 0);
-                let f = self.join_column(f, &totals, &total, &self.on_time_within(within));
-                let f = match of {
-                    Some(of) => {
-                        let kind = WarningKind::NoTotalRow {
-                            measure: m_text(m, a),
-                            row: format!("{} = {:?}", of.dim, of.code),
-                        };
-                        self.warn(&f, &format!("({} IS NULL)", self.q(&total)), kind)
-                    }
-                    None => f,
-                };
-                (f, self.d.divide(&qc, &self.q(&total)))
-            }
-            Measure::Contribution(a, within, of) => {
-                let (agg_name, row_col) = self.plan.sum_columns(a, "contribution")?;
-                let (f, prev) = self.previous(f, agg_name, 12);
-                // The total of the base rows (before group mapping: never a
-                // sum of overlapping groups), or of the named aggregate row.
-                let total = self.fresh("total");
-                let rows = self.total_rows(base, of.as_ref())?;
-                let totals = self.base_totals(&rows, within, &row_col, &total, 12);
-                let f = self.join_column(&f, &totals, &total, &self.on_time_within(within));
-                let qp = self.q(&prev);
-                let f = self.missing_base(&f, &qp, 12, format!("contribution({agg_name})"), "a year before".into());
-                let f = self.unequal_periods(&f, 12, format!("contribution({agg_name})"), "a year before".into());
-                let growth = format!("({} - {qp})", self.q(agg_name));
-                (f, format!("({} * 1e2)", self.d.divide(&growth, &self.q(&total))))
-            }
-            Measure::Ytd(a) => {
-                let (f, cx) = self.column_of(f, a, base)?;
-                let mut part = self.series_partition();
-                part.push(format!("year({})", self.q("__t")));
-                let qc = self.q(&cx);
-                // polars' cumulative sum is null where its input is null.
-                let ytd =
-                    format!("CASE WHEN {qc} IS NULL THEN NULL ELSE SUM({qc}) {} END", self.window(&part, running));
-                let seen = format!("COUNT(*) {}", self.window(&part, running));
-                let expected = match time {
-                    Some(TimeKey::Quarter) => format!("quarter({})", self.q("__t")),
-                    _ => format!("month({})", self.q("__t")),
-                };
-                let kind = WarningKind::YtdGap { measure: format!("ytd({a})") };
-                let f = self.warn(&f, &format!("({seen} <> {expected})"), kind);
-                self.materialise(&f, &ytd, "ytd")
-            }
-            Measure::Rolling(a, n, mean) => {
-                let (f, cx) = self.column_of(f, a, base)?;
-                let (f, sum, count, _) = self.rolling(&f, &cx, *n, t_months);
-                let total = if *mean { format!("({sum} / {})", num(*n as f64)) } else { sum };
-                (f, format!("(CASE WHEN {count} = {n} THEN {total} END)"))
-            }
-            Measure::High(a, n) => {
-                let (f, cx) = self.column_of(f, a, base)?;
-                let (f, _, count, max) = self.rolling(&f, &cx, *n, t_months);
-                (f, format!("(CASE WHEN {count} = {n} THEN {} >= {max} END)", self.q(&cx)))
-            }
-            Measure::Record(a) => {
-                let (f, cx) = self.column_of(f, a, base)?;
-                let qc = self.q(&cx);
-                let part = self.series_partition();
-                // polars: the running max shifted one row, null after a null.
-                let earlier = format!(
-                    "CASE WHEN LAG({qc}) {w} IS NULL THEN NULL ELSE MAX({qc}) {} END",
-                    self.window(&part, "ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING"),
-                    w = self.window(&part, "")
-                );
-                let (f, e) = self.materialise(&f, &earlier, "earlier");
-                (f, format!("(CASE WHEN {e} IS NULL THEN NULL ELSE {qc} > {e} END)"))
-            }
-            Measure::Streak(cond) => {
-                let (f, cb) = self.column_of(f, cond, base)?;
-                let holds = format!("COALESCE({}, FALSE)", self.q(&cb));
-                let part = self.series_partition();
-                let index = self.month_index();
-                let gap = format!("({index} - LAG({index}) {})", self.window(&part, ""));
-                let brk = format!("(NOT {holds} OR COALESCE({gap} <> {t_months}, TRUE))");
-                let (f, brk) = self.materialise(&f, &brk, "break");
-                let run = format!("SUM(CASE WHEN {brk} THEN 1 ELSE 0 END) {}", self.window(&part, running));
-                let (f, run) = self.materialise(&f, &run, "run");
-                let mut run_part = part;
-                run_part.push(run);
-                let streak = format!(
-                    "CAST(SUM(CASE WHEN {holds} THEN 1 ELSE 0 END) {} AS DOUBLE)",
-                    self.window(&run_part, running)
-                );
-                self.materialise(&f, &streak, "streak")
-            }
-            Measure::Rank(a, within) => {
-                let (f, cx) = self.column_of(f, a, base)?;
-                let part = self.period_partition(within);
-                let qc = self.q(&cx);
-                // Competition ranking, as the polars backend: ties share the best rank.
-                let rank = format!(
-                    "CASE WHEN {qc} IS NULL THEN NULL ELSE CAST(RANK() OVER ({}ORDER BY {qc} DESC NULLS LAST) AS DOUBLE) END",
-                    partition_by(&part),
-                );
-                self.materialise(&f, &rank, "rank")
-            }
-            Measure::UnitValue => (f.clone(), self.unit_value()),
-            Measure::FirstRelease(a) => self.first_release(f, a, base)?,
-        })
+        let (f, cx) = self.column_of(f, a, base)?;
+        let mut part = self.series_partition();
+        part.push(format!("year({})", self.q("__t")));
+        let qc = self.q(&cx);
+        // polars' cumulative sum is null where its input is null.
+        let ytd = format!("CASE WHEN {qc} IS NULL THEN NULL ELSE SUM({qc}) {} END", self.window(&part, RUNNING));
+        let seen = format!("COUNT(*) {}", self.window(&part, RUNNING));
+        let expected = match time {
+            Some(TimeKey::Quarter) => format!("quarter({})", self.q("__t")),
+            _ => format!("month({})", self.q("__t")),
+        };
+        let kind = WarningKind::YtdGap { measure: format!("ytd({a})") };
+        let f = self.warn(&f, &format!("({seen} <> {expected})"), kind);
+        Ok(self.materialise(&f, &ytd, "ytd"))
+    }
+
+    /// `rolling(x, n)`, `rolling_mean(x, n)`, as `Compiler::rolling`.
+    fn rolling(&mut self, f: &Frame, a: &RExpr, n: usize, mean: bool, base: &Frame) -> Result<(Frame, String)> {
+        let t_months = self.t_months();
+        let (f, cx) = self.column_of(f, a, base)?;
+        let (f, sum, count, _) = self.last_periods(&f, &cx, n, t_months);
+        let total = if mean { format!("({sum} / {})", num(n as f64)) } else { sum };
+        Ok((f, format!("(CASE WHEN {count} = {n} THEN {total} END)")))
+    }
+
+    /// `high(x, n)`, as `Compiler::high`.
+    fn high(&mut self, f: &Frame, a: &RExpr, n: usize, base: &Frame) -> Result<(Frame, String)> {
+        let t_months = self.t_months();
+        let (f, cx) = self.column_of(f, a, base)?;
+        let (f, _, count, max) = self.last_periods(&f, &cx, n, t_months);
+        Ok((f, format!("(CASE WHEN {count} = {n} THEN {} >= {max} END)", self.q(&cx))))
+    }
+
+    /// `record(x)`, as `Compiler::record`.
+    fn record(&mut self, f: &Frame, a: &RExpr, base: &Frame) -> Result<(Frame, String)> {
+        let (f, cx) = self.column_of(f, a, base)?;
+        let qc = self.q(&cx);
+        let part = self.series_partition();
+        // polars: the running max shifted one row, null after a null.
+        let earlier = format!(
+            "CASE WHEN LAG({qc}) {w} IS NULL THEN NULL ELSE MAX({qc}) {} END",
+            self.window(&part, "ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING"),
+            w = self.window(&part, "")
+        );
+        let (f, e) = self.materialise(&f, &earlier, "earlier");
+        Ok((f, format!("(CASE WHEN {e} IS NULL THEN NULL ELSE {qc} > {e} END)")))
+    }
+
+    /// `streak(cond)`, as `Compiler::streak`.
+    fn streak(&mut self, f: &Frame, cond: &RExpr, base: &Frame) -> Result<(Frame, String)> {
+        let t_months = self.t_months();
+        let (f, cb) = self.column_of(f, cond, base)?;
+        let holds = format!("COALESCE({}, FALSE)", self.q(&cb));
+        let part = self.series_partition();
+        let index = self.month_index();
+        let gap = format!("({index} - LAG({index}) {})", self.window(&part, ""));
+        let brk = format!("(NOT {holds} OR COALESCE({gap} <> {t_months}, TRUE))");
+        let (f, brk) = self.materialise(&f, &brk, "break");
+        let run = format!("SUM(CASE WHEN {brk} THEN 1 ELSE 0 END) {}", self.window(&part, RUNNING));
+        let (f, run) = self.materialise(&f, &run, "run");
+        let mut run_part = part;
+        run_part.push(run);
+        let streak =
+            format!("CAST(SUM(CASE WHEN {holds} THEN 1 ELSE 0 END) {} AS DOUBLE)", self.window(&run_part, RUNNING));
+        Ok(self.materialise(&f, &streak, "streak"))
+    }
+
+    /// `rank(x [within D])`, as `Compiler::rank`.
+    fn rank(&mut self, f: &Frame, a: &RExpr, within: &[String], base: &Frame) -> Result<(Frame, String)> {
+        let (f, cx) = self.column_of(f, a, base)?;
+        let part = self.period_partition(within);
+        let qc = self.q(&cx);
+        // Competition ranking, as the polars backend: ties share the best rank.
+        let rank = format!(
+            "CASE WHEN {qc} IS NULL THEN NULL ELSE CAST(RANK() OVER ({}ORDER BY {qc} DESC NULLS LAST) AS DOUBLE) END",
+            partition_by(&part),
+        );
+        Ok(self.materialise(&f, &rank, "rank"))
     }
 
     /// value / quantity over the rows that report a quantity.
@@ -293,7 +328,7 @@ impl Sql<'_> {
     /// Sum, count and max of `column` over the `n` periods up to each row,
     /// matched by calendar: a RANGE window over the month index, so a missing
     /// period is a gap in the window, not a row it slides over.
-    pub(super) fn rolling(
+    pub(super) fn last_periods(
         &mut self,
         f: &Frame,
         column: &str,

@@ -157,7 +157,7 @@ impl Compiler<'_> {
         (months / i64::from(t_months.max(1)) + 1).max(1) as usize
     }
 
-    pub(super) fn window(
+    pub(super) fn last_periods(
         &mut self,
         lf: LazyFrame,
         column: &str,

@@ -206,7 +206,7 @@ impl Compiler<'_> {
     ) -> Result<(LazyFrame, Expr)> {
         let t_months = self.t_months();
         let (lf, cx) = self.column_of(lf, a, base)?;
-        let (lf, sum, count, _) = self.window(lf, &cx, n, t_months);
+        let (lf, sum, count, _) = self.last_periods(lf, &cx, n, t_months);
         let total = if mean { col(sum.as_str()) / lit(n as f64) } else { col(sum.as_str()) };
         Ok((lf, when(col(count.as_str()).eq(lit(n as u32))).then(total).otherwise(lit(NULL))))
     }
@@ -215,7 +215,7 @@ impl Compiler<'_> {
     fn high(&mut self, lf: LazyFrame, a: &RExpr, n: usize, base: &LazyFrame) -> Result<(LazyFrame, Expr)> {
         let t_months = self.t_months();
         let (lf, cx) = self.column_of(lf, a, base)?;
-        let (lf, _, count, max) = self.window(lf, &cx, n, t_months);
+        let (lf, _, count, max) = self.last_periods(lf, &cx, n, t_months);
         Ok((
             lf,
             when(col(count.as_str()).eq(lit(n as u32)))
