@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the independent readers and peer engines that the tests and
+# Installs maturin and pytest (the Python package's build and tests), and
+# the independent readers and peer engines that the tests and
 # benchmarks compare tradeql against into ./.venv, from PyPI: DuckDB, pyarrow,
 # pandas, polars and pyspark (Spark in local mode, for the scale-out tests);
 # and pyarrow 14 alone into ./.venv-pyarrow14 (the oldest reader the store's
@@ -13,9 +14,12 @@ venv=.venv
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
 fi
-if ! "$venv/bin/python" -c 'import duckdb, pyarrow, pyspark, pandas, polars' 2>/dev/null; then
+if ! "$venv/bin/python" -c 'import duckdb, pyarrow, pyspark, pandas, polars, pytest' 2>/dev/null \
+    || [ ! -x "$venv/bin/maturin" ]; then
+    # maturin builds the Python package (python/); pytest runs its tests.
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-        'duckdb==1.5.*' 'pyarrow==26.*' 'pyspark==4.3.*' 'pandas==3.*' 'polars==2.*'
+        'duckdb==1.5.*' 'pyarrow==26.*' 'pyspark==4.3.*' 'pandas==3.*' 'polars==2.*' \
+        'maturin==1.15.*' 'pytest==8.*'
 fi
 old=.venv-pyarrow14
 if ! "$old/bin/python" -c 'import pyarrow; assert pyarrow.__version__.startswith("14.")' 2>/dev/null; then

@@ -87,13 +87,7 @@ struct AsOf {
 
 impl AsOf {
     fn vintage(&self) -> crate::Result<Option<crate::store::Vintage>> {
-        if let Some(d) = &self.as_of {
-            if chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_err() {
-                return Err(crate::Error::usage(format!("--as-of {d:?}: give a date as YYYY-MM-DD")));
-            }
-            return Ok(Some(crate::store::Vintage::Date(d.clone())));
-        }
-        Ok(self.as_of_version.map(crate::store::Vintage::Version))
+        crate::store::Vintage::chosen(self.as_of_version, self.as_of.as_deref())
     }
 }
 
@@ -593,17 +587,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 None => crate::lang::QueryFile::read(&files[0])?,
             };
             let file = query.path.clone();
-            // A query of files (`from "FILE"`) needs no store.
-            let store = match Store::open_existing(&store) {
-                Err(_) if crate::lang::reads_files(&query) => Store::at(store),
-                Err(e) => {
-                    // A query that does not parse says so before the store is missed.
-                    crate::lang::parse(&query)?;
-                    return Err(e);
-                }
-                opened => opened?,
-            }
-            .reading(as_of.vintage()?);
+            let store = crate::run::store_for(&query, &store, as_of.vintage()?)?;
             if let Some(out) = out.as_deref().filter(|o| o.as_os_str() != "-") {
                 store.refuse_output_inside(out, "--out")?;
                 crate::run::refuse_overwriting(out, &file)?;
@@ -613,19 +597,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 crate::run::refuse_overwriting(chart, &file)?;
             }
             let params = crate::lang::parse_params(&params)?;
-            // One committed version, even while a writer replaces it.
-            let (loaded, mut outcome) = store.read_consistent(|| {
-                let loaded = crate::lang::load(&query, &store, &params)?;
-                let outcome = match &on_engine {
-                    None => crate::run::collect(&loaded.compiled)?,
-                    Some((d, options)) => {
-                        let root = loaded.store_root(store.root());
-                        let mut results = crate::sql::run_loaded(&[(&loaded, root)], *d, options)?;
-                        results.remove(0)?
-                    }
-                };
-                Ok((loaded, outcome))
-            })?;
+            let (loaded, mut outcome) = crate::run::query(&query, &store, &params, on_engine.as_ref())?;
             if let Some(path) = &chart {
                 let mut options = loaded.plan.chart.clone().unwrap_or_default();
                 // Without `chart title "..."`, the query's first comment line.
@@ -645,15 +617,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 outcome.frame = crate::run::with_code_names(outcome.frame, &store)?;
             }
             crate::run::write(&mut outcome.frame, &loaded.plan, format, out.as_deref())?;
-            if let Some(m) = loaded.plan.ytd_through {
-                let months = crate::lang::plan::months_label(m);
-                eprintln!("note: `by ytd`: each year is {months}, the months up to the last one the query covers");
-            }
-            for n in &outcome.notes {
-                eprintln!("note: {n}");
-            }
-            for w in &outcome.warnings {
-                eprintln!("warning: {w}");
+            for m in crate::run::messages(&loaded, &outcome) {
+                eprintln!("{m}");
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -747,19 +712,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let params = crate::lang::parse_params(&params)?;
             let query = crate::lang::QueryFile::read(&file)?;
             let loaded = store.read_consistent(|| crate::lang::load(&query, &store, &params))?;
-            outln!("tradeql plan:\n{}", loaded.plan);
-            if !loaded.compiled.pushed_down.is_empty() {
-                outln!(
-                    "pushdown: read from the Parquet dictionary pages in one read of the files\n  \
-                     (TRADEQL_PUSHDOWN=off leaves them to polars):"
-                );
-                for spec in &loaded.compiled.pushed_down {
-                    outln!("  - {spec}");
-                }
-                outln!();
-            }
-            let optimised = crate::run::on_big_stack(|| loaded.compiled.lf.explain(true))?;
-            outln!("polars optimised plan:\n{optimised}");
+            out!("{}", crate::run::explain(&loaded)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench { store, queries, runs, peer, python, json } => {

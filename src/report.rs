@@ -42,8 +42,21 @@ pub fn entry(
     store: &crate::store::Store,
 ) -> Result<Entry> {
     let text = std::fs::read_to_string(query).unwrap_or_default();
+    entry_of(name, (&query.display().to_string(), &text), params, plan, version, frame, store)
+}
+
+/// [`entry`] for a query given as (its label, its text).
+pub fn entry_of(
+    name: &str,
+    (label, text): (&str, &str),
+    params: &[(String, String)],
+    plan: &Plan,
+    version: u64,
+    frame: &DataFrame,
+    store: &crate::store::Store,
+) -> Result<Entry> {
     let mut options = plan.chart.clone().unwrap_or_default();
-    let mut title = options.title.clone().or_else(|| chart::title_of(&text)).unwrap_or_else(|| name.to_string());
+    let mut title = options.title.clone().or_else(|| chart::title_of(text)).unwrap_or_else(|| name.to_string());
     // A query run with parameters says which: its comment speaks of the defaults.
     if !params.is_empty() {
         let given: Vec<String> = params.iter().map(|(k, v)| format!("{k} = {v}")).collect();
@@ -56,7 +69,7 @@ pub fn entry(
     Ok(Entry {
         name: name.to_string(),
         title,
-        query: query.display().to_string(),
+        query: label.to_string(),
         table,
         chart,
         warnings: Vec::new(),
@@ -105,46 +118,7 @@ pub fn page(job: &str, entries: &[Entry], started_at: &str, seconds: f64, skippe
     }
     html.push_str("</ol></nav>\n");
     for e in entries {
-        let _ = write!(html, "<section id=\"{}\">\n<h2>{}</h2>\n", escape(&e.name), escape(&e.title));
-        let _ = writeln!(
-            html,
-            "<p class=\"source\">{} · {} version {} · {}</p>",
-            escape(&e.name),
-            escape(&e.dataset),
-            e.version,
-            escape(&e.query)
-        );
-        for w in &e.warnings {
-            let _ = writeln!(html, "<p class=\"warning\">warning: {}</p>", escape(w));
-        }
-        for n in &e.notes {
-            let _ = writeln!(html, "<p class=\"note\">note: {}</p>", escape(n));
-        }
-        html.push_str("<div class=\"figure\">\n");
-        let (headers, cells, right) = &e.table;
-        html.push_str("<table>\n<thead><tr>");
-        for (h, r) in headers.iter().zip(right) {
-            let _ = write!(html, "<th{}>{}</th>", if *r { " class=\"n\"" } else { "" }, escape(h));
-        }
-        html.push_str("</tr></thead>\n<tbody>\n");
-        let rows = cells.first().map_or(0, Vec::len);
-        for i in 0..rows {
-            html.push_str("<tr>");
-            for (c, r) in cells.iter().zip(right) {
-                let _ = write!(html, "<td{}>{}</td>", if *r { " class=\"n\"" } else { "" }, escape(&c[i]));
-            }
-            html.push_str("</tr>\n");
-        }
-        html.push_str("</tbody>\n</table>\n");
-        match &e.chart {
-            Ok(svg) => {
-                let _ = writeln!(html, "<figure class=\"chart\">{svg}</figure>");
-            }
-            Err(why) => {
-                let _ = writeln!(html, "<p class=\"note\">no chart: {}</p>", escape(why));
-            }
-        }
-        html.push_str("</div>\n</section>\n");
+        html.push_str(&section(e));
     }
     let mut versions: Vec<String> = entries.iter().map(|e| format!("{} version {}", e.dataset, e.version)).collect();
     versions.sort();
@@ -163,6 +137,58 @@ pub fn page(job: &str, entries: &[Entry], started_at: &str, seconds: f64, skippe
         }
     );
     html
+}
+
+/// One extract's section of the page: heading, source line, warnings and
+/// notes, the table and the chart (also what a notebook shows of a result).
+pub fn section(e: &Entry) -> String {
+    let mut html = String::new();
+    let _ = write!(html, "<section id=\"{}\">\n<h2>{}</h2>\n", escape(&e.name), escape(&e.title));
+    let _ = writeln!(
+        html,
+        "<p class=\"source\">{} · {} version {} · {}</p>",
+        escape(&e.name),
+        escape(&e.dataset),
+        e.version,
+        escape(&e.query)
+    );
+    for w in &e.warnings {
+        let _ = writeln!(html, "<p class=\"warning\">warning: {}</p>", escape(w));
+    }
+    for n in &e.notes {
+        let _ = writeln!(html, "<p class=\"note\">note: {}</p>", escape(n));
+    }
+    html.push_str("<div class=\"figure\">\n");
+    let (headers, cells, right) = &e.table;
+    html.push_str("<table>\n<thead><tr>");
+    for (h, r) in headers.iter().zip(right) {
+        let _ = write!(html, "<th{}>{}</th>", if *r { " class=\"n\"" } else { "" }, escape(h));
+    }
+    html.push_str("</tr></thead>\n<tbody>\n");
+    let rows = cells.first().map_or(0, Vec::len);
+    for i in 0..rows {
+        html.push_str("<tr>");
+        for (c, r) in cells.iter().zip(right) {
+            let _ = write!(html, "<td{}>{}</td>", if *r { " class=\"n\"" } else { "" }, escape(&c[i]));
+        }
+        html.push_str("</tr>\n");
+    }
+    html.push_str("</tbody>\n</table>\n");
+    match &e.chart {
+        Ok(svg) => {
+            let _ = writeln!(html, "<figure class=\"chart\">{svg}</figure>");
+        }
+        Err(why) => {
+            let _ = writeln!(html, "<p class=\"note\">no chart: {}</p>", escape(why));
+        }
+    }
+    html.push_str("</div>\n</section>\n");
+    html
+}
+
+/// The page's style sheet, for a section shown on its own.
+pub fn style() -> &'static str {
+    STYLE
 }
 
 /// Writes the page to `path` atomically.

@@ -9,6 +9,7 @@ use crate::error::{Error, ErrorKind, Result, display_width};
 use crate::lang::compile::{Compiled, ResultShape, WarningKind};
 use crate::lang::plan::{Format, Plan, TimeKey};
 use crate::period::{Frequency, Period};
+use crate::store::Store;
 use polars::prelude::*;
 use std::io::Write;
 use std::path::Path;
@@ -73,6 +74,80 @@ pub struct Outcome {
     pub warnings: Vec<String>,
     /// What the query left out and why (aggregate rows of a dimension).
     pub notes: Vec<String>,
+}
+
+/// The store a query reads, as `tradeql run` opens it: an existing store at
+/// `path` (a query of files, `from "FILE"`, needs none), reading the kept
+/// version `vintage` if one is asked for. A query that does not parse says so
+/// before a missing store is reported.
+pub fn store_for(query: &crate::lang::QueryFile, path: &Path, vintage: Option<crate::store::Vintage>) -> Result<Store> {
+    let store = match Store::open_existing(path) {
+        Err(_) if crate::lang::reads_files(query) => Store::at(path),
+        Err(e) => {
+            crate::lang::parse(query)?;
+            return Err(e);
+        }
+        opened => opened?,
+    };
+    Ok(store.reading(vintage))
+}
+
+/// One query, as `tradeql run` runs it: loaded and collected against one
+/// committed version of `store`, even while a writer replaces it; on polars,
+/// or on a SQL engine.
+pub fn query(
+    query: &crate::lang::QueryFile,
+    store: &Store,
+    params: &[(String, String)],
+    engine: Option<&(crate::sql::Dialect, crate::sql::engine::EngineOptions)>,
+) -> Result<(crate::lang::Loaded, Outcome)> {
+    store.read_consistent(|| {
+        let loaded = crate::lang::load(query, store, params)?;
+        let outcome = match engine {
+            None => collect(&loaded.compiled)?,
+            Some((d, options)) => {
+                let root = loaded.store_root(store.root());
+                let mut results = crate::sql::run_loaded(&[(&loaded, root)], *d, options)?;
+                results.remove(0)?
+            }
+        };
+        Ok((loaded, outcome))
+    })
+}
+
+/// What `tradeql explain` prints: tradeql's plan, the group-bys the
+/// aggregate pushdown answers, and polars' optimised plan.
+pub fn explain(loaded: &crate::lang::Loaded) -> Result<String> {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(out, "tradeql plan:\n{}", loaded.plan);
+    if !loaded.compiled.pushed_down.is_empty() {
+        let _ = writeln!(
+            out,
+            "pushdown: read from the Parquet dictionary pages in one read of the files\n  \
+             (TRADEQL_PUSHDOWN=off leaves them to polars):"
+        );
+        for spec in &loaded.compiled.pushed_down {
+            let _ = writeln!(out, "  - {spec}");
+        }
+        out.push('\n');
+    }
+    let optimised = on_big_stack(|| loaded.compiled.lf.explain(true))?;
+    let _ = writeln!(out, "polars optimised plan:\n{optimised}");
+    Ok(out)
+}
+
+/// The notes and warnings of a run, as the sentences `tradeql run` prints
+/// (`note: ...`, `warning: ...`), notes first.
+pub fn messages(loaded: &crate::lang::Loaded, outcome: &Outcome) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(m) = loaded.plan.ytd_through {
+        let months = crate::lang::plan::months_label(m);
+        out.push(format!("note: `by ytd`: each year is {months}, the months up to the last one the query covers"));
+    }
+    out.extend(outcome.notes.iter().map(|n| format!("note: {n}")));
+    out.extend(outcome.warnings.iter().map(|w| format!("warning: {w}")));
+    out
 }
 
 /// `frame` with a column `DIM_name` after each code column (reporter,

@@ -680,6 +680,8 @@ fn read_pass(files: &[PassFile], specs: &[Spec]) -> Res<(Vec<Groups>, Vec<Arc<st
     // number of threads, so every run of a query gives the same bits.
     let one = |(i, file, meta, rg): &(usize, Arc<std::fs::File>, Arc<FileMetadata>, usize)| -> Res<Vec<Groups>> {
         let f = &files[*i];
+        // Ctrl-C in a Python session raises polars' abort flag: stop here too.
+        polars_error::abort::try_raise_polars_abort();
         WORK.with_borrow_mut(|work| {
             read_row_group(work, file, meta, *rg, &needs, f.has_aggregate_rows, &interner)?;
             let mut out = Vec::with_capacity(specs.len());

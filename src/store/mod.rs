@@ -65,6 +65,22 @@ pub enum Vintage {
     Date(String),
 }
 
+impl Vintage {
+    /// The kept version `--as-of-version N` or `--as-of YYYY-MM-DD` asks for
+    /// (None: the current one); both at once is an error.
+    pub fn chosen(version: Option<u64>, date: Option<&str>) -> Result<Option<Vintage>> {
+        match (version, date) {
+            (Some(_), Some(_)) => Err(Error::usage("give a version or a date to read as of, not both")),
+            (Some(v), None) => Ok(Some(Vintage::Version(v))),
+            (None, Some(d)) if chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_err() => {
+                Err(Error::usage(format!("--as-of {d:?}: give a date as YYYY-MM-DD")))
+            }
+            (None, Some(d)) => Ok(Some(Vintage::Date(d.to_string()))),
+            (None, None) => Ok(None),
+        }
+    }
+}
+
 /// Proof that this process holds the store's write lock; released on drop
 /// (and by the OS if the process dies).
 pub struct StoreLock {

@@ -1,0 +1,405 @@
+//! tradeql from Python: the `tradeql._tradeql` extension module.
+//!
+//! A thin layer over the tradeql library, in the CLI's place: each function
+//! does what the command of the same name does and returns what it prints.
+//! Results leave through the Arrow C stream interface (`__arrow_c_stream__`,
+//! the Arrow PyCapsule protocol), so polars and pyarrow in Python read the
+//! buffers tradeql computed, without a copy. The GIL is released while
+//! tradeql works, and Ctrl-C stops a query through polars' own abort flag.
+//! `tradeql/__init__.py` wraps this module in the Python API.
+
+use polars::prelude::{CompatLevel, DataFrame, SchemaExt};
+use polars_arrow::array::{Array, StructArray};
+use polars_arrow::datatypes::{ArrowDataType, Field};
+use pyo3::create_exception;
+use pyo3::exceptions::{PyException, PyKeyboardInterrupt};
+use pyo3::prelude::*;
+use pyo3::types::PyCapsule;
+use std::path::{Path, PathBuf};
+use tradeql::error::{Error, ErrorKind};
+use tradeql::store::{Store, Vintage};
+
+create_exception!(_tradeql, TradeqlError, PyException, "An error of tradeql, rendered as the CLI renders it.");
+create_exception!(_tradeql, QueryError, TradeqlError, "A query is wrong: syntax, names, types or stages.");
+create_exception!(_tradeql, DataError, TradeqlError, "Input data or a mapping is wrong.");
+create_exception!(_tradeql, StoreError, TradeqlError, "The store is missing, damaged, locked or cannot be written.");
+create_exception!(_tradeql, UsageError, TradeqlError, "A call asks for something impossible.");
+
+/// A tradeql error as a Python exception: the class by kind, `str()` as the
+/// CLI prints it, and the parts as attributes (`file`, `line`, `column`,
+/// `value`, `source_line`, `hints`, `message`, `kind`, `exit_code`).
+fn py_error(py: Python<'_>, e: Error) -> PyErr {
+    let text = e.to_string();
+    let err = match e.kind {
+        ErrorKind::Query => QueryError::new_err(text),
+        ErrorKind::Input | ErrorKind::Mapping => DataError::new_err(text),
+        ErrorKind::Store | ErrorKind::Locked | ErrorKind::Io | ErrorKind::NotFound => StoreError::new_err(text),
+        ErrorKind::Usage => UsageError::new_err(text),
+        _ => TradeqlError::new_err(text),
+    };
+    let value = err.value(py);
+    let loc = &e.location;
+    let (column, source_line) = match &loc.snippet {
+        // A query error: the column is the marked character's.
+        Some(s) => (Some(s.col.into_pyobject(py).map(|c| c.into_any().unbind())), Some(s.text.clone())),
+        None => (loc.column.as_ref().map(|c| c.into_pyobject(py).map(|c| c.into_any().unbind())), None),
+    };
+    let set = |name: &str, v: Option<Py<PyAny>>| {
+        let _ = value.setattr(name, v.unwrap_or_else(|| py.None()));
+    };
+    set("message", Some(e.message.clone().into_pyobject(py).unwrap().into_any().unbind()));
+    set("kind", Some(format!("{:?}", e.kind).to_lowercase().into_pyobject(py).unwrap().into_any().unbind()));
+    set("file", loc.file.as_ref().map(|f| f.display().to_string().into_pyobject(py).unwrap().into_any().unbind()));
+    set("line", loc.line.map(|l| l.into_pyobject(py).unwrap().into_any().unbind()));
+    set("column", column.and_then(Result::ok));
+    set("value", loc.value.as_ref().map(|v| v.into_pyobject(py).unwrap().into_any().unbind()));
+    set("source_line", source_line.map(|t| t.into_pyobject(py).unwrap().into_any().unbind()));
+    set("hints", Some(e.hints.clone().into_pyobject(py).unwrap().into_any().unbind()));
+    set("exit_code", Some(e.exit_code().into_pyobject(py).unwrap().into_any().unbind()));
+    err
+}
+
+/// Runs `work` without the GIL, stopped by Ctrl-C: polars' abort flag is
+/// raised by SIGINT while the work runs, and polars (and the aggregate
+/// pushdown) check it in their loops. Then Python's own signal check raises
+/// the KeyboardInterrupt.
+fn detached<T: Send>(py: Python<'_>, work: impl FnOnce() -> tradeql::Result<T> + Send) -> PyResult<T> {
+    let out = py.detach(|| polars_error::abort::catch_polars_abort(std::panic::AssertUnwindSafe(work)));
+    match out {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(py_error(py, e)),
+        Err(_) => {
+            py.check_signals()?;
+            Err(PyKeyboardInterrupt::new_err("the query was stopped"))
+        }
+    }
+}
+
+/// A query as the CLI reads it: a file path, or query text.
+fn query_file(query: &str) -> tradeql::Result<tradeql::lang::QueryFile> {
+    let looks_like_text = query.contains('\n') || query.trim_start().starts_with("from ");
+    if looks_like_text && !Path::new(query).is_file() {
+        tradeql::lang::QueryFile::from_command_line(query)
+    } else {
+        tradeql::lang::QueryFile::read(Path::new(query))
+    }
+}
+
+/// The result of one query.
+#[pyclass(module = "tradeql._tradeql", frozen)]
+struct QueryResult {
+    frame: DataFrame,
+    /// The table, names and formats as the terminal shows them.
+    table: String,
+    /// The notes and warnings, as the CLI prints them.
+    messages: Vec<String>,
+    dataset: String,
+    version: u64,
+    /// What the notebook shows: the extract's section of a release page.
+    html: String,
+    explain: String,
+}
+
+#[pymethods]
+impl QueryResult {
+    /// The result as an Arrow C stream (the Arrow PyCapsule protocol): one
+    /// record batch per chunk of the frame, its buffers shared, not copied.
+    #[pyo3(signature = (requested_schema=None))]
+    fn __arrow_c_stream__<'py>(
+        &self,
+        py: Python<'py>,
+        requested_schema: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyCapsule>> {
+        // The schema tradeql gives is the only one offered.
+        let _ = requested_schema;
+        let stream = arrow_stream(&self.frame);
+        PyCapsule::new_with_value(py, stream, c"arrow_array_stream")
+    }
+
+    /// The notes and warnings of the run, as the CLI prints them.
+    #[getter]
+    fn messages(&self) -> Vec<String> {
+        self.messages.clone()
+    }
+
+    #[getter]
+    fn dataset(&self) -> String {
+        self.dataset.clone()
+    }
+
+    /// The version of the dataset the query read.
+    #[getter]
+    fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The result as the terminal shows it (names, units, formats).
+    fn table(&self) -> String {
+        self.table.clone()
+    }
+
+    fn html(&self) -> String {
+        self.html.clone()
+    }
+
+    /// tradeql's plan and polars' optimised plan, as `tradeql explain` prints them.
+    fn explain(&self) -> String {
+        self.explain.clone()
+    }
+
+    fn __len__(&self) -> usize {
+        self.frame.height()
+    }
+
+    /// The address of the values of a Float64 column's first chunk, as
+    /// tradeql holds it: what shows that Python reads these very buffers.
+    fn buffer_address(&self, column: &str) -> PyResult<usize> {
+        let values = self
+            .frame
+            .column(column)
+            .and_then(|c| c.as_materialized_series().f64().cloned())
+            .map_err(|e| UsageError::new_err(format!("{column}: {e}")))?;
+        let chunk = values.downcast_iter().next().ok_or_else(|| UsageError::new_err("no rows"))?;
+        Ok(chunk.values().as_ptr() as usize)
+    }
+}
+
+/// The frame as an Arrow C stream of struct arrays (one per chunk).
+fn arrow_stream(frame: &DataFrame) -> polars_arrow::ffi::ArrowArrayStream {
+    let mut frame = frame.clone();
+    frame.align_chunks_par();
+    let schema = frame.schema().to_arrow(CompatLevel::newest());
+    let fields: Vec<Field> = schema.iter_values().cloned().collect();
+    let dtype = ArrowDataType::Struct(fields.clone());
+    let height = frame.height();
+    let batches: Vec<Box<dyn Array>> = frame
+        .iter_chunks(CompatLevel::newest(), false)
+        .map(|batch| {
+            let len = batch.len();
+            let (_, arrays) = batch.into_schema_and_arrays();
+            Box::new(StructArray::new(dtype.clone(), len, arrays, None)) as Box<dyn Array>
+        })
+        .collect();
+    // A result with no rows still has its columns.
+    let batches = if batches.is_empty() && height == 0 {
+        let empty: Vec<Box<dyn Array>> =
+            fields.iter().map(|f| polars_arrow::array::new_empty_array(f.dtype.clone())).collect();
+        vec![Box::new(StructArray::new(dtype.clone(), 0, empty, None)) as Box<dyn Array>]
+    } else {
+        batches
+    };
+    let field = Field::new("".into(), dtype, false);
+    polars_arrow::ffi::export_iterator(Box::new(batches.into_iter().map(Ok)), field)
+}
+
+/// Runs one query, as `tradeql run` does.
+#[pyfunction]
+#[pyo3(signature = (query, store="store".to_string(), params=Vec::new(), engine=None, as_of_version=None, as_of=None))]
+fn run(
+    py: Python<'_>,
+    query: String,
+    store: String,
+    params: Vec<(String, String)>,
+    engine: Option<String>,
+    as_of_version: Option<u64>,
+    as_of: Option<String>,
+) -> PyResult<QueryResult> {
+    detached(py, move || {
+        let file = query_file(&query)?;
+        let store =
+            tradeql::run::store_for(&file, Path::new(&store), Vintage::chosen(as_of_version, as_of.as_deref())?)?;
+        let engine = match engine.as_deref() {
+            None | Some("polars") => None,
+            Some("duckdb") => Some((tradeql::sql::Dialect::Duckdb, Default::default())),
+            Some("spark") => Some((tradeql::sql::Dialect::Spark, Default::default())),
+            Some(other) => return Err(Error::usage(format!("engine is polars, duckdb or spark, not {other:?}"))),
+        };
+        let (loaded, outcome) = tradeql::run::query(&file, &store, &params, engine.as_ref())?;
+        let messages = tradeql::run::messages(&loaded, &outcome);
+        let named = tradeql::run::with_code_names(outcome.frame.clone(), &store)?;
+        let table = tradeql::run::table(&named, &loaded.plan)?;
+        let label = file.path.display().to_string();
+        let mut entry = tradeql::report::entry_of(
+            "result",
+            (&label, &file.text),
+            &params,
+            &loaded.plan,
+            loaded.manifest.version,
+            &outcome.frame,
+            &store,
+        )?;
+        entry.warnings = outcome.warnings.clone();
+        entry.notes = outcome.notes.clone();
+        let html = format!("<style>{}</style>{}", tradeql::report::style(), tradeql::report::section(&entry));
+        Ok(QueryResult {
+            explain: tradeql::run::explain(&loaded)?,
+            table,
+            messages,
+            dataset: loaded.manifest.dataset.clone(),
+            version: loaded.manifest.version,
+            html,
+            frame: outcome.frame,
+        })
+    })
+}
+
+/// The SQL of a query for Spark or DuckDB, as `tradeql sql` prints it.
+#[pyfunction]
+#[pyo3(signature = (query, store="store".to_string(), dialect="spark".to_string(), params=Vec::new(), store_uri=None))]
+fn sql(
+    py: Python<'_>,
+    query: String,
+    store: String,
+    dialect: String,
+    params: Vec<(String, String)>,
+    store_uri: Option<String>,
+) -> PyResult<String> {
+    detached(py, move || {
+        let dialect = match dialect.as_str() {
+            "spark" => tradeql::sql::Dialect::Spark,
+            "duckdb" => tradeql::sql::Dialect::Duckdb,
+            other => return Err(Error::usage(format!("dialect is spark or duckdb, not {other:?}"))),
+        };
+        let file = query_file(&query)?;
+        let store = tradeql::run::store_for(&file, Path::new(&store), None)?;
+        let loaded = tradeql::lang::load(&file, &store, &params)?;
+        if loaded.adhoc.is_some() {
+            return Err(Error::usage("SQL for `from \"FILE\"` would name no file: ingest the file into a store first"));
+        }
+        Ok(tradeql::sql::compile_loaded(&loaded, store.root(), dialect, store_uri.as_deref())?.text)
+    })
+}
+
+/// Runs a batch job, as `tradeql batch` does; returns the run manifest
+/// (`run.json`) as JSON text.
+#[pyfunction]
+#[pyo3(signature = (job, incremental=false, report=None))]
+fn batch(py: Python<'_>, job: String, incremental: bool, report: Option<String>) -> PyResult<String> {
+    detached(py, move || {
+        let path = PathBuf::from(&job);
+        let file = tradeql::batch::JobFile::load(&path)?;
+        let opts =
+            tradeql::batch::BatchOptions { incremental, report: report.map(PathBuf::from), ..Default::default() };
+        let manifest = tradeql::batch::run_job(&path, &file, &opts, &mut |_| {})?;
+        Ok(serde_json::to_string_pretty(&manifest)?)
+    })
+}
+
+/// A store: its datasets, what it holds, and the commands that change it.
+#[pyclass(module = "tradeql._tradeql", frozen)]
+struct Store_ {
+    path: PathBuf,
+}
+
+#[pymethods]
+impl Store_ {
+    #[new]
+    fn new(path: String) -> Self {
+        Store_ { path: PathBuf::from(path) }
+    }
+
+    #[getter]
+    fn path(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    /// The names of the datasets, sorted.
+    fn datasets(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        let path = self.path.clone();
+        detached(py, move || Store::open_existing(path)?.datasets())
+    }
+
+    /// What `tradeql info` prints (with `verify`, after checking every file;
+    /// a problem found is a StoreError).
+    #[pyo3(signature = (verify=false))]
+    fn info(&self, py: Python<'_>, verify: bool) -> PyResult<String> {
+        let path = self.path.clone();
+        detached(py, move || {
+            let report = tradeql::info::info(&Store::open_existing(path)?, verify, false)?;
+            match &report.problems {
+                Some(problems) if !problems.is_empty() => {
+                    Err(Error::store(format!("{}{} problems found", report.text, problems.len())))
+                }
+                _ => Ok(report.text),
+            }
+        })
+    }
+
+    /// Checks every file against the manifests (`tradeql info --verify`).
+    fn verify(&self, py: Python<'_>) -> PyResult<String> {
+        self.info(py, true)
+    }
+
+    /// Ingests files into a dataset, as `tradeql ingest` does; returns its report.
+    #[pyo3(signature = (files, dataset=None, mapping=None, currency=None, quantity_unit=None, rejects=None, dry_run=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn ingest(
+        &self,
+        py: Python<'_>,
+        files: Vec<String>,
+        dataset: Option<String>,
+        mapping: Option<String>,
+        currency: Option<String>,
+        quantity_unit: Option<String>,
+        rejects: Option<String>,
+        dry_run: bool,
+    ) -> PyResult<String> {
+        let opts = tradeql::ingest::IngestOptions {
+            store: self.path.clone(),
+            dataset,
+            sources: files.into_iter().map(PathBuf::from).collect(),
+            mapping: mapping.map(PathBuf::from),
+            currency,
+            quantity_unit,
+            rejects: rejects.map(PathBuf::from),
+            dry_run,
+            wait: false,
+            workers: None,
+            progress: false,
+            timings: false,
+            input_format: None,
+        };
+        detached(py, move || Ok(tradeql::ingest::ingest(&opts)?.to_string()))
+    }
+
+    /// Stores a reference group table, as `tradeql groups add` does.
+    #[pyo3(signature = (name, file, of, strict=false))]
+    fn groups_add(&self, py: Python<'_>, name: String, file: String, of: String, strict: bool) -> PyResult<String> {
+        let path = self.path.clone();
+        detached(py, move || Ok(tradeql::groups::add(&path, &name, &of, Path::new(&file), false, strict)?.to_string()))
+    }
+
+    /// Stores the names of codes, as `tradeql names add` does.
+    #[pyo3(signature = (file, of, code, name))]
+    fn names_add(&self, py: Python<'_>, file: String, of: String, code: String, name: String) -> PyResult<String> {
+        let path = self.path.clone();
+        detached(py, move || {
+            Ok(tradeql::groups::add_names(&path, &of, Path::new(&file), &code, &name, false)?.to_string())
+        })
+    }
+
+    /// Stores monthly exchange rates, as `tradeql rates add` does.
+    fn rates_add(&self, py: Python<'_>, file: String) -> PyResult<String> {
+        let path = self.path.clone();
+        detached(py, move || Ok(tradeql::rates::add(&path, Path::new(&file), false)?.to_string()))
+    }
+}
+
+#[pymodule]
+fn _tradeql(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // SIGINT raises polars' abort flag while a query runs, then Python's handler.
+    polars_error::abort::register_polars_abort_mechanism();
+    let py = m.py();
+    m.add("TradeqlError", py.get_type::<TradeqlError>())?;
+    m.add("QueryError", py.get_type::<QueryError>())?;
+    m.add("DataError", py.get_type::<DataError>())?;
+    m.add("StoreError", py.get_type::<StoreError>())?;
+    m.add("UsageError", py.get_type::<UsageError>())?;
+    m.add_class::<QueryResult>()?;
+    m.add_class::<Store_>()?;
+    m.add_function(wrap_pyfunction!(run, m)?)?;
+    m.add_function(wrap_pyfunction!(sql, m)?)?;
+    m.add_function(wrap_pyfunction!(batch, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

@@ -1,0 +1,273 @@
+"""The Python package against the CLI: same rows, same messages, same errors.
+
+Run by `scripts/test.sh` after `maturin develop` has put the package into
+.venv. The CLI is the binary `cargo test` built (TRADEQL_BIN, else
+$CARGO_TARGET_DIR/debug/tradeql). The store is built from the bundled data
+through the package's own Store API, as scripts/main.sh builds it with the CLI.
+"""
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import polars as pl
+import pyarrow as pa
+import pytest
+from polars.testing import assert_frame_equal
+
+import tradeql
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+QUERIES = sorted((ROOT / "queries").glob("*.tql"))
+
+
+def cli_binary() -> str:
+    if os.environ.get("TRADEQL_BIN"):
+        return os.environ["TRADEQL_BIN"]
+    target = os.environ.get("CARGO_TARGET_DIR", str(ROOT / "target"))
+    return str(pathlib.Path(target) / "debug" / "tradeql")
+
+
+def cli(*args, check=True):
+    out = subprocess.run([cli_binary(), *map(str, args)], cwd=ROOT, capture_output=True, text=True)
+    if check and out.returncode != 0:
+        raise AssertionError(f"tradeql {' '.join(map(str, args))} failed: {out.stderr}")
+    return out
+
+
+@pytest.fixture(scope="session")
+def store(tmp_path_factory) -> str:
+    """The bundled data, stored as scripts/main.sh stores it, through tradeql.Store."""
+    path = tmp_path_factory.mktemp("bundled") / "store"
+    s = tradeql.Store(str(path))
+    d = ROOT / "data"
+    assert "rates" in s.rates_add(str(d / "fx_monthly.csv"))
+    s.ingest(str(d / "gacc_monthly_2023_2024.csv"), mapping=str(d / "gacc.toml"))
+    s.ingest([str(d / "gacc_partners_2024.csv")], mapping=str(d / "gacc_partners.toml"))
+    s.ingest(str(d / "critical_minerals_hs6_monthly.csv"), mapping=str(d / "critical_minerals.toml"))
+    s.groups_add("partner_groups", str(d / "partner_groups.csv"), of="partner")
+    s.groups_add("hs_sections", str(d / "hs_section_groups.csv"), of="product")
+    s.groups_add("un_regions", str(d / "un_regions.csv"), of="partner")
+    s.names_add(str(d / "country_codes.csv"), of="partner", code="iso3", name="name_en")
+    s.names_add(str(d / "hs_codes.csv"), of="product", code="hscode", name="description")
+    assert s.datasets() == ["critical_minerals", "gacc", "gacc_partners"]
+    assert "every file matches its manifest" in s.verify()
+    return str(path)
+
+
+@pytest.mark.parametrize("query", QUERIES, ids=[q.stem for q in QUERIES])
+def test_every_saved_query_gives_the_clis_parquet_output(query, store, tmp_path, monkeypatch):
+    # The in-memory engine adds every sum in one order, so two runs give the
+    # same bits; polars' streaming engine (the default where the aggregate
+    # pushdown does not read the rows, here trade_2024_usd) may add a group's
+    # partial sums in another order from run to run. Both sides here run on it.
+    monkeypatch.setenv("TRADEQL_ENGINE", "in-memory")
+    out = tmp_path / "cli.parquet"
+    ran = cli("run", query, "--store", store, "--out", out)
+    r = tradeql.run(str(query), store=store)
+    # Same columns, types and values, bit for bit (NaN and inf included).
+    assert_frame_equal(r.frame, pl.read_parquet(out), check_exact=True)
+    # The same notes and warnings, in the same words.
+    assert r.warnings == [line for line in ran.stderr.splitlines() if line]
+    assert r.version >= 1 and r.dataset in query.read_text()
+    # pyarrow and pandas read the same rows.
+    assert r.to_arrow().num_rows == r.frame.height == len(r)
+    assert len(r.to_pandas()) == r.frame.height
+
+
+@pytest.mark.parametrize("query", QUERIES, ids=[q.stem for q in QUERIES])
+def test_every_saved_query_on_the_default_engine(query, store, tmp_path):
+    out = tmp_path / "cli.parquet"
+    cli("run", query, "--store", store, "--out", out)
+    got, want = tradeql.run(str(query), store=store).frame, pl.read_parquet(out)
+    # Equal to the last bit but for a sum the streaming engine may add in
+    # another order (see above): within 1e-12 relative.
+    assert_frame_equal(got, want, check_exact=False, rel_tol=1e-12, abs_tol=0.0)
+
+
+def test_query_text_params_and_the_table(store):
+    r = tradeql.run(
+        "param year = 2023\nfrom gacc\nwhere year = $year\nby year\nshow value as trillion",
+        store=store,
+        params={"year": 2024},
+    )
+    assert r.frame["year"].to_list() == [2024]
+    assert r.frame["value"][0] == pytest.approx(43.85e12, rel=1e-3)
+    # The table as the terminal prints it, with its unit.
+    assert "value (trillion)" in r.table() and "43.85" in r.table()
+    assert r.table() in repr(r)
+
+
+def test_a_warning_is_the_clis_sentence(store, tmp_path):
+    q = tmp_path / "partial.tql"
+    q.write_text("from gacc\nwhere period <= 2024-06\nby year\nshow yoy(value)\n")
+    ran = cli("run", q, "--store", store)
+    r = tradeql.run(str(q), store=store)
+    assert any(w.startswith("warning: ") for w in r.warnings), r.warnings
+    assert any(w.startswith("note: partial period") for w in r.warnings), r.warnings
+    assert r.warnings == ran.stderr.splitlines()
+
+
+def test_a_query_error_carries_its_place_and_renders_as_the_cli(store):
+    q = ROOT / "tests/queries/errors/unknown_column.tql"
+    with pytest.raises(tradeql.QueryError) as caught:
+        tradeql.run(str(q), store=store)
+    e = caught.value
+    ran = cli("run", q, "--store", store, check=False)
+    assert ran.returncode == 65
+    # str(e) is what the CLI prints after "error: ".
+    assert ran.stderr == f"error: {e}\n"
+    assert e.file == str(q) and isinstance(e.line, int) and isinstance(e.column, int)
+    assert e.source_line.split()[0] in ("where", "by", "show", "from")
+    assert e.hints and e.hints[0].startswith("did you mean")
+    assert e.exit_code == 65 and e.kind == "query"
+    assert isinstance(e, tradeql.TradeqlError)
+
+
+def test_several_syntax_errors_are_one_exception(store):
+    q = ROOT / "tests/queries/errors/several_mistakes.tql"
+    with pytest.raises(tradeql.QueryError) as caught:
+        tradeql.run(str(q), store=store)
+    # The first error, then the two further ones, each with its marked line.
+    text = str(caught.value)
+    assert text.count("error: ") == 2 and text.count("^") == 5, text
+    assert (caught.value.line, caught.value.column) == (3, 13)
+
+
+def test_a_data_error_carries_file_line_column_and_value(tmp_path):
+    csv = tmp_path / "bad.csv"
+    csv.write_text(
+        "period,reporter,partner,flow,product,value\n"
+        "2024-01,CHN,USA,export,TOTAL,100\n"
+        "2024-02,CHN,USA,export,TOTAL,12x\n"
+    )
+    s = tradeql.Store(str(tmp_path / "store"))
+    with pytest.raises(tradeql.DataError) as caught:
+        s.ingest(str(csv), dataset="t")
+    e = caught.value
+    assert (e.file, e.line, e.column, e.value) == (str(csv), 3, "value", "12x"), str(e)
+    assert e.exit_code == 65
+    # Nothing was written.
+    assert not (tmp_path / "store" / "t").exists()
+
+
+def test_a_missing_store_and_a_bad_engine(tmp_path, store):
+    with pytest.raises(tradeql.StoreError) as caught:
+        tradeql.run("from gacc\nby year", store=str(tmp_path / "nowhere"))
+    assert "no store at" in str(caught.value)
+    with pytest.raises(tradeql.UsageError):
+        tradeql.run("from gacc\nby year", store=store, engine="excel")
+    with pytest.raises(tradeql.StoreError):
+        tradeql.run(str(tmp_path / "missing.tql"), store=store)
+
+
+def test_sql_is_the_clis(store):
+    q = ROOT / "queries/trade_2024.tql"
+    for dialect in ["spark", "duckdb"]:
+        ran = cli("sql", q, "--store", store, "--dialect", dialect)
+        # The CLI's first line is a comment naming the file and version.
+        assert tradeql.sql(str(q), store=store, dialect=dialect) == ran.stdout.split("\n", 1)[1]
+
+
+def test_explain_names_the_plan_and_polars(store):
+    text = tradeql.run(str(ROOT / "queries/trade_2024.tql"), store=store).explain()
+    assert text.startswith("tradeql plan:") and "polars optimised plan:" in text
+
+
+def test_the_notebook_shows_the_table_with_units_and_the_chart(store):
+    r = tradeql.run(str(ROOT / "queries/monthly_2024.tql"), store=store)
+    html = r._repr_html_()
+    assert "<table>" in html and "<svg" in html
+    # Every row of the result is a row of the table, formatted as in the terminal.
+    assert html.count("<tr>") == r.frame.height + 1
+    header = r.table().splitlines()[0].split("  ")[0]
+    assert header.strip() in html
+
+
+def test_batch_writes_the_extracts_and_returns_the_run_manifest(store, tmp_path):
+    job = tmp_path / "job.toml"
+    job.write_text(
+        textwrap.dedent(
+            f"""\
+            store = "{store}"
+            out_dir = "{tmp_path / 'out'}"
+            [[query]]
+            file = "{ROOT / 'queries/trade_2024.tql'}"
+            """
+        )
+    )
+    manifest = tradeql.batch(str(job))
+    (task,) = manifest["tasks"]
+    assert task["status"] == "ok"
+    written = pl.read_parquet(task["output"])
+    assert_frame_equal(written, tradeql.run(str(ROOT / "queries/trade_2024.tql"), store=store).frame)
+
+
+def test_the_frame_is_tradeqls_buffers_not_a_copy(store):
+    r = tradeql.run(str(ROOT / "queries/monthly_2024.tql"), store=store)
+    via_polars = r.frame
+    via_arrow = pa.table(r)
+    # tradeql's own buffer, and where polars and pyarrow read the column: one
+    # address (polars hands its buffer to pyarrow without a copy).
+    col = next(c for c, t in via_polars.schema.items() if t == pl.Float64)
+    ours = r.buffer_address(col)
+    assert via_arrow.column(col).chunk(0).buffers()[1].address == ours
+    assert via_polars[col].to_arrow().buffers()[1].address == ours
+
+
+def test_the_gil_is_released_while_a_query_runs(store):
+    ticks = []
+    done = threading.Event()
+
+    def count():
+        while not done.is_set():
+            ticks.append(1)
+            time.sleep(0.001)
+
+    t = threading.Thread(target=count)
+    t.start()
+    started = time.perf_counter()
+    for _ in range(5):
+        tradeql.run(str(ROOT / "queries/partners_blocs_2024.tql"), store=store)
+    seconds = time.perf_counter() - started
+    done.set()
+    t.join()
+    # The counting thread ran throughout: at least a tick per 5 ms of query.
+    assert len(ticks) >= seconds / 0.005, (len(ticks), seconds)
+
+
+def test_ctrl_c_stops_a_long_query(tmp_path):
+    panel = tmp_path / "panel"
+    cli("gen", "--into", panel, "--partners", "150", "--products", "300", "--months", "36", "--density", "0.9")
+    q = tmp_path / "long.tql"
+    q.write_text("from trade\nby month, partner, product\nshow value, yoy(value), rank(value), share(value)\n")
+    script = textwrap.dedent(
+        f"""\
+        import sys, time, tradeql
+        print("ready", flush=True)
+        started = time.perf_counter()
+        try:
+            tradeql.run({str(q)!r}, store={str(panel)!r})
+            print("finished", time.perf_counter() - started, flush=True)
+        except KeyboardInterrupt:
+            print("interrupted", time.perf_counter() - started, flush=True)
+        """
+    )
+    env = dict(os.environ, TRADEQL_PUSHDOWN="off")
+    # Once whole, to know how long it takes.
+    whole = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert "finished" in whole.stdout, whole.stderr
+    full = float(whole.stdout.split()[-1])
+    assert full > 1.0, f"the query is too short to interrupt ({full:.2f} s)"
+    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env)
+    assert p.stdout.readline().strip() == "ready"
+    time.sleep(min(0.5, full / 4))
+    p.send_signal(signal.SIGINT)
+    out = p.communicate(timeout=60)[0]
+    assert out.startswith("interrupted"), out
+    assert float(out.split()[-1]) < full * 0.75, (out, full)
