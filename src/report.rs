@@ -42,10 +42,12 @@ pub fn entry(
     store: &crate::store::Store,
 ) -> Result<Entry> {
     let text = std::fs::read_to_string(query).unwrap_or_default();
-    entry_of(name, (&query.display().to_string(), &text), params, plan, version, frame, store)
+    entry_of(name, (&query.display().to_string(), &text), params, plan, version, frame, store, true)
 }
 
-/// [`entry`] for a query given as (its label, its text).
+/// [`entry`] for a query given as (its label, its text), with its chart
+/// drawn or not (`draw`).
+#[allow(clippy::too_many_arguments)]
 pub fn entry_of(
     name: &str,
     (label, text): (&str, &str),
@@ -54,6 +56,7 @@ pub fn entry_of(
     version: u64,
     frame: &DataFrame,
     store: &crate::store::Store,
+    draw: bool,
 ) -> Result<Entry> {
     let mut options = plan.chart.clone().unwrap_or_default();
     let mut title = options.title.clone().or_else(|| chart::title_of(text)).unwrap_or_else(|| name.to_string());
@@ -65,7 +68,7 @@ pub fn entry_of(
     options.title = Some(title.clone());
     let named = crate::run::with_code_names(frame.clone(), store)?;
     let table = crate::run::table_cells(&named, plan)?;
-    let chart = svg(&named, plan, &options);
+    let chart = if draw { svg(&named, plan, &options) } else { Err("the query has no `chart` stage".to_string()) };
     Ok(Entry {
         name: name.to_string(),
         title,

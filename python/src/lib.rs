@@ -85,19 +85,37 @@ fn query_file(query: &str) -> tradeql::Result<tradeql::lang::QueryFile> {
     }
 }
 
-/// The result of one query.
+/// The result of one query, and what it needs to show itself: the table,
+/// page section and plan are made when asked for, from the first rows only
+/// where a notebook shows them.
 #[pyclass(module = "tradeql._tradeql", frozen)]
 struct QueryResult {
     frame: DataFrame,
-    /// The table, names and formats as the terminal shows them.
-    table: String,
     /// The notes and warnings, as the CLI prints them.
     messages: Vec<String>,
-    dataset: String,
-    version: u64,
-    /// What the notebook shows: the extract's section of a release page.
-    html: String,
-    explain: String,
+    loaded: tradeql::lang::Loaded,
+    /// The store read, for the names of codes.
+    store: Store,
+    query: tradeql::lang::QueryFile,
+    params: Vec<(String, String)>,
+    warnings: Vec<String>,
+    notes: Vec<String>,
+    /// Seconds tradeql took, from reading the query to the collected frame.
+    seconds: f64,
+}
+
+/// The rows a table or a notebook shows of a long result (as the terminal).
+const SHOWN_ROWS: usize = tradeql::run::TERMINAL_ROWS / 2;
+
+impl QueryResult {
+    /// The first rows shown, and a line for the rest.
+    fn shown(&self) -> (DataFrame, Option<String>) {
+        let n = self.frame.height();
+        if n <= tradeql::run::TERMINAL_ROWS {
+            return (self.frame.clone(), None);
+        }
+        (self.frame.head(Some(SHOWN_ROWS)), Some(format!("... {} more rows not shown ({n} in all)", n - SHOWN_ROWS)))
+    }
 }
 
 #[pymethods]
@@ -124,27 +142,65 @@ impl QueryResult {
 
     #[getter]
     fn dataset(&self) -> String {
-        self.dataset.clone()
+        self.loaded.manifest.dataset.clone()
     }
 
     /// The version of the dataset the query read.
     #[getter]
     fn version(&self) -> u64 {
-        self.version
+        self.loaded.manifest.version
     }
 
-    /// The result as the terminal shows it (names, units, formats).
-    fn table(&self) -> String {
-        self.table.clone()
+    /// Seconds tradeql took, from reading the query to the collected frame.
+    #[getter]
+    fn seconds(&self) -> f64 {
+        self.seconds
     }
 
-    fn html(&self) -> String {
-        self.html.clone()
+    /// The result as the terminal shows it (names, units, formats; the first
+    /// rows of a long one).
+    fn table(&self, py: Python<'_>) -> PyResult<String> {
+        let (rows, more) = self.shown();
+        detached(py, || {
+            let named = tradeql::run::with_code_names(rows, &self.store)?;
+            let mut text = tradeql::run::table(&named, &self.loaded.plan)?;
+            if let Some(more) = more {
+                text.push_str(&more);
+                text.push('\n');
+            }
+            Ok(text)
+        })
+    }
+
+    /// The result as a notebook shows it: the release page's section (title,
+    /// warnings, the table with units, the chart when the query has a
+    /// `chart` stage), of the first rows of a long result.
+    fn html(&self, py: Python<'_>) -> PyResult<String> {
+        let (rows, more) = self.shown();
+        detached(py, || {
+            let plan = &self.loaded.plan;
+            let label = self.query.path.display().to_string();
+            let version = self.loaded.manifest.version;
+            let mut entry = tradeql::report::entry_of(
+                "result",
+                (&label, &self.query.text),
+                &self.params,
+                plan,
+                version,
+                &rows,
+                &self.store,
+                plan.chart.is_some(),
+            )?;
+            entry.warnings = self.warnings.clone();
+            entry.notes = self.notes.clone();
+            entry.notes.extend(more);
+            Ok(format!("<style>{}</style>{}", tradeql::report::style(), tradeql::report::section(&entry)))
+        })
     }
 
     /// tradeql's plan and polars' optimised plan, as `tradeql explain` prints them.
-    fn explain(&self) -> String {
-        self.explain.clone()
+    fn explain(&self, py: Python<'_>) -> PyResult<String> {
+        detached(py, || tradeql::run::explain(&self.loaded))
     }
 
     fn __len__(&self) -> usize {
@@ -205,6 +261,7 @@ fn run(
     as_of: Option<String>,
 ) -> PyResult<QueryResult> {
     detached(py, move || {
+        let started = std::time::Instant::now();
         let file = query_file(&query)?;
         let store =
             tradeql::run::store_for(&file, Path::new(&store), Vintage::chosen(as_of_version, as_of.as_deref())?)?;
@@ -215,30 +272,16 @@ fn run(
             Some(other) => return Err(Error::usage(format!("engine is polars, duckdb or spark, not {other:?}"))),
         };
         let (loaded, outcome) = tradeql::run::query(&file, &store, &params, engine.as_ref())?;
-        let messages = tradeql::run::messages(&loaded, &outcome);
-        let named = tradeql::run::with_code_names(outcome.frame.clone(), &store)?;
-        let table = tradeql::run::table(&named, &loaded.plan)?;
-        let label = file.path.display().to_string();
-        let mut entry = tradeql::report::entry_of(
-            "result",
-            (&label, &file.text),
-            &params,
-            &loaded.plan,
-            loaded.manifest.version,
-            &outcome.frame,
-            &store,
-        )?;
-        entry.warnings = outcome.warnings.clone();
-        entry.notes = outcome.notes.clone();
-        let html = format!("<style>{}</style>{}", tradeql::report::style(), tradeql::report::section(&entry));
         Ok(QueryResult {
-            explain: tradeql::run::explain(&loaded)?,
-            table,
-            messages,
-            dataset: loaded.manifest.dataset.clone(),
-            version: loaded.manifest.version,
-            html,
+            messages: tradeql::run::messages(&loaded, &outcome),
+            warnings: outcome.warnings,
+            notes: outcome.notes,
             frame: outcome.frame,
+            loaded,
+            store,
+            query: file,
+            params,
+            seconds: started.elapsed().as_secs_f64(),
         })
     })
 }

@@ -69,7 +69,8 @@ class Result:
         """The result as a pyarrow Table."""
         import pyarrow as pa
 
-        return pa.table(self._raw)
+        # Read as a stream: pa.table() would cast the string views to strings.
+        return pa.RecordBatchReader.from_stream(self._raw).read_all()
 
     def to_pandas(self):
         """The result as a pandas DataFrame."""
@@ -89,6 +90,12 @@ class Result:
     def version(self) -> int:
         """The version of the dataset the query read."""
         return self._raw.version
+
+    @property
+    def seconds(self) -> float:
+        """Seconds tradeql took, from reading the query to the collected result
+        (the rest of a ``run()`` call is the binding's own time)."""
+        return self._raw.seconds
 
     def explain(self) -> str:
         """tradeql's plan and polars' optimised plan, as ``tradeql explain`` prints them."""
