@@ -2,7 +2,7 @@
 //!
 //! - `compile/corpus`: lex, parse, resolve and build the polars plan of every
 //!   saved query in `queries/` against a store of the bundled data.
-//! - `measure/NAME`: one query per measure of DESIGN.md, run on a small
+//! - `measure/NAME`: one query per measure of docs/measures.md, run on a small
 //!   generated panel (missing cells, overlapping groups).
 //!
 //! The figures of the README come from `tradeql bench` (alternating peers on

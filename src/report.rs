@@ -189,9 +189,21 @@ pub fn section(e: &Entry) -> String {
     html
 }
 
-/// The page's style sheet, for a section shown on its own.
-pub fn style() -> &'static str {
-    STYLE
+/// One extract's section on its own (a notebook's view of a result): in a
+/// `<div class="tradeql">`, with the page's style scoped to it, so that it
+/// restyles nothing around it.
+pub fn fragment(e: &Entry) -> String {
+    let scoped: String = STYLE
+        .split_inclusive('}')
+        .filter(|rule| !rule.starts_with("body{"))
+        .map(|rule| {
+            let (selectors, body) = rule.split_once('{').unwrap_or((rule, ""));
+            let scoped: Vec<String> = selectors.split(',').map(|s| format!(".tradeql {s}")).collect();
+            format!("{}{{{body}", scoped.join(","))
+        })
+        .collect();
+    let base = ".tradeql{font-family:'DejaVu Sans',Verdana,sans-serif;color:#222}";
+    format!("<div class=\"tradeql\"><style>{base}{scoped}</style>{}</div>", section(e))
 }
 
 /// Writes the page to `path` atomically.

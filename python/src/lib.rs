@@ -19,11 +19,11 @@ use std::path::{Path, PathBuf};
 use tradeql::error::{Error, ErrorKind};
 use tradeql::store::{Store, Vintage};
 
-create_exception!(_tradeql, TradeqlError, PyException, "An error of tradeql, rendered as the CLI renders it.");
-create_exception!(_tradeql, QueryError, TradeqlError, "A query is wrong: syntax, names, types or stages.");
-create_exception!(_tradeql, DataError, TradeqlError, "Input data or a mapping is wrong.");
-create_exception!(_tradeql, StoreError, TradeqlError, "The store is missing, damaged, locked or cannot be written.");
-create_exception!(_tradeql, UsageError, TradeqlError, "A call asks for something impossible.");
+create_exception!(tradeql, TradeqlError, PyException, "An error of tradeql, rendered as the CLI renders it.");
+create_exception!(tradeql, QueryError, TradeqlError, "A query is wrong: syntax, names, types or stages.");
+create_exception!(tradeql, DataError, TradeqlError, "Input data or a mapping is wrong.");
+create_exception!(tradeql, StoreError, TradeqlError, "The store is missing, damaged, locked or cannot be written.");
+create_exception!(tradeql, UsageError, TradeqlError, "A call asks for something impossible.");
 
 /// A tradeql error as a Python exception: the class by kind, `str()` as the
 /// CLI prints it, and the parts as attributes (`file`, `line`, `column`,
@@ -68,21 +68,31 @@ fn detached<T: Send>(py: Python<'_>, work: impl FnOnce() -> tradeql::Result<T> +
     match out {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(py_error(py, e)),
-        Err(_) => {
+        Err(polars_error::abort::QueryAborted::KeyboardInterrupt) => {
             py.check_signals()?;
             Err(PyKeyboardInterrupt::new_err("the query was stopped"))
+        }
+        Err(polars_error::abort::QueryAborted::OocOutOfDisk) => {
+            Err(StoreError::new_err("the disk is full: polars could not spill the query's data"))
         }
     }
 }
 
-/// A query as the CLI reads it: a file path, or query text.
+/// A query as the CLI reads it: a file (an existing path, or a name ending
+/// in `.tql`), else query text.
 fn query_file(query: &str) -> tradeql::Result<tradeql::lang::QueryFile> {
-    let looks_like_text = query.contains('\n') || query.trim_start().starts_with("from ");
-    if looks_like_text && !Path::new(query).is_file() {
-        tradeql::lang::QueryFile::from_command_line(query)
+    let path = Path::new(query);
+    if path.is_file() || (query.trim_end().ends_with(".tql") && !query.contains('\n')) {
+        tradeql::lang::QueryFile::read(path)
     } else {
-        tradeql::lang::QueryFile::read(Path::new(query))
+        tradeql::lang::QueryFile::from_command_line(query)
     }
+}
+
+/// `params` as `--param NAME=VALUE` takes them (names and values trimmed).
+fn cli_params(params: &[(String, String)]) -> tradeql::Result<Vec<(String, String)>> {
+    let raw: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    tradeql::lang::parse_params(&raw)
 }
 
 /// The result of one query, and what it needs to show itself: the table,
@@ -162,8 +172,7 @@ impl QueryResult {
     fn table(&self, py: Python<'_>) -> PyResult<String> {
         let (rows, more) = self.shown();
         detached(py, || {
-            let named = tradeql::run::with_code_names(rows, &self.store)?;
-            let mut text = tradeql::run::table(&named, &self.loaded.plan)?;
+            let mut text = tradeql::run::table(&rows, &self.loaded.plan)?;
             if let Some(more) = more {
                 text.push_str(&more);
                 text.push('\n');
@@ -194,7 +203,7 @@ impl QueryResult {
             entry.warnings = self.warnings.clone();
             entry.notes = self.notes.clone();
             entry.notes.extend(more);
-            Ok(format!("<style>{}</style>{}", tradeql::report::style(), tradeql::report::section(&entry)))
+            Ok(tradeql::report::fragment(&entry))
         })
     }
 
@@ -271,6 +280,7 @@ fn run(
             Some("spark") => Some((tradeql::sql::Dialect::Spark, Default::default())),
             Some(other) => return Err(Error::usage(format!("engine is polars, duckdb or spark, not {other:?}"))),
         };
+        let params = cli_params(&params)?;
         let (loaded, outcome) = tradeql::run::query(&file, &store, &params, engine.as_ref())?;
         Ok(QueryResult {
             messages: tradeql::run::messages(&loaded, &outcome),
@@ -305,7 +315,7 @@ fn sql(
         };
         let file = query_file(&query)?;
         let store = tradeql::run::store_for(&file, Path::new(&store), None)?;
-        let loaded = tradeql::lang::load(&file, &store, &params)?;
+        let loaded = tradeql::lang::load(&file, &store, &cli_params(&params)?)?;
         if loaded.adhoc.is_some() {
             return Err(Error::usage("SQL for `from \"FILE\"` would name no file: ingest the file into a store first"));
         }
@@ -373,8 +383,9 @@ impl Store_ {
         self.info(py, true)
     }
 
-    /// Ingests files into a dataset, as `tradeql ingest` does; returns its report.
-    #[pyo3(signature = (files, dataset=None, mapping=None, currency=None, quantity_unit=None, rejects=None, dry_run=false))]
+    /// Ingests files into a dataset, as `tradeql ingest` does; returns its
+    /// report and its warnings.
+    #[pyo3(signature = (files, dataset=None, mapping=None, currency=None, quantity_unit=None, rejects=None, dry_run=false, wait=false))]
     #[allow(clippy::too_many_arguments)]
     fn ingest(
         &self,
@@ -386,7 +397,8 @@ impl Store_ {
         quantity_unit: Option<String>,
         rejects: Option<String>,
         dry_run: bool,
-    ) -> PyResult<String> {
+        wait: bool,
+    ) -> PyResult<(String, Vec<String>)> {
         let opts = tradeql::ingest::IngestOptions {
             store: self.path.clone(),
             dataset,
@@ -396,35 +408,59 @@ impl Store_ {
             quantity_unit,
             rejects: rejects.map(PathBuf::from),
             dry_run,
-            wait: false,
+            wait,
             workers: None,
             progress: false,
             timings: false,
             input_format: None,
         };
-        detached(py, move || Ok(tradeql::ingest::ingest(&opts)?.to_string()))
-    }
-
-    /// Stores a reference group table, as `tradeql groups add` does.
-    #[pyo3(signature = (name, file, of, strict=false))]
-    fn groups_add(&self, py: Python<'_>, name: String, file: String, of: String, strict: bool) -> PyResult<String> {
-        let path = self.path.clone();
-        detached(py, move || Ok(tradeql::groups::add(&path, &name, &of, Path::new(&file), false, strict)?.to_string()))
-    }
-
-    /// Stores the names of codes, as `tradeql names add` does.
-    #[pyo3(signature = (file, of, code, name))]
-    fn names_add(&self, py: Python<'_>, file: String, of: String, code: String, name: String) -> PyResult<String> {
-        let path = self.path.clone();
         detached(py, move || {
-            Ok(tradeql::groups::add_names(&path, &of, Path::new(&file), &code, &name, false)?.to_string())
+            let report = tradeql::ingest::ingest(&opts)?;
+            Ok((report.to_string(), report.warnings.clone()))
         })
     }
 
-    /// Stores monthly exchange rates, as `tradeql rates add` does.
-    fn rates_add(&self, py: Python<'_>, file: String) -> PyResult<String> {
+    /// Stores a reference group table, as `tradeql groups add` does.
+    #[pyo3(signature = (name, file, of, strict=false, wait=false))]
+    fn groups_add(
+        &self,
+        py: Python<'_>,
+        name: String,
+        file: String,
+        of: String,
+        strict: bool,
+        wait: bool,
+    ) -> PyResult<(String, Vec<String>)> {
         let path = self.path.clone();
-        detached(py, move || Ok(tradeql::rates::add(&path, Path::new(&file), false)?.to_string()))
+        detached(py, move || {
+            let report = tradeql::groups::add(&path, &name, &of, Path::new(&file), wait, strict)?;
+            Ok((report.to_string(), report.warnings.clone()))
+        })
+    }
+
+    /// Stores the names of codes, as `tradeql names add` does.
+    #[pyo3(signature = (file, of, code, name, wait=false))]
+    fn names_add(
+        &self,
+        py: Python<'_>,
+        file: String,
+        of: String,
+        code: String,
+        name: String,
+        wait: bool,
+    ) -> PyResult<String> {
+        let path = self.path.clone();
+        detached(py, move || {
+            Ok(tradeql::groups::add_names(&path, &of, Path::new(&file), &code, &name, wait)?.to_string())
+        })
+    }
+
+    /// Stores monthly exchange rates, as `tradeql rates add` does (the file
+    /// replaces the store's rates table).
+    #[pyo3(signature = (file, wait=false))]
+    fn rates_add(&self, py: Python<'_>, file: String, wait: bool) -> PyResult<String> {
+        let path = self.path.clone();
+        detached(py, move || Ok(tradeql::rates::add(&path, Path::new(&file), wait)?.to_string()))
     }
 }
 

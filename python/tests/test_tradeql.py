@@ -327,3 +327,66 @@ def test_ctrl_c_stops_a_long_query(tmp_path, panel):
     out = p.communicate(timeout=60)[0]
     assert out.startswith("interrupted"), out
     assert float(out.split()[-1]) < full * 0.75, (out, full)
+
+
+def test_errors_pickle_with_their_attributes(store):
+    import pickle
+
+    with pytest.raises(tradeql.QueryError) as caught:
+        tradeql.run("from gacc\nwhere partnr = 1\nby year", store=store)
+    back = pickle.loads(pickle.dumps(caught.value))
+    assert type(back) is tradeql.QueryError and str(back) == str(caught.value)
+    assert (back.line, back.column, back.hints) == (caught.value.line, caught.value.column, caught.value.hints)
+
+
+def test_params_are_trimmed_as_the_cli_trims_them(store):
+    q = str(ROOT / "queries/trade_2024.tql")
+    assert_frame_equal(
+        tradeql.run(q, store=store, params={"year": " 2023 "}).frame,
+        tradeql.run(q, store=store, params={"year": 2023}).frame,
+    )
+    with pytest.raises(tradeql.UsageError):
+        tradeql.run(q, store=store, params=[("year", "2023")])
+
+
+def test_the_store_defaults_to_tradeql_store(store, monkeypatch):
+    monkeypatch.setenv("TRADEQL_STORE", store)
+    assert tradeql.run("from gacc\nby year").version >= 1
+    assert tradeql.Store().datasets() == tradeql.Store(store).datasets()
+
+
+def test_unit_value_in_a_filter_after_by(store):
+    kept = tradeql.run("from critical_minerals\nby year\nsum value\nwhere unit_value() > 0\nshow value", store=store)
+    every = tradeql.run("from critical_minerals\nby year\nsum value\nshow value, unit_value()", store=store)
+    assert kept.frame["value"].to_list() == every.frame.filter(pl.col("unit_value") > 0)["value"].to_list()
+
+
+def test_ingest_and_group_warnings_reach_python(tmp_path):
+    csv = tmp_path / "extra.csv"
+    csv.write_text("period,reporter,partner,flow,product,value,extra\n2024-01,CHN,USA,export,TOTAL,100,x\n")
+    s = tradeql.Store(str(tmp_path / "store"))
+    with pytest.warns(tradeql.TradeqlWarning, match="extra"):
+        s.ingest(str(csv), dataset="t")
+    groups = tmp_path / "groups.csv"
+    groups.write_text("group,member,valid_from,valid_to\nG1,USA,,\nG1,XXQ,,\n")
+    with pytest.warns(tradeql.TradeqlWarning, match="XXQ"):
+        s.groups_add("gg", str(groups), of="partner")
+
+
+def test_a_failed_batch_task_raises_after_the_others_are_written(store, tmp_path):
+    bad = tmp_path / "bad.tql"
+    bad.write_text("from gacc\nwhere partnr = 1\nby year\n")
+    job = tmp_path / "job.toml"
+    job.write_text(
+        f'store = "{store}"\nout_dir = "{tmp_path / "out"}"\n'
+        f'[[query]]\nfile = "{ROOT / "queries/trade_2024.tql"}"\n[[query]]\nfile = "{bad}"\n'
+    )
+    with pytest.raises(tradeql.TradeqlError) as caught:
+        tradeql.batch(str(job))
+    statuses = sorted(t["status"] for t in caught.value.manifest["tasks"])
+    assert statuses == ["failed", "ok"] and "1 of 2 tasks failed" in str(caught.value)
+
+
+def test_the_notebook_view_restyles_nothing_around_it(store):
+    html = tradeql.run(str(ROOT / "queries/trade_2024.tql"), store=store)._repr_html_()
+    assert html.startswith('<div class="tradeql">') and "body{" not in html

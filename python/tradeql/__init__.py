@@ -16,6 +16,8 @@ Errors are exceptions: ``QueryError`` (with ``file``, ``line``, ``column``,
 from __future__ import annotations
 
 import json
+import os
+import warnings as _warnings
 from typing import Mapping, Optional, Sequence
 
 from . import _tradeql
@@ -23,6 +25,7 @@ from ._tradeql import DataError, QueryError, StoreError, TradeqlError, UsageErro
 
 __version__ = _tradeql.__version__
 __all__ = [
+    "TradeqlWarning",
     "run",
     "sql",
     "batch",
@@ -36,8 +39,27 @@ __all__ = [
 ]
 
 
+class TradeqlWarning(UserWarning):
+    """A warning tradeql prints when it changes a store (a column not read,
+    a group member that is not a code, ...)."""
+
+
 def _params(params: Optional[Mapping[str, object]]) -> list:
+    if params is not None and not isinstance(params, Mapping):
+        raise UsageError("params is a mapping of names to values, such as {'year': 2024}")
     return [(str(k), str(v)) for k, v in (params or {}).items()]
+
+
+def _store(store: Optional[str]) -> str:
+    """The store a call names, else $TRADEQL_STORE, else ./store (as the CLI)."""
+    return str(store) if store is not None else os.environ.get("TRADEQL_STORE", "store")
+
+
+def _warned(reply):
+    text, warnings = reply
+    for w in warnings:
+        _warnings.warn(w, TradeqlWarning, stacklevel=3)
+    return text
 
 
 class Result:
@@ -102,7 +124,8 @@ class Result:
         return self._raw.explain()
 
     def table(self) -> str:
-        """The result formatted as the terminal shows it: names, units, formats."""
+        """The result formatted as the terminal shows it (units, formats; the
+        first 100 rows of a result over 200, as the CLI on a terminal)."""
         return self._raw.table()
 
     def __len__(self) -> int:
@@ -124,7 +147,7 @@ class Result:
 
 def run(
     query: str,
-    store: str = "store",
+    store: Optional[str] = None,
     params: Optional[Mapping[str, object]] = None,
     engine: Optional[str] = None,
     as_of_version: Optional[int] = None,
@@ -141,7 +164,7 @@ def run(
     return Result(
         _tradeql.run(
             str(query),
-            store=str(store),
+            store=_store(store),
             params=_params(params),
             engine=engine,
             as_of_version=as_of_version,
@@ -152,27 +175,40 @@ def run(
 
 def sql(
     query: str,
-    store: str = "store",
+    store: Optional[str] = None,
     dialect: str = "spark",
     params: Optional[Mapping[str, object]] = None,
     store_uri: Optional[str] = None,
 ) -> str:
-    """The query as one SQL statement for Spark or DuckDB, as ``tradeql sql`` prints it."""
-    return _tradeql.sql(str(query), store=str(store), dialect=dialect, params=_params(params), store_uri=store_uri)
+    """The query as one SQL statement for Spark or DuckDB: what ``tradeql sql``
+    prints after its first line (a comment naming the file and the data
+    version). Its result has tradeql's internal warning columns (``__w...``)
+    too, which ``run(..., engine=...)`` reads and drops."""
+    return _tradeql.sql(str(query), store=_store(store), dialect=dialect, params=_params(params), store_uri=store_uri)
 
 
 def batch(job: str, incremental: bool = False, report: Optional[str] = None) -> dict:
     """Runs a batch job (a ``.toml`` file), as ``tradeql batch`` does; returns
     its run manifest (what ``run.json`` holds). ``report`` writes the release
-    page there."""
-    return json.loads(_tradeql.batch(str(job), incremental=incremental, report=report))
+    page there. A task that failed raises ``TradeqlError`` (as the CLI exits
+    1) once the others are written; the manifest is its ``manifest``."""
+    manifest = json.loads(_tradeql.batch(str(job), incremental=incremental, report=report))
+    failed = [t for t in manifest.get("tasks", []) if t.get("status") == "failed"]
+    if failed:
+        e = TradeqlError(
+            f"{len(failed)} of {len(manifest['tasks'])} tasks failed: "
+            + "; ".join(f"{t['name']}: {t.get('error')}" for t in failed)
+        )
+        e.manifest = manifest
+        raise e
+    return manifest
 
 
 class Store:
     """A tradeql store: its datasets, and the commands that change it."""
 
-    def __init__(self, path: str = "store"):
-        self._raw = _tradeql.Store_(str(path))
+    def __init__(self, path: Optional[str] = None):
+        self._raw = _tradeql.Store_(_store(path))
 
     @property
     def path(self) -> str:
@@ -198,11 +234,14 @@ class Store:
         quantity_unit: Optional[str] = None,
         rejects: Optional[str] = None,
         dry_run: bool = False,
+        wait: bool = False,
     ) -> str:
-        """Ingests CSV, Parquet or workbook files into a dataset, as ``tradeql ingest`` does."""
+        """Ingests CSV, Parquet or workbook files into a dataset, as ``tradeql
+        ingest`` does; returns its report, and issues its warnings as
+        ``TradeqlWarning``. ``wait`` waits for another writer instead of failing."""
         if isinstance(files, (str, bytes)) or not isinstance(files, Sequence):
             files = [files]
-        return self._raw.ingest(
+        return _warned(self._raw.ingest(
             [str(f) for f in files],
             dataset=dataset,
             mapping=None if mapping is None else str(mapping),
@@ -210,19 +249,22 @@ class Store:
             quantity_unit=quantity_unit,
             rejects=None if rejects is None else str(rejects),
             dry_run=dry_run,
-        )
+            wait=wait,
+        ))
 
-    def groups_add(self, name: str, file: str, of: str, strict: bool = False) -> str:
-        """Stores a group table (``group,member,valid_from,valid_to``), as ``tradeql groups add`` does."""
-        return self._raw.groups_add(name, str(file), of, strict)
+    def groups_add(self, name: str, file: str, of: str, strict: bool = False, wait: bool = False) -> str:
+        """Stores a group table (``group,member,valid_from,valid_to``), as
+        ``tradeql groups add`` does; its warnings as ``TradeqlWarning``."""
+        return _warned(self._raw.groups_add(name, str(file), of, strict, wait))
 
-    def names_add(self, file: str, of: str, code: str, name: str) -> str:
+    def names_add(self, file: str, of: str, code: str, name: str, wait: bool = False) -> str:
         """Stores the names of codes, as ``tradeql names add`` does."""
-        return self._raw.names_add(str(file), of, code, name)
+        return self._raw.names_add(str(file), of, code, name, wait)
 
-    def rates_add(self, file: str) -> str:
-        """Stores monthly exchange rates (``period,currency,per_usd``), as ``tradeql rates add`` does."""
-        return self._raw.rates_add(str(file))
+    def rates_add(self, file: str, wait: bool = False) -> str:
+        """Stores monthly exchange rates (``period,currency,per_usd``), as
+        ``tradeql rates add`` does: the file replaces the store's rates table."""
+        return self._raw.rates_add(str(file), wait)
 
     def __repr__(self) -> str:
         return f"tradeql.Store({self.path!r})"

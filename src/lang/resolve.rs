@@ -108,31 +108,7 @@ const OTHER_FUNCTIONS: [&str; 11] =
 /// The plan of `query` against `catalog`, with `overrides` (from `--param k=v`)
 /// replacing the query's parameter defaults.
 pub fn resolve(query: &Query, catalog: &Catalog<'_>, overrides: &[(String, String)]) -> Result<Plan, Diag> {
-    let mut r = Resolver {
-        catalog,
-        params: BTreeMap::new(),
-        scope: ROW_COLUMNS
-            .iter()
-            .map(|(n, t)| (n.to_string(), *t))
-            .chain(catalog.manifest.measures.iter().map(|m| (m.name.clone(), Ty::Num)))
-            .collect(),
-        aggregated: false,
-        time: None,
-        ytd: false,
-        keys: Vec::new(),
-        group_aliases: Vec::new(),
-        sum_of: BTreeMap::new(),
-        alias_tables: BTreeMap::new(),
-        row_scope: BTreeMap::new(),
-        rates: None,
-        mixed: None,
-        tests_aggregate: false,
-        uses_unit_value: false,
-        first_release: false,
-        measure_depth: 0,
-        top_dim: None,
-        names: Vec::new(),
-    };
+    let mut r = Resolver::new(catalog);
     r.params(query, overrides)?;
     let manifest = catalog.manifest;
     let mut plan = Plan::new(manifest.dataset.clone(), manifest.frequency);
@@ -141,90 +117,12 @@ pub fn resolve(query: &Query, catalog: &Catalog<'_>, overrides: &[(String, Strin
     plan.currency = manifest.currency.clone();
     plan.quantity_unit = manifest.quantity_unit.clone();
     plan.measure_units = manifest.measures.iter().map(|m| (m.name.clone(), m.unit.clone())).collect();
-    let mut saw_from = false;
-    let mut mentions_aggregate = false;
+    let mut seen = Seen::default();
     for (index, stage) in query.stages.iter().enumerate() {
-        match stage {
-            Stage::FromFile { span, .. } if saw_from => {
-                return Err(Diag::new(*span, "a second `from`: a query reads one dataset"));
-            }
-            Stage::From { name, .. } if saw_from => {
-                return Err(Diag::new(name.span, "a second `from`: a query reads one dataset")
-                    .hint("compare datasets with two queries, or one batch job"));
-            }
-            Stage::FromFile { .. } => saw_from = true,
-            Stage::From { name, .. } => {
-                if name.name != manifest.dataset {
-                    return Err(Diag::new(name.span, format!("internal: query is for dataset `{}`", name.name)));
-                }
-                saw_from = true;
-            }
-            Stage::Where(e) => {
-                let (x, ty) = r.expr(e)?;
-                expect_ty(ty, Ty::Bool, e.span, "a condition")?;
-                if r.aggregated {
-                    plan.post_filters.push(x);
-                } else {
-                    mentions_aggregate |= x.mentions("aggregate");
-                    plan.row_filters.push(x);
-                }
-            }
-            Stage::Derive(items) => {
-                for (name, e) in items {
-                    let (x, ty) = r.expr(e)?;
-                    r.define(name, ty)?;
-                    if r.aggregated {
-                        plan.post_derives.push((name.name.clone(), x))
-                    } else {
-                        plan.derives.push((name.name.clone(), x))
-                    }
-                }
-            }
-            Stage::Group { dim, table, alias, as_of, span } => {
-                if r.aggregated {
-                    return Err(Diag::new(*span, "`group` maps rows, so it must come before `by`"));
-                }
-                plan.groups.push(r.group(dim, table, alias, as_of.as_ref())?);
-            }
-            Stage::By(keys) => {
-                if r.aggregated {
-                    return Err(Diag::new(keys[0].span, "a second `by`: group once, with all keys in one `by`"));
-                }
-                r.by(keys, manifest.frequency)?;
-                plan.time = r.time;
-                plan.ytd = r.ytd;
-                plan.keys = r.keys.clone();
-                if !query.stages[index + 1..].iter().any(|s| matches!(s, Stage::Agg(_))) {
-                    // A `by` with no aggregate sums value.
-                    plan.aggs.push(r.agg(&default_sum())?);
-                }
-            }
-            Stage::Agg(items) => {
-                if !r.aggregated {
-                    r.start_aggregation(Vec::new());
-                }
-                for item in items {
-                    plan.aggs.push(r.agg(item)?);
-                }
-            }
-            Stage::Top { n, dim, by, span } => r.top_stage(&mut plan, *n, dim, by, *span)?,
-            Stage::Show(items) => r.show_stage(&mut plan, items)?,
-            Stage::Sort(keys) => {
-                for (k, desc) in keys {
-                    r.ty_of(&k.name, k.span)?;
-                    plan.sort.push((k.name.clone(), *desc));
-                }
-            }
-            Stage::Chart { kind, title, span } => chart_stage(&mut plan, kind.as_ref(), title, *span)?,
-            Stage::Limit(n, span) => {
-                if plan.limit.is_some() {
-                    return Err(Diag::new(*span, "a second `limit`: keep one"));
-                }
-                plan.limit = Some(*n);
-            }
-        }
+        let agg_follows = query.stages[index + 1..].iter().any(|s| matches!(s, Stage::Agg(_)));
+        r.stage(&mut plan, stage, agg_follows, &mut seen)?;
     }
-    if !saw_from {
+    if !seen.from {
         return Err(Diag::new(Span::default(), "the query has no `from DATASET` stage"));
     }
     plan.rates = r.rates.clone();
@@ -232,10 +130,141 @@ pub fn resolve(query: &Query, catalog: &Catalog<'_>, overrides: &[(String, Strin
     plan.names = r.names.clone();
     plan.names.sort();
     plan.names.dedup();
-    if !mentions_aggregate && !r.tests_aggregate {
+    if !seen.mentions_aggregate && !r.tests_aggregate {
         plan.mixed = r.mixed_dimensions(Span::default())?;
     }
     Ok(plan)
+}
+
+/// What the stages resolved so far hold that a later check reads.
+#[derive(Default)]
+struct Seen {
+    /// A `from` stage.
+    from: bool,
+    /// A row filter that names the `aggregate` column.
+    mentions_aggregate: bool,
+}
+
+impl<'a> Resolver<'a> {
+    /// A resolver of queries against `catalog`, with the row columns in scope.
+    fn new(catalog: &'a Catalog<'a>) -> Resolver<'a> {
+        Resolver {
+            catalog,
+            params: BTreeMap::new(),
+            scope: ROW_COLUMNS
+                .iter()
+                .map(|(n, t)| (n.to_string(), *t))
+                .chain(catalog.manifest.measures.iter().map(|m| (m.name.clone(), Ty::Num)))
+                .collect(),
+            aggregated: false,
+            time: None,
+            ytd: false,
+            keys: Vec::new(),
+            group_aliases: Vec::new(),
+            sum_of: BTreeMap::new(),
+            alias_tables: BTreeMap::new(),
+            row_scope: BTreeMap::new(),
+            rates: None,
+            mixed: None,
+            tests_aggregate: false,
+            uses_unit_value: false,
+            first_release: false,
+            measure_depth: 0,
+            top_dim: None,
+            names: Vec::new(),
+        }
+    }
+
+    /// One stage into `plan`; `agg_follows`: an aggregate stage comes later.
+    fn stage(&mut self, plan: &mut Plan, stage: &Stage, agg_follows: bool, seen: &mut Seen) -> Result<(), Diag> {
+        let manifest = self.catalog.manifest;
+        match stage {
+            Stage::FromFile { span, .. } if seen.from => {
+                return Err(Diag::new(*span, "a second `from`: a query reads one dataset"));
+            }
+            Stage::From { name, .. } if seen.from => {
+                return Err(Diag::new(name.span, "a second `from`: a query reads one dataset")
+                    .hint("compare datasets with two queries, or one batch job"));
+            }
+            Stage::FromFile { .. } => seen.from = true,
+            Stage::From { name, .. } => {
+                if name.name != manifest.dataset {
+                    return Err(Diag::new(name.span, format!("internal: query is for dataset `{}`", name.name)));
+                }
+                seen.from = true;
+            }
+            Stage::Where(e) => {
+                let (x, ty) = self.expr(e)?;
+                expect_ty(ty, Ty::Bool, e.span, "a condition")?;
+                if std::mem::take(&mut self.uses_unit_value) {
+                    self.need_unit_value(plan);
+                }
+                if self.aggregated {
+                    plan.post_filters.push(x);
+                } else {
+                    seen.mentions_aggregate |= x.mentions("aggregate");
+                    plan.row_filters.push(x);
+                }
+            }
+            Stage::Derive(items) => {
+                for (name, e) in items {
+                    let (x, ty) = self.expr(e)?;
+                    self.define(name, ty)?;
+                    if std::mem::take(&mut self.uses_unit_value) {
+                        self.need_unit_value(plan);
+                    }
+                    if self.aggregated {
+                        plan.post_derives.push((name.name.clone(), x))
+                    } else {
+                        plan.derives.push((name.name.clone(), x))
+                    }
+                }
+            }
+            Stage::Group { dim, table, alias, as_of, span } => {
+                if self.aggregated {
+                    return Err(Diag::new(*span, "`group` maps rows, so it must come before `by`"));
+                }
+                plan.groups.push(self.group(dim, table, alias, as_of.as_ref())?);
+            }
+            Stage::By(keys) => {
+                if self.aggregated {
+                    return Err(Diag::new(keys[0].span, "a second `by`: group once, with all keys in one `by`"));
+                }
+                self.by(keys, manifest.frequency)?;
+                plan.time = self.time;
+                plan.ytd = self.ytd;
+                plan.keys = self.keys.clone();
+                if !agg_follows {
+                    // A `by` with no aggregate sums value.
+                    plan.aggs.push(self.agg(&default_sum())?);
+                }
+            }
+            Stage::Agg(items) => {
+                if !self.aggregated {
+                    self.start_aggregation(Vec::new());
+                }
+                for item in items {
+                    plan.aggs.push(self.agg(item)?);
+                }
+            }
+            Stage::Top { n, dim, by, span } => self.top_stage(plan, *n, dim, by, *span)?,
+            Stage::Show(items) => self.show_stage(plan, items)?,
+            Stage::Sort(keys) => {
+                for (k, desc) in keys {
+                    self.ty_of(&k.name, k.span)?;
+                    plan.sort.push((k.name.clone(), *desc));
+                }
+            }
+            Stage::Chart { kind, title, span } => chart_stage(plan, kind.as_ref(), title, *span)?,
+            Stage::Limit(n, span) => {
+                if plan.limit.is_some() {
+                    return Err(Diag::new(*span, "a second `limit`: keep one"));
+                }
+                plan.limit = Some(*n);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A measure as an expression.
@@ -985,12 +1014,8 @@ impl Resolver<'_> {
             }
             "first_release" => {
                 self.check_arity(args, 1, span, n)?;
-                if !self.aggregated {
-                    return Err(Diag::new(
-                        span,
-                        "first_release() compares aggregated rows: use it after `by` or `sum`",
-                    ));
-                }
+                // Each period as first published: the periods are the calendar key's.
+                self.needs_time(span, "first_release()")?;
                 let x = self.num_arg(args, 0, span, "first_release()")?;
                 self.first_release = true;
                 (measure_expr(Measure::FirstRelease(x)), Ty::Num)
@@ -1293,22 +1318,7 @@ impl Resolver<'_> {
             ExprKind::Number(n) => (RExpr::Num(*n), Ty::Num),
             ExprKind::Str(s) => (RExpr::Str(s.clone()), Ty::Str),
             ExprKind::Period(p) => (RExpr::Date(period_literal(p, e.span)?.days()), Ty::Date),
-            ExprKind::Param(p) => {
-                let v = self.params.get(p).cloned().ok_or_else(|| {
-                    let mut d = Diag::new(e.span, format!("unknown parameter `${p}`"));
-                    d = match closest(p, self.params.keys().map(String::as_str)) {
-                        Some(s) => d.hint(format!("did you mean `${s}`?")),
-                        None => d.hint(format!("declare it: param {p} = ...")),
-                    };
-                    d
-                })?;
-                let ty = match v {
-                    RExpr::Num(_) => Ty::Num,
-                    RExpr::Date(_) => Ty::Date,
-                    _ => Ty::Str,
-                };
-                (v, ty)
-            }
+            ExprKind::Param(p) => self.param(p, e)?,
             ExprKind::Col(c) => {
                 if c == "true" || c == "false" {
                     return Ok((RExpr::Bool(c == "true"), Ty::Bool));
@@ -1329,85 +1339,114 @@ impl Resolver<'_> {
                 expect_ty(ty, Ty::Bool, inner.span, "the operand of `not`")?;
                 (RExpr::Not(Box::new(x)), Ty::Bool)
             }
-            ExprKind::Binary(op, a, b) => {
-                let (xa, ta) = self.expr(a)?;
-                let (xb, tb) = self.expr(b)?;
-                match op {
-                    BinOp::And | BinOp::Or => {
-                        expect_ty(ta, Ty::Bool, a.span, &format!("the left side of `{}`", op.symbol()))?;
-                        expect_ty(tb, Ty::Bool, b.span, &format!("the right side of `{}`", op.symbol()))?;
-                        (RExpr::Bin(*op, Box::new(xa), Box::new(xb)), Ty::Bool)
-                    }
-                    BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div => {
-                        expect_ty(ta, Ty::Num, a.span, &format!("the left side of `{}`", op.symbol()))?;
-                        expect_ty(tb, Ty::Num, b.span, &format!("the right side of `{}`", op.symbol()))?;
-                        (RExpr::Bin(*op, Box::new(xa), Box::new(xb)), Ty::Num)
-                    }
-                    _ => {
-                        if ta != tb {
-                            let mut d = Diag::new(e.span, format!("cannot compare {} with {}", ta.name(), tb.name()));
-                            if let (Ty::Date, ExprKind::Str(text)) = (ta, &b.kind)
-                                && Period::parse(text).is_ok()
-                            {
-                                d = d.hint(format!("write the period without quotes: {text}"));
-                            }
-                            return Err(d);
-                        }
-                        self.check_codes(a, &xa, std::slice::from_ref(b), std::slice::from_ref(&xb))?;
-                        // `period = 2024-Q4` on monthly data means every month of the quarter.
-                        if let (RExpr::Col(c), RExpr::Date(_), BinOp::Eq, ExprKind::Period(p)) = (&xa, &xb, op, &b.kind)
-                            && c == "period"
-                        {
-                            let lit = period_literal(p, b.span)?;
-                            return Ok((
-                                RExpr::Between(
-                                    Box::new(xa),
-                                    Box::new(RExpr::Date(lit.days())),
-                                    Box::new(RExpr::Date(lit.next().days())),
-                                    true,
-                                ),
-                                Ty::Bool,
-                            ));
-                        }
-                        (RExpr::Bin(*op, Box::new(xa), Box::new(xb)), Ty::Bool)
-                    }
-                }
+            ExprKind::Binary(op, a, b) => self.binary(e, *op, a, b)?,
+            ExprKind::In(x, list) => self.in_list(x, list)?,
+            ExprKind::Range(x, lo, hi) => self.range(x, lo, hi)?,
+            ExprKind::Call { name, args, within } => self.call(name, args, within, e.span)?,
+        })
+    }
+
+    /// `$NAME`: the parameter's value (its default, or `--param`'s).
+    fn param(&mut self, p: &str, e: &Expr) -> Result<(RExpr, Ty), Diag> {
+        let v = self.params.get(p).cloned().ok_or_else(|| {
+            let mut d = Diag::new(e.span, format!("unknown parameter `${p}`"));
+            d = match closest(p, self.params.keys().map(String::as_str)) {
+                Some(s) => d.hint(format!("did you mean `${s}`?")),
+                None => d.hint(format!("declare it: param {p} = ...")),
+            };
+            d
+        })?;
+        let ty = match v {
+            RExpr::Num(_) => Ty::Num,
+            RExpr::Date(_) => Ty::Date,
+            _ => Ty::Str,
+        };
+        Ok((v, ty))
+    }
+
+    /// `a OP b`: both sides of the operator's types; a comparison of a code
+    /// with a literal checks the code exists; `period = 2024-Q4` on monthly
+    /// data is every month of the quarter.
+    fn binary(&mut self, e: &Expr, op: BinOp, a: &Expr, b: &Expr) -> Result<(RExpr, Ty), Diag> {
+        let (xa, ta) = self.expr(a)?;
+        let (xb, tb) = self.expr(b)?;
+        Ok(match op {
+            BinOp::And | BinOp::Or => {
+                expect_ty(ta, Ty::Bool, a.span, &format!("the left side of `{}`", op.symbol()))?;
+                expect_ty(tb, Ty::Bool, b.span, &format!("the right side of `{}`", op.symbol()))?;
+                (RExpr::Bin(op, Box::new(xa), Box::new(xb)), Ty::Bool)
             }
-            ExprKind::In(x, list) => {
-                let (xx, tx) = self.expr(x)?;
-                let mut items = Vec::new();
-                for item in list {
-                    let (xi, ti) = self.expr(item)?;
-                    if ti != tx {
-                        return Err(Diag::new(
-                            item.span,
-                            format!("this list holds {} but `{}` is {}", ti.name(), show_expr(x), tx.name()),
-                        ));
-                    }
-                    items.push(xi);
-                }
-                self.check_codes(x, &xx, list, &items)?;
-                (RExpr::In(Box::new(xx), items), Ty::Bool)
+            BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div => {
+                expect_ty(ta, Ty::Num, a.span, &format!("the left side of `{}`", op.symbol()))?;
+                expect_ty(tb, Ty::Num, b.span, &format!("the right side of `{}`", op.symbol()))?;
+                (RExpr::Bin(op, Box::new(xa), Box::new(xb)), Ty::Num)
             }
-            ExprKind::Range(x, lo, hi) => {
-                let (xx, tx) = self.expr(x)?;
-                let (xl, tl) = self.expr(lo)?;
-                let (xh, th) = self.expr(hi)?;
-                if tl != tx || th != tx {
-                    return Err(Diag::new(
-                        lo.span.to(hi.span),
-                        format!("the range must hold {} like `{}`", tx.name(), show_expr(x)),
+            _ => {
+                if ta != tb {
+                    let mut d = Diag::new(e.span, format!("cannot compare {} with {}", ta.name(), tb.name()));
+                    if let (Ty::Date, ExprKind::Str(text)) = (ta, &b.kind)
+                        && Period::parse(text).is_ok()
+                    {
+                        d = d.hint(format!("write the period without quotes: {text}"));
+                    }
+                    return Err(d);
+                }
+                self.check_codes(a, &xa, std::slice::from_ref(b), std::slice::from_ref(&xb))?;
+                // `period = 2024-Q4` on monthly data means every month of the quarter.
+                if let (RExpr::Col(c), RExpr::Date(_), BinOp::Eq, ExprKind::Period(p)) = (&xa, &xb, &op, &b.kind)
+                    && c == "period"
+                {
+                    let lit = period_literal(p, b.span)?;
+                    return Ok((
+                        RExpr::Between(
+                            Box::new(xa),
+                            Box::new(RExpr::Date(lit.days())),
+                            Box::new(RExpr::Date(lit.next().days())),
+                            true,
+                        ),
+                        Ty::Bool,
                     ));
                 }
-                // A period range includes the whole last period: 2024-01 .. 2024-Q4 ends on 2024-12-31.
-                if let (RExpr::Date(_), ExprKind::Period(p)) = (&xh, &hi.kind) {
-                    let end = period_literal(p, hi.span)?.next().days();
-                    (RExpr::Between(Box::new(xx), Box::new(xl), Box::new(RExpr::Date(end)), true), Ty::Bool)
-                } else {
-                    (RExpr::Between(Box::new(xx), Box::new(xl), Box::new(xh), false), Ty::Bool)
-                }
+                (RExpr::Bin(op, Box::new(xa), Box::new(xb)), Ty::Bool)
             }
-            ExprKind::Call { name, args, within } => self.call(name, args, within, e.span)?,
+        })
+    }
+
+    /// `x in (a, b, ...)`: items of x's type, codes that exist.
+    fn in_list(&mut self, x: &Expr, list: &[Expr]) -> Result<(RExpr, Ty), Diag> {
+        let (xx, tx) = self.expr(x)?;
+        let mut items = Vec::new();
+        for item in list {
+            let (xi, ti) = self.expr(item)?;
+            if ti != tx {
+                return Err(Diag::new(
+                    item.span,
+                    format!("this list holds {} but `{}` is {}", ti.name(), show_expr(x), tx.name()),
+                ));
+            }
+            items.push(xi);
+        }
+        self.check_codes(x, &xx, list, &items)?;
+        Ok((RExpr::In(Box::new(xx), items), Ty::Bool))
+    }
+
+    /// `x in lo .. hi`: a period range includes all of its last period.
+    fn range(&mut self, x: &Expr, lo: &Expr, hi: &Expr) -> Result<(RExpr, Ty), Diag> {
+        let (xx, tx) = self.expr(x)?;
+        let (xl, tl) = self.expr(lo)?;
+        let (xh, th) = self.expr(hi)?;
+        if tl != tx || th != tx {
+            return Err(Diag::new(
+                lo.span.to(hi.span),
+                format!("the range must hold {} like `{}`", tx.name(), show_expr(x)),
+            ));
+        }
+        // A period range includes the whole last period: 2024-01 .. 2024-Q4 ends on 2024-12-31.
+        Ok(if let (RExpr::Date(_), ExprKind::Period(p)) = (&xh, &hi.kind) {
+            let end = period_literal(p, hi.span)?.next().days();
+            (RExpr::Between(Box::new(xx), Box::new(xl), Box::new(RExpr::Date(end)), true), Ty::Bool)
+        } else {
+            (RExpr::Between(Box::new(xx), Box::new(xl), Box::new(xh), false), Ty::Bool)
         })
     }
 

@@ -2,16 +2,49 @@
 
 use super::*;
 
+/// As `compile::top`'s: the measures' hidden columns, and what is left of
+/// each shown column, derived column and filter.
+struct Hidden {
+    folded: FoldedMeasures,
+    post_derives: Vec<(String, RExpr)>,
+    outputs: Vec<(String, RExpr)>,
+    filters: Vec<RExpr>,
+}
+
 impl Sql<'_> {
     /// `top n DIM by COL`, as the polars backend computes it: measures on
     /// the full rows, then the members ranked below `n` in each period (ties
     /// by code) summed into "others", whose share and contribution are its
     /// members' sums and whose other measures are null.
     pub(super) fn top(&mut self, f: &Frame, n: usize, dim: &str, by: &str, base: &Frame) -> Result<Frame> {
+        check_top_aggregates(self.plan)?;
+        let named = name_dims(&post_exprs(self.plan));
+        let f = self.with_names(f, &named);
+        let (f, hidden) = self.measures_before_fold(f, base)?;
+        let (ranked, keys, carried) = self.rank_members(&f, dim, by, &hidden.folded);
+        let f = self.fold_others(&ranked, n, dim, &keys, &carried, &hidden.folded);
+        let is_others = format!("({} = {})", self.q(dim), self.d.string("others"));
+        let f = self.with_column(&f, &is_others, "__is_others");
+        let mut f = self.with_names(&f, &named);
+        for (name, rx) in &hidden.post_derives {
+            let e = self.expr(rx)?;
+            f = self.with_column(&f, &e, name);
+        }
+        for (name, rx) in &hidden.outputs {
+            let e = self.expr(rx)?;
+            f = self.with_column(&f, &e, name);
+        }
+        for rx in &hidden.filters {
+            let e = self.expr(rx)?;
+            f = self.filter(&f, &e);
+        }
+        Ok(f)
+    }
+
+    /// As `Compiler::measures_before_fold`.
+    fn measures_before_fold(&mut self, f: Frame, base: &Frame) -> Result<(Frame, Hidden)> {
         let plan = self.plan;
-        check_top_aggregates(plan)?;
-        let named = name_dims(&post_exprs(plan));
-        let mut f = self.with_names(f, &named);
+        let mut f = f;
         let mut folded = FoldedMeasures::default();
         let mut post_derives = Vec::new();
         for (name, x) in &plan.post_derives {
@@ -34,12 +67,24 @@ impl Sql<'_> {
             f = next;
             filters.push(rx);
         }
+        Ok((f, Hidden { folded, post_derives, outputs, filters }))
+    }
+
+    /// As `Compiler::rank_members`: `__top_rank` by `by` in each period, ties
+    /// by the code of `dim`; with the key columns and the columns carried.
+    fn rank_members(
+        &mut self,
+        f: &Frame,
+        dim: &str,
+        by: &str,
+        folded: &FoldedMeasures,
+    ) -> (Frame, Vec<String>, Vec<String>) {
+        let plan = self.plan;
         let mut keys: Vec<String> = Vec::new();
         if let Some(t) = plan.time {
             keys.extend(["__t".to_string(), t.column().to_string()]);
         }
         keys.extend(plan.keys.iter().cloned());
-        let others_keys: Vec<String> = keys.iter().filter(|k| *k != dim).cloned().collect();
         let mut carried = keys.clone();
         carried.extend(plan.aggs.iter().map(|a| a.name.clone()));
         carried.extend(self.warnings.iter().map(|w| w.column.clone()));
@@ -54,9 +99,59 @@ impl Sql<'_> {
             self.q(dim)
         );
         let ranked = self.with_column(&Frame { name: f.name.clone(), cols: carried.clone() }, &rank, "__top_rank");
+        (ranked, keys, carried)
+    }
+
+    /// As `Compiler::fold_others`: the members ranked within `n`, then one
+    /// row "others" per period (`UNION ALL`).
+    fn fold_others(
+        &mut self,
+        ranked: &Frame,
+        n: usize,
+        dim: &str,
+        keys: &[String],
+        carried: &[String],
+        folded: &FoldedMeasures,
+    ) -> Frame {
+        let others_keys: Vec<String> = keys.iter().filter(|k| *k != dim).cloned().collect();
         let members: Vec<String> = carried.iter().map(|c| self.q(c)).collect();
+        let others = self.others_columns(dim, &others_keys, carried, folded);
+        let flag = self.fresh("wothers");
+        let dropped = if folded.dropped_names.is_empty() { "FALSE" } else { "TRUE" };
+        let group_by =
+            if others_keys.is_empty() { String::new() } else { format!(" GROUP BY {}", self.list(&others_keys)) };
+        let (r, fq) = (self.q("__top_rank"), self.q(&flag));
+        let body = format!(
+            "SELECT {}, FALSE AS {fq} FROM {t} WHERE {r} <= {n}\n\
+             UNION ALL\n\
+             SELECT {}, {dropped} AS {fq} FROM {t} WHERE {r} > {n}{group_by}",
+            members.join(", "),
+            others.join(", "),
+            t = ranked.name,
+        );
+        let mut cols = carried.to_vec();
+        cols.push(flag.clone());
+        let f = self.cte(body, cols);
+        if !folded.dropped_names.is_empty() {
+            self.warnings.push(WarningColumn {
+                column: flag,
+                kind: WarningKind::Others { measures: folded.dropped_names.join(", ") },
+            });
+        }
+        f
+    }
+
+    /// As `Compiler::others_sums`: each carried column of the row "others".
+    fn others_columns(
+        &self,
+        dim: &str,
+        others_keys: &[String],
+        carried: &[String],
+        folded: &FoldedMeasures,
+    ) -> Vec<String> {
+        let plan = self.plan;
         let mut others: Vec<String> = Vec::new();
-        for c in &carried {
+        for c in carried {
             let q = self.q(c);
             let e = if c == dim {
                 format!("{} AS {q}", self.d.string("others"))
@@ -78,44 +173,7 @@ impl Sql<'_> {
             };
             others.push(e);
         }
-        let flag = self.fresh("wothers");
-        let dropped = if folded.dropped_names.is_empty() { "FALSE" } else { "TRUE" };
-        let group_by =
-            if others_keys.is_empty() { String::new() } else { format!(" GROUP BY {}", self.list(&others_keys)) };
-        let (r, fq) = (self.q("__top_rank"), self.q(&flag));
-        let body = format!(
-            "SELECT {}, FALSE AS {fq} FROM {t} WHERE {r} <= {n}\n\
-             UNION ALL\n\
-             SELECT {}, {dropped} AS {fq} FROM {t} WHERE {r} > {n}{group_by}",
-            members.join(", "),
-            others.join(", "),
-            t = ranked.name,
-        );
-        let mut cols = carried.clone();
-        cols.push(flag.clone());
-        let mut f = self.cte(body, cols);
-        if !folded.dropped_names.is_empty() {
-            self.warnings.push(WarningColumn {
-                column: flag,
-                kind: WarningKind::Others { measures: folded.dropped_names.join(", ") },
-            });
-        }
-        let is_others = format!("({} = {})", self.q(dim), self.d.string("others"));
-        f = self.with_column(&f, &is_others, "__is_others");
-        f = self.with_names(&f, &named);
-        for (name, rx) in &post_derives {
-            let e = self.expr(rx)?;
-            f = self.with_column(&f, &e, name);
-        }
-        for (name, rx) in &outputs {
-            let e = self.expr(rx)?;
-            f = self.with_column(&f, &e, name);
-        }
-        for rx in &filters {
-            let e = self.expr(rx)?;
-            f = self.filter(&f, &e);
-        }
-        Ok(f)
+        others
     }
 
     /// `x` with each measure in it (but unit_value) computed into a hidden
