@@ -201,12 +201,20 @@ pub fn on_big_stack<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     })
 }
 
+/// Stored rows up to which polars reads a plan's rows with its in-memory
+/// engine: it adds every sum in one order (the same bytes on every run),
+/// where the streaming engine adds a group's parts in the order its threads
+/// finish; past this, the streaming engine's lower memory counts more.
+pub const IN_MEMORY_ROWS: u64 = 1 << 20;
+
 /// The polars engine for `plans`: `TRADEQL_ENGINE` if set; else the in-memory
 /// engine when the aggregate pushdown reads every stored row (what is left
 /// are aggregated rows, where the streaming engine's set-up costs more than
-/// it saves); else the streaming engine.
+/// it saves) or the rows read are at most [`IN_MEMORY_ROWS`]; else the
+/// streaming engine.
 pub fn engine_for<'a>(plans: impl IntoIterator<Item = &'a Compiled>) -> Engine {
-    if std::env::var_os("TRADEQL_ENGINE").is_none() && plans.into_iter().all(|c| c.rows_pushed_down) {
+    let small = |c: &Compiled| c.rows_pushed_down || c.rows_stored <= IN_MEMORY_ROWS;
+    if std::env::var_os("TRADEQL_ENGINE").is_none() && plans.into_iter().all(small) {
         return Engine::InMemory;
     }
     engine()

@@ -63,9 +63,8 @@ def store(tmp_path_factory) -> str:
 @pytest.mark.parametrize("query", QUERIES, ids=[q.stem for q in QUERIES])
 def test_every_saved_query_gives_the_clis_parquet_output(query, store, tmp_path, monkeypatch):
     # The in-memory engine adds every sum in one order, so two runs give the
-    # same bits; polars' streaming engine (the default where the aggregate
-    # pushdown does not read the rows, here trade_2024_usd) may add a group's
-    # partial sums in another order from run to run. Both sides here run on it.
+    # same bits (the default for a store this small); polars' streaming
+    # engine may add a group's partial sums in another order from run to run.
     monkeypatch.setenv("TRADEQL_ENGINE", "in-memory")
     out = tmp_path / "cli.parquet"
     ran = cli("run", query, "--store", store, "--out", out)

@@ -45,6 +45,8 @@ pub struct Compiled {
     pub rows_pushed_down: bool,
     /// The group-bys the pushdown answers, described for `tradeql explain`.
     pub pushed_down: Vec<String>,
+    /// The stored rows of the dataset version the plan reads.
+    pub rows_stored: u64,
 }
 
 /// Compiles `plan` against the store at `store`.
@@ -229,6 +231,7 @@ impl Compiler<'_> {
             lf = lf.limit(n as IdxSize);
         }
         Ok(Compiled {
+            rows_stored: self.manifest.files.iter().map(|f| f.rows).sum(),
             rows_pushed_down: !self.polars_rows,
             pushed_down: self.pushed_down.clone(),
             lf: lf.select(select),
@@ -284,7 +287,8 @@ impl Compiler<'_> {
             lf = lf.limit(n as IdxSize);
         }
         let shape = ResultShape::of(plan, Vec::new());
-        Ok(Compiled { lf, shape, rows_pushed_down: false, pushed_down: Vec::new() })
+        let rows_stored = self.manifest.files.iter().map(|f| f.rows).sum();
+        Ok(Compiled { lf, shape, rows_pushed_down: false, pushed_down: Vec::new(), rows_stored })
     }
 }
 
