@@ -33,9 +33,9 @@ use rows::*;
 use crate::error::{Error, Result};
 use crate::lang::ast::BinOp;
 use crate::lang::compile::{
-    FoldedMeasures, ResultShape, WarningColumn, WarningKind, calendar_bound, check_top_aggregates, convert_targets,
-    fx_column, m_text, name_column, name_dims, partial_warning, post_exprs, sub_periods, sums_to_null, uses_section,
-    without_terms_on,
+    FoldedMeasures, ResultShape, TopHidden, WarningColumn, WarningKind, calendar_bound, check_top_aggregates,
+    convert_targets, fx_column, m_text, name_column, name_dims, partial_warning, post_exprs, sub_periods, sums_to_null,
+    uses_section, without_terms_on,
 };
 use crate::lang::plan::*;
 use crate::store::Manifest;

@@ -2,15 +2,6 @@
 
 use super::*;
 
-/// As `compile::top`'s: the measures' hidden columns, and what is left of
-/// each shown column, derived column and filter.
-struct Hidden {
-    folded: FoldedMeasures,
-    post_derives: Vec<(String, RExpr)>,
-    outputs: Vec<(String, RExpr)>,
-    filters: Vec<RExpr>,
-}
-
 impl Sql<'_> {
     /// `top n DIM by COL`, as the polars backend computes it: measures on
     /// the full rows, then the members ranked below `n` in each period (ties
@@ -42,7 +33,7 @@ impl Sql<'_> {
     }
 
     /// As `Compiler::measures_before_fold`.
-    fn measures_before_fold(&mut self, f: Frame, base: &Frame) -> Result<(Frame, Hidden)> {
+    fn measures_before_fold(&mut self, f: Frame, base: &Frame) -> Result<(Frame, TopHidden)> {
         let plan = self.plan;
         let mut f = f;
         let mut folded = FoldedMeasures::default();
@@ -67,7 +58,7 @@ impl Sql<'_> {
             f = next;
             filters.push(rx);
         }
-        Ok((f, Hidden { folded, post_derives, outputs, filters }))
+        Ok((f, TopHidden { folded, post_derives, outputs, filters }))
     }
 
     /// As `Compiler::rank_members`: `__top_rank` by `by` in each period, ties

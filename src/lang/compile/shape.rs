@@ -145,6 +145,16 @@ pub(crate) struct FoldedMeasures {
     pub(crate) dropped_names: Vec<String>,
 }
 
+/// What `top` computes before it folds (on both backends): the measures'
+/// hidden columns, and what is left of each shown column, derived column
+/// and filter.
+pub(crate) struct TopHidden {
+    pub(crate) folded: FoldedMeasures,
+    pub(crate) post_derives: Vec<(String, RExpr)>,
+    pub(crate) outputs: Vec<(String, RExpr)>,
+    pub(crate) filters: Vec<RExpr>,
+}
+
 impl FoldedMeasures {
     /// Records measure `m` (written `x`), computed into column `name` with
     /// the warning columns `warnings`.

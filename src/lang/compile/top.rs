@@ -3,15 +3,6 @@
 
 use super::*;
 
-/// What `top` computes before it folds: the measures' hidden columns, and
-/// what is left of each shown column, derived column and filter.
-struct Hidden {
-    folded: FoldedMeasures,
-    post_derives: Vec<(String, RExpr)>,
-    outputs: Vec<(String, RExpr)>,
-    filters: Vec<RExpr>,
-}
-
 impl Compiler<'_> {
     /// `top n DIM by COL`: every measure is computed on the full rows (each
     /// member's own series, whether or not it was in the top the year
@@ -47,7 +38,7 @@ impl Compiler<'_> {
     /// Every measure of the derived columns, outputs and filters after `by`,
     /// computed on the full rows into hidden columns of `lf`; what is left of
     /// each is an expression on aggregates and hidden columns.
-    fn measures_before_fold(&mut self, lf: LazyFrame, base: &LazyFrame) -> Result<(LazyFrame, Hidden)> {
+    fn measures_before_fold(&mut self, lf: LazyFrame, base: &LazyFrame) -> Result<(LazyFrame, TopHidden)> {
         let plan = self.plan;
         let mut lf = lf;
         let mut folded = FoldedMeasures::default();
@@ -70,7 +61,7 @@ impl Compiler<'_> {
             lf = next;
             filters.push(rx);
         }
-        Ok((lf, Hidden { folded, post_derives, outputs, filters }))
+        Ok((lf, TopHidden { folded, post_derives, outputs, filters }))
     }
 
     /// The rows ranked in each period by `by`, ties by the code of `dim`
