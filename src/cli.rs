@@ -374,6 +374,20 @@ enum Command {
         #[command(subcommand)]
         action: GroupsAction,
     },
+    /// Rollups: aggregate tables of a dataset kept at every ingest, read in
+    /// place of the rows by the queries they answer.
+    ///
+    /// A rollup sums the rows by period (the dataset's own, so every calendar
+    /// roll-up) and a few code columns, with counts, minimums and maximums.
+    /// A query reads it when it holds every column the query's rows are
+    /// filtered, grouped or mapped by, and every aggregate is a sum, count,
+    /// min or max; the figures are those of the rows (sums added in another
+    /// order: equal to 1e-12 relative). `explain` says which rollup a query
+    /// reads and why; TRADEQL_ROLLUPS=off reads the rows.
+    Rollup {
+        #[command(subcommand)]
+        action: RollupAction,
+    },
     /// Names of codes (countries, HS codes), for name(partner) in queries.
     Names {
         #[command(subcommand)]
@@ -416,6 +430,50 @@ enum Command {
         /// Write the comparisons to FILE instead of standard output.
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum RollupAction {
+    /// Declare a rollup of DATASET by some of its code columns and build it
+    /// for every year (one commit); every later ingest keeps it up to date.
+    ///
+    /// `tradeql rollup add trade --by partner,flow`. The dataset's periods
+    /// are always kept (`year`, `month`, `period` in --by are accepted and
+    /// change nothing).
+    Add {
+        dataset: String,
+        /// The code columns (repeat, or separate by commas).
+        #[arg(long, required = true, value_delimiter = ',')]
+        by: Vec<String>,
+        /// Its name (default: the columns joined by `_`).
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, short, env = "TRADEQL_STORE", default_value = "store")]
+        store: PathBuf,
+        /// Wait for a running writer instead of failing (exit 75).
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Remove a rollup (a new version without it; its files go with `vacuum`).
+    Remove {
+        dataset: String,
+        name: String,
+        #[arg(long, short, env = "TRADEQL_STORE", default_value = "store")]
+        store: PathBuf,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Propose the few rollups that answer a set of saved queries (a release
+    /// job's), with their sizes counted on the store; adds nothing.
+    Advise {
+        /// Query files (.tql) or folders of them.
+        #[arg(required = true)]
+        queries: Vec<PathBuf>,
+        #[arg(long, short, env = "TRADEQL_STORE", default_value = "store")]
+        store: PathBuf,
+        #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
+        params: Vec<String>,
     },
 }
 
@@ -787,6 +845,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Rates { action: RatesAction::Add { file, store, wait } } => {
             let report = crate::rates::add(&store, &file, wait)?;
             after_commit(&format!("{report}\n"), Some("the rates table is committed"))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Rollup { action: RollupAction::Add { dataset, by, name, store, wait } } => {
+            let report = crate::rollup::add(&store, &dataset, &by, name.as_deref(), wait)?;
+            after_commit(&format!("{report}\n"), Some(&format!("the rollup {} is committed", report.name)))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Rollup { action: RollupAction::Remove { dataset, name, store, wait } } => {
+            let version = crate::rollup::remove(&store, &dataset, &name, wait)?;
+            after_commit(
+                &format!("removed the rollup {name} of {dataset}: version {version}\n"),
+                Some(&format!("the removal of {name} is committed")),
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Rollup { action: RollupAction::Advise { queries, store, params } } => {
+            let store = Store::open_existing(store)?;
+            let params = crate::lang::parse_params(&params)?;
+            let advice = crate::rollup::advise(&store, &queries, &params)?;
+            outln!("{advice}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Groups { action: GroupsAction::Add { name, file, of, store, wait, strict } } => {

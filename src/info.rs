@@ -100,6 +100,18 @@ pub fn info(store: &Store, verify: bool, wait: bool) -> Result<InfoReport> {
             let _ = writeln!(text, "  measures    {} (beside value and quantity)", list.join(", "));
         }
         let _ = writeln!(text, "  files       {} ({} bytes)", m.files.len(), bytes);
+        for r in &m.rollups {
+            let (rows, size): (u64, u64) =
+                (r.files.iter().map(|f| f.rows).sum(), r.files.iter().map(|f| f.bytes).sum());
+            let _ = writeln!(
+                text,
+                "  rollup      {} (by period, {}): {rows} rows, {size} bytes in {} files ({:.2}% of the rows' bytes)",
+                r.name,
+                r.by.join(", "),
+                r.files.len(),
+                100.0 * size as f64 / bytes.max(1) as f64
+            );
+        }
         let kept = store.versions(name)?;
         let _ = writeln!(
             text,

@@ -23,6 +23,7 @@ pub mod period;
 pub mod rates;
 pub mod reconcile;
 pub mod report;
+pub mod rollup;
 pub mod run;
 pub mod sql;
 pub mod store;

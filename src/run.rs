@@ -121,6 +121,10 @@ pub fn explain(loaded: &crate::lang::Loaded) -> Result<String> {
     use std::fmt::Write as _;
     let mut out = String::new();
     let _ = writeln!(out, "tradeql plan:\n{}", loaded.plan);
+    let rollup = loaded.rollup.describe();
+    if !rollup.is_empty() {
+        let _ = writeln!(out, "{rollup}\n");
+    }
     if !loaded.compiled.pushed_down.is_empty() {
         let _ = writeln!(
             out,

@@ -166,7 +166,7 @@ impl SharedAggregates {
     }
 
     fn year_scan(&mut self, store: &Path, manifest: &Manifest, year: i32) -> Result<LazyFrame> {
-        let key = (manifest.dataset.clone(), year);
+        let key = (read_key(manifest), year);
         if let Some(lf) = self.scans.get(&key) {
             return Ok(lf.clone());
         }
@@ -176,12 +176,21 @@ impl SharedAggregates {
     }
 
     fn pass(&mut self, store: &Path, manifest: &Manifest) -> Arc<Pass> {
-        self.passes.entry(manifest.dataset.clone()).or_insert_with(|| Arc::new(new_pass(store, manifest))).clone()
+        self.passes.entry(read_key(manifest)).or_insert_with(|| Arc::new(new_pass(store, manifest))).clone()
     }
 
     fn share(&mut self, grouped: LazyFrame) -> LazyFrame {
         let key = format!("{:?}", grouped.logical_plan);
         self.frames.entry(key).or_insert_with(|| grouped.cache()).clone()
+    }
+}
+
+/// What a manifest reads, for the scans and passes a batch shares: the
+/// dataset's rows, or one of its rollups (`dataset/rollup`).
+fn read_key(manifest: &Manifest) -> String {
+    match &manifest.view {
+        Some(r) => format!("{}/{r}", manifest.dataset),
+        None => manifest.dataset.clone(),
     }
 }
 

@@ -13,7 +13,7 @@
 pub mod convert;
 pub mod dedup;
 pub mod source;
-mod writer;
+pub(crate) mod writer;
 
 use crate::error::{Error, Result};
 use crate::mapping::Mapping;
@@ -645,6 +645,8 @@ fn build_manifest(
     let new_years: BTreeSet<i32> = staged.iter().map(|s| s.year).collect();
     let mut files: Vec<DataFile> = Vec::new();
     let mut moves = Vec::new();
+    // The new file of each year written, for its rollups.
+    let mut rewritten: Vec<(DataFile, PathBuf)> = Vec::new();
     let old_files = old.map(|m| m.files.clone()).unwrap_or_default();
     // The files of the years rewritten stay in the store, for the version
     // they belong to (until `vacuum`).
@@ -689,6 +691,7 @@ fn build_manifest(
             periods: periods.into_iter().collect(),
             codes: file_codes(&path)?,
         });
+        rewritten.push((files.last().expect("just pushed").clone(), path.clone()));
         moves.push((path, store::Store::dataset_rel(dataset, &format!("files/{rel}"))));
     }
     files.sort_by_key(|f| f.year);
@@ -736,7 +739,7 @@ fn build_manifest(
         return Err(Error::input(format!("the dataset {dataset} is in {old_cur}, not {new_cur}"))
             .hint("ingest it into another dataset, or convert the values first"));
     }
-    let manifest = Manifest {
+    let mut manifest = Manifest {
         format: store::manifest::MANIFEST_FORMAT,
         dataset: dataset.to_string(),
         id: old
@@ -760,7 +763,11 @@ fn build_manifest(
         files,
         ingests,
         measures: mapping.measure_specs(),
+        rollups: old.map(|m| m.rollups.clone()).unwrap_or_default(),
+        view: None,
     };
+    // The rollups of the years written, in the same commit as their rows.
+    moves.extend(crate::rollup::rebuild(&mut manifest, &rewritten, staging, dataset)?);
     Ok((manifest, moves, added, replaced))
 }
 

@@ -104,6 +104,10 @@ pub const MAX_QUERY_BYTES: usize = 256 << 10;
 pub struct Loaded {
     pub plan: plan::Plan,
     pub manifest: Manifest,
+    /// The rollup the plan reads in place of the rows, and why (`explain`).
+    pub rollup: crate::rollup::Choice,
+    /// The manifest of what the plan reads: `manifest`, or the view of the rollup read.
+    pub read: Option<Manifest>,
     pub compiled: compile::Compiled,
     /// The scratch store of `from "FILE"`, kept while the plan reads it.
     pub adhoc: Option<std::sync::Arc<crate::adhoc::AdHoc>>,
@@ -279,14 +283,18 @@ pub fn load_with_scan(
     if let Some(a) = &adhoc {
         plan.warnings.extend(a.warnings.iter().map(|w| format!("reading {}: {w}", a.dataset)));
     }
+    // A rollup that holds every column the query reads is read in place of the rows.
+    let rollup = crate::rollup::choose(&plan, &manifest);
+    let read = rollup.rollup.as_ref().and_then(|r| manifest.rollup_view(r));
+    let reads = read.as_ref().unwrap_or(&manifest);
     // In a batch, every query reads the dataset through the shared per-year scans.
     let (scan, shared) = match shared {
-        Some(s) => (s.dataset_scan(store.root(), &manifest)?, Some(s)),
-        None if adhoc.is_some() => (crate::exec::scan_dataset(store.root(), &manifest)?, None),
-        None => (scan_for(&manifest)?, None),
+        Some(s) => (s.dataset_scan(store.root(), reads)?, Some(s)),
+        None if adhoc.is_some() || read.is_some() => (crate::exec::scan_dataset(store.root(), reads)?, None),
+        None => (scan_for(reads)?, None),
     };
-    let compiled = compile::plan_to_lazy_from(&plan, &manifest, store.root(), scan, shared)?;
-    Ok(Loaded { plan, manifest, compiled, adhoc })
+    let compiled = compile::plan_to_lazy_from(&plan, reads, store.root(), scan, shared)?;
+    Ok(Loaded { plan, manifest, rollup, read, compiled, adhoc })
 }
 
 /// The distinct values of a code column of a dataset (read from its files).
@@ -406,6 +414,8 @@ mod fuzz {
             files: Vec::new(),
             ingests: Vec::new(),
             measures: Vec::new(),
+            rollups: Vec::new(),
+            view: None,
         };
         let groups = GroupsManifest {
             format: 1,

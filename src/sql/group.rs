@@ -32,6 +32,20 @@ impl Sql<'_> {
         let mut select: Vec<String> = keys.iter().zip(&cols).map(|(k, c)| format!("{k} AS {}", self.q(c))).collect();
         for a in &plan.aggs {
             let x = a.arg.as_deref().map(|c| self.q(c));
+            let over_rollup = if manifest.view.is_some() { crate::rollup::over_rollup(a) } else { None };
+            // Over a rollup's rows: sums of sums, sums of counts, minimums of minimums.
+            if let Some((func, c)) = over_rollup {
+                let c = self.q(&c);
+                let e = match func {
+                    crate::exec::pushdown::AggFunc::Min => format!("MIN({c})"),
+                    crate::exec::pushdown::AggFunc::Max => format!("MAX({c})"),
+                    _ if sums_to_null(a) => format!("SUM({c})"),
+                    _ => format!("COALESCE(SUM({c}), 0e0)"),
+                };
+                select.push(format!("{e} AS {}", self.q(&a.name)));
+                cols.push(a.name.clone());
+                continue;
+            }
             let e = match (a.func, x) {
                 (AggFunc::Sum, Some(x)) if a.name.starts_with("__uv_") => {
                     format!("COALESCE(SUM(CASE WHEN {} > 0 THEN {x} END), 0e0)", self.q("quantity"))

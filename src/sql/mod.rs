@@ -147,7 +147,7 @@ pub fn compile_loaded(
         Some(u) => u.to_string(),
         None => std::path::absolute(store).map_err(|e| Error::io("cannot resolve", store, e))?.display().to_string(),
     };
-    plan_to_sql(&loaded.plan, &loaded.manifest, dialect, &uri)
+    plan_to_sql(&loaded.plan, loaded.read.as_ref().unwrap_or(&loaded.manifest), dialect, &uri)
 }
 
 /// Runs loaded queries (each with its store) on the engine of `dialect` in

@@ -62,8 +62,13 @@ impl Sql<'_> {
         if manifest.files.is_empty() {
             return Err(Error::store(format!("the dataset {} has no files", manifest.dataset)));
         }
-        let stored: Vec<String> =
-            STORED.iter().map(|c| c.to_string()).chain(manifest.measures.iter().map(|m| m.name.clone())).collect();
+        let stored: Vec<String> = match &manifest.view {
+            // A rollup's columns (its `year` is the file's, as the rows').
+            Some(_) => manifest.schema.iter().map(|c| c.name.clone()).filter(|c| c != "year").collect(),
+            None => {
+                STORED.iter().map(|c| c.to_string()).chain(manifest.measures.iter().map(|m| m.name.clone())).collect()
+            }
+        };
         let file = |p: &str| {
             format!("{}/{}", self.uri, crate::store::Store::dataset_rel(&manifest.dataset, &format!("files/{p}")))
         };

@@ -48,6 +48,26 @@ pub struct Manifest {
     /// (their columns follow `aggregate` in every file).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub measures: Vec<MeasureSpec>,
+    /// Aggregate tables kept beside the rows (`tradeql rollup add`), each
+    /// with one file per year, written by the same commits as the rows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rollups: Vec<Rollup>,
+    /// Set on a copy of the manifest that reads a rollup's files in place of
+    /// the rows ([`Manifest::rollup_view`]); never stored.
+    #[serde(skip)]
+    pub view: Option<String>,
+}
+
+/// An aggregate table of a dataset: its rows summed by `period` and the
+/// code columns `by`, with the counts, minimums and maximums that compose
+/// (see `rollup::COLUMNS`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Rollup {
+    pub name: String,
+    /// Stored text columns, in the store's order (the dataset's own periods are always kept).
+    pub by: Vec<String>,
+    /// One file per year, beside the year's rows: `year=2024/rollup-NAME-v000003.parquet`.
+    pub files: Vec<DataFile>,
 }
 
 /// A further measure of a dataset and its unit (CNY, ratio, kg, ...).
@@ -73,6 +93,40 @@ pub fn new_dataset_id(dataset: &str) -> String {
 }
 
 impl Manifest {
+    /// Every stored file this version lists: the rows', then its rollups'.
+    pub fn stored_files(&self) -> impl Iterator<Item = &DataFile> {
+        self.files.iter().chain(self.rollups.iter().flat_map(|r| r.files.iter()))
+    }
+
+    /// A copy of this manifest that reads the rollup `name` in place of the
+    /// rows: its files are the rollup's and its schema the rollup table's.
+    pub fn rollup_view(&self, name: &str) -> Option<Manifest> {
+        let r = self.rollups.iter().find(|r| r.name == name)?;
+        let mut schema = vec![ColumnSpec { name: "period".into(), dtype: "date".into() }];
+        schema.extend(r.by.iter().map(|b| ColumnSpec { name: b.clone(), dtype: "str".into() }));
+        let measures: Vec<String> = self.measure_columns();
+        schema.extend(
+            crate::rollup::table_columns(&measures).into_iter().map(|name| ColumnSpec { name, dtype: "f64".into() }),
+        );
+        schema.push(ColumnSpec { name: "year".into(), dtype: "i32".into() });
+        Some(Manifest {
+            rows: r.files.iter().map(|f| f.rows).sum(),
+            aggregate_rows: 0,
+            files: r.files.clone(),
+            schema,
+            rollups: Vec::new(),
+            view: Some(name.to_string()),
+            ..self.clone()
+        })
+    }
+
+    /// The floating-point columns of the rows: value, quantity and the further measures.
+    pub fn measure_columns(&self) -> Vec<String> {
+        let mut out = vec!["value".to_string(), "quantity".to_string()];
+        out.extend(self.measures.iter().map(|m| m.name.clone()));
+        out
+    }
+
     /// The distinct codes of `column` over the dataset, when every file's
     /// entry lists them (None: read them from the files).
     pub fn listed_codes(&self, column: &str) -> Option<Vec<String>> {

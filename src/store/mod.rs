@@ -457,7 +457,7 @@ impl Store {
 fn checked_files(path: &Path, manifest: Option<Manifest>) -> Result<Option<Manifest>> {
     {
         if let Some(m) = &manifest {
-            for f in &m.files {
+            for f in m.stored_files() {
                 if !is_data_path(&f.path) {
                     return Err(Error::store(format!(
                         "damaged manifest: it lists {:?}, which is not a data file of the dataset \
@@ -805,7 +805,7 @@ impl Store {
         let (gone, kept) = versions.split_at(versions.len().saturating_sub(keep));
         let mut needed = std::collections::HashSet::new();
         for v in kept {
-            needed.extend(self.manifest_version(dataset, *v)?.files.into_iter().map(|f| f.path));
+            needed.extend(self.manifest_version(dataset, *v)?.stored_files().map(|f| f.path.clone()));
         }
         let pool = self.files_dir(dataset);
         let mut removed = Vec::new();
@@ -962,6 +962,17 @@ impl Store {
                 .unwrap_or_default()
         };
         let mut all = paths("files");
+        if let Some(rollups) = m.get("rollups").and_then(serde_json::Value::as_array) {
+            for r in rollups {
+                all.extend(
+                    r.get("files")
+                        .and_then(serde_json::Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|f| f.get("path")?.as_str().map(str::to_string)),
+                );
+            }
+        }
         all.extend(paths("tables"));
         all.extend(paths("names"));
         all.extend(m.get("rates").and_then(|r| r.get("path")?.as_str().map(str::to_string)));

@@ -100,6 +100,7 @@ pub fn verify(store: &Store) -> Result<Vec<Problem>> {
                 }
             }
         }
+        check_rollups(&manifest, &dir, &mut listed, &mut problems);
         if total != manifest.rows {
             problems.push(Problem(format!(
                 "{dataset}: the files hold {total} rows but the manifest says {}",
@@ -146,7 +147,7 @@ pub fn verify(store: &Store) -> Result<Vec<Problem>> {
         for version in store.versions(&dataset)? {
             match store.manifest_version(&dataset, version) {
                 Ok(m) => {
-                    for f in &m.files {
+                    for f in m.stored_files() {
                         if listed.insert(dir.join(&f.path)) && !dir.join(&f.path).is_file() {
                             problems.push(Problem(format!(
                                 "{}: missing, and version {version} of {dataset} lists it",
@@ -290,4 +291,51 @@ fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
 
 fn parquet_files_under(dir: &Path) -> Vec<std::path::PathBuf> {
     files_under(dir).into_iter().filter(|p| p.extension().is_some_and(|e| e == "parquet")).collect()
+}
+
+/// The rollups of the current version: one file per year of the rows, each
+/// with the size, hash, rows and columns the manifest says.
+fn check_rollups(
+    manifest: &super::Manifest,
+    dir: &Path,
+    listed: &mut std::collections::HashSet<std::path::PathBuf>,
+    problems: &mut Vec<Problem>,
+) {
+    let years: std::collections::BTreeSet<i32> = manifest.files.iter().map(|f| f.year).collect();
+    for r in &manifest.rollups {
+        let held: std::collections::BTreeSet<i32> = r.files.iter().map(|f| f.year).collect();
+        if held != years {
+            problems.push(Problem(format!(
+                "{}: the rollup {} has files for the years {:?}, the rows for {:?}",
+                manifest.dataset, r.name, held, years
+            )));
+        }
+        let view = manifest.rollup_view(&r.name).expect("a rollup of the manifest");
+        let said: Vec<&str> = view.schema.iter().map(|c| c.name.as_str()).filter(|n| *n != "year").collect();
+        for file in &r.files {
+            let path = dir.join(&file.path);
+            if !listed.insert(path.clone()) {
+                problems.push(Problem(format!("{}: listed twice in the manifest", path.display())));
+                continue;
+            }
+            if !check_file(&path, file.bytes, &file.sha256, Some(file.rows), problems) {
+                continue;
+            }
+            match super::scan_file(&path).and_then(|mut lf| Ok(lf.collect_schema()?)) {
+                Ok(schema) => {
+                    let columns: Vec<&str> = schema.iter_names().map(|n| n.as_str()).collect();
+                    if columns != said {
+                        problems.push(Problem(format!(
+                            "{}: columns {}, the rollup {} has {}",
+                            path.display(),
+                            columns.join(", "),
+                            r.name,
+                            said.join(", ")
+                        )));
+                    }
+                }
+                Err(e) => problems.push(Problem(format!("{}: not readable: {e}", path.display()))),
+            }
+        }
+    }
 }

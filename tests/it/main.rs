@@ -21,6 +21,7 @@ mod pushdown;
 mod queries;
 mod query_errors;
 mod report;
+mod rollups;
 mod scaleout;
 mod store;
 mod vintages;

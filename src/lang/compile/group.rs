@@ -33,7 +33,8 @@ impl Compiler<'_> {
     ) -> Result<LazyFrame> {
         let polars = self.group_rows_polars(lf, keys, aggs, manifest, time)?;
         if self.plan.groups.is_empty() || pre_aggregates(self.plan) {
-            let aggs: Option<Vec<pushdown::Agg>> = self.plan.aggs.iter().map(pushdown_agg).collect();
+            let rollup = manifest.view.is_some();
+            let aggs: Option<Vec<pushdown::Agg>> = self.plan.aggs.iter().map(|a| pushdown_agg(a, rollup)).collect();
             if let Some(aggs) = aggs
                 && let Some(lf) = self.pushed_down(manifest, time, row_keys, aggs, polars.clone())
             {
@@ -178,7 +179,7 @@ impl Compiler<'_> {
             keys.push(time_group(t, plan.frequency));
         }
         keys.extend(plan.keys.iter().map(|k| col(k.as_str())));
-        let aggs = agg_exprs(plan);
+        let aggs = agg_exprs(plan, manifest.view.is_some());
         if keys.is_empty() {
             self.polars_rows = true;
             return Ok(lf.select(aggs));
@@ -266,11 +267,22 @@ impl Compiler<'_> {
     }
 }
 
-/// The aggregates of the plan as polars expressions over the rows.
-fn agg_exprs(plan: &Plan) -> Vec<Expr> {
+/// The aggregates of the plan as polars expressions over the rows (or,
+/// with `rollup`, over a rollup's rows: sums of sums, sums of counts, ...).
+fn agg_exprs(plan: &Plan, rollup: bool) -> Vec<Expr> {
     plan.aggs
         .iter()
         .map(|a| {
+            if rollup && let Some((func, c)) = crate::rollup::over_rollup(a) {
+                let c = col(c.as_str());
+                let e = match func {
+                    pushdown::AggFunc::Min => c.min(),
+                    pushdown::AggFunc::Max => c.max(),
+                    _ if sums_to_null(a) => null_when_empty(c),
+                    _ => c.sum(),
+                };
+                return e.alias(a.name.as_str());
+            }
             let arg = a.arg.as_deref().map(col);
             let e = match (a.func, arg) {
                 (AggFunc::Sum, Some(x)) if a.name.starts_with("__uv_") => x.filter(col("quantity").gt(lit(0.0))).sum(),
@@ -333,10 +345,15 @@ pub(super) fn null_when_empty(x: Expr) -> Expr {
     when(x.clone().count().gt(lit(0))).then(x.sum()).otherwise(lit(NULL).cast(DataType::Float64))
 }
 
-pub(super) fn pushdown_agg(a: &Agg) -> Option<pushdown::Agg> {
+/// `a` as the pushdown computes it (over a rollup's rows with `rollup`).
+pub(super) fn pushdown_agg(a: &Agg, rollup: bool) -> Option<pushdown::Agg> {
     use pushdown::AggFunc as P;
     if sums_to_null(a) {
         return None; // the pass sums no values to 0
+    }
+    if rollup {
+        let (func, column) = crate::rollup::over_rollup(a)?;
+        return Some(pushdown::Agg { name: a.name.clone(), func, column: Some(column) });
     }
     let func = match (a.func, &a.arg) {
         (AggFunc::Sum, Some(_)) if a.name.starts_with("__uv_") => P::SumWherePositiveQuantity,
