@@ -101,6 +101,10 @@ pub struct QueryResult {
     pub tradeql: Timing,
     pub rows_per_s: f64,
     pub peers: Vec<PeerResult>,
+    /// The rollup the query read, and the same query timed reading the rows
+    /// (rollups off), alternated with the other runs.
+    pub rollup: Option<String>,
+    pub from_rows: Option<Timing>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -336,9 +340,21 @@ pub fn bench(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<Benc
             loaded = lang::load(file, &store, &[])?;
         }
         let plan_ms = start.elapsed().as_secs_f64() * 1000.0 / 20.0;
-        let rows_scanned = loaded.manifest.rows;
+        let rows_scanned = loaded.read.as_ref().unwrap_or(&loaded.manifest).rows;
+        let from_rows = match &loaded.read {
+            Some(_) => Some(crate::rollup::with_rollups(false, || lang::load(file, &store, &[]))?),
+            None => None,
+        };
         // Warm-up: every engine once (file cache, allocator, peer start-up).
         let ours = crate::run::collect(&loaded.compiled)?.frame;
+        if let Some(rows) = &from_rows
+            && columns(id).is_some()
+            && let Some(why) = compare(id, &ours, &crate::run::collect(&rows.compiled)?.frame, true)?
+        {
+            return Err(Error::internal(format!("{id}: the rollup's result is not the rows': {why}")));
+        }
+        let mut rows_t = Vec::new();
+        let mut rows_peak: f64 = 0.0;
         let peer_ids: Vec<Peer> = opts.peers.iter().copied().filter(|_| columns(id).is_some()).collect();
         let mut peer_frames: Vec<DataFrame> = Vec::new();
         for p in &peer_ids {
@@ -370,6 +386,13 @@ pub fn bench(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<Benc
             ours_t.push(t.elapsed().as_secs_f64());
             ours_peak = ours_peak.max(peak_mb(me));
             drop(out);
+            if let Some(rows) = &from_rows {
+                reset_peak(me);
+                let t = Instant::now();
+                drop(crate::run::collect(&rows.compiled)?);
+                rows_t.push(t.elapsed().as_secs_f64());
+                rows_peak = rows_peak.max(peak_mb(me));
+            }
             for (k, p) in peer_ids.iter().enumerate() {
                 match p {
                     Peer::Duckdb => {
@@ -421,6 +444,8 @@ pub fn bench(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<Benc
             rows_per_s: rows_scanned as f64 / tradeql.median_s,
             tradeql,
             peers,
+            rollup: loaded.rollup.rollup.clone(),
+            from_rows: from_rows.map(|_| timing(&rows_t, rows_peak)),
         });
     }
     Ok(report)
@@ -486,9 +511,21 @@ impl std::fmt::Display for BenchReport {
                     .to_lowercase()
                 })
                 .collect();
+            let mut peers = peers;
+            if let (Some(r), Some(t)) = (&q.rollup, &q.from_rows) {
+                peers.insert(
+                    0,
+                    format!(
+                        "rollup {r}; from the rows {:.4} s x{:.3} ({:.0} MB)",
+                        t.median_s,
+                        q.tradeql.median_s / t.median_s,
+                        t.peak_mb
+                    ),
+                );
+            }
             writeln!(
                 f,
-                "{:<4} {:>12} {:>8} {:>8.3} {:>9.3} {:>9.3} {:>10.1} {:>8.0}   {}",
+                "{:<4} {:>12} {:>8} {:>8.3} {:>9.4} {:>9.4} {:>10.1} {:>8.0}   {}",
                 q.id,
                 q.rows_scanned,
                 q.result_rows,
