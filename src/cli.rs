@@ -298,7 +298,9 @@ enum Command {
     ///
     /// Make a store with `tradeql gen --into DIR`. Each query is planned (timed),
     /// run once to warm up, then run --runs times, alternating with each peer;
-    /// peers' rows are checked equal to tradeql's (1e-9 relative).
+    /// peers' rows are checked equal to tradeql's (1e-9 relative). A query
+    /// that reads a rollup is also timed reading the rows (rollups off),
+    /// alternated with the other runs, and its result checked equal.
     Bench {
         #[arg(long, short, env = "TRADEQL_STORE", default_value = "store")]
         store: PathBuf,
