@@ -188,9 +188,14 @@ pub fn corpus() -> &'static Corpus {
 
 /// Equal, or floats equal to 1e-9 relative.
 pub fn same_value(a: &AnyValue, b: &AnyValue) -> bool {
+    same_to(a, b, 1e-9)
+}
+
+/// Equal, or floats equal to `tolerance` relative.
+pub fn same_to(a: &AnyValue, b: &AnyValue, tolerance: f64) -> bool {
     match (a, b) {
         (AnyValue::Float64(x), AnyValue::Float64(y)) => {
-            x == y || (x.is_nan() && y.is_nan()) || (x - y).abs() <= 1e-9 * x.abs().max(y.abs())
+            x == y || (x.is_nan() && y.is_nan()) || (x - y).abs() <= tolerance * x.abs().max(y.abs())
         }
         _ => a == b,
     }
@@ -199,6 +204,17 @@ pub fn same_value(a: &AnyValue, b: &AnyValue) -> bool {
 /// `got` equals `want` (a polars run of the same query): same columns, types,
 /// rows (values to 1e-9 relative) and warnings; `how` names `got`'s side.
 pub fn assert_same_outcome(name: &str, how: &str, got: &tradeql::run::Outcome, want: &tradeql::run::Outcome) {
+    assert_outcome_to(name, how, got, want, 1e-9);
+}
+
+/// [`assert_same_outcome`] with values equal to `tolerance` relative.
+pub fn assert_outcome_to(
+    name: &str,
+    how: &str,
+    got: &tradeql::run::Outcome,
+    want: &tradeql::run::Outcome,
+    tolerance: f64,
+) {
     assert_eq!(got.frame.get_column_names(), want.frame.get_column_names(), "{name} {how}: columns");
     assert_eq!(got.frame.height(), want.frame.height(), "{name} {how}: rows");
     assert!(want.frame.height() > 0, "{name}: the polars result is empty, so it checks nothing");
@@ -206,7 +222,7 @@ pub fn assert_same_outcome(name: &str, how: &str, got: &tradeql::run::Outcome, w
         assert_eq!(g.dtype(), w.dtype(), "{name} {how}: type of {}", w.name());
         for i in 0..w.len() {
             let (a, b) = (g.get(i).unwrap(), w.get(i).unwrap());
-            assert!(same_value(&a, &b), "{name} {how}: {} row {i}: {a} against polars {b}", w.name());
+            assert!(same_to(&a, &b, tolerance), "{name} {how}: {} row {i}: {a} against polars {b}", w.name());
         }
     }
     assert_eq!(got.warnings, want.warnings, "{name} {how}: warnings");

@@ -7,7 +7,6 @@
 
 use crate::common::*;
 use crate::corpus::corpus;
-use polars::prelude::*;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use tradeql::rollup::with_rollups;
@@ -57,16 +56,6 @@ fn rolled() -> &'static Rolled {
     })
 }
 
-/// Equal, or floats equal to `tolerance` relative.
-fn close(a: &AnyValue, b: &AnyValue, tolerance: f64) -> bool {
-    match (a, b) {
-        (AnyValue::Float64(x), AnyValue::Float64(y)) => {
-            x == y || (x.is_nan() && y.is_nan()) || (x - y).abs() <= tolerance * x.abs().max(y.abs())
-        }
-        _ => a == b,
-    }
-}
-
 /// Polars from a rollup against polars from the rows: 1e-12 relative.
 fn assert_same(name: &str, how: &str, got: &tradeql::run::Outcome, want: &tradeql::run::Outcome) {
     assert_close(name, how, got, want, 1e-12);
@@ -74,17 +63,7 @@ fn assert_same(name: &str, how: &str, got: &tradeql::run::Outcome, want: &tradeq
 
 /// `got` equals `want` to `tolerance` relative: same columns, types, rows, warnings and notes.
 fn assert_close(name: &str, how: &str, got: &tradeql::run::Outcome, want: &tradeql::run::Outcome, tolerance: f64) {
-    assert_eq!(got.frame.get_column_names(), want.frame.get_column_names(), "{name} {how}: columns");
-    assert_eq!(got.frame.height(), want.frame.height(), "{name} {how}: rows");
-    assert!(want.frame.height() > 0, "{name}: the result from the rows is empty, so it checks nothing");
-    for (g, w) in got.frame.columns().iter().zip(want.frame.columns()) {
-        assert_eq!(g.dtype(), w.dtype(), "{name} {how}: type of {}", w.name());
-        for i in 0..w.len() {
-            let (a, b) = (g.get(i).unwrap(), w.get(i).unwrap());
-            assert!(close(&a, &b, tolerance), "{name} {how}: {} row {i}: {a} against {b} from the rows", w.name());
-        }
-    }
-    assert_eq!(got.warnings, want.warnings, "{name} {how}: warnings");
+    crate::corpus::assert_outcome_to(name, how, got, want, tolerance);
     assert_eq!(got.notes, want.notes, "{name} {how}: notes");
 }
 
