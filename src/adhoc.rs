@@ -55,6 +55,7 @@ pub fn read(pattern: &str, mapping: Option<&str>, base: &Path, store: &Store) ->
         progress: false,
         timings: false,
         input_format: None,
+        compression: None,
     };
     let report = crate::ingest::ingest(&opts).map_err(|mut e| {
         // A query keeps no rows: what an ingest would suggest for them does not apply.

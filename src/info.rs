@@ -99,7 +99,8 @@ pub fn info(store: &Store, verify: bool, wait: bool) -> Result<InfoReport> {
             let list: Vec<String> = m.measures.iter().map(|x| format!("{} ({})", x.name, x.unit)).collect();
             let _ = writeln!(text, "  measures    {} (beside value and quantity)", list.join(", "));
         }
-        let _ = writeln!(text, "  files       {} ({} bytes)", m.files.len(), bytes);
+        let codec = if m.compression.is_zstd() { String::new() } else { format!(", written {}", m.compression) };
+        let _ = writeln!(text, "  files       {} ({} bytes{codec})", m.files.len(), bytes);
         for r in &m.rollups {
             let (rows, size): (u64, u64) =
                 (r.files.iter().map(|f| f.rows).sum(), r.files.iter().map(|f| f.bytes).sum());

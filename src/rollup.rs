@@ -23,7 +23,7 @@
 use crate::error::{Error, Result};
 use crate::exec::pushdown::{self, AggFunc, Key, KeySource, PassFile};
 use crate::lang::plan::{Agg, AggFunc as PlanAgg, Measure, Plan, RExpr};
-use crate::store::manifest::{DataFile, Manifest, Rollup};
+use crate::store::manifest::{Codec, DataFile, Manifest, Rollup};
 use crate::store::{Commit, Store};
 use polars::prelude::*;
 use std::cell::Cell;
@@ -46,6 +46,73 @@ pub fn with_rollups<R>(on: bool, f: impl FnOnce() -> R) -> R {
     let out = f();
     ROLLUPS.set(before);
     out
+}
+
+/// A rollup's `by` entry as stored: the code column, and how many of its
+/// first characters the rollup keeps. `chapter(product)` keeps 2 (the HS
+/// chapter) and `heading(product)` 4, in the column `product`: such a
+/// rollup answers the queries that read `product` only through chapter()
+/// (or heading()), since the chapter of a chapter code is itself.
+pub fn by_column(entry: &str) -> (&str, Option<usize>) {
+    for (f, n) in [("chapter(", 2), ("heading(", 4)] {
+        if let Some(c) = entry.strip_prefix(f).and_then(|r| r.strip_suffix(')')) {
+            return (c, Some(n));
+        }
+    }
+    (entry, None)
+}
+
+/// Whether every use the query makes of the code column `c` is `chapter(c)`
+/// (or, when `kept` is 4, `heading(c)` too): the first `kept` characters of
+/// each code are all it reads of them.
+fn reads_only_cut(plan: &Plan, c: &str, kept: usize) -> bool {
+    use crate::lang::plan::CodeFn;
+    if plan.keys.iter().any(|k| k == c) || plan.groups.iter().any(|g| g.dim == c) {
+        return false;
+    }
+    let mut dims = Vec::new();
+    for x in plan.outputs.iter().map(|o| &o.expr).chain(plan.post_derives.iter().map(|(_, x)| x)) {
+        total_row_dims(x, &mut dims);
+    }
+    for x in &plan.post_filters {
+        total_row_dims(x, &mut dims);
+    }
+    if dims.iter().any(|d| d == c) {
+        return false;
+    }
+    let exprs = plan
+        .row_filters
+        .iter()
+        .chain(plan.derives.iter().map(|(_, x)| x))
+        .chain(plan.outputs.iter().map(|o| &o.expr))
+        .chain(plan.post_derives.iter().map(|(_, x)| x))
+        .chain(plan.post_filters.iter());
+    let (mut uses, mut cut) = (0usize, 0usize);
+    for x in exprs {
+        x.any(&mut |e| {
+            match e {
+                RExpr::Col(name) if name == c => uses += 1,
+                RExpr::Code(f, inner)
+                    if matches!(inner.as_ref(), RExpr::Col(name) if name == c)
+                        && (*f == CodeFn::Chapter || (*f == CodeFn::Heading && kept >= 4)) =>
+                {
+                    cut += 1
+                }
+                _ => {}
+            }
+            false
+        });
+    }
+    uses == cut
+}
+
+/// Whether the rollup `r` holds what the query reads of the code column `c`:
+/// the column itself, or the part of it the query reads.
+fn covers(r: &Rollup, c: &str, plan: &Plan) -> bool {
+    r.by.iter().any(|b| match by_column(b) {
+        (col, None) => col == c,
+        (col, Some(kept)) => col == c && reads_only_cut(plan, c, kept),
+    })
 }
 
 /// The column counting the values of `m` in a rollup row.
@@ -142,7 +209,7 @@ pub fn choose(plan: &Plan, manifest: &Manifest) -> Choice {
     }
     let mut best: Option<(&Rollup, u64)> = None;
     for r in &manifest.rollups {
-        let missing: Vec<&String> = whole.iter().filter(|c| !r.by.contains(c)).collect();
+        let missing: Vec<&String> = whole.iter().filter(|c| !covers(r, c, plan)).collect();
         let rows: u64 = r.files.iter().map(|f| f.rows).sum();
         if missing.is_empty() {
             if best.is_none_or(|(_, n)| rows < n) {
@@ -331,9 +398,19 @@ fn total_row_dims(x: &RExpr, out: &mut Vec<String>) {
 /// `periods`) summed by period and `by` into a staged file at `out`.
 /// Read through the aggregate pushdown, so the time is that of reading the
 /// year's key and value pages once.
-pub fn build_year(rows: &Path, data: &DataFile, by: &[String], measures: &[String], out: &Path) -> Result<DataFile> {
+pub fn build_year(
+    rows: &Path,
+    data: &DataFile,
+    by: &[String],
+    measures: &[String],
+    out: &Path,
+    codec: Codec,
+) -> Result<DataFile> {
     let mut keys = vec![Key { name: "period".into(), source: KeySource::Period { months: 1 } }];
-    keys.extend(by.iter().map(|b| Key { name: b.clone(), source: KeySource::Code(b.clone()) }));
+    keys.extend(by.iter().map(|b| {
+        let c = by_column(b).0;
+        Key { name: c.to_string(), source: KeySource::Code(c.to_string()) }
+    }));
     let mut aggs = Vec::new();
     let agg = |name: String, func: AggFunc, column: Option<&str>| pushdown::Agg {
         name,
@@ -359,7 +436,10 @@ pub fn build_year(rows: &Path, data: &DataFile, by: &[String], measures: &[Strin
         has_aggregate_rows: data.aggregate_rows > 0,
         periods: Vec::new(),
     };
-    let grouped = pushdown::group_by_now(vec![file], spec)?;
+    let mut grouped = pushdown::group_by_now(vec![file], spec.clone())?;
+    if by.iter().any(|b| by_column(b).1.is_some()) {
+        grouped = cut_codes(grouped, by, &spec.aggs)?;
+    }
     // A sum with no value is null, as the rows' sum of a further measure is.
     let nulls: Vec<Expr> = measures
         .iter()
@@ -371,12 +451,12 @@ pub fn build_year(rows: &Path, data: &DataFile, by: &[String], measures: &[Strin
         })
         .collect();
     let order: Vec<PlSmallStr> =
-        std::iter::once("period").chain(by.iter().map(String::as_str)).map(Into::into).collect();
+        std::iter::once("period").chain(by.iter().map(|b| by_column(b).0)).map(Into::into).collect();
     let table = grouped
         .lazy()
         .with_columns(nulls)
         .sort(order, SortMultipleOptions::default().with_nulls_last(true).with_maintain_order(true));
-    crate::ingest::writer::sink_parquet(table, out)?;
+    crate::ingest::writer::sink_parquet(table, out, codec)?;
     let (sha256, bytes) = crate::store::sha256_file(out)?;
     Ok(DataFile {
         path: String::new(),
@@ -388,6 +468,43 @@ pub fn build_year(rows: &Path, data: &DataFile, by: &[String], measures: &[Strin
         periods: data.periods.clone(),
         codes: data.codes.iter().filter(|(c, _)| by.contains(c)).map(|(c, v)| (c.clone(), v.clone())).collect(),
     })
+}
+
+/// The groups of a rollup by whole codes regrouped by the first characters
+/// of the codes its `by` entries cut (`chapter(product)`): sums added in
+/// the order of the whole codes, as the planner adds a query's sums by
+/// product into chapters, so the figures are those of the rows to the bit.
+fn cut_codes(grouped: DataFrame, by: &[String], aggs: &[pushdown::Agg]) -> Result<DataFrame> {
+    let columns: Vec<&str> = std::iter::once("period").chain(by.iter().map(|b| by_column(b).0)).collect();
+    let order: Vec<PlSmallStr> = columns.iter().map(|c| (*c).into()).collect();
+    let cuts: Vec<Expr> = by
+        .iter()
+        .filter_map(|b| match by_column(b) {
+            (c, Some(kept)) => Some(col(c).str().slice(lit(0), lit(kept as u64)).alias(c)),
+            _ => None,
+        })
+        .collect();
+    let regrouped: Vec<Expr> = aggs
+        .iter()
+        .map(|a| {
+            let x = col(a.name.as_str());
+            match a.func {
+                AggFunc::Min => x.min(),
+                AggFunc::Max => x.max(),
+                _ => x.fill_null(lit(0.0)).cum_sum(false).last(),
+            }
+            .alias(a.name.as_str())
+        })
+        .collect();
+    let keys: Vec<Expr> = columns.iter().map(|c| col(*c)).collect();
+    Ok(grouped
+        .lazy()
+        .sort(order, SortMultipleOptions::default().with_nulls_last(true).with_maintain_order(true))
+        .with_columns(cuts)
+        .group_by_stable(keys)
+        .agg(regrouped)
+        .collect_with_engine(Engine::InMemory)?
+        .unwrap_single())
 }
 
 /// The aggregates of [`build_year`] in polars, for files the pushdown cannot read.
@@ -424,11 +541,12 @@ pub fn rebuild(
 ) -> Result<Vec<(PathBuf, String)>> {
     let measures = manifest.measure_columns();
     let version = manifest.version;
+    let codec = manifest.compression;
     let mut moves = Vec::new();
     for r in &mut manifest.rollups {
         for (data, rows) in years {
             let staged = staging.join(format!("rollup-{}-year={}.parquet", r.name, data.year));
-            let mut file = build_year(rows, data, &r.by, &measures, &staged)?;
+            let mut file = build_year(rows, data, &r.by, &measures, &staged, codec)?;
             file.path = file_path(&r.name, data.year, version);
             moves.push((staged, Store::dataset_rel(dataset, &format!("files/{}", file.path))));
             r.files.retain(|f| f.year != data.year);
@@ -488,9 +606,17 @@ fn checked_by(manifest: &Manifest, by: &[String], name: Option<&str>) -> Result<
         if ["period", "year", "quarter", "month"].contains(&b) {
             continue; // the dataset's own periods are always kept
         }
-        if !allowed.iter().any(|a| a == b) {
-            let mut e = Error::usage(format!("the dataset {} has no code column {b:?}", manifest.dataset))
-                .hint(format!("a rollup is by the dataset's code columns: {}", allowed.join(", ")));
+        let column = by_column(b).0;
+        if let Some(other) = cols.iter().find(|c| by_column(c).0 == column && c.as_str() != b) {
+            return Err(Error::usage(format!("a rollup holds {column} once: {other} and {b} both name it"))
+                .hint("keep the whole codes (product), which answer chapter(product) too, or one cut of them"));
+        }
+        if !allowed.iter().any(|a| a == column) {
+            let mut e =
+                Error::usage(format!("the dataset {} has no code column {b:?}", manifest.dataset)).hint(format!(
+                    "a rollup is by the dataset's code columns ({}), or by chapter(c) or heading(c) of one",
+                    allowed.join(", ")
+                ));
             if let Some(s) = crate::suggest::closest(b, allowed.iter().map(String::as_str)) {
                 e = e.hint(format!("did you mean {s:?}?"));
             }
@@ -500,11 +626,11 @@ fn checked_by(manifest: &Manifest, by: &[String], name: Option<&str>) -> Result<
             cols.push(b.to_string());
         }
     }
-    cols.sort_by_key(|c| allowed.iter().position(|a| a == c));
+    cols.sort_by_key(|c| allowed.iter().position(|a| a == by_column(c).0));
     let name = match name {
         Some(n) => n.to_string(),
         None if cols.is_empty() => "period".to_string(),
-        None => cols.join("_"),
+        None => cols.iter().map(|c| c.replace('(', "_").replace(')', "")).collect::<Vec<_>>().join("_"),
     };
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         return Err(Error::usage(format!("bad rollup name {name:?}: use letters, digits and '_'")));
@@ -618,8 +744,10 @@ pub struct Proposal {
     pub by: Vec<String>,
     /// The query files it answers.
     pub queries: Vec<String>,
-    /// Its rows, counted on the store (distinct periods and codes).
+    /// Its rows, counted on the store (distinct periods and codes); when not
+    /// `exact`, a bound (every period with every code): too many to count.
     pub rows: u64,
+    pub exact: bool,
     /// Its size before compression: rows × columns × 8 bytes (an upper bound
     /// of the Parquet file's; `rollup add` prints the real size).
     pub bytes_uncompressed: u64,
@@ -645,8 +773,9 @@ impl std::fmt::Display for Advice {
             let by = if p.by.is_empty() { "period".to_string() } else { format!("period, {}", p.by.join(", ")) };
             writeln!(
                 f,
-                "{} by {by}: {} rows ({:.3}% of {}), about {} bytes before compression{}",
+                "{} by {by}: {}{} rows ({:.3}% of {}), about {} bytes before compression{}",
                 p.dataset,
+                if p.exact { "" } else { "up to " },
                 p.rows,
                 100.0 * p.rows as f64 / p.data_rows.max(1) as f64,
                 p.data_rows,
@@ -722,9 +851,22 @@ pub fn advise(store: &Store, paths: &[PathBuf], params: &[(String, String)]) -> 
             continue;
         }
         match query_needs(&loaded.plan, &loaded.manifest) {
-            Ok(mut cols) => {
+            Ok(cols) => {
                 let allowed = declarable(&loaded.manifest);
-                cols.sort_by_key(|c| allowed.iter().position(|a| a == c));
+                // A column read only through chapter() or heading() is kept cut.
+                let mut cols: Vec<String> = cols
+                    .into_iter()
+                    .map(|c| {
+                        if reads_only_cut(&loaded.plan, &c, 2) {
+                            format!("chapter({c})")
+                        } else if reads_only_cut(&loaded.plan, &c, 4) {
+                            format!("heading({c})")
+                        } else {
+                            c
+                        }
+                    })
+                    .collect();
+                cols.sort_by_key(|c| allowed.iter().position(|a| a == by_column(c).0));
                 let d = loaded.manifest.dataset.clone();
                 let sets = wanted.entry(d.clone()).or_default();
                 match sets.iter_mut().find(|(c, _)| *c == cols) {
@@ -738,8 +880,8 @@ pub fn advise(store: &Store, paths: &[PathBuf], params: &[(String, String)]) -> 
     }
     for (dataset, sets) in wanted {
         let m = &manifests[&dataset];
-        let mut counted: std::collections::HashMap<Vec<String>, u64> = Default::default();
-        let mut rows_of = |cols: &Vec<String>| -> Result<u64> {
+        let mut counted: std::collections::HashMap<Vec<String>, Count> = Default::default();
+        let mut rows_of = |cols: &Vec<String>| -> Result<Count> {
             if let Some(n) = counted.get(cols) {
                 return Ok(*n);
             }
@@ -747,20 +889,22 @@ pub fn advise(store: &Store, paths: &[PathBuf], params: &[(String, String)]) -> 
             counted.insert(cols.clone(), n);
             Ok(n)
         };
-        let mut props: Vec<(Vec<String>, Vec<String>, u64)> = Vec::new();
+        let mut props: Vec<(Vec<String>, Vec<String>, Count)> = Vec::new();
         for (cols, qs) in sets {
             let n = rows_of(&cols)?;
             props.push((cols, qs, n));
         }
         merge_proposals(&mut props, &mut rows_of, m)?;
         let columns = 1 + table_columns(&m.measure_columns()).len();
-        for (by, queries, rows) in props {
+        for (by, queries, count) in props {
+            let rows = count.rows;
+            let at_most = if count.exact { "" } else { "up to " };
             if rows as f64 > MAX_SHARE * m.rows as f64 {
                 for q in queries {
                     advice.unanswered.push((
                         q,
                         format!(
-                            "a rollup by period, {} would hold {rows} of the {} rows: not worth keeping",
+                            "a rollup by period, {} would hold {at_most}{rows} of the {} rows: not worth keeping",
                             by.join(", "),
                             m.rows
                         ),
@@ -768,13 +912,14 @@ pub fn advise(store: &Store, paths: &[PathBuf], params: &[(String, String)]) -> 
                 }
                 continue;
             }
-            let exists = m.rollups.iter().find(|r| by.iter().all(|c| r.by.contains(c))).map(|r| r.name.clone());
+            let exists = m.rollups.iter().find(|r| by.iter().all(|c| holds(r, c))).map(|r| r.name.clone());
             advice.proposals.push(Proposal {
                 dataset: dataset.clone(),
                 bytes_uncompressed: rows * (columns + by.len()) as u64 * 8,
                 by,
                 queries,
                 rows,
+                exact: count.exact,
                 data_rows: m.rows,
                 exists,
             });
@@ -786,20 +931,22 @@ pub fn advise(store: &Store, paths: &[PathBuf], params: &[(String, String)]) -> 
 /// Merges, while it pays, the two proposals whose merged rollup has the
 /// fewest rows compared with theirs.
 fn merge_proposals(
-    props: &mut Vec<(Vec<String>, Vec<String>, u64)>,
-    rows_of: &mut dyn FnMut(&Vec<String>) -> Result<u64>,
+    props: &mut Vec<(Vec<String>, Vec<String>, Count)>,
+    rows_of: &mut dyn FnMut(&Vec<String>) -> Result<Count>,
     m: &Manifest,
 ) -> Result<()> {
     let order = declarable(m);
     loop {
-        let mut best: Option<(usize, usize, Vec<String>, u64, f64)> = None;
+        let mut best: Option<(usize, usize, Vec<String>, Count, f64)> = None;
         for i in 0..props.len() {
             for j in i + 1..props.len() {
-                let mut union = props[i].0.clone();
-                union.extend(props[j].0.iter().filter(|c| !props[i].0.contains(c)).cloned());
-                union.sort_by_key(|c| order.iter().position(|a| a == c));
+                let union = union_of(&props[i].0, &props[j].0, &order);
                 let n = rows_of(&union)?;
-                let ratio = n as f64 / (props[i].2 + props[j].2).max(1) as f64;
+                // Only counted sizes are compared: a bound says too little.
+                if !(n.exact && props[i].2.exact && props[j].2.exact) {
+                    continue;
+                }
+                let ratio = n.rows as f64 / (props[i].2.rows + props[j].2.rows).max(1) as f64;
                 if ratio <= MERGE_FACTOR && best.as_ref().is_none_or(|b| ratio < b.4) {
                     best = Some((i, j, union, n, ratio));
                 }
@@ -814,13 +961,89 @@ fn merge_proposals(
     }
 }
 
-/// The distinct (period, `cols`) combinations of a dataset's rows: the rows
-/// of a rollup by `cols` (read off the dictionary pages where it can).
-fn combinations(store: &Store, m: &Manifest, cols: &[String]) -> Result<u64> {
-    let mut keys = vec![Key { name: "period".into(), source: KeySource::Period { months: 1 } }];
-    keys.extend(cols.iter().map(|c| Key { name: c.clone(), source: KeySource::Code(c.clone()) }));
-    let names: Vec<Expr> = keys.iter().map(|k| col(k.name.as_str())).collect();
-    let fallback = crate::exec::scan_dataset(store.root(), m)?.select(names).unique(None, UniqueKeepStrategy::Any);
-    let spec = pushdown::Spec { keys, aggs: Vec::new(), filters: Vec::new(), skip_aggregate_rows: false, fallback };
-    Ok(crate::exec::group_by_now(store.root(), m, spec)?.height() as u64)
+/// Whether the rollup `r` holds the `by` entry `e`: the entry itself, the
+/// whole codes it cuts, or a longer cut of them.
+fn holds(r: &Rollup, e: &str) -> bool {
+    let (c, kept) = by_column(e);
+    r.by.iter().any(|b| match by_column(b) {
+        (bc, None) => bc == c,
+        (bc, Some(k)) => bc == c && kept.is_some_and(|kept| k >= kept),
+    })
 }
+
+/// The `by` entries of a rollup that holds both `a` and `b`, in the
+/// dataset's column order: whole codes where either has them, else the
+/// longer cut.
+fn union_of(a: &[String], b: &[String], order: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for e in a.iter().chain(b) {
+        let (c, kept) = by_column(e);
+        match out.iter().position(|o| by_column(o).0 == c) {
+            None => out.push(e.clone()),
+            Some(i) => {
+                let have = by_column(&out[i]).1;
+                if kept.is_none() || have.is_some_and(|h| kept.is_some_and(|k| k > h)) {
+                    out[i] = e.clone();
+                }
+            }
+        }
+    }
+    out.sort_by_key(|e| order.iter().position(|a| a == by_column(e).0));
+    out
+}
+
+/// The distinct (period, `cols`) combinations of a dataset's rows: the rows
+/// of a rollup by `cols` (read off the dictionary pages where it can; codes
+/// cut by chapter() or heading() are cut after).
+fn combinations(store: &Store, m: &Manifest, cols: &[String]) -> Result<Count> {
+    // The most rows the rollup can have: every period with every code. The
+    // count holds as many groups in memory as the codes combine to; past
+    // COUNT_CAP (a rollup by partner and product of a billion rows would be
+    // hundreds of millions), the bound from the cut codes is the estimate.
+    let (mut whole_bound, mut cut_bound) = (m.periods.len().max(1) as u64, m.periods.len().max(1) as u64);
+    for e in cols {
+        let (c, kept) = by_column(e);
+        let codes = crate::exec::distinct_values(store.root(), m, c)?;
+        let cut: std::collections::BTreeSet<&str> =
+            codes.iter().map(|x| kept.map_or(x.as_str(), |k| x.get(..k).unwrap_or(x))).collect();
+        whole_bound = whole_bound.saturating_mul(codes.len().max(1) as u64);
+        cut_bound = cut_bound.saturating_mul(cut.len().max(1) as u64);
+    }
+    if whole_bound > COUNT_CAP {
+        return Ok(Count { rows: cut_bound, exact: false });
+    }
+    let mut keys = vec![Key { name: "period".into(), source: KeySource::Period { months: 1 } }];
+    keys.extend(cols.iter().map(|e| {
+        let c = by_column(e).0;
+        Key { name: c.to_string(), source: KeySource::Code(c.to_string()) }
+    }));
+    let names: Vec<Expr> = keys.iter().map(|k| col(k.name.as_str())).collect();
+    let fallback =
+        crate::exec::scan_dataset(store.root(), m)?.select(names.clone()).unique(None, UniqueKeepStrategy::Any);
+    let spec = pushdown::Spec { keys, aggs: Vec::new(), filters: Vec::new(), skip_aggregate_rows: false, fallback };
+    let whole = crate::exec::group_by_now(store.root(), m, spec)?;
+    let cuts: Vec<Expr> = cols
+        .iter()
+        .filter_map(|e| match by_column(e) {
+            (c, Some(kept)) => Some(col(c).str().slice(lit(0), lit(kept as u64)).alias(c)),
+            _ => None,
+        })
+        .collect();
+    if cuts.is_empty() {
+        return Ok(Count { rows: whole.height() as u64, exact: true });
+    }
+    let cut = whole.lazy().with_columns(cuts).select(names).unique(None, UniqueKeepStrategy::Any);
+    Ok(Count { rows: cut.collect_with_engine(Engine::InMemory)?.unwrap_single().height() as u64, exact: true })
+}
+
+/// A rollup's rows: counted on the store, or (not `exact`) at most `rows`.
+#[derive(Debug, Clone, Copy, Default)]
+struct Count {
+    rows: u64,
+    exact: bool,
+}
+
+/// Rollups whose periods and codes could combine into more rows than this
+/// are not counted (the count would hold every combination in memory): their
+/// size is bounded instead.
+const COUNT_CAP: u64 = 5_000_000;

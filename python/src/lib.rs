@@ -413,6 +413,7 @@ impl Store_ {
             progress: false,
             timings: false,
             input_format: None,
+            compression: None,
         };
         detached(py, move || {
             let report = tradeql::ingest::ingest(&opts)?;
@@ -452,6 +453,39 @@ impl Store_ {
         let path = self.path.clone();
         detached(py, move || {
             Ok(tradeql::groups::add_names(&path, &of, Path::new(&file), &code, &name, wait)?.to_string())
+        })
+    }
+
+    /// Keeps a rollup of a dataset, as `tradeql rollup add` does.
+    #[pyo3(signature = (dataset, by, name=None, wait=false))]
+    fn rollup_add(
+        &self,
+        py: Python<'_>,
+        dataset: String,
+        by: Vec<String>,
+        name: Option<String>,
+        wait: bool,
+    ) -> PyResult<String> {
+        let path = self.path.clone();
+        detached(py, move || Ok(tradeql::rollup::add(&path, &dataset, &by, name.as_deref(), wait)?.to_string()))
+    }
+
+    /// Drops a rollup, as `tradeql rollup remove` does; returns the new version.
+    #[pyo3(signature = (dataset, name, wait=false))]
+    fn rollup_remove(&self, py: Python<'_>, dataset: String, name: String, wait: bool) -> PyResult<u64> {
+        let path = self.path.clone();
+        detached(py, move || tradeql::rollup::remove(&path, &dataset, &name, wait))
+    }
+
+    /// The rollups that would answer these saved queries (files or folders),
+    /// as `tradeql rollup advise` prints them.
+    #[pyo3(signature = (queries, params=Vec::new()))]
+    fn rollup_advise(&self, py: Python<'_>, queries: Vec<String>, params: Vec<(String, String)>) -> PyResult<String> {
+        let path = self.path.clone();
+        detached(py, move || {
+            let store = tradeql::store::Store::open_existing(&path)?;
+            let paths: Vec<PathBuf> = queries.iter().map(PathBuf::from).collect();
+            Ok(tradeql::rollup::advise(&store, &paths, &cli_params(&params)?)?.to_string())
         })
     }
 

@@ -389,3 +389,27 @@ def test_a_failed_batch_task_raises_after_the_others_are_written(store, tmp_path
 def test_the_notebook_view_restyles_nothing_around_it(store):
     html = tradeql.run(str(ROOT / "queries/trade_2024.tql"), store=store)._repr_html_()
     assert html.startswith('<div class="tradeql">') and "body{" not in html
+
+
+def test_rollups_from_python_advise_add_answer_as_the_rows_and_remove(tmp_path):
+    path = tmp_path / "store"
+    cli("gen", "--into", path, "--partners", "12", "--products", "40", "--months", "24", "--density", "0.7")
+    s = tradeql.Store(str(path))
+    q = tmp_path / "q2.tql"
+    q.write_text("from trade\nby year, partner\nsum value\nshow value, yoy(value)\n")
+    advice = s.rollup_advise(q)
+    assert "tradeql rollup add trade --by partner" in advice, advice
+    from_rows = tradeql.run(str(q), store=str(path))
+    assert "in place of the rows" not in from_rows.explain()
+    added = s.rollup_add("trade", "partner")
+    assert added.startswith("rollup ") and "(by period, partner)" in added, added
+    assert "the store has it" in s.rollup_advise([q])
+    from_rollup = tradeql.run(str(q), store=str(path))
+    assert "in place of the rows" in from_rollup.explain(), from_rollup.explain()
+    assert_frame_equal(from_rollup.frame, from_rows.frame, check_exact=False, rtol=1e-12)
+    name = added.split()[1]
+    version = s.rollup_remove("trade", name)
+    assert version > from_rollup.version
+    assert "in place of the rows" not in tradeql.run(str(q), store=str(path)).explain()
+    with pytest.raises(tradeql.UsageError, match="has no rollup"):
+        s.rollup_remove("trade", name)

@@ -266,5 +266,24 @@ class Store:
         ``tradeql rates add`` does: the file replaces the store's rates table."""
         return self._raw.rates_add(str(file), wait)
 
+    def rollup_add(self, dataset: str, by, name: Optional[str] = None, wait: bool = False) -> str:
+        """Keeps a rollup of ``dataset`` by period and the codes ``by`` (a list,
+        or a comma-separated string), as ``tradeql rollup add`` does: built now
+        for every year, then kept up to date by every ingest."""
+        if isinstance(by, str):
+            by = [b.strip() for b in by.split(",") if b.strip()]
+        return self._raw.rollup_add(dataset, list(by), name, wait)
+
+    def rollup_remove(self, dataset: str, name: str, wait: bool = False) -> int:
+        """Drops the rollup ``name`` of ``dataset``; returns the new version."""
+        return self._raw.rollup_remove(dataset, name, wait)
+
+    def rollup_advise(self, queries, params: Optional[Mapping[str, object]] = None) -> str:
+        """The few rollups that would answer these saved queries (a path or a
+        list of paths, files or folders), with their estimated sizes."""
+        if isinstance(queries, (str, bytes)) or hasattr(queries, "__fspath__"):
+            queries = [queries]
+        return self._raw.rollup_advise([str(q) for q in queries], _params(params))
+
     def __repr__(self) -> str:
         return f"tradeql.Store({self.path!r})"

@@ -72,6 +72,22 @@ pub struct BenchOptions {
     pub runs: usize,
     pub peers: Vec<Peer>,
     pub python: Option<PathBuf>,
+    /// Also time each query's scan floor (rollups off): its column chunks
+    /// read, decompressed and decoded with nothing aggregated.
+    pub floor: bool,
+}
+
+/// A query's scan floor with rollups off: median seconds to read the column
+/// chunks its pushdown passes need (as they read them), to read and
+/// decompress them, and to read, decompress and decode them; the compressed
+/// bytes they hold; and the query from the rows, timed alternately.
+#[derive(Debug, Clone, Serialize)]
+pub struct Floor {
+    pub read_s: f64,
+    pub decompress_s: f64,
+    pub decode_s: f64,
+    pub bytes: u64,
+    pub query_s: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -105,6 +121,7 @@ pub struct QueryResult {
     /// (rollups off), alternated with the other runs.
     pub rollup: Option<String>,
     pub from_rows: Option<Timing>,
+    pub floor: Option<Floor>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -347,6 +364,25 @@ pub fn bench(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<Benc
         };
         // Warm-up: every engine once (file cache, allocator, peer start-up).
         let ours = crate::run::collect(&loaded.compiled)?.frame;
+        // The floor reads what the query reads from the rows: its passes, recorded.
+        let rows_plan = match (&from_rows, opts.floor) {
+            (_, false) => None,
+            (Some(rows), true) => Some(&rows.compiled),
+            (None, true) => Some(&loaded.compiled),
+        };
+        let passes = match &rows_plan {
+            Some(plan) => {
+                let (out, passes) = crate::exec::pushdown::record_passes(|| crate::run::collect(plan));
+                out?;
+                if passes.is_empty() {
+                    return Err(Error::usage(format!("{id}: --floor: the query reads no rows through the pushdown")));
+                }
+                passes
+            }
+            None => Vec::new(),
+        };
+        let mut floor_t: [Vec<f64>; 4] = Default::default();
+        let mut floor_bytes = 0;
         if let Some(rows) = &from_rows
             && columns(id).is_some()
             && let Some(why) = compare(id, &ours, &crate::run::collect(&rows.compiled)?.frame, true)?
@@ -393,6 +429,21 @@ pub fn bench(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<Benc
                 rows_t.push(t.elapsed().as_secs_f64());
                 rows_peak = rows_peak.max(peak_mb(me));
             }
+            if let Some(plan) = &rows_plan {
+                use crate::exec::pushdown::{FloorStage, scan_floor};
+                for (k, stage) in [FloorStage::Read, FloorStage::Decompress, FloorStage::Decode].into_iter().enumerate()
+                {
+                    let t = Instant::now();
+                    floor_bytes = 0;
+                    for (files, specs) in &passes {
+                        floor_bytes += scan_floor(files, specs, stage)?;
+                    }
+                    floor_t[k].push(t.elapsed().as_secs_f64());
+                }
+                let t = Instant::now();
+                drop(crate::run::collect(plan)?);
+                floor_t[3].push(t.elapsed().as_secs_f64());
+            }
             for (k, p) in peer_ids.iter().enumerate() {
                 match p {
                     Peer::Duckdb => {
@@ -436,6 +487,13 @@ pub fn bench(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<Benc
                 difference,
             });
         }
+        let floor = rows_plan.map(|_| Floor {
+            read_s: median(&floor_t[0]),
+            decompress_s: median(&floor_t[1]),
+            decode_s: median(&floor_t[2]),
+            bytes: floor_bytes,
+            query_s: median(&floor_t[3]),
+        });
         report.queries.push(QueryResult {
             id: id.clone(),
             rows_scanned,
@@ -446,6 +504,7 @@ pub fn bench(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<Benc
             peers,
             rollup: loaded.rollup.rollup.clone(),
             from_rows: from_rows.map(|_| timing(&rows_t, rows_peak)),
+            floor,
         });
     }
     Ok(report)
@@ -536,6 +595,25 @@ impl std::fmt::Display for BenchReport {
                 q.tradeql.peak_mb,
                 peers.join(" | ")
             )?;
+        }
+        if self.queries.iter().any(|q| q.floor.is_some()) {
+            writeln!(f, "\nscan floor, rollups off (medians; each stage includes the ones before it):")?;
+            writeln!(f, "q        MB read    read s  +decompress s  +decode s   query s   decode/query")?;
+            for q in &self.queries {
+                if let Some(fl) = &q.floor {
+                    writeln!(
+                        f,
+                        "{:<4} {:>11.1} {:>9.4} {:>14.4} {:>10.4} {:>9.4} {:>13.0}%",
+                        q.id,
+                        fl.bytes as f64 / 1e6,
+                        fl.read_s,
+                        fl.decompress_s,
+                        fl.decode_s,
+                        fl.query_s,
+                        100.0 * fl.decode_s / fl.query_s
+                    )?;
+                }
+            }
         }
         Ok(())
     }

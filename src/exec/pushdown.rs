@@ -277,6 +277,9 @@ fn union_schema(registry: &Registry) -> Schema {
 /// Evaluates every registered spec, as one wide frame.
 fn run(registry: &Registry) -> PolarsResult<DataFrame> {
     let specs: Vec<Spec> = registry.specs.lock().expect("pushdown registry").clone();
+    if let Some(passes) = RECORDED.lock().expect("pushdown record").as_mut() {
+        passes.push((registry.files.clone(), specs.clone()));
+    }
     let frames = evaluate(&registry.files, &specs)?;
     fuse(registry, &specs, frames)
 }
@@ -645,40 +648,12 @@ fn read_pass(files: &[PassFile], specs: &[Spec]) -> Res<(Vec<Groups>, Vec<Arc<st
     let interner = Mutex::new(Interner::default());
     let caches: FilterCaches =
         specs.iter().map(|s| s.filters.iter().map(|_| Mutex::new(PlHashMap::default())).collect()).collect();
-    // Per spec, per file: whether any of the file's periods passes its calendar filters.
-    let mut wanted: Vec<Vec<bool>> = Vec::new();
-    for (s, spec) in specs.iter().enumerate() {
-        let mut per_file = Vec::new();
-        for f in files {
-            let mut any = vec![true; f.periods.len()];
-            for (k, filter) in spec.filters.iter().enumerate() {
-                if filter.on == FilterColumn::Calendar {
-                    let days: Vec<u32> = f.periods.iter().map(|&d| d as u32).collect();
-                    let mask = filter_mask(filter, &caches[s][k], &days, &interner)?;
-                    any.iter_mut().zip(mask).for_each(|(a, m)| *a &= m);
-                }
-            }
-            per_file.push(f.periods.is_empty() || any.contains(&true));
-        }
-        wanted.push(per_file);
-    }
-    let mut tasks: Vec<(usize, Arc<std::fs::File>, Arc<FileMetadata>, usize)> = Vec::new();
-    for (i, f) in files.iter().enumerate() {
-        if !wanted.iter().any(|w| w[i]) {
-            continue;
-        }
-        let mut file = std::fs::File::open(&f.path)?;
-        let meta = Arc::new(read_metadata(&mut file)?);
-        let file = Arc::new(file);
-        for rg in 0..meta.row_groups.len() {
-            tasks.push((i, file.clone(), meta.clone(), rg));
-        }
-    }
+    let (wanted, tasks) = row_groups_wanted(files, specs, &caches, &interner)?;
     // Row groups are read and aggregated in parallel, in fixed runs of
     // consecutive row groups whose groups are merged in order; then the runs
     // are merged in order. The sums are added in the same order whatever the
     // number of threads, so every run of a query gives the same bits.
-    let one = |(i, file, meta, rg): &(usize, Arc<std::fs::File>, Arc<FileMetadata>, usize)| -> Res<Vec<Groups>> {
+    let one = |(i, file, meta, rg): &Task| -> Res<Vec<Groups>> {
         let f = &files[*i];
         // Ctrl-C in a Python session raises polars' abort flag: stop here too.
         polars_error::abort::try_raise_polars_abort();
@@ -710,6 +685,126 @@ fn read_pass(files: &[PassFile], specs: &[Spec]) -> Res<(Vec<Groups>, Vec<Arc<st
     let out = merge_all(&mut runs.into_iter())?;
     let texts = interner.into_inner().expect("pushdown interner").texts;
     Ok((out, texts))
+}
+
+/// One row group to read: its file (index, handle, metadata) and number.
+type Task = (usize, Arc<std::fs::File>, Arc<FileMetadata>, usize);
+
+/// Per spec, per file, whether any of the file's periods passes the spec's
+/// calendar filters; and the row groups of the files some spec wants.
+fn row_groups_wanted(
+    files: &[PassFile],
+    specs: &[Spec],
+    caches: &FilterCaches,
+    interner: &Mutex<Interner>,
+) -> Res<(Vec<Vec<bool>>, Vec<Task>)> {
+    let mut wanted: Vec<Vec<bool>> = Vec::new();
+    for (s, spec) in specs.iter().enumerate() {
+        let mut per_file = Vec::new();
+        for f in files {
+            let mut any = vec![true; f.periods.len()];
+            for (k, filter) in spec.filters.iter().enumerate() {
+                if filter.on == FilterColumn::Calendar {
+                    let days: Vec<u32> = f.periods.iter().map(|&d| d as u32).collect();
+                    let mask = filter_mask(filter, &caches[s][k], &days, interner)?;
+                    any.iter_mut().zip(mask).for_each(|(a, m)| *a &= m);
+                }
+            }
+            per_file.push(f.periods.is_empty() || any.contains(&true));
+        }
+        wanted.push(per_file);
+    }
+    let mut tasks: Vec<Task> = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        if !wanted.iter().any(|w| w[i]) {
+            continue;
+        }
+        let mut file = std::fs::File::open(&f.path)?;
+        let meta = Arc::new(read_metadata(&mut file)?);
+        let file = Arc::new(file);
+        for rg in 0..meta.row_groups.len() {
+            tasks.push((i, file.clone(), meta.clone(), rg));
+        }
+    }
+    Ok((wanted, tasks))
+}
+
+/// The passes evaluated while [`record_passes`] runs, when it runs.
+static RECORDED: Mutex<Option<Vec<Recorded>>> = Mutex::new(None);
+
+/// One pass evaluated while [`record_passes`] ran: its files and group-bys.
+pub type Recorded = (Vec<PassFile>, Vec<Spec>);
+
+/// Runs `f`, and returns with its result the files and group-bys of every
+/// pass it evaluated (for the benchmark's scan floor).
+pub fn record_passes<T>(f: impl FnOnce() -> T) -> (T, Vec<Recorded>) {
+    *RECORDED.lock().expect("pushdown record") = Some(Vec::new());
+    let out = f();
+    let passes = RECORDED.lock().expect("pushdown record").take().unwrap_or_default();
+    (out, passes)
+}
+
+/// How much of a pass's reading the scan floor does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FloorStage {
+    /// Copy the column chunks the pass needs from the files into memory.
+    Read,
+    /// ... and decompress their pages.
+    Decompress,
+    /// ... and decode each row's dictionary index and value, as the pass does
+    /// before it aggregates.
+    Decode,
+}
+
+/// The scan floor of a pass: its files' needed column chunks read (as the
+/// pass reads them, in parallel by row group, skipping the same files) up
+/// to `stage`, and nothing aggregated. Returns the compressed bytes read.
+/// Fails where the pass itself would fall back to polars.
+pub fn scan_floor(files: &[PassFile], specs: &[Spec], stage: FloorStage) -> PolarsResult<u64> {
+    let floor = || -> Res<u64> {
+        let (needs, _) = Needs::of(specs);
+        let interner = Mutex::new(Interner::default());
+        let caches: FilterCaches =
+            specs.iter().map(|s| s.filters.iter().map(|_| Mutex::new(PlHashMap::default())).collect()).collect();
+        let (_, tasks) = row_groups_wanted(files, specs, &caches, &interner)?;
+        let one = |(i, file, meta, rg): &Task| -> Res<u64> {
+            let mut names: Vec<&str> = needs.codes.iter().chain(&needs.values).map(String::as_str).collect();
+            if needs.skip_aggregates && files[*i].has_aggregate_rows {
+                names.push("aggregate");
+            }
+            WORK.with_borrow_mut(|work| {
+                let mut bytes = 0;
+                for name in &names {
+                    bytes += column_chunk(meta, *rg, name)?.compressed_size() as u64;
+                }
+                match stage {
+                    FloorStage::Read => {
+                        use std::os::unix::fs::FileExt;
+                        for name in &names {
+                            let range = column_chunk(meta, *rg, name)?.byte_range();
+                            let len = (range.end - range.start) as usize;
+                            if work.bytes.len() < len {
+                                work.bytes.resize(len, 0);
+                            }
+                            file.read_exact_at(&mut work.bytes[..len], range.start)?;
+                        }
+                    }
+                    FloorStage::Decompress => {
+                        let Work { bytes, page, .. } = work;
+                        for name in &names {
+                            read_chunk(file, column_chunk(meta, *rg, name)?, bytes, page, |_| Ok(()))?;
+                        }
+                    }
+                    FloorStage::Decode => {
+                        read_row_group(work, file, meta, *rg, &needs, files[*i].has_aggregate_rows, &interner)?
+                    }
+                }
+                Ok(bytes)
+            })
+        };
+        polars_core::runtime::THREAD_POOL.install(|| tasks.par_iter().map(one).sum())
+    };
+    floor().map_err(|Unsupported(why)| polars_err!(ComputeError: "the scan floor cannot read these files: {why}"))
 }
 
 /// Sets `work.keep` to the rows `spec` counts: not flagged `aggregate` (if it

@@ -18,7 +18,7 @@ pub(crate) mod writer;
 use crate::error::{Error, Result};
 use crate::mapping::Mapping;
 use crate::period::{Frequency, Period};
-use crate::store::manifest::{ColumnSpec, DataFile, IngestRecord, SourceFile, describe_periods};
+use crate::store::manifest::{Codec, ColumnSpec, DataFile, IngestRecord, SourceFile, describe_periods};
 /// One stored data file, as written (no Hive `year` column added).
 pub(crate) use crate::store::scan_file as scan;
 use crate::store::{self, Commit, Manifest, Recovery, Store, StoreLock};
@@ -55,6 +55,9 @@ pub struct IngestOptions {
     pub timings: bool,
     /// The format of a source read from standard input (`-`): csv or parquet.
     pub input_format: Option<String>,
+    /// The codec of the files this ingest writes, and the dataset's from now
+    /// on (default: the dataset's, zstd for a new one).
+    pub compression: Option<Codec>,
 }
 
 /// The name standard input goes by in errors and in the manifest.
@@ -288,7 +291,8 @@ fn ingest_locked(
             "a dataset keeps the measures and units of its first ingest; ingest into another dataset with --dataset",
         ));
     }
-    let mut writer = PartitionWriter::new(staging.join("new"), &measure_names);
+    let codec = dataset_codec(opts, old);
+    let mut writer = PartitionWriter::new(staging.join("new"), &measure_names, codec);
     let mut dups = DuplicateCheck::new(staging.join("keys"), DEDUP_BUDGET);
     let mut got = Gathered {
         periods: HashSet::new(),
@@ -385,7 +389,7 @@ fn ingest_locked(
                     .map_or(Ok(String::new()), |s| writer::key_text(&s.path, d.place.row))
             })
             .collect::<Result<_>>()?;
-        staged = drop_rows(staged, &duplicates, staging)?;
+        staged = drop_rows(staged, &duplicates, staging, codec)?;
         for (d, key) in duplicates.iter().zip(keys) {
             let (file, line) = source_line(&got.names, d.line);
             let (first_file, first_line) = source_line(&got.names, d.first_line);
@@ -589,7 +593,12 @@ fn duplicates_error(sources: &[PathBuf], dups: &[dedup::Duplicate], staged: &[St
 }
 
 /// Rewrites the staged years that hold duplicate rows, without them.
-fn drop_rows(staged: Vec<StagedYear>, dups: &[dedup::Duplicate], staging: &Path) -> Result<Vec<StagedYear>> {
+fn drop_rows(
+    staged: Vec<StagedYear>,
+    dups: &[dedup::Duplicate],
+    staging: &Path,
+    codec: Codec,
+) -> Result<Vec<StagedYear>> {
     let mut by_year: BTreeMap<i32, Vec<u64>> = BTreeMap::new();
     for d in dups {
         by_year.entry(d.place.year).or_default().push(d.place.row);
@@ -605,7 +614,7 @@ fn drop_rows(staged: Vec<StagedYear>, dups: &[dedup::Duplicate], staging: &Path)
                     .with_row_index("__row", None)
                     .filter(col("__row").is_in(lit(drop).implode(false), false).not())
                     .drop(cols(["__row"]));
-                writer::sink_parquet(lf, &out)?;
+                writer::sink_parquet(lf, &out, codec)?;
                 let aggregate_rows = count_aggregates(&out)?;
                 Ok(StagedYear { year: s.year, rows: s.rows - rows.len() as u64, aggregate_rows, path: out })
             }
@@ -674,7 +683,7 @@ fn build_manifest(
             }
             parts.push(scan(&s.path)?);
             let merged = staging.join(format!("merged-year={}.parquet", s.year));
-            writer::sink_parquet(concat(parts, UnionArgs::default())?, &merged)?;
+            writer::sink_parquet(concat(parts, UnionArgs::default())?, &merged, dataset_codec(opts, old))?;
             let rows = store::verify::parquet_rows(&merged)?;
             let aggregates = count_aggregates(&merged)?;
             (merged, rows, aggregates)
@@ -764,11 +773,17 @@ fn build_manifest(
         ingests,
         measures: mapping.measure_specs(),
         rollups: old.map(|m| m.rollups.clone()).unwrap_or_default(),
+        compression: dataset_codec(opts, old),
         view: None,
     };
     // The rollups of the years written, in the same commit as their rows.
     moves.extend(crate::rollup::rebuild(&mut manifest, &rewritten, staging, dataset)?);
     Ok((manifest, moves, added, replaced))
+}
+
+/// The codec of the files an ingest writes: the command line's, else the dataset's.
+fn dataset_codec(opts: &IngestOptions, old: Option<&Manifest>) -> Codec {
+    opts.compression.or(old.map(|m| m.compression)).unwrap_or_default()
 }
 
 /// The dataset's currency: the command line's, the mapping's, or the stored one.

@@ -6,6 +6,7 @@
 
 use super::convert::store_schema;
 use crate::error::{Error, Result};
+use crate::store::manifest::Codec;
 use polars::polars_utils::compression::ZstdLevel;
 use polars::prelude::*;
 use std::collections::BTreeMap;
@@ -15,19 +16,24 @@ use std::path::{Path, PathBuf};
 /// Target rows per row group of files written in one piece (merges, groups).
 const ROW_GROUP_ROWS: usize = 512 * 1024;
 
-/// The write options of every file in the store: zstd, min/max statistics.
-pub fn write_options() -> ParquetWriteOptions {
+/// The write options of every file of a dataset: its codec, min/max statistics.
+pub fn write_options(codec: Codec) -> ParquetWriteOptions {
+    let compression = match codec {
+        Codec::Zstd => ParquetCompression::Zstd(Some(ZstdLevel::try_new(3).expect("valid zstd level"))),
+        Codec::Lz4 => ParquetCompression::Lz4Raw,
+        Codec::None => ParquetCompression::Uncompressed,
+    };
     ParquetWriteOptions {
-        compression: ParquetCompression::Zstd(Some(ZstdLevel::try_new(3).expect("valid zstd level"))),
+        compression,
         statistics: StatisticsOptions::default(),
         row_group_size: Some(ROW_GROUP_ROWS),
         ..Default::default()
     }
 }
 
-fn writer_for(path: &Path) -> Result<ParquetWriter<File>> {
+fn writer_for(path: &Path, codec: Codec) -> Result<ParquetWriter<File>> {
     let file = File::create(path).map_err(|e| Error::io("cannot create", path, e))?;
-    let opts = write_options();
+    let opts = write_options(codec);
     Ok(ParquetWriter::new(file)
         .with_compression(opts.compression)
         .with_statistics(opts.statistics)
@@ -55,11 +61,12 @@ pub struct PartitionWriter {
     dir: PathBuf,
     years: BTreeMap<i32, YearFile>,
     schema: Schema,
+    codec: Codec,
 }
 
 impl PartitionWriter {
-    pub fn new(dir: PathBuf, measures: &[String]) -> Self {
-        PartitionWriter { dir, years: BTreeMap::new(), schema: store_schema(measures) }
+    pub fn new(dir: PathBuf, measures: &[String], codec: Codec) -> Self {
+        PartitionWriter { dir, years: BTreeMap::new(), schema: store_schema(measures), codec }
     }
 
     /// Writes rows of `year`; returns the index in the year's file of the first one.
@@ -67,7 +74,7 @@ impl PartitionWriter {
         if !self.years.contains_key(&year) {
             std::fs::create_dir_all(&self.dir).map_err(|e| Error::io("cannot create", &self.dir, e))?;
             let path = self.dir.join(format!("year={year}.parquet"));
-            let writer = writer_for(&path)?
+            let writer = writer_for(&path, self.codec)?
                 .with_key_value_metadata(Some(crate::store::portable_metadata(&self.schema)))
                 .batched(&self.schema)?;
             self.years.insert(year, YearFile { path, writer, written: 0, aggregates: 0 });
@@ -91,11 +98,13 @@ impl PartitionWriter {
     }
 }
 
-/// Writes a lazy frame to one Parquet file with the store's options.
-pub fn sink_parquet(mut lf: LazyFrame, path: &Path) -> Result<()> {
+/// Writes a lazy frame to one Parquet file with the store's options and `codec`.
+pub fn sink_parquet(mut lf: LazyFrame, path: &Path, codec: Codec) -> Result<()> {
     let schema = lf.collect_schema()?;
-    let options =
-        ParquetWriteOptions { key_value_metadata: Some(crate::store::portable_metadata(&schema)), ..write_options() };
+    let options = ParquetWriteOptions {
+        key_value_metadata: Some(crate::store::portable_metadata(&schema)),
+        ..write_options(codec)
+    };
     lf.sink(
         SinkDestination::File { target: SinkTarget::Path(PlRefPath::new(path.to_string_lossy().as_ref())) },
         FileWriteFormat::Parquet(Arc::new(options)),

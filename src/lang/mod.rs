@@ -415,6 +415,7 @@ mod fuzz {
             ingests: Vec::new(),
             measures: Vec::new(),
             rollups: Vec::new(),
+            compression: Default::default(),
             view: None,
         };
         let groups = GroupsManifest {

@@ -24,7 +24,18 @@ const ROLLUPS: [(&str, &[&str]); 4] = [
     ("gacc", &["flow", "reporter,partner,flow,product,region"]),
     ("gacc_partners", &["partner,flow", "reporter,partner,flow,product,region"]),
     ("critical_minerals", &["product", "partner,product", "reporter,partner,flow,product,region"]),
-    ("trade", &["flow", "partner", "product", "partner,flow", "reporter,partner,flow,product,region"]),
+    (
+        "trade",
+        &[
+            "flow",
+            "partner",
+            "product",
+            "chapter(product)",
+            "heading(product),flow",
+            "partner,flow",
+            "reporter,partner,flow,product,region",
+        ],
+    ),
 ];
 
 fn rolled() -> &'static Rolled {
@@ -313,4 +324,171 @@ fn advise_proposes_rollups_that_answer_the_benchmark_queries() {
     }
     let again = ok(&["rollup", "advise", s(&queries), "--store", s(&store)]);
     assert!(again.contains("the store has it") && !again.contains("tradeql rollup add"), "{again}");
+    // Q4 reads product only through chapter(): the advice keeps chapters.
+    assert!(commands.contains(&"tradeql rollup add trade --by chapter(product)"), "{advice}");
+}
+
+#[test]
+fn a_rollup_by_chapter_answers_the_queries_that_read_products_only_through_chapter() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    gen_into(&store, "--partners 12 --products 300 --months 24 --density 0.4 --seed 5 --start 2022-01");
+    let added = ok(&["rollup", "add", "trade", "--by", "chapter(product),flow", "--store", s(&store)]);
+    assert!(added.starts_with("rollup flow_chapter_product ") || added.starts_with("rollup chapter_product_flow "));
+    let m = manifest(&store);
+    let r = &m.rollups[0];
+    // 300 products fall in 97 chapters: the rollup has a row per month, chapter and flow.
+    let rows: u64 = r.files.iter().map(|f| f.rows).sum();
+    assert_eq!(rows, 24 * 97 * 2, "{added}");
+    let answered = [
+        "from trade\nderive chapter = chapter(product)\nby month, chapter\nsum value\nshow value, yoy(value), ytd(value)\n",
+        "from trade\nwhere chapter(product) = \"27\" and flow = \"import\"\nby year\nagg v = sum(value), n = count(), lo = min(value)\n",
+        "from trade\nderive ch = chapter(product)\nwhere ch in (\"01\", \"02\")\nby quarter, ch, flow\nsum value, quantity\n",
+    ];
+    let from_rows = [
+        "from trade\nby year, product\nsum value\n",
+        "from trade\nderive h = heading(product)\nby year, h\nsum value\n",
+        "from trade\nwhere product = \"010110\"\nby year\nsum value\n",
+        "from trade\nderive chapter = chapter(product)\nby year, chapter, partner\nsum value\n",
+    ];
+    for (i, text) in answered.iter().chain(&from_rows).enumerate() {
+        let q = write(dir.path(), &format!("q{i}.tql"), text);
+        let (on, off) = (load(&store, &q, true), load(&store, &q, false));
+        let reads = on.rollup.rollup.is_some();
+        assert_eq!(reads, i < answered.len(), "{text}\n{}", on.rollup.describe());
+        let (a, b) = (tradeql::run::collect(&on.compiled).unwrap(), tradeql::run::collect(&off.compiled).unwrap());
+        assert!(b.frame.height() > 0, "{text}");
+        assert_same(text, "from a rollup by chapter", &a, &b);
+    }
+    assert!(ok(&["info", s(&store), "--verify"]).contains("every file matches its manifest"));
+    let err = fails(&["rollup", "add", "trade", "--by", "product,chapter(product)", "--store", s(&store)]);
+    assert!(err.contains("holds product once"), "{err}");
+    let err = fails(&["rollup", "add", "trade", "--by", "section(product)", "--store", s(&store)]);
+    assert!(err.contains("chapter(c) or heading(c)"), "{err}");
+}
+
+/// The codec of every column chunk of every Parquet file under `dir`.
+fn codecs_under(dir: &Path) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                let mut f = std::fs::File::open(&p).unwrap();
+                let meta = polars_parquet::parquet::read::read_metadata(&mut f).unwrap();
+                for rg in &meta.row_groups {
+                    for c in rg.parquet_columns() {
+                        out.insert(format!("{:?}", c.compression()));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_dataset_written_lz4_keeps_its_codec_through_revisions_and_rollups_and_gives_the_same_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("panel.csv");
+    let rev = dir.path().join("rev.csv");
+    ok(&["gen", "--csv", s(&csv), "--partners", "15", "--products", "30", "--months", "24", "--start", "2022-01"]);
+    ok(&["gen", "--csv", s(&rev), "--partners", "15", "--products", "30", "--months", "1", "--start", "2023-06"]);
+    let q = write(
+        dir.path(),
+        "q.tql",
+        "from trade\nby year, partner\nagg value = sum(value), n = count()\nshow value, yoy(value), n\n",
+    );
+    let mut outputs = Vec::new();
+    for codec in ["zstd", "lz4", "none"] {
+        let store = dir.path().join(codec);
+        let mut first = vec!["ingest", s(&csv), "--store", s(&store), "--dataset", "trade", "-q"];
+        if codec != "zstd" {
+            first.extend(["--compression", codec]);
+        }
+        ok(&first);
+        ok(&["rollup", "add", "trade", "--by", "partner", "--store", s(&store)]);
+        // A revision without --compression keeps the dataset's codec, for rows and rollups.
+        ok(&["ingest", s(&rev), "--store", s(&store), "--dataset", "trade", "-q"]);
+        let want = match codec {
+            "zstd" => "Zstd",
+            "lz4" => "Lz4Raw",
+            _ => "Uncompressed",
+        };
+        let files = store.join(".tradeql/datasets/trade/files");
+        assert_eq!(codecs_under(&files), [want.to_string()].into(), "{codec}");
+        assert_eq!(manifest(&store).compression.to_string(), codec);
+        let info = ok(&["info", s(&store), "--verify"]);
+        assert!(info.contains("every file matches its manifest"), "{info}");
+        assert_eq!(info.contains(&format!("written {codec}")), codec != "zstd", "{info}");
+        let (on, off) = (load(&store, &q, true), load(&store, &q, false));
+        assert_eq!(on.rollup.rollup.as_deref(), Some("partner"));
+        let (a, b) = (tradeql::run::collect(&on.compiled).unwrap(), tradeql::run::collect(&off.compiled).unwrap());
+        assert_same(codec, "from its rollup", &a, &b);
+        outputs.push((codec, b.frame));
+    }
+    // The codec changes the bytes on disk, never a figure: bit for bit the same rows.
+    for (codec, frame) in &outputs[1..] {
+        assert!(frame.equals_missing(&outputs[0].1), "{codec} gives other figures than zstd");
+    }
+}
+
+/// The compressed bytes of the column chunks `columns` over every data file of the dataset.
+fn chunk_bytes(store: &Path, columns: &[&str]) -> u64 {
+    let m = manifest(store);
+    let pool = store.join(".tradeql/datasets/trade/files");
+    let mut total = 0;
+    for f in &m.files {
+        let mut file = std::fs::File::open(pool.join(&f.path)).unwrap();
+        let meta = polars_parquet::parquet::read::read_metadata(&mut file).unwrap();
+        for rg in &meta.row_groups {
+            for c in rg.parquet_columns() {
+                if columns.contains(&c.descriptor().path_in_schema[0].as_str()) {
+                    total += c.compressed_size() as u64;
+                }
+            }
+        }
+    }
+    total
+}
+
+#[test]
+fn the_scan_floor_reads_the_column_chunks_each_query_needs_from_the_rows_even_with_a_rollup() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    gen_into(&store, "--partners 20 --products 60 --months 24 --density 0.5");
+    let floors = |store: &Path| -> Vec<(String, u64, f64)> {
+        let text = ok(&["bench", "--store", s(store), "--runs", "1", "--floor", "--json"]);
+        let report: serde_json::Value = serde_json::from_str(&text).unwrap();
+        report["queries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|q| {
+                let f = &q["floor"];
+                for stage in ["read_s", "decompress_s", "decode_s", "query_s"] {
+                    assert!(f[stage].as_f64().unwrap() > 0.0, "{}: {stage} {f}", q["id"]);
+                }
+                (q["id"].as_str().unwrap().to_string(), f["bytes"].as_u64().unwrap(), f["query_s"].as_f64().unwrap())
+            })
+            .collect()
+    };
+    let want = [
+        ("Q1", chunk_bytes(&store, &["flow", "value"])),
+        ("Q2", chunk_bytes(&store, &["partner", "value"])),
+        ("Q3", chunk_bytes(&store, &["partner", "value"])),
+        ("Q4", chunk_bytes(&store, &["period", "product", "value"])),
+        ("Q5", chunk_bytes(&store, &["partner", "value"])),
+    ];
+    let before = floors(&store);
+    for ((id, bytes, _), (want_id, want_bytes)) in before.iter().zip(want) {
+        assert_eq!((id.as_str(), *bytes), (want_id, want_bytes));
+    }
+    ok(&["rollup", "add", "trade", "--by", "partner", "--store", s(&store)]);
+    let after = floors(&store);
+    let bytes = |v: &[(String, u64, f64)]| v.iter().map(|(id, b, _)| (id.clone(), *b)).collect::<Vec<_>>();
+    assert_eq!(bytes(&after), bytes(&before), "with a rollup, the floor is still that of the rows");
 }
