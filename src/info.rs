@@ -202,8 +202,7 @@ fn aggregate_lines(store: &Store, m: &Manifest, groups: &GroupsManifest) -> Resu
             continue;
         }
         let candidates = m.aggregate_candidates(dim, groups);
-        let counts =
-            crate::exec::scan_dataset(store.root(), m)?.group_by([col(dim)]).agg([len().alias("__rows")]).collect()?;
+        let counts = crate::exec::rows_by_code(store.root(), m, dim)?;
         let codes = counts.column(dim)?.str()?.clone();
         let rows = counts.column("__rows")?.cast(&DataType::UInt64)?.u64()?.clone();
         let (mut aggregate_rows, mut member_rows) = (0u64, 0u64);

@@ -62,6 +62,16 @@ pub fn by_column(entry: &str) -> (&str, Option<usize>) {
     (entry, None)
 }
 
+/// For each `by` entry that cuts its codes, the expression that cuts them in place.
+fn cut_exprs(by: &[String]) -> Vec<Expr> {
+    by.iter()
+        .filter_map(|b| match by_column(b) {
+            (c, Some(kept)) => Some(col(c).str().slice(lit(0), lit(kept as u64)).alias(c)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Whether every use the query makes of the code column `c` is `chapter(c)`
 /// (or, when `kept` is 4, `heading(c)` too): the first `kept` characters of
 /// each code are all it reads of them.
@@ -467,6 +477,7 @@ pub fn build_year(
         sha256,
         periods: data.periods.clone(),
         codes: data.codes.iter().filter(|(c, _)| by.contains(c)).map(|(c, v)| (c.clone(), v.clone())).collect(),
+        wide: data.wide.iter().filter(|(c, _)| by.contains(c)).map(|(c, v)| (c.clone(), v.clone())).collect(),
     })
 }
 
@@ -477,13 +488,7 @@ pub fn build_year(
 fn cut_codes(grouped: DataFrame, by: &[String], aggs: &[pushdown::Agg]) -> Result<DataFrame> {
     let columns: Vec<&str> = std::iter::once("period").chain(by.iter().map(|b| by_column(b).0)).collect();
     let order: Vec<PlSmallStr> = columns.iter().map(|c| (*c).into()).collect();
-    let cuts: Vec<Expr> = by
-        .iter()
-        .filter_map(|b| match by_column(b) {
-            (c, Some(kept)) => Some(col(c).str().slice(lit(0), lit(kept as u64)).alias(c)),
-            _ => None,
-        })
-        .collect();
+    let cuts = cut_exprs(by);
     let regrouped: Vec<Expr> = aggs
         .iter()
         .map(|a| {
@@ -555,6 +560,14 @@ pub fn rebuild(
         let years: Vec<i32> = manifest.files.iter().map(|f| f.year).collect();
         r.files.retain(|f| years.contains(&f.year));
         r.files.sort_by_key(|f| f.year);
+        // The wide-code index may have moved under the years kept: their
+        // ranges are those of the rows' file of the year, which were redrawn.
+        for f in &mut r.files {
+            if let Some(data) = manifest.files.iter().find(|d| d.year == f.year) {
+                f.wide =
+                    data.wide.iter().filter(|(c, _)| r.by.contains(c)).map(|(c, v)| (c.clone(), v.clone())).collect();
+            }
+        }
     }
     Ok(moves)
 }
@@ -1022,13 +1035,7 @@ fn combinations(store: &Store, m: &Manifest, cols: &[String]) -> Result<Count> {
         crate::exec::scan_dataset(store.root(), m)?.select(names.clone()).unique(None, UniqueKeepStrategy::Any);
     let spec = pushdown::Spec { keys, aggs: Vec::new(), filters: Vec::new(), skip_aggregate_rows: false, fallback };
     let whole = crate::exec::group_by_now(store.root(), m, spec)?;
-    let cuts: Vec<Expr> = cols
-        .iter()
-        .filter_map(|e| match by_column(e) {
-            (c, Some(kept)) => Some(col(c).str().slice(lit(0), lit(kept as u64)).alias(c)),
-            _ => None,
-        })
-        .collect();
+    let cuts = cut_exprs(cols);
     if cuts.is_empty() {
         return Ok(Count { rows: whole.height() as u64, exact: true });
     }
@@ -1046,4 +1053,4 @@ struct Count {
 /// Rollups whose periods and codes could combine into more rows than this
 /// are not counted (the count would hold every combination in memory): their
 /// size is bounded instead.
-const COUNT_CAP: u64 = 5_000_000;
+const COUNT_CAP: u64 = 1_000_000;

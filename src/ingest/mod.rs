@@ -657,6 +657,8 @@ fn build_manifest(
     // The new file of each year written, for its rollups.
     let mut rewritten: Vec<(DataFile, PathBuf)> = Vec::new();
     let old_files = old.map(|m| m.files.clone()).unwrap_or_default();
+    // The codes of the wide columns of each file written, by its path.
+    let mut staged_wide: BTreeMap<String, BTreeMap<String, Vec<String>>> = BTreeMap::new();
     // The files of the years rewritten stay in the store, for the version
     // they belong to (until `vacuum`).
     files.extend(old_files.iter().filter(|f| !new_years.contains(&f.year)).cloned());
@@ -690,6 +692,8 @@ fn build_manifest(
         };
         let (sha256, bytes) = store::sha256_file(&path)?;
         let rel = format!("year={}/part-v{version:06}.parquet", s.year);
+        let (codes, wide) = file_codes(&path)?;
+        staged_wide.insert(rel.clone(), wide);
         files.push(DataFile {
             path: rel.clone(),
             year: s.year,
@@ -698,12 +702,20 @@ fn build_manifest(
             bytes,
             sha256,
             periods: periods.into_iter().collect(),
-            codes: file_codes(&path)?,
+            codes,
+            wide: BTreeMap::new(),
         });
         rewritten.push((files.last().expect("just pushed").clone(), path.clone()));
         moves.push((path, store::Store::dataset_rel(dataset, &format!("files/{rel}"))));
     }
     files.sort_by_key(|f| f.year);
+    let wide_codes =
+        index_wide_codes(&mut files, old, &staged_wide, &store::Store::at(&opts.store).files_dir(dataset))?;
+    for (written, _) in &mut rewritten {
+        if let Some(indexed) = files.iter().find(|f| f.path == written.path) {
+            *written = indexed.clone();
+        }
+    }
     let mut all_periods: Vec<Period> = files
         .iter()
         .flat_map(|f| f.periods.iter())
@@ -769,6 +781,7 @@ fn build_manifest(
         aggregate_rows,
         periods: all_periods.iter().map(Period::to_string).collect(),
         aggregate_codes: aggregate_codes(old, mapping),
+        wide_codes,
         files,
         ingests,
         measures: mapping.measure_specs(),
@@ -791,31 +804,90 @@ fn dataset_currency(opts: &IngestOptions, mapping: &Mapping, old: Option<&Manife
     opts.currency.clone().or_else(|| mapping.currency.clone()).or_else(|| old.and_then(|m| m.currency.clone()))
 }
 
-/// The distinct codes of each code column of a staged file, for the columns
-/// with at most `CODES_KEPT` of them (read off the dictionary pages).
-fn file_codes(path: &Path) -> Result<BTreeMap<String, Vec<String>>> {
+/// The distinct codes of each code column of a staged file, sorted: those
+/// with at most `CODES_KEPT` of them for the file's entry, the wider ones
+/// (up to `WIDE_CODES_KEPT`) for the dataset's index of wide columns.
+type FileCodes = BTreeMap<String, Vec<String>>;
+
+fn file_codes(path: &Path) -> Result<(FileCodes, FileCodes)> {
+    let (mut codes, mut wide) = (BTreeMap::new(), BTreeMap::new());
+    for column in ["reporter", "partner", "flow", "product", "region"] {
+        let values = column_codes(path, column)?;
+        if values.len() <= store::manifest::CODES_KEPT {
+            codes.insert(column.to_string(), values);
+        } else if values.len() <= store::manifest::WIDE_CODES_KEPT {
+            wide.insert(column.to_string(), values);
+        }
+    }
+    Ok((codes, wide))
+}
+
+/// The distinct codes of a column of one file, sorted (off its dictionary
+/// pages when every page is dictionary-encoded).
+fn column_codes(path: &Path, column: &str) -> Result<Vec<String>> {
     let file = crate::exec::pushdown::PassFile {
         path: path.to_path_buf(),
         year: 0,
         has_aggregate_rows: false,
         periods: Vec::new(),
     };
-    let mut codes = BTreeMap::new();
-    for column in ["reporter", "partner", "flow", "product", "region"] {
-        let values = match crate::exec::pushdown::distinct_texts(std::slice::from_ref(&file), column) {
-            Some(v) => v,
-            None => {
-                let frame = scan(path)?.select([col(column).unique()]).collect()?;
-                frame.column(column)?.str()?.iter().flatten().map(str::to_string).collect()
-            }
-        };
-        if values.len() <= store::manifest::CODES_KEPT {
-            let mut values = values;
-            values.sort();
-            codes.insert(column.to_string(), values);
+    let mut values = match crate::exec::pushdown::distinct_texts(std::slice::from_ref(&file), column) {
+        Some(v) => v,
+        None => {
+            let frame = scan(path)?.select([col(column).unique()]).collect()?;
+            frame.column(column)?.str()?.iter().flatten().map(str::to_string).collect()
         }
+    };
+    values.sort();
+    Ok(values)
+}
+
+/// The dataset-wide index of each wide code column and every file's ranges
+/// in it: the codes of the files written as staged, of the files kept off
+/// the old index (or, for files written before it was kept, off their
+/// dictionaries, once). A column whose codes number more than
+/// `WIDE_CODES_KEPT` is left out: queries read its codes from the files.
+fn index_wide_codes(
+    files: &mut [DataFile],
+    old: Option<&Manifest>,
+    staged: &BTreeMap<String, FileCodes>,
+    dir: &Path,
+) -> Result<FileCodes> {
+    let columns: BTreeSet<String> = staged
+        .values()
+        .flat_map(|w| w.keys().cloned())
+        .chain(old.into_iter().flat_map(|m| m.wide_codes.keys().cloned()))
+        .collect();
+    let mut index = BTreeMap::new();
+    for column in columns {
+        let mut per_file: Vec<Vec<String>> = Vec::new();
+        for f in files.iter() {
+            let known = match staged.get(&f.path) {
+                Some(w) => w.get(&column).or_else(|| f.codes.get(&column)).cloned(),
+                None => f.codes.get(&column).cloned().or_else(|| {
+                    let list = old?.wide_codes.get(&column)?;
+                    Some(f.wide_codes(list, &column)?.into_iter().cloned().collect())
+                }),
+            };
+            per_file.push(match known {
+                Some(codes) => codes,
+                None => column_codes(&dir.join(&f.path), &column)?,
+            });
+        }
+        let all: BTreeSet<&String> = per_file.iter().flatten().collect();
+        if all.len() > store::manifest::WIDE_CODES_KEPT {
+            continue;
+        }
+        let list: Vec<String> = all.into_iter().cloned().collect();
+        for (f, codes) in files.iter_mut().zip(&per_file) {
+            f.wide.insert(column.clone(), store::manifest::code_ranges(&list, codes));
+        }
+        index.insert(column, list);
     }
-    Ok(codes)
+    for f in files.iter_mut() {
+        f.wide.retain(|c, _| index.contains_key(c));
+    }
+    Ok(index)
 }
 
 /// The aggregate codes the mappings of every ingest declared, per dimension.

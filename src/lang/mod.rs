@@ -411,6 +411,7 @@ mod fuzz {
             aggregate_rows: 0,
             periods: vec!["2024-12".into()],
             aggregate_codes: Default::default(),
+            wide_codes: Default::default(),
             files: Vec::new(),
             ingests: Vec::new(),
             measures: Vec::new(),

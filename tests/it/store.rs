@@ -226,3 +226,108 @@ fn verify_finds_damage() {
     assert!(text.contains("part-v000001.parquet: content differs from the manifest (SHA-256)"), "{text}");
     assert!(text.contains("stray.parquet: not a file of the current version of trade"), "{text}");
 }
+
+/// One month of rows: one per product code `P0000`.. (value 1 each, so a
+/// year's member total is the number of products) and their `TOTAL` row.
+fn products_month(period: &str, products: usize) -> String {
+    let mut csv = String::from("period,reporter,partner,flow,product,value\n");
+    for p in 0..products {
+        csv.push_str(&format!("{period},CHN,USA,export,P{p:04},1\n"));
+    }
+    csv.push_str(&format!("{period},CHN,USA,export,TOTAL,{products}\n"));
+    csv
+}
+
+#[test]
+fn a_column_with_thousands_of_codes_is_indexed_in_the_manifest_exactly_through_revisions() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let wide = tradeql::store::manifest::CODES_KEPT + 100;
+    for (period, n) in [("2023-01", wide), ("2024-01", wide)] {
+        let csv = write(dir.path(), &format!("{period}.csv"), &products_month(period, n));
+        ok(&["ingest", s(&csv), "--store", s(&store), "--dataset", "trade", "-q"]);
+    }
+    let q = write(dir.path(), "q.tql", "from trade\nby year\nsum value\n");
+    let answer = |want: [usize; 2]| {
+        let rows = csv_rows(&ok(&["run", s(&q), "--store", s(&store), "--format", "csv"]));
+        let got: Vec<usize> = rows.iter().map(|r| r["value"].parse::<f64>().unwrap() as usize).collect();
+        assert_eq!(got, want, "the member rows, the TOTAL row left out");
+    };
+    let codes = |store: &std::path::Path| {
+        let m = Store::open_existing(store).unwrap().manifest("trade").unwrap().unwrap();
+        // What the manifest says against what the files hold.
+        let (rows, _) = totals(store, "trade");
+        assert!(rows > 0);
+        let held: std::collections::BTreeSet<String> = m
+            .files
+            .iter()
+            .flat_map(|f| {
+                let path = Store::open_existing(store).unwrap().files_dir("trade").join(&f.path);
+                let df = polars::prelude::LazyFrame::scan_parquet(
+                    polars::prelude::PlRefPath::new(path.to_str().unwrap()),
+                    Default::default(),
+                )
+                .unwrap()
+                .collect()
+                .unwrap();
+                let c = df.column("product").unwrap().str().unwrap().clone();
+                c.iter().flatten().map(str::to_string).collect::<Vec<_>>()
+            })
+            .collect();
+        (m, held.into_iter().collect::<Vec<String>>())
+    };
+    let (m, held) = codes(&store);
+    assert_eq!(held.len(), wide + 1);
+    assert_eq!(m.wide_codes.get("product"), Some(&held), "the index lists every product code once");
+    assert!(m.files.iter().all(|f| f.wide.contains_key("product") && !f.codes.contains_key("product")));
+    assert_eq!(m.listed_codes("product"), Some(held));
+    answer([wide, wide]);
+    // A rollup by product read for one year, after a revision of the other
+    // year adds codes that sort before every code of the kept year (so the
+    // kept year's positions in the index move): the same as the rows.
+    ok(&["rollup", "add", "trade", "--by", "product", "--store", s(&store)]);
+    let mut added = products_month("2024-01", wide);
+    added.push_str(&(0..50).map(|p| format!("2024-01,CHN,USA,export,A{p:03},2\n")).collect::<String>());
+    let csv = write(dir.path(), "rev-added.csv", &added);
+    ok(&["ingest", s(&csv), "--store", s(&store), "--dataset", "trade", "-q"]);
+    let q2 = write(dir.path(), "q2.tql", "from trade\nwhere period = 2023-01\nby product\nsum value\n");
+    assert!(ok(&["explain", s(&q2), "--store", s(&store)]).contains("rollup: product is read"), "the rollup is read");
+    let via_rollup = ok(&["run", s(&q2), "--store", s(&store), "--format", "csv"]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tradeql"))
+        .args(["run", s(&q2), "--store", s(&store), "--format", "csv"])
+        .env("TRADEQL_ROLLUPS", "off")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(via_rollup, String::from_utf8_lossy(&out.stdout), "the rollup answers as the rows do");
+    let products: Vec<String> = csv_rows(&via_rollup).iter().map(|r| r["product"].clone()).collect();
+    assert!(products.len() >= wide && products.iter().all(|p| p.starts_with('P') || p == "TOTAL"), "{products:?}");
+    // Every file's ranges, the rows' and the rollup's, name the codes it holds.
+    let m = Store::open_existing(&store).unwrap().manifest("trade").unwrap().unwrap();
+    let index = m.wide_codes.get("product").expect("an index of products");
+    for f in m.stored_files() {
+        let path = Store::open_existing(&store).unwrap().files_dir("trade").join(&f.path);
+        let df = polars::prelude::LazyFrame::scan_parquet(
+            polars::prelude::PlRefPath::new(path.to_str().unwrap()),
+            Default::default(),
+        )
+        .unwrap()
+        .collect()
+        .unwrap();
+        let held: std::collections::BTreeSet<&str> =
+            df.column("product").unwrap().str().unwrap().iter().flatten().collect();
+        let listed: Vec<&str> = f.wide_codes(index, "product").expect("ranges").iter().map(|c| c.as_str()).collect();
+        assert_eq!(listed, held.into_iter().collect::<Vec<_>>(), "{}", f.path);
+    }
+    let (m, held) = codes(&store);
+    assert_eq!(m.listed_codes("product"), Some(held));
+    // Revisions that drop products: the index drops them with the last file that held them.
+    for (period, n) in [("2024-01", 10), ("2023-01", 12)] {
+        let csv = write(dir.path(), &format!("rev-{period}.csv"), &products_month(period, n));
+        ok(&["ingest", s(&csv), "--store", s(&store), "--dataset", "trade", "-q"]);
+    }
+    let (m, held) = codes(&store);
+    assert_eq!(held.len(), 13);
+    assert_eq!(m.listed_codes("product"), Some(held));
+    answer([12, 10]);
+}
