@@ -9,6 +9,7 @@
 //! a [`Source`] one question per need; `store` below keeps the files, the
 //! manifests and the commit protocol, and knows nothing of queries.
 
+pub mod combine;
 pub mod pushdown;
 
 use crate::error::{Error, Result};

@@ -430,7 +430,9 @@ fn ingest_locked(
     let (manifest, moves, periods_added, periods_replaced) =
         build_manifest(opts, mapping, dataset, old, &got, frequency, staged, staging)?;
     clock.mark("merge revisions, hash files");
-    let years_rewritten: Vec<i32> = moves.iter().filter_map(|(_, to)| year_of_path(to)).collect();
+    // Each year once: its rows' file and its rollups' files move into it.
+    let years_rewritten: Vec<i32> =
+        moves.iter().filter_map(|(_, to)| year_of_path(to)).collect::<BTreeSet<i32>>().into_iter().collect();
     let report = IngestReport {
         dataset: dataset.to_string(),
         version: manifest.version,

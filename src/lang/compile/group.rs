@@ -4,6 +4,7 @@
 //! time for a year roll-up.
 
 use super::*;
+use crate::exec::combine::{OrderedSum, ordered_sums};
 
 impl Compiler<'_> {
     /// `lf` grouped by `keys` (the first of them the calendar key, if any).
@@ -245,10 +246,20 @@ impl Compiler<'_> {
         // The finer rows in one order (that of their keys), so that the
         // sums add them in the same order on every run: the same bytes.
         let order: Vec<PlSmallStr> = fine_order.iter().map(|k| PlSmallStr::from(k.as_str())).collect();
-        Ok(fine
-            .sort(order, SortMultipleOptions::default().with_nulls_last(true))
-            .group_by_stable(final_keys)
-            .agg(combine))
+        let fine = fine.sort(order, SortMultipleOptions::default().with_nulls_last(true));
+        if plan.aggs.iter().all(|a| !matches!(a.func, AggFunc::Min | AggFunc::Max)) {
+            // Sums only: added in that order by the combine node, the same
+            // bits as `combine_exprs` in a fraction of the time.
+            let mut keys: Vec<String> = time_name.iter().map(|n| n.to_string()).collect();
+            keys.extend(plan.keys.iter().cloned());
+            let sums = plan
+                .aggs
+                .iter()
+                .map(|a| OrderedSum { column: a.name.clone(), null_when_empty: sums_to_null(a) })
+                .collect();
+            return Ok(ordered_sums(fine, keys, sums));
+        }
+        Ok(fine.group_by_stable(final_keys).agg(combine))
     }
 
     /// `out` with the count of stored periods in each roll-up period `t`, and
