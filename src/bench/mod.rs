@@ -139,20 +139,26 @@ fn median(xs: &[f64]) -> f64 {
     if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
 }
 
-/// Resets this process's peak-RSS mark (Linux), so each query's peak is its own.
-/// The memory freed by the runs before (another query, the same one from the
-/// rows) is first handed back to the system: glibc keeps freed pages resident,
-/// and the mark starts from what is resident (a 23,000-row rollup read
-/// showed the 2 GB the rows had used).
+/// Resets a process's peak-RSS mark (Linux), so each query's peak is its own.
 fn reset_peak(pid: u32) {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if pid == std::process::id() {
-        // SAFETY: malloc_trim only returns free memory; no live allocation moves.
-        unsafe {
-            libc::malloc_trim(0);
-        }
-    }
     let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+}
+
+/// The peak memory of this process while `f` runs, after the memory freed
+/// by what ran before is handed back to the system: glibc keeps freed pages
+/// resident, and the mark starts from what is resident (a 23,000-row rollup
+/// read showed the 2 GB the rows had used). Not done before a timed run:
+/// the pages handed back are faulted in again, which the time would count.
+fn peak_of(f: impl FnOnce() -> Result<()>) -> Result<f64> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory; no live allocation moves.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    let me = std::process::id();
+    reset_peak(me);
+    f()?;
+    Ok(peak_mb(me))
 }
 
 fn peak_mb(pid: u32) -> f64 {
@@ -426,23 +432,18 @@ pub fn bench(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<Benc
             });
         }
         let mut ours_t = Vec::new();
-        let mut ours_peak: f64 = 0.0;
         let mut peer_t: Vec<Vec<f64>> = vec![Vec::new(); peer_ids.len()];
         let mut peer_peak: Vec<f64> = vec![0.0; peer_ids.len()];
         for run in 0..runs {
             progress(&format!("{id}: run {} of {runs}", run + 1));
-            reset_peak(me);
             let t = Instant::now();
             let out = crate::run::collect(&loaded.compiled)?;
             ours_t.push(t.elapsed().as_secs_f64());
-            ours_peak = ours_peak.max(peak_mb(me));
             drop(out);
             if let Some(rows) = &from_rows {
-                reset_peak(me);
                 let t = Instant::now();
                 drop(crate::run::collect(&rows.compiled)?);
                 rows_t.push(t.elapsed().as_secs_f64());
-                rows_peak = rows_peak.max(peak_mb(me));
             }
             if let Some(plan) = &rows_plan {
                 use crate::exec::pushdown::{FloorStage, scan_floor};
@@ -483,6 +484,12 @@ pub fn bench(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<Benc
                     }
                 }
             }
+        }
+        // The peaks: one more run of each, untimed (see `peak_of`).
+        progress(&format!("{id}: peak memory"));
+        let ours_peak = peak_of(|| crate::run::collect(&loaded.compiled).map(drop))?;
+        if let Some(rows) = &from_rows {
+            rows_peak = peak_of(|| crate::run::collect(&rows.compiled).map(drop))?;
         }
         let timing = |xs: &[f64], peak: f64| Timing {
             min_s: xs.iter().copied().fold(f64::INFINITY, f64::min),
