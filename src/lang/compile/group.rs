@@ -247,11 +247,11 @@ impl Compiler<'_> {
         // sums add them in the same order on every run: the same bytes.
         let order: Vec<PlSmallStr> = fine_order.iter().map(|k| PlSmallStr::from(k.as_str())).collect();
         let fine = fine.sort(order, SortMultipleOptions::default().with_nulls_last(true));
-        if plan.aggs.iter().all(|a| !matches!(a.func, AggFunc::Min | AggFunc::Max)) {
+        let mut keys: Vec<String> = time_name.iter().map(|n| n.to_string()).collect();
+        keys.extend(plan.keys.iter().cloned());
+        if !keys.is_empty() && plan.aggs.iter().all(|a| !matches!(a.func, AggFunc::Min | AggFunc::Max)) {
             // Sums only: added in that order by the combine node, the same
             // bits as `combine_exprs` in a fraction of the time.
-            let mut keys: Vec<String> = time_name.iter().map(|n| n.to_string()).collect();
-            keys.extend(plan.keys.iter().cloned());
             let sums = plan
                 .aggs
                 .iter()
