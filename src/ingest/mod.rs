@@ -790,6 +790,7 @@ fn build_manifest(
         rollups: old.map(|m| m.rollups.clone()).unwrap_or_default(),
         compression: dataset_codec(opts, old),
         view: None,
+        view_cuts: Vec::new(),
     };
     // The rollups of the years written, in the same commit as their rows.
     moves.extend(crate::rollup::rebuild(&mut manifest, &rewritten, staging, dataset)?);

@@ -418,6 +418,7 @@ mod fuzz {
             rollups: Vec::new(),
             compression: Default::default(),
             view: None,
+            view_cuts: Vec::new(),
         };
         let groups = GroupsManifest {
             format: 1,

@@ -102,6 +102,10 @@ pub struct Manifest {
     /// the rows ([`Manifest::rollup_view`]); never stored.
     #[serde(skip)]
     pub view: Option<String>,
+    /// On such a copy: the code columns the rollup keeps cut, with the
+    /// characters it keeps (`product`, 2 for `chapter(product)`).
+    #[serde(skip)]
+    pub view_cuts: Vec<(String, usize)>,
 }
 
 /// An aggregate table of a dataset: its rows summed by `period` and the
@@ -164,6 +168,14 @@ impl Manifest {
             schema,
             rollups: Vec::new(),
             view: Some(name.to_string()),
+            view_cuts: r
+                .by
+                .iter()
+                .filter_map(|b| match crate::rollup::by_column(b) {
+                    (c, Some(kept)) => Some((c.to_string(), kept)),
+                    _ => None,
+                })
+                .collect(),
             ..self.clone()
         })
     }
