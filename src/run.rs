@@ -234,17 +234,36 @@ pub fn finish(shape: &ResultShape, frame: DataFrame) -> Result<Outcome> {
         AnyValue::Null => "null".to_string(),
         other => other.to_string(),
     };
-    let label_of = |frame: &DataFrame, i: usize, with_keys: bool| -> String {
-        let mut parts: Vec<String> = shape
-            .time_label
-            .iter()
-            .chain(shape.key_labels.iter().filter(|_| with_keys))
-            .filter_map(|c| frame.column(c).ok())
-            .filter_map(|c| c.get(i).ok())
-            .map(text)
-            .collect();
-        parts.retain(|p| !p.is_empty());
-        parts.join(" ")
+    // The label columns found once (a rollup query flags thousands of rows).
+    let labelled: Vec<(bool, Column)> = shape
+        .time_label
+        .iter()
+        .map(|c| (true, c))
+        .chain(shape.key_labels.iter().map(|c| (false, c)))
+        .filter_map(|(is_time, c)| frame.column(c).ok().map(|c| (is_time, c.clone())))
+        .collect();
+    let cell_text = |c: &Column, i: usize| -> String {
+        match (c.dtype(), c.str(), c.date()) {
+            (DataType::String, Ok(s), _) => s.get(i).unwrap_or("null").to_string(),
+            (DataType::Date, _, Ok(d)) => d.physical().get(i).map_or("null".to_string(), |d| text(AnyValue::Date(d))),
+            _ => c.get(i).map(text).unwrap_or_default(),
+        }
+    };
+    let label_of = |i: usize, with_keys: bool| -> String {
+        let mut label = String::new();
+        for (is_time, c) in &labelled {
+            if !is_time && !with_keys {
+                continue;
+            }
+            let part = cell_text(c, i);
+            if !part.is_empty() {
+                if !label.is_empty() {
+                    label.push(' ');
+                }
+                label.push_str(&part);
+            }
+        }
+        label
     };
     let mut warnings = shape.known_warnings.clone();
     let mut notes = shape.known_notes.clone();
@@ -273,7 +292,7 @@ pub fn finish(shape: &ResultShape, frame: DataFrame) -> Result<Outcome> {
         };
         for (i, detail) in flagged {
             let with_keys = !matches!(w.kind, WarningKind::Partial { .. });
-            let label = label_of(&frame, i, with_keys) + &detail;
+            let label = label_of(i, with_keys) + &detail;
             if seen.insert(label.clone()) {
                 periods.push(label);
             }

@@ -11,6 +11,7 @@
 
 pub mod combine;
 pub mod pushdown;
+pub mod series;
 
 use crate::error::{Error, Result};
 use crate::store::Manifest;

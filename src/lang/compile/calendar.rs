@@ -67,12 +67,22 @@ impl Compiler<'_> {
         }
         let prev = self.fresh("prev");
         self.joined.insert(key, prev.clone());
-        let mut select = vec![col("__t").dt().offset_by(lit(offset(months))).alias("__t")];
-        select.extend(self.series_partition());
-        select.push(col(column).alias(prev.as_str()));
-        let shifted = lf.clone().select(select);
-        let keys = self.row_keys();
-        (lf.join(shifted, keys.clone(), keys, join_args()), prev)
+        // Found by lookup (`exec::series`); polars' self-join where the rows
+        // are not one per series and month.
+        let keys = self.plan.keys.clone();
+        let fallback: series::Fallback = {
+            let (keys, column, prev) = (keys.clone(), column.to_string(), prev.clone());
+            Arc::new(move |lf: LazyFrame| {
+                let mut select = vec![col("__t").dt().offset_by(lit(offset(months))).alias("__t")];
+                select.extend(keys.iter().map(|k| col(k.as_str())));
+                select.push(col(column.as_str()).alias(prev.as_str()));
+                let shifted = lf.clone().select(select);
+                let mut on = vec![col("__t")];
+                on.extend(keys.iter().map(|k| col(k.as_str())));
+                lf.join(shifted, on.clone(), on, join_args())
+            })
+        };
+        (series::earlier(lf, keys, column.to_string(), months, prev.clone(), fallback), prev)
     }
 
     /// Flags the rows whose comparison value `prev` (from `months` earlier)

@@ -245,8 +245,9 @@ impl Compiler<'_> {
         let combine = combine_exprs(plan);
         // The finer rows in one order (that of their keys), so that the
         // sums add them in the same order on every run: the same bytes.
-        let order: Vec<PlSmallStr> = fine_order.iter().map(|k| PlSmallStr::from(k.as_str())).collect();
-        let fine = fine.sort(order, SortMultipleOptions::default().with_nulls_last(true));
+        // (Already in it when the pushdown grouped them without nulls:
+        // then not sorted again.)
+        let fine = exec::series::in_order(fine, fine_order.iter().map(|k| (k.clone(), false)).collect());
         let mut keys: Vec<String> = time_name.iter().map(|n| n.to_string()).collect();
         keys.extend(plan.keys.iter().cloned());
         let sums_only = plan.aggs.iter().all(|a| !matches!(a.func, AggFunc::Min | AggFunc::Max));

@@ -40,6 +40,10 @@ impl Compiler<'_> {
             return Ok((lf, c.clone()));
         }
         let (lf, e) = self.measure_expr(lf, x, base)?;
+        if let Expr::Column(c) = &e {
+            // A measure that is a column already (ytd).
+            return Ok((lf, c.to_string()));
+        }
         let name = self.fresh("m");
         Ok((lf.with_column(e.alias(name.as_str())), name))
     }
@@ -178,21 +182,27 @@ impl Compiler<'_> {
     fn ytd(&mut self, lf: LazyFrame, a: &RExpr, base: &LazyFrame) -> Result<(LazyFrame, Expr)> {
         let time = self.plan.time;
         let (lf, cx) = self.column_of(lf, a, base)?;
+        let quarterly = matches!(time, Some(TimeKey::Quarter));
+        let (ytd, flag) = (self.fresh("ytd"), self.fresh("wytd"));
+        // One pass per series (`exec::series`); polars' ordered windows where
+        // the rows are not one per series and month.
+        let keys = self.plan.keys.clone();
         let mut part = self.series_partition();
         part.push(col("__t").dt().year());
-        let ytd = ordered_window(col(cx.as_str()).cum_sum(false), part.clone(), col("__t"), false)?;
+        let sum = ordered_window(col(cx.as_str()).cum_sum(false), part.clone(), col("__t"), false)?;
         let seen = ordered_window(col("__t").cum_count(false), part, col("__t"), false)?;
-        let expected = match time {
-            Some(TimeKey::Quarter) => col("__t").dt().quarter().cast(DataType::UInt32),
-            _ => col("__t").dt().month().cast(DataType::UInt32),
-        };
-        let flag = self.fresh("wytd");
-        let lf = lf.with_column(seen.cast(DataType::UInt32).neq(expected).alias(flag.as_str()));
+        let expected = if quarterly { col("__t").dt().quarter() } else { col("__t").dt().month() };
+        let windows = [
+            sum.alias(ytd.as_str()),
+            seen.cast(DataType::UInt32).neq(expected.cast(DataType::UInt32)).alias(flag.as_str()),
+        ];
+        let fallback: series::Fallback = Arc::new(move |lf: LazyFrame| lf.with_columns(windows.clone()));
+        let lf = series::year_to_date(lf, keys, cx, (ytd.clone(), flag.clone()), quarterly, fallback);
         self.warnings.push(WarningColumn {
             column: flag,
             kind: WarningKind::YtdGap { measure: format!("ytd({})", display_arg(a)) },
         });
-        Ok((lf, ytd))
+        Ok((lf, col(ytd.as_str())))
     }
 
     /// `rolling(x, n)`, `rolling_mean(x, n)`: null unless all n periods exist.

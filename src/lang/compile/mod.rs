@@ -7,7 +7,8 @@
 //! query reaches; comparison periods found by date), [`measures`] (growth,
 //! shares, windows, ...), [`top`] (folding into "others"), and [`shape`] (the
 //! warning columns and rules both backends share). Every comparison across
-//! time is a join on the calendar key shifted by one year (or one period),
+//! time finds the row whose calendar key is one year (or one period)
+//! earlier (`exec::series`: by lookup, else a join on the shifted key),
 //! never a row offset, so a missing period gives null. Columns that start
 //! with `__` are internal; those that start with `__w` carry warnings out of
 //! the plan and are read (then dropped) after collect. Polars does the
@@ -29,11 +30,12 @@ pub use shape::*;
 use super::ast::BinOp;
 use super::plan::*;
 use crate::error::{Error, Result};
-use crate::exec::{self, Source, pushdown, pushdown_enabled, scan_dataset, with_pushdown};
+use crate::exec::{self, Source, pushdown, pushdown_enabled, scan_dataset, series, with_pushdown};
 use crate::period::Frequency;
 use crate::store::Manifest;
 use polars::prelude::*;
 use std::path::Path;
+use std::sync::Arc;
 
 /// The lazy frame of a plan, and how to read the warnings it carries.
 pub struct Compiled {
@@ -244,15 +246,8 @@ impl Compiler<'_> {
         if by.is_empty() {
             return lf;
         }
-        let cols: Vec<PlSmallStr> = by.iter().map(|(c, _)| PlSmallStr::from(c.as_str())).collect();
-        let desc: Vec<bool> = by.iter().map(|(_, d)| *d).collect();
-        lf.sort(
-            cols,
-            SortMultipleOptions::default()
-                .with_order_descending_multi(desc)
-                .with_nulls_last(true)
-                .with_maintain_order(true),
-        )
+        // Polars' stable sort, skipped where the rows are in order already.
+        series::in_order(lf, by.iter().map(|(c, d)| (c.to_string(), *d)).collect())
     }
 
     fn listing(&mut self, lf: LazyFrame) -> Result<Compiled> {
