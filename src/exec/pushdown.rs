@@ -490,6 +490,29 @@ impl Groups {
         g
     }
 
+    /// Room for `more` groups (as `Vec::reserve`: nothing when there is room).
+    fn reserve(&mut self, more: usize) {
+        self.keys.reserve(more);
+        self.rows.reserve(more);
+        for v in [&mut self.sum, &mut self.min, &mut self.max] {
+            v.reserve(more * self.aggs);
+        }
+        self.count.reserve(more * self.aggs);
+    }
+
+    /// Adds `key`, a group not indexed, with `rows` and per aggregate (sum,
+    /// count, min, max) the values of adding those to empty aggregates.
+    fn push_cell(&mut self, key: GroupKey, rows: u64, aggs: impl Iterator<Item = (f64, u64, f64, f64)>) {
+        self.keys.push(key);
+        self.rows.push(rows);
+        for (sum, count, min, max) in aggs {
+            self.sum.push(0.0 + sum);
+            self.count.push(count);
+            self.min.push(f64::INFINITY.min(min));
+            self.max.push(f64::NEG_INFINITY.max(max));
+        }
+    }
+
     /// Builds the index if the groups have none, with room for `more` keys.
     fn ensure_index(&mut self, more: usize) {
         if !self.indexed {
@@ -518,7 +541,7 @@ impl Groups {
             (Some((first, _)), Some((_, last))) => Some((first, last)),
             (one, None) | (None, one) => one,
         };
-        if self.keys.is_empty() {
+        if self.keys.is_empty() && self.keys.capacity() < other.keys.len() {
             // The same values as adding `other` to empty groups (0.0 + -0.0
             // is 0.0; a min against +inf, a max against -inf), in one move.
             other.sum.iter_mut().for_each(|x| *x += 0.0);
@@ -529,12 +552,14 @@ impl Groups {
             return;
         }
         self.files = files;
-        if calendar_apart && after {
-            // Every group so far is final: seal them and append `other`'s,
-            // each as if added to empty aggregates.
+        if self.keys.is_empty() || (calendar_apart && after) {
+            // Every group so far is final (or there is none, and room
+            // reserved for more): seal them and append `other`'s, each as
+            // if added to empty aggregates.
             self.sealed = self.keys.len();
             self.index.clear();
             self.indexed = false;
+            self.reserve(other.keys.len());
             self.keys.extend_from_slice(&other.keys);
             self.rows.extend_from_slice(&other.rows);
             self.sum.extend(other.sum.iter().map(|x| x + 0.0));
@@ -638,6 +663,10 @@ impl Groups {
 /// The groups in the order of their sort keys; an error if two have the
 /// same key (groups kept apart by the manifest's periods that were not).
 fn sorted_groups<K: Ord>(mut keyed: Vec<(K, usize)>) -> PolarsResult<Vec<usize>> {
+    if keyed.is_sorted_by(|a, b| a.0 < b.0) {
+        // In order already, no key twice (a rollup's groups, read in order).
+        return Ok(keyed.into_iter().map(|(_, g)| g).collect());
+    }
     keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     if keyed.windows(2).any(|w| w[0].0 == w[1].0) {
         polars_bail!(ComputeError: "the pushdown found one group twice: a file holds periods its manifest entry does not list (run `tradeql verify`)");
@@ -784,8 +813,16 @@ fn read_pass(files: &[PassFile], specs: &[Spec]) -> Res<(Vec<Groups>, Vec<Arc<st
     let empty = || -> Vec<Groups> { specs.iter().map(|s| Groups::new(s.aggs.len())).collect() };
     let apart: Vec<bool> = specs.iter().map(|s| calendar_apart(s, files)).collect();
     let merge_into = |total: &mut Vec<Groups>, parts: &mut dyn Iterator<Item = Res<Vec<Groups>>>| -> Res<()> {
+        // The parts first, then room for all of them: groups appended (files
+        // apart) are copied once, not again each time their vectors grow.
+        let parts: Vec<Vec<Groups>> = parts.collect::<Res<_>>()?;
+        for (s, t) in total.iter_mut().enumerate() {
+            if apart[s] {
+                t.reserve(parts.iter().map(|p| p[s].keys.len()).sum());
+            }
+        }
         for part in parts {
-            for ((t, p), apart) in total.iter_mut().zip(part?).zip(&apart) {
+            for ((t, p), apart) in total.iter_mut().zip(part).zip(&apart) {
                 t.merge(p, *apart);
             }
         }
@@ -876,13 +913,42 @@ fn row_groups_wanted(
             continue;
         }
         let mut file = std::fs::File::open(&f.path)?;
-        let meta = Arc::new(read_metadata(&mut file)?);
+        let meta = footer(&mut file)?;
         let file = Arc::new(file);
         for rg in 0..meta.row_groups.len() {
             tasks.push((i, file.clone(), meta.clone(), rg));
         }
     }
     Ok((wanted, tasks))
+}
+
+/// The identity of an opened file: device, inode, length, modification time.
+type FileIdentity = (u64, u64, u64, i64, i64);
+
+/// Footers already read, by the identity of the file they were read from: a
+/// query asked again (the bench, a Python session, a batch) reads no footer
+/// twice, and a file written again (a new inode, length or time) is read
+/// anew. At most [`FOOTERS_KEPT`] are kept.
+static FOOTERS: std::sync::LazyLock<Mutex<PlHashMap<FileIdentity, Arc<FileMetadata>>>> =
+    std::sync::LazyLock::new(|| Mutex::new(PlHashMap::default()));
+
+const FOOTERS_KEPT: usize = 1024;
+
+/// The footer of the opened `file`, read once per file identity.
+fn footer(file: &mut std::fs::File) -> Res<Arc<FileMetadata>> {
+    use std::os::unix::fs::MetadataExt;
+    let m = file.metadata()?;
+    let id = (m.dev(), m.ino(), m.len(), m.mtime(), m.mtime_nsec());
+    if let Some(meta) = FOOTERS.lock().expect("pushdown footers").get(&id) {
+        return Ok(meta.clone());
+    }
+    let meta = Arc::new(read_metadata(file)?);
+    let mut kept = FOOTERS.lock().expect("pushdown footers");
+    if kept.len() >= FOOTERS_KEPT {
+        kept.clear();
+    }
+    kept.insert(id, meta.clone());
+    Ok(meta)
 }
 
 /// The passes evaluated while [`record_passes`] runs, when it runs.
@@ -1054,14 +1120,18 @@ fn aggregate(work: &mut Work, spec: &Spec, columns: &SpecColumns, year: i32, den
     let Work { codes, dicts, values, valid, keep, cell, rows: n, .. } = work;
     let n = *n;
     // (column, stride) per key read from a column.
+    // The last key varies fastest, so the cells come in the order of the
+    // keys' dictionary indices, first key first: in a file written in key
+    // order (a rollup), the order the groups are sorted in at the end.
     let mut radix: Vec<(usize, u64)> = Vec::new();
     let mut combinations: u64 = 1;
-    for c in columns.keys.iter().flatten() {
+    for c in columns.keys.iter().flatten().rev() {
         radix.push((*c, combinations));
         combinations = combinations
             .checked_mul(dicts[*c].len() as u64 + 1)
             .ok_or_else(|| Unsupported("too many key combinations in a row group".into()))?;
     }
+    radix.reverse();
     // Each row's cell: its combined key index when the combinations fit a
     // dense array; else the number of its combination among those seen (a
     // hash of one integer per row), with `cell_keys` holding the combination.
@@ -1164,6 +1234,9 @@ fn aggregate(work: &mut Work, spec: &Spec, columns: &SpecColumns, year: i32, den
     // periods are cut to quarters or years: then several cells share one.
     let truncated = spec.keys.iter().any(|k| matches!(k.source, KeySource::Period { months } if months > 1));
     out.indexed = truncated;
+    if !truncated {
+        out.reserve(rows.iter().filter(|r| **r > 0).count());
+    }
     for (c, &r) in rows.iter().enumerate() {
         if r == 0 {
             continue;
@@ -1188,7 +1261,19 @@ fn aggregate(work: &mut Work, spec: &Spec, columns: &SpecColumns, year: i32, den
                 _ => id,
             };
         }
-        let g = if truncated { out.slot(key) } else { out.push_new(key) };
+        if !truncated {
+            // A new group: its aggregates as adding the cell's to empty ones.
+            out.push_cell(
+                key,
+                r,
+                accs.iter().map(|(sum, count, min, max)| {
+                    let (lo, hi) = if min.is_empty() { (f64::INFINITY, f64::NEG_INFINITY) } else { (min[c], max[c]) };
+                    (sum[c], count[c], lo, hi)
+                }),
+            );
+            continue;
+        }
+        let g = out.slot(key);
         out.rows[g] += r;
         for (j, (sum, count, min, max)) in accs.iter().enumerate() {
             let at = g * naggs + j;
@@ -1653,6 +1738,24 @@ mod tests {
         assert_eq!(truncate_months(day(2024, 5, 1), 3), day(2024, 4, 1));
         assert_eq!(truncate_months(day(2024, 12, 1), 3), day(2024, 10, 1));
         assert_eq!(truncate_months(day(1969, 2, 1), 3), day(1969, 1, 1));
+    }
+
+    #[test]
+    fn a_file_written_again_at_its_path_gets_its_own_footer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("part.parquet");
+        let write = |rows: i32| {
+            let mut df = df!("v" => (0..rows).collect::<Vec<i32>>()).unwrap();
+            let next = dir.path().join("next.parquet");
+            ParquetWriter::new(std::fs::File::create(&next).unwrap()).finish(&mut df).unwrap();
+            std::fs::rename(&next, &path).unwrap();
+        };
+        let rows = || footer(&mut std::fs::File::open(&path).unwrap()).unwrap().num_rows;
+        write(3);
+        assert_eq!(rows(), 3);
+        assert_eq!(rows(), 3, "read again from the kept footer");
+        write(5);
+        assert_eq!(rows(), 5, "a new file at the same path is read anew");
     }
 
     fn part(file: usize, rows: &[(u32, f64)]) -> Groups {
