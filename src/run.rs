@@ -234,7 +234,9 @@ pub fn finish(shape: &ResultShape, frame: DataFrame) -> Result<Outcome> {
         AnyValue::Null => "null".to_string(),
         other => other.to_string(),
     };
-    // The label columns found once (a rollup query flags thousands of rows).
+    // The label columns found once, each read through its type (a rollup
+    // query flags thousands of rows; asking a column for the wrong type
+    // builds an error each time).
     let labelled: Vec<(bool, Column)> = shape
         .time_label
         .iter()
@@ -242,20 +244,31 @@ pub fn finish(shape: &ResultShape, frame: DataFrame) -> Result<Outcome> {
         .chain(shape.key_labels.iter().map(|c| (false, c)))
         .filter_map(|(is_time, c)| frame.column(c).ok().map(|c| (is_time, c.clone())))
         .collect();
-    let cell_text = |c: &Column, i: usize| -> String {
-        match (c.dtype(), c.str(), c.date()) {
-            (DataType::String, Ok(s), _) => s.get(i).unwrap_or("null").to_string(),
-            (DataType::Date, _, Ok(d)) => d.physical().get(i).map_or("null".to_string(), |d| text(AnyValue::Date(d))),
-            _ => c.get(i).map(text).unwrap_or_default(),
+    let cells: Vec<(bool, LabelCells)> = labelled.iter().map(|(is_time, c)| (*is_time, LabelCells::of(c))).collect();
+    // The rows come by period: the last period's text is kept.
+    let last_period: std::cell::RefCell<Option<(i32, String)>> = Default::default();
+    let period_text = |d: i32| -> String {
+        let mut last = last_period.borrow_mut();
+        match &*last {
+            Some((at, text)) if *at == d => text.clone(),
+            _ => {
+                let t = text(AnyValue::Date(d));
+                *last = Some((d, t.clone()));
+                t
+            }
         }
     };
     let label_of = |i: usize, with_keys: bool| -> String {
         let mut label = String::new();
-        for (is_time, c) in &labelled {
+        for (is_time, c) in &cells {
             if !is_time && !with_keys {
                 continue;
             }
-            let part = cell_text(c, i);
+            let part = match c {
+                LabelCells::Text(s) => std::borrow::Cow::Borrowed(s.get(i).unwrap_or("null")),
+                LabelCells::Days(d) => d.get(i).map_or("null".into(), |d| period_text(d).into()),
+                LabelCells::Other(c) => c.get(i).map(text).unwrap_or_default().into(),
+            };
             if !part.is_empty() {
                 if !label.is_empty() {
                     label.push(' ');
@@ -269,8 +282,9 @@ pub fn finish(shape: &ResultShape, frame: DataFrame) -> Result<Outcome> {
     let mut notes = shape.known_notes.clone();
     for w in &shape.warnings {
         let column = frame.column(&w.column)?.clone();
+        // The first labels (as many as a summary names) and how many differ.
         let mut periods: Vec<String> = Vec::new();
-        let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
+        let mut seen: PlHashSet<String> = PlHashSet::default();
         // The flagged rows, read from the typed column (a value at a time
         // through `get` was a few ms of a rollup query's 23,000 rows).
         let flagged: Vec<(usize, String)> = match (&w.kind, column.dtype()) {
@@ -293,14 +307,17 @@ pub fn finish(shape: &ResultShape, frame: DataFrame) -> Result<Outcome> {
         for (i, detail) in flagged {
             let with_keys = !matches!(w.kind, WarningKind::Partial { .. });
             let label = label_of(i, with_keys) + &detail;
-            if seen.insert(label.clone()) {
-                periods.push(label);
+            let first = (periods.len() < SUMMARY_NAMES).then(|| label.clone());
+            if seen.insert(label)
+                && let Some(first) = first
+            {
+                periods.push(first);
             }
         }
         if periods.is_empty() {
             continue;
         }
-        let list = summarise(&periods);
+        let list = summarise_first(&periods, seen.len());
         match &w.kind {
             WarningKind::MissingBase { measure, offset } => {
                 warnings.push(format!("{measure} is null for {list}: the period {offset} is missing"))
@@ -424,8 +441,39 @@ fn listed(codes: &[String]) -> String {
     if sorted.len() > 12 { format!("{} and {} more", shown.join(", "), sorted.len() - 12) } else { shown.join(", ") }
 }
 
+/// A label column, typed once.
+enum LabelCells<'c> {
+    Text(&'c StringChunked),
+    Days(&'c Int32Chunked),
+    Other(&'c Column),
+}
+
+impl<'c> LabelCells<'c> {
+    fn of(c: &'c Column) -> LabelCells<'c> {
+        match c.dtype() {
+            DataType::String => c.str().map_or(LabelCells::Other(c), LabelCells::Text),
+            DataType::Date => c.date().map_or(LabelCells::Other(c), |d| LabelCells::Days(d.physical())),
+            _ => LabelCells::Other(c),
+        }
+    }
+}
+
+/// How many labels a summary of flagged rows names at most.
+const SUMMARY_NAMES: usize = 6;
+
+/// Labels as a list: all of them up to [`SUMMARY_NAMES`], else the first
+/// five and how many more.
 fn summarise(items: &[String]) -> String {
-    if items.len() <= 6 { items.join(", ") } else { format!("{} and {} more", items[..5].join(", "), items.len() - 5) }
+    summarise_first(items, items.len())
+}
+
+/// [`summarise`] of `count` distinct labels, of which only the `first` are at hand.
+fn summarise_first(first: &[String], count: usize) -> String {
+    if count <= SUMMARY_NAMES {
+        first.join(", ")
+    } else {
+        format!("{} and {} more", first[..SUMMARY_NAMES - 1].join(", "), count - (SUMMARY_NAMES - 1))
+    }
 }
 
 /// A failure to write standard output, as an error (a broken pipe ends the
