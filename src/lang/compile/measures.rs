@@ -26,11 +26,7 @@ impl Compiler<'_> {
         self.coverage = kept.1;
         self.polars_rows = kept.2;
         self.pushed_down.truncate(kept.3);
-        // Columns found for the query's own rows are not columns of these.
-        let found = (std::mem::take(&mut self.joined), std::mem::take(&mut self.ytds));
-        let first = first.and_then(|first| self.column_of(first, a, base));
-        (self.joined, self.ytds) = found;
-        let (first, cx) = first?;
+        let (first, cx) = self.column_of(first?, a, base)?;
         let name = self.fresh("first");
         let keys = self.row_keys();
         let mut select = keys.clone();
@@ -187,11 +183,6 @@ impl Compiler<'_> {
         let time = self.plan.time;
         let (lf, cx) = self.column_of(lf, a, base)?;
         let quarterly = matches!(time, Some(TimeKey::Quarter));
-        if let Some(ytd) = self.ytds.get(&(cx.clone(), quarterly)) {
-            // Computed already (`ytd(x)` beside `ytd_yoy(x)`): the same
-            // column, whose gaps are warned of once.
-            return Ok((lf, col(ytd.as_str())));
-        }
         let (ytd, flag) = (self.fresh("ytd"), self.fresh("wytd"));
         // One pass per series (`exec::series`); polars' ordered windows where
         // the rows are not one per series and month.
@@ -206,12 +197,11 @@ impl Compiler<'_> {
             seen.cast(DataType::UInt32).neq(expected.cast(DataType::UInt32)).alias(flag.as_str()),
         ];
         let fallback: series::Fallback = Arc::new(move |lf: LazyFrame| lf.with_columns(windows.clone()));
-        let lf = series::year_to_date(lf, keys, cx.clone(), (ytd.clone(), flag.clone()), quarterly, fallback);
+        let lf = series::year_to_date(lf, keys, cx, (ytd.clone(), flag.clone()), quarterly, fallback);
         self.warnings.push(WarningColumn {
             column: flag,
             kind: WarningKind::YtdGap { measure: format!("ytd({})", display_arg(a)) },
         });
-        self.ytds.insert((cx, quarterly), ytd.clone());
         Ok((lf, col(ytd.as_str())))
     }
 

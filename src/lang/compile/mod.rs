@@ -156,9 +156,6 @@ struct Compiler<'a> {
     coverage: Option<String>,
     /// The columns [`Compiler::previous`] joined, by (column, months back).
     joined: std::collections::HashMap<(String, i32), String>,
-    /// The year-to-date columns [`Compiler::ytd`] added, by (column,
-    /// quarterly): `ytd_yoy(x)` compares the `ytd(x)` already computed.
-    ytds: std::collections::HashMap<(String, bool), String>,
     /// The dataset's rows as the query reads them, for the total of a named
     /// aggregate row (`share(value, region = "CN")`).
     scan: Option<LazyFrame>,
@@ -180,7 +177,6 @@ impl<'a> Compiler<'a> {
             pushed_down: Vec::new(),
             coverage: None,
             joined: Default::default(),
-            ytds: Default::default(),
             scan: None,
             by_file_year: true,
         }
