@@ -1119,10 +1119,10 @@ const DENSE_CELLS: usize = 1 << 22;
 fn aggregate(work: &mut Work, spec: &Spec, columns: &SpecColumns, year: i32, dense_cells: usize) -> Res<Groups> {
     let Work { codes, dicts, values, valid, keep, cell, rows: n, .. } = work;
     let n = *n;
-    // (column, stride) per key read from a column.
-    // The last key varies fastest, so the cells come in the order of the
-    // keys' dictionary indices, first key first: in a file written in key
-    // order (a rollup), the order the groups are sorted in at the end.
+    // (column, stride) per key read from a column. The last key varies
+    // fastest, so the cells come in the order of the keys' dictionary
+    // indices, first key first: in a file written in key order (a rollup),
+    // the order the groups are sorted in at the end.
     let mut radix: Vec<(usize, u64)> = Vec::new();
     let mut combinations: u64 = 1;
     for c in columns.keys.iter().flatten().rev() {
