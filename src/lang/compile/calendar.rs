@@ -71,15 +71,14 @@ impl Compiler<'_> {
         // are not one per series and month.
         let keys = self.plan.keys.clone();
         let fallback: series::Fallback = {
-            let (keys, column, prev) = (keys.clone(), column.to_string(), prev.clone());
+            let (partition, on) = (self.series_partition(), self.row_keys());
+            let (column, prev) = (column.to_string(), prev.clone());
             Arc::new(move |lf: LazyFrame| {
                 let mut select = vec![col("__t").dt().offset_by(lit(offset(months))).alias("__t")];
-                select.extend(keys.iter().map(|k| col(k.as_str())));
+                select.extend(partition.iter().cloned());
                 select.push(col(column.as_str()).alias(prev.as_str()));
                 let shifted = lf.clone().select(select);
-                let mut on = vec![col("__t")];
-                on.extend(keys.iter().map(|k| col(k.as_str())));
-                lf.join(shifted, on.clone(), on, join_args())
+                lf.join(shifted, on.clone(), on.clone(), join_args())
             })
         };
         (series::earlier(lf, keys, column.to_string(), months, prev.clone(), fallback), prev)
